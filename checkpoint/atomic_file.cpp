@@ -1,0 +1,88 @@
+#include "checkpoint/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace forge::ckpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string osError(const std::string& what, const std::string& path) {
+  return concat(what, " '", path, "': ", std::strerror(errno));
+}
+
+// Owns a file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+void writeFileAtomically(const std::string& path, const std::vector<char>& bytes) {
+  fs::path target(path);
+  fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  std::string tmp = (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  try {
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (fd.get() < 0) throw CheckpointError(osError("cannot create", tmp));
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw CheckpointError(osError("cannot write", tmp));
+      done += static_cast<size_t>(n);
+    }
+    if (::fsync(fd.get()) != 0) throw CheckpointError(osError("cannot fsync", tmp));
+    if (::close(fd.release()) != 0) throw CheckpointError(osError("cannot close", tmp));
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw CheckpointError(osError("cannot rename into", path));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  // The rename is durable only once the folder's entry is on disk.
+  Fd dirFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dirFd.get() >= 0) ::fsync(dirFd.get());
+}
+
+std::vector<char> readWholeFile(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw CheckpointError(osError("cannot open checkpoint", path));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw CheckpointError(osError("cannot stat checkpoint", path));
+  std::vector<char> bytes(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::read(fd.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw CheckpointError(osError("cannot read checkpoint", path));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  bytes.resize(done);
+  return bytes;
+}
+
+}  // namespace forge::ckpt

@@ -1,0 +1,18 @@
+// Files that are never half-written: the bytes go to a temporary file in the same folder,
+// which is fsync'ed, renamed over the target, and the folder fsync'ed. A crash at any moment
+// leaves either the old file or the new one, never a mix.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace forge::ckpt {
+
+// Throws CheckpointError naming the path and the OS error (e.g. "No space left on device");
+// on failure the temporary file is removed and any existing target is untouched.
+void writeFileAtomically(const std::string& path, const std::vector<char>& bytes);
+
+// Whole file; CheckpointError naming the path when it cannot be read.
+std::vector<char> readWholeFile(const std::string& path);
+
+}  // namespace forge::ckpt

@@ -1,0 +1,157 @@
+#include "checkpoint/checkpoint.h"
+
+#include <c10/util/Exception.h>
+
+#include "checkpoint/atomic_file.h"
+#include "checkpoint/torch_zip.h"
+#include "core/error.h"
+
+namespace forge::ckpt {
+namespace {
+
+using c10::IValue;
+using GenericDict = c10::impl::GenericDict;
+
+GenericDict stringDict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+
+struct Hasher {
+  uint64_t h = 1469598103934665603ULL;
+  void bytes(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 1099511628211ULL;
+    }
+  }
+  void text(const std::string& s) { bytes(s.data(), s.size() + 1); }
+  void integer(int64_t v) { bytes(&v, sizeof v); }
+  void tensor(const at::Tensor& t) {
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    for (auto d : c.sizes()) integer(d);
+    text(std::string(c10::toString(c.scalar_type())));
+    bytes(c.data_ptr(), c.nbytes());
+  }
+  // Tensors inside any nesting of dicts and lists (the optimizer state); scalars by value.
+  void ivalue(const IValue& v) {
+    if (v.isTensor()) {
+      tensor(v.toTensor());
+    } else if (v.isGenericDict()) {
+      for (const auto& kv : v.toGenericDict()) {
+        ivalue(kv.key());
+        ivalue(kv.value());
+      }
+    } else if (v.isList()) {
+      for (const auto& e : v.toListRef()) ivalue(e);
+    } else if (v.isString()) {
+      text(v.toStringRef());
+    } else if (v.isInt()) {
+      integer(v.toInt());
+    } else if (v.isDouble()) {
+      double d = v.toDouble();
+      bytes(&d, sizeof d);
+    } else if (v.isBool()) {
+      integer(v.toBool() ? 1 : 0);
+    }
+  }
+};
+
+uint64_t checksumOf(const Checkpoint& ck) {
+  Hasher h;
+  for (const auto& [name, t] : ck.modelState) {
+    h.text(name);
+    h.tensor(t);
+  }
+  h.ivalue(ck.optimizerState);
+  h.integer(ck.epoch);
+  h.integer(ck.step);
+  h.integer(ck.globalStep);
+  h.integer(ck.worldSize);
+  h.text(ck.config);
+  return h.h;
+}
+
+const IValue& field(const GenericDict& d, const char* key, const std::string& source) {
+  auto it = d.find(key);
+  if (it == d.end()) throw CheckpointError(concat("checkpoint '", source, "' has no '", key, "' entry (not a forge checkpoint?)"));
+  return it->value();
+}
+
+int64_t intField(const GenericDict& d, const char* key, const std::string& source) {
+  const IValue& v = field(d, key, source);
+  if (!v.isInt()) throw CheckpointError(concat("checkpoint '", source, "': '", key, "' is not an integer"));
+  return v.toInt();
+}
+
+}  // namespace
+
+IValue toIValue(const Checkpoint& ck) {
+  GenericDict model(c10::StringType::get(), c10::TensorType::get());
+  for (const auto& [name, t] : ck.modelState) model.insert(name, t);
+  GenericDict d = stringDict();
+  d.insert("model_state_dict", model);
+  d.insert("optimizer_state_dict", ck.optimizerState.isNone() ? IValue(stringDict()) : ck.optimizerState);
+  d.insert("epoch", ck.epoch);
+  d.insert("step", ck.step);
+  d.insert("global_step", ck.globalStep);
+  if (std::isnan(ck.bestMetric)) {
+    d.insert("best_metric", IValue());
+  } else {
+    d.insert("best_metric", ck.bestMetric);
+  }
+  d.insert("best_metric_name", ck.bestMetricName);
+  d.insert("world_size", ck.worldSize);
+  d.insert("config", ck.config);
+  d.insert("forge_version", ck.forgeVersion);
+  d.insert("checksum", static_cast<int64_t>(checksumOf(ck)));
+  return d;
+}
+
+Checkpoint fromIValue(const IValue& value, const std::string& source) {
+  if (!value.isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "' does not hold a dict"));
+  GenericDict d = value.toGenericDict();
+  Checkpoint ck;
+  const IValue& model = field(d, "model_state_dict", source);
+  if (!model.isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "': model_state_dict is not a dict"));
+  for (const auto& kv : model.toGenericDict()) {
+    if (!kv.key().isString() || !kv.value().isTensor()) {
+      throw CheckpointError(concat("checkpoint '", source, "': model_state_dict must map names to tensors"));
+    }
+    ck.modelState.emplace_back(kv.key().toStringRef(), kv.value().toTensor());
+  }
+  ck.optimizerState = field(d, "optimizer_state_dict", source);
+  ck.epoch = intField(d, "epoch", source);
+  ck.step = intField(d, "step", source);
+  ck.globalStep = intField(d, "global_step", source);
+  const IValue& best = field(d, "best_metric", source);
+  ck.bestMetric = best.isDouble() ? best.toDouble() : std::nan("");
+  ck.bestMetricName = field(d, "best_metric_name", source).toStringRef();
+  ck.worldSize = intField(d, "world_size", source);
+  ck.config = field(d, "config", source).toStringRef();
+  ck.forgeVersion = field(d, "forge_version", source).toStringRef();
+  int64_t stored = intField(d, "checksum", source);
+  if (static_cast<uint64_t>(stored) != checksumOf(ck)) {
+    throw CheckpointError(concat("checkpoint '", source, "' fails its checksum (the file is corrupt)"));
+  }
+  return ck;
+}
+
+std::vector<char> encode(const Checkpoint& ck) { return toTorchZip(toIValue(ck)); }
+
+Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
+  if (bytes.empty()) throw CheckpointError(concat("checkpoint '", source, "' is empty"));
+  IValue value;
+  try {
+    value = fromTorchZip(bytes);
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    throw CheckpointError(concat("checkpoint '", source, "' is not a readable torch zip archive (truncated or corrupt): ",
+                              why.substr(0, why.find('\n'))));
+  }
+  return fromIValue(value, source);
+}
+
+void save(const Checkpoint& ck, const std::string& path) { writeFileAtomically(path, encode(ck)); }
+
+Checkpoint load(const std::string& path) { return decode(readWholeFile(path), path); }
+
+}  // namespace forge::ckpt

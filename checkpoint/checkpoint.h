@@ -1,0 +1,48 @@
+// What a forge checkpoint holds and how it maps onto the file, a dict that Python's
+// torch.load(path, weights_only=True) reads:
+//   model_state_dict      {name: tensor}  parameters and buffers, PyTorch names
+//   optimizer_state_dict  {"state": {param index: {...}}, "param_groups": [{..., "params": [...]}]}
+//   epoch                 epochs completed
+//   step, global_step     steps done within the current epoch / since the start
+//   best_metric, best_metric_name
+//   world_size, config (resolved YAML text), forge_version
+//   checksum              FNV-1a over the fields above (tensor bytes included)
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/ivalue.h>
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace forge::ckpt {
+
+struct Checkpoint {
+  std::vector<std::pair<std::string, at::Tensor>> modelState;
+  c10::IValue optimizerState;  // already in torch.optim's layout (built by the trainer)
+  int64_t epoch = 0;
+  int64_t step = 0;
+  int64_t globalStep = 0;
+  double bestMetric = std::nan("");
+  std::string bestMetricName;
+  int64_t worldSize = 1;
+  std::string config;
+  std::string forgeVersion;
+};
+
+c10::IValue toIValue(const Checkpoint& ck);
+// Verifies keys, types and the checksum; CheckpointError naming `source` otherwise.
+Checkpoint fromIValue(const c10::IValue& value, const std::string& source);
+
+// Serialized bytes <-> checkpoint.
+std::vector<char> encode(const Checkpoint& ck);
+Checkpoint decode(const std::vector<char>& bytes, const std::string& source);
+
+// Atomic save (checkpoint/atomic_file.h) and verified load. Any rank may call them; the
+// trainer saves from rank 0 only.
+void save(const Checkpoint& ck, const std::string& path);
+Checkpoint load(const std::string& path);
+
+}  // namespace forge::ckpt

@@ -1,0 +1,36 @@
+#include "checkpoint/torch_zip.h"
+
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+
+namespace forge::ckpt {
+
+std::vector<char> toTorchZip(const c10::IValue& value) {
+  std::vector<char> pickled;
+  torch::jit::Pickler pickler([&](const char* buf, size_t n) { pickled.insert(pickled.end(), buf, buf + n); },
+                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr,
+                              /*memoized_class_types=*/nullptr, /*get_tensor_id=*/nullptr,
+                              /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(value);
+  pickler.stop();
+  std::vector<char> out;
+  out.reserve(pickled.size() + 64);
+  for (const auto& t : pickler.tensorData()) out.reserve(out.capacity() + t.nbytes() + 128);
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, size_t n) {
+      const char* c = static_cast<const char*>(buf);
+      out.insert(out.end(), c, c + n);
+      return n;
+    });
+    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+  }
+  return out;
+}
+
+c10::IValue fromTorchZip(const std::vector<char>& bytes) { return torch::jit::pickle_load(bytes); }
+
+}  // namespace forge::ckpt

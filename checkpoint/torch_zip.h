@@ -1,0 +1,16 @@
+// torch.save's zip format, both ways. Written without TorchScript type tags on dicts and
+// lists (torch::pickle_save adds them, and Python's torch.load(weights_only=True) rejects
+// the global that restores them), so Python reads forge checkpoints as plain dicts.
+#pragma once
+
+#include <ATen/core/ivalue.h>
+
+#include <vector>
+
+namespace forge::ckpt {
+
+std::vector<char> toTorchZip(const c10::IValue& value);
+// Throws c10::Error on malformed input; callers turn that into a CheckpointError.
+c10::IValue fromTorchZip(const std::vector<char>& bytes);
+
+}  // namespace forge::ckpt

@@ -1,0 +1,23 @@
+// Small string helpers shared by the modules.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace forge {
+
+// Levenshtein distance, for "did you mean" suggestions.
+size_t editDistance(const std::string& a, const std::string& b);
+
+// The candidate closest to `word`, or "" when none is close enough to be a plausible typo.
+std::string nearest(const std::string& word, const std::vector<std::string>& candidates);
+
+std::vector<std::string> split(const std::string& text, char sep);
+
+// "1234567" -> "1,234,567"
+std::string withThousands(long long value);
+
+// Seconds as "1h02m03s" / "2m05s" / "4.2s".
+std::string formatDuration(double seconds);
+
+}  // namespace forge

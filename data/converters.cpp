@@ -1,0 +1,172 @@
+#include "data/converters.h"
+
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "data/hdf5_file.h"
+
+namespace forge::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Rows per HDF5 chunk: ~1 MiB chunks stream well and fit HDF5's default chunk cache.
+hsize_t chunkRowsFor(size_t bytesPerRow) {
+  return std::max<hsize_t>(1, (1u << 20) / std::max<size_t>(1, bytesPerRow));
+}
+
+std::vector<unsigned char> readMaybeGzipped(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
+  if (f == nullptr) throw DataError(concat("cannot open '", path, "'"));
+  std::vector<unsigned char> out;
+  unsigned char buf[1 << 16];
+  int n;
+  while ((n = gzread(f, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + n);
+  int err = 0;
+  const char* msg = gzerror(f, &err);
+  std::string reason = (n < 0 && msg) ? msg : "";
+  gzclose(f);
+  if (n < 0) throw DataError(concat("cannot read '", path, "': ", reason));
+  return out;
+}
+
+uint32_t bigEndian32(const unsigned char* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+
+// idx format: magic (0x0000 08 <ndims>), ndims big-endian uint32 sizes, then uint8 data.
+struct Idx {
+  std::vector<uint32_t> dims;
+  std::vector<unsigned char> data;
+};
+
+Idx readIdx(const std::string& path, int expectDims) {
+  auto bytes = readMaybeGzipped(path);
+  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] != expectDims) {
+    throw DataError(concat("'", path, "' is not an idx file of uint8 with ", expectDims, " dimensions"));
+  }
+  Idx idx;
+  size_t header = 4 + 4 * static_cast<size_t>(expectDims);
+  if (bytes.size() < header) throw DataError(concat("'", path, "' is truncated (header)"));
+  size_t total = 1;
+  for (int d = 0; d < expectDims; ++d) {
+    idx.dims.push_back(bigEndian32(&bytes[4 + 4 * d]));
+    total *= idx.dims.back();
+  }
+  if (bytes.size() != header + total) {
+    throw DataError(concat("'", path, "' holds ", bytes.size() - header, " data bytes, its header promises ", total));
+  }
+  idx.data.assign(bytes.begin() + header, bytes.end());
+  return idx;
+}
+
+std::string findIdx(const std::string& dir, const std::string& stem) {
+  for (const char* suffix : {".gz", ""}) {
+    std::string p = (fs::path(dir) / (stem + suffix)).string();
+    if (fs::exists(p)) return p;
+  }
+  throw DataError(concat("no '", stem, "' or '", stem, ".gz' in '", dir,
+                      "' (install Debian's dataset-fashion-mnist or pass --source DIR)"));
+}
+
+// Creates `out`'s temporary sibling, lets `fill` write into it, then renames it into place.
+template <typename Fill>
+void writeAtomically(const std::string& out, Fill fill) {
+  silenceHdf5Errors();
+  fs::path target(out);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  std::string tmp = out + ".tmp." + std::to_string(::getpid());
+  try {
+    {
+      hid_t id = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+      if (id < 0) throw DataError(concat("cannot create '", tmp, "'"));
+      H5Id file(id);
+      fill(file.get());
+      FORGE_H5_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "cannot flush '", tmp, "'");
+    }
+    fs::rename(tmp, target);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+void writeSplit(hid_t file, const std::string& split, const std::vector<hsize_t>& featDims, hid_t featFileType,
+                hid_t featMemType, size_t featBytesPerRow, const void* features, const std::vector<int64_t>& labels) {
+  H5Id group = createGroup(file, split);
+  hsize_t rows = chunkRowsFor(featBytesPerRow);
+  writeDataset(file, split + "/features", featFileType, featMemType, featDims, rows, features);
+  writeDataset(file, split + "/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {static_cast<hsize_t>(labels.size())},
+               chunkRowsFor(8), labels.data());
+}
+
+}  // namespace
+
+void convertFashionMnist(const std::string& sourceDir, const std::string& out) {
+  struct Part {
+    const char* split;
+    const char* images;
+    const char* labels;
+  };
+  const Part parts[] = {{"train", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
+                        {"test", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}};
+  std::vector<Idx> images, labels;
+  for (const auto& p : parts) {
+    images.push_back(readIdx(findIdx(sourceDir, p.images), 3));
+    labels.push_back(readIdx(findIdx(sourceDir, p.labels), 1));
+    if (images.back().dims[0] != labels.back().dims[0]) {
+      throw DataError(concat("Fashion-MNIST ", p.split, ": ", images.back().dims[0], " images but ",
+                          labels.back().dims[0], " labels"));
+    }
+  }
+  writeAtomically(out, [&](hid_t file) {
+    for (size_t i = 0; i < 2; ++i) {
+      const Idx& im = images[i];
+      hsize_t n = im.dims[0], d = static_cast<hsize_t>(im.dims[1]) * im.dims[2];
+      std::vector<int64_t> lab(labels[i].data.begin(), labels[i].data.end());
+      writeSplit(file, parts[i].split, {n, d}, H5T_STD_U8LE, H5T_NATIVE_UINT8, d, im.data.data(), lab);
+    }
+  });
+}
+
+void writeSynthetic(const SyntheticSpec& spec, const std::string& out) {
+  if (spec.samples <= 0 || spec.features <= 0 || spec.classes < 2) {
+    throw ConfigError("synthetic data needs --samples > 0, --features > 0 and --classes >= 2");
+  }
+  std::mt19937_64 rng(spec.seed);
+  // Box-Muller on raw 64-bit draws: the same bytes for the same seed on any standard library.
+  auto uniform = [&] { return (static_cast<double>(rng() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };
+  auto normal = [&] { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(2.0 * M_PI * uniform()); };
+  std::vector<float> centres(spec.classes * spec.features);
+  for (auto& c : centres) c = static_cast<float>(2.0 * normal());
+  auto make = [&](int64_t n, std::vector<float>& x, std::vector<int64_t>& y) {
+    x.resize(n * spec.features);
+    y.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t c = static_cast<int64_t>(rng() % static_cast<uint64_t>(spec.classes));
+      y[i] = c;
+      for (int64_t f = 0; f < spec.features; ++f) {
+        x[i * spec.features + f] = centres[c * spec.features + f] + static_cast<float>(normal());
+      }
+    }
+  };
+  std::vector<float> xTrain, xTest;
+  std::vector<int64_t> yTrain, yTest;
+  make(spec.samples, xTrain, yTrain);
+  make(std::max<int64_t>(1, spec.samples / 5), xTest, yTest);
+  writeAtomically(out, [&](hid_t file) {
+    hsize_t d = static_cast<hsize_t>(spec.features);
+    writeSplit(file, "train", {yTrain.size(), d}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d * 4, xTrain.data(), yTrain);
+    writeSplit(file, "test", {yTest.size(), d}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d * 4, xTest.data(), yTest);
+  });
+}
+
+}  // namespace forge::data

@@ -1,0 +1,104 @@
+#include "data/hdf5_file.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace forge::data {
+
+std::string H5DatasetInfo::typeName() const {
+  if (typeClass == H5T_INTEGER) return concat(isSigned ? "int" : "uint", typeSize * 8);
+  if (typeClass == H5T_FLOAT) return concat("float", typeSize * 8);
+  if (typeClass == H5T_STRING) return "string";
+  return "compound/other";
+}
+
+void silenceHdf5Errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+H5Id openFileReadOnly(const std::string& path) {
+  silenceHdf5Errors();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw DataError(concat("cannot open data file '", path, "': ", std::strerror(errno),
+                        " (create it with 'forge data fashion-mnist --out ", path, "' or set data.path)"));
+  }
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) throw DataError(concat("cannot open data file '", path, "': not a readable HDF5 file"));
+  return H5Id(id);
+}
+
+bool objectExists(hid_t file, const std::string& path) {
+  // H5Lexists needs every intermediate link to exist; walk the path.
+  std::string prefix;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    size_t next = path.find('/', pos);
+    prefix = path.substr(0, next);
+    if (!prefix.empty() && H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    pos = next == std::string::npos ? next : next + 1;
+  }
+  return true;
+}
+
+H5Id openDataset(hid_t file, const std::string& filePath, const std::string& name) {
+  if (!objectExists(file, name)) {
+    throw DataError(concat("data file '", filePath, "' has no dataset '", name, "'"));
+  }
+  hid_t id = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  if (id < 0) throw DataError(concat("data file '", filePath, "': '", name, "' is not a dataset"));
+  return H5Id(id);
+}
+
+H5DatasetInfo datasetInfo(hid_t dataset) {
+  H5DatasetInfo info;
+  H5Id type(H5Dget_type(dataset));
+  FORGE_H5_CHECK(type.get(), "cannot read the element type of a dataset");
+  info.typeClass = H5Tget_class(type.get());
+  info.typeSize = H5Tget_size(type.get());
+  if (info.typeClass == H5T_INTEGER) info.isSigned = H5Tget_sign(type.get()) == H5T_SGN_2;
+  H5Id space(H5Dget_space(dataset));
+  FORGE_H5_CHECK(space.get(), "cannot read the shape of a dataset");
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  FORGE_H5_CHECK(rank, "cannot read the rank of a dataset");
+  info.dims.resize(rank);
+  if (rank > 0) FORGE_H5_CHECK(H5Sget_simple_extent_dims(space.get(), info.dims.data(), nullptr), "bad dataspace");
+  return info;
+}
+
+void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* out) {
+  H5Id fileSpace(H5Dget_space(dataset));
+  FORGE_H5_CHECK(fileSpace.get(), "cannot read dataspace");
+  int rank = H5Sget_simple_extent_ndims(fileSpace.get());
+  std::vector<hsize_t> dims(rank), start(rank, 0), counts(rank);
+  H5Sget_simple_extent_dims(fileSpace.get(), dims.data(), nullptr);
+  counts = dims;
+  start[0] = first;
+  counts[0] = count;
+  FORGE_H5_CHECK(H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), nullptr, counts.data(), nullptr),
+                 "cannot select rows ", first, "..", first + count);
+  H5Id memSpace(H5Screate_simple(rank, counts.data(), nullptr));
+  FORGE_H5_CHECK(H5Dread(dataset, memType, memSpace.get(), fileSpace.get(), H5P_DEFAULT, out), "cannot read rows ",
+                 first, "..", first + count);
+}
+
+H5Id createGroup(hid_t file, const std::string& name) {
+  hid_t id = H5Gcreate2(file, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  FORGE_H5_CHECK(id, "cannot create group '", name, "'");
+  return H5Id(id);
+}
+
+void writeDataset(hid_t file, const std::string& name, hid_t fileType, hid_t memType,
+                  const std::vector<hsize_t>& dims, hsize_t chunkRows, const void* data) {
+  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+  FORGE_H5_CHECK(space.get(), "cannot create dataspace for '", name, "'");
+  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
+  std::vector<hsize_t> chunk = dims;
+  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(chunkRows, dims[0]));
+  if (dims[0] > 0) FORGE_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), "chunking");
+  H5Id ds(H5Dcreate2(file, name.c_str(), fileType, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
+  FORGE_H5_CHECK(ds.get(), "cannot create dataset '", name, "'");
+  if (dims[0] > 0) FORGE_H5_CHECK(H5Dwrite(ds.get(), memType, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "cannot write '", name, "'");
+}
+
+}  // namespace forge::data

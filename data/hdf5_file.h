@@ -1,0 +1,79 @@
+// RAII ownership of HDF5 ids and the few HDF5 operations forge needs. HDF5's own error
+// printing is switched off; failures become DataError naming the file and the object.
+#pragma once
+
+#include <hdf5.h>
+
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace forge::data {
+
+// Owns one HDF5 id of any kind (file, group, dataset, dataspace, type, property list).
+class H5Id {
+ public:
+  H5Id() = default;
+  explicit H5Id(hid_t id) : id_(id) {}
+  ~H5Id() { reset(); }
+  H5Id(H5Id&& other) noexcept : id_(other.id_) { other.id_ = H5I_INVALID_HID; }
+  H5Id& operator=(H5Id&& other) noexcept {
+    if (this != &other) {
+      reset();
+      id_ = other.id_;
+      other.id_ = H5I_INVALID_HID;
+    }
+    return *this;
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  void reset() noexcept {
+    if (id_ >= 0) H5Idec_ref(id_);
+    id_ = H5I_INVALID_HID;
+  }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+};
+
+// What a dataset holds: element class and size, and its shape.
+struct H5DatasetInfo {
+  H5T_class_t typeClass = H5T_NO_CLASS;
+  size_t typeSize = 0;
+  bool isSigned = false;
+  std::vector<hsize_t> dims;
+  std::string typeName() const;  // "uint8", "float32", ...
+};
+
+// Turns off HDF5's automatic error-stack printing for this process (idempotent).
+void silenceHdf5Errors();
+
+// Opens a file read-only; DataError "cannot open HDF5 file '<path>': ..." otherwise.
+H5Id openFileReadOnly(const std::string& path);
+bool objectExists(hid_t file, const std::string& path);
+H5Id openDataset(hid_t file, const std::string& filePath, const std::string& name);
+H5DatasetInfo datasetInfo(hid_t dataset);
+
+// Reads rows [first, first + count) of a dataset whose leading dimension is rows, converting
+// to `memType` (e.g. H5T_NATIVE_UINT8) into `out` (must hold count * rowElements values).
+void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* out);
+
+// Writes a chunked dataset `name` (may contain '/', groups must exist) with the given
+// file type, from `data` in `memType`. Chunks hold `chunkRows` rows.
+void writeDataset(hid_t file, const std::string& name, hid_t fileType, hid_t memType,
+                  const std::vector<hsize_t>& dims, hsize_t chunkRows, const void* data);
+H5Id createGroup(hid_t file, const std::string& name);
+
+}  // namespace forge::data
+
+#define FORGE_H5_CHECK(call, ...)                                                                   \
+  do {                                                                                              \
+    if ((call) < 0) {                                                                               \
+      throw ::forge::DataError(::forge::concat(::forge::concat(__VA_ARGS__), " (HDF5 call ", #call, " failed at ", \
+                                            __FILE__, ":", __LINE__, ")"));                         \
+    }                                                                                               \
+  } while (0)

@@ -1,0 +1,41 @@
+#include "distributed/world.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "core/names.h"
+#include "distributed/mpi/mpi_check.h"
+
+namespace forge::dist {
+
+WorldInfo discoverWorld() {
+  WorldInfo w;
+  FORGE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &w.rank));
+  FORGE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &w.size));
+  MPI_Comm local;
+  FORGE_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &local));
+  FORGE_MPI_CHECK(MPI_Comm_rank(local, &w.localRank));
+  FORGE_MPI_CHECK(MPI_Comm_size(local, &w.localSize));
+  MPI_Comm_free(&local);
+  int leader = w.localRank == 0 ? 1 : 0;
+  FORGE_MPI_CHECK(MPI_Allreduce(&leader, &w.nodes, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+  if (std::getenv(env::kSlurmProcId) != nullptr && std::getenv(env::kOmpiRank) == nullptr) {
+    w.launcher = "slurm";
+  } else if (std::getenv(env::kOmpiRank) != nullptr) {
+    w.launcher = std::getenv(env::kSlurmJobId) != nullptr ? "mpirun (in slurm job)" : "mpirun";
+  } else {
+    w.launcher = "none";
+  }
+  return w;
+}
+
+int coresOnNode() {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n <= 0) n = static_cast<long>(std::thread::hardware_concurrency());
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+}  // namespace forge::dist

@@ -1,0 +1,379 @@
+#include "trainer/cli.h"
+
+#include <torch/torch.h>
+
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "checkpoint/checkpoint.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "data/converters.h"
+#include "distributed/mpi/mpi_communicator.h"
+#include "distributed/mpi_runtime.h"
+#include "distributed/world.h"
+#include "trainer/guards.h"
+#include "trainer/models/model_registry.h"
+#include "trainer/trainer.h"
+
+namespace forge::train {
+namespace {
+
+const char* kMainHelp = R"(forge: data-parallel training of PyTorch-style models from C++
+
+usage: forge <command> [options]
+
+commands:
+  data fashion-mnist --out FILE.h5 [--source DIR]
+                         convert Fashion-MNIST (idx files) to forge's HDF5 layout
+  data synthetic --out FILE.h5 --samples N --features D --classes C [--seed S]
+                         write a learnable synthetic classification set
+  train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]
+                         train; alone, under `mpirun -np N`, or under `srun`
+  eval CONFIG.yaml --checkpoint PATH [--set key=value ...]
+                         test-split loss and accuracy of a checkpoint
+  ckpt inspect PATH      what a checkpoint holds
+
+`forge <command> --help` describes a command's options.
+Exit codes: 0 done, 1 internal error, 2 bad config / data / usage, 3 communication
+failure or timeout, 4 checkpoint error.
+)";
+
+const char* kDataHelp = R"(usage:
+  forge data fashion-mnist --out FILE.h5 [--source DIR]
+      Reads the four Fashion-MNIST idx files (gzipped or not) from DIR (default: the
+      folder of Debian's dataset-fashion-mnist package, /usr/share/datasets/fashion-mnist)
+      and writes train/features (60000 x 784 uint8), train/labels (int64) and the same
+      under test/ (10000 samples).
+  forge data synthetic --out FILE.h5 --samples N --features D --classes C [--seed S]
+      Writes N training samples (and N/5 test samples) of D float32 features drawn
+      around one random centre per class; a model can learn it. Default seed 0.
+The output is written to a temporary file and renamed into place.
+)";
+
+const char* kTrainHelp = R"(usage: forge train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]
+
+  CONFIG.yaml        the run's config (see configs/fashion_mnist_mlp.yaml)
+  --set key=value    override a config key by its dotted path, e.g. --set run.epochs=2
+                     --set optimizer.lr=0.01 (repeatable; the value is parsed as YAML)
+  --resume auto      continue from the newest checkpoint in RUN_DIR/checkpoints that
+                     verifies (fresh start when there is none)
+  --resume PATH      continue from that checkpoint
+
+Runs alone (1 rank), under `mpirun -np N forge train ...`, or under `srun`.
+Writes RUN_DIR/config.yaml, RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/.
+)";
+
+const char* kEvalHelp = R"(usage: forge eval CONFIG.yaml --checkpoint PATH [--set key=value ...]
+
+Loads the checkpoint's model into the model the config describes and reports loss and
+accuracy on the config's eval split (data.eval_split, default "test").
+)";
+
+const char* kCkptHelp = R"(usage: forge ckpt inspect PATH [--json]
+
+Prints the checkpoint's epoch, step, best metric, world size, forge version, and the name,
+shape and type of every tensor it holds. The file is verified (checksum) first.
+)";
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::vector<std::string>> options;
+  bool help = false;
+
+  bool has(const std::string& k) const { return options.count(k) > 0; }
+  std::string one(const std::string& k, const std::string& fallback = "") const {
+    auto it = options.find(k);
+    return it == options.end() ? fallback : it->second.back();
+  }
+};
+
+[[noreturn]] void usage(const std::string& msg, const char* help) {
+  throw ConfigError(concat("usage error: ", msg, "\n", help));
+}
+
+// Parses "--key value", "--key=value" and flags; rejects options the command does not take.
+Args parseArgs(int argc, char** argv, int first, const std::set<std::string>& valued,
+               const std::set<std::string>& flags, const char* help) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      a.help = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0) {
+      a.positional.push_back(arg);
+      continue;
+    }
+    std::string key = arg.substr(2), value;
+    bool inlineValue = false;
+    if (auto eq = key.find('='); eq != std::string::npos && valued.count(key.substr(0, eq))) {
+      value = key.substr(eq + 1);
+      key = key.substr(0, eq);
+      inlineValue = true;
+    }
+    if (flags.count(key)) {
+      a.options[key].push_back("1");
+    } else if (valued.count(key)) {
+      if (!inlineValue) {
+        if (i + 1 >= argc) usage(concat("option --", key, " needs a value"), help);
+        value = argv[++i];
+      }
+      a.options[key].push_back(value);
+    } else {
+      std::vector<std::string> all(valued.begin(), valued.end());
+      all.insert(all.end(), flags.begin(), flags.end());
+      std::string hint = nearest(key, all);
+      usage(concat("unknown option --", key, hint.empty() ? "" : concat(" (did you mean --", hint, "?)")), help);
+    }
+  }
+  return a;
+}
+
+int64_t parseInt(const std::string& text, const std::string& option) {
+  try {
+    size_t used = 0;
+    long long v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw ConfigError(concat("usage error: --", option, " must be an integer, got '", text, "'"));
+}
+
+int cmdData(int argc, char** argv) {
+  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
+    std::cout << kDataHelp;
+    return argc < 3 ? 2 : 0;
+  }
+  std::string kind = argv[2];
+  if (kind == "fashion-mnist") {
+    Args a = parseArgs(argc, argv, 3, {"out", "source"}, {}, kDataHelp);
+    if (a.help) return std::cout << kDataHelp, 0;
+    if (!a.has("out")) usage("forge data fashion-mnist needs --out FILE.h5", kDataHelp);
+    std::string source = a.one("source", data::kFashionMnistDebianDir);
+    log::info("data", "converting Fashion-MNIST from ", source, " ...");
+    data::convertFashionMnist(source, a.one("out"));
+    log::info("data", "wrote ", a.one("out"), " (train: 60,000 x 784 uint8, test: 10,000 x 784 uint8)");
+    return 0;
+  }
+  if (kind == "synthetic") {
+    Args a = parseArgs(argc, argv, 3, {"out", "samples", "features", "classes", "seed"}, {}, kDataHelp);
+    if (a.help) return std::cout << kDataHelp, 0;
+    for (const char* req : {"out", "samples", "features", "classes"}) {
+      if (!a.has(req)) usage(concat("forge data synthetic needs --", req), kDataHelp);
+    }
+    data::SyntheticSpec spec;
+    spec.samples = parseInt(a.one("samples"), "samples");
+    spec.features = parseInt(a.one("features"), "features");
+    spec.classes = parseInt(a.one("classes"), "classes");
+    spec.seed = static_cast<uint64_t>(parseInt(a.one("seed", "0"), "seed"));
+    data::writeSynthetic(spec, a.one("out"));
+    log::info("data", "wrote ", a.one("out"), " (", withThousands(spec.samples), " train and ",
+              withThousands(std::max<int64_t>(1, spec.samples / 5)), " test samples, ", spec.features, " features, ",
+              spec.classes, " classes)");
+    return 0;
+  }
+  std::string hint = nearest(kind, {"fashion-mnist", "synthetic"});
+  usage(concat("unknown data source '", kind, "'", hint.empty() ? "" : concat(" (did you mean '", hint, "'?)")), kDataHelp);
+}
+
+// Everything a multi-rank command needs: MPI, who we are, a communicator, threads.
+struct Distributed {
+  dist::MpiRuntime mpi;
+  dist::WorldInfo world;
+  std::unique_ptr<dist::MpiCommunicator> comm;
+
+  Distributed(int* argc, char*** argv, double timeoutS, int threads) : mpi(argc, argv) {
+    world = dist::discoverWorld();
+    log::setRank(world.rank, world.size);
+    comm = std::make_unique<dist::MpiCommunicator>(MPI_COMM_WORLD, std::chrono::duration<double>(timeoutS));
+    int n = threadsPerRank(threads, world);
+    at::set_num_threads(n);
+    log::info("dist", world.size, " rank(s) on ", world.nodes, " node(s), ", world.localSize,
+              " per node, backend ", comm->backend(), ", ", n, " intra-op thread(s) per rank, launcher ",
+              world.launcher);
+  }
+};
+
+// Runs `setup` on every rank, then agrees: if any rank failed, every rank stops with exit
+// code 2 (the failing ranks with their own message) instead of leaving peers in a collective.
+template <typename Setup>
+void agreeOnSetup(dist::Communicator& comm, Setup setup) {
+  std::exception_ptr failure;
+  try {
+    setup();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  bool anyFailed = comm.anyRank(failure != nullptr);
+  if (failure) std::rethrow_exception(failure);
+  if (anyFailed) throw ConfigError("stopping: another rank failed during setup (its message says why)");
+}
+
+// Errors after setup may hit one rank only; the whole job must end, not wait for it.
+template <typename Body>
+int orAbortJob(Distributed& d, Body body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    log::error("", e.what());
+    if (d.world.size > 1) d.comm->abort(e.exitCode());
+    return e.exitCode();
+  } catch (const c10::Error& e) {
+    std::string what = e.what_without_backtrace();
+    log::error("", "torch error: ", what.substr(0, what.find('\n')));
+    if (d.world.size > 1) d.comm->abort(1);
+    return 1;
+  }
+}
+
+Config configFrom(const Args& a, const char* help, const char* cmd) {
+  if (a.positional.size() != 1) usage(concat("forge ", cmd, " takes exactly one CONFIG.yaml"), help);
+  return loadConfig(a.positional[0], a.options.count("set") ? a.options.at("set") : std::vector<std::string>{});
+}
+
+int cmdTrain(int argc, char** argv) {
+  Args a = parseArgs(argc, argv, 2, {"set", "resume"}, {}, kTrainHelp);
+  if (a.help) return std::cout << kTrainHelp, 0;
+  Config cfg = configFrom(a, kTrainHelp, "train");
+  std::string resume = a.one("resume");
+  Distributed d(&argc, &argv, cfg.distributed.timeoutS, cfg.run.threads);
+  log::info("train", "config ", cfg.sourcePath, a.has("set") ? " with overrides" : "", ", run dir ", cfg.run.dir,
+            resume.empty() ? ", fresh start" : ", resume " + resume);
+  std::unique_ptr<Trainer> trainer;
+  agreeOnSetup(*d.comm, [&] { trainer = std::make_unique<Trainer>(cfg, *d.comm, d.world); });
+  return orAbortJob(d, [&] {
+    trainer->run(resume);
+    return 0;
+  });
+}
+
+int cmdEval(int argc, char** argv) {
+  Args a = parseArgs(argc, argv, 2, {"set", "checkpoint"}, {}, kEvalHelp);
+  if (a.help) return std::cout << kEvalHelp, 0;
+  Config cfg = configFrom(a, kEvalHelp, "eval");
+  if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
+  Distributed d(&argc, &argv, cfg.distributed.timeoutS, cfg.run.threads);
+  data::SplitData split;
+  std::shared_ptr<Model> model;
+  ckpt::Checkpoint ck;
+  agreeOnSetup(*d.comm, [&] {
+    split = data::loadSplit({cfg.data.path, cfg.data.evalSplit, cfg.data.features, cfg.data.labels,
+                             cfg.model.numClasses});
+    model = makeModel(cfg.model);
+    ck = ckpt::load(a.one("checkpoint"));
+    loadModelStateDict(*model, ck.modelState, a.one("checkpoint"));
+  });
+  return orAbortJob(d, [&] {
+    data::Normalization norm{cfg.data.normalize.scale, cfg.data.normalize.mean, cfg.data.normalize.std};
+    EvalResult r = evaluate(*model, split, norm, cfg.data.evalBatchSize, *d.comm);
+    if (d.world.rank == 0) {
+      std::cout << std::left << std::setw(12) << "checkpoint" << a.one("checkpoint") << "\n"
+                << std::setw(12) << "epoch" << ck.epoch << "\n"
+                << std::setw(12) << "split" << split.name << "\n"
+                << std::setw(12) << "samples" << withThousands(r.samples) << "\n"
+                << std::setw(12) << "loss" << std::fixed << std::setprecision(4) << r.loss << "\n"
+                << std::setw(12) << "accuracy" << std::setprecision(2) << 100.0 * r.accuracy << "%\n";
+    }
+    return 0;
+  });
+}
+
+std::string shapeOf(const at::Tensor& t) {
+  std::ostringstream s;
+  s << "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s << (i ? ", " : "") << t.size(i);
+  return s.str() + "]";
+}
+
+int cmdCkpt(int argc, char** argv) {
+  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
+    std::cout << kCkptHelp;
+    return argc < 3 ? 2 : 0;
+  }
+  if (std::string(argv[2]) != "inspect") usage(concat("unknown ckpt command '", argv[2], "'"), kCkptHelp);
+  Args a = parseArgs(argc, argv, 3, {}, {"json"}, kCkptHelp);
+  if (a.help) return std::cout << kCkptHelp, 0;
+  if (a.positional.size() != 1) usage("forge ckpt inspect takes one PATH", kCkptHelp);
+  const std::string path = a.positional[0];
+  ckpt::Checkpoint ck = ckpt::load(path);
+  std::vector<std::tuple<std::string, std::string, std::string>> rows;
+  int64_t elements = 0;
+  for (const auto& [name, t] : ck.modelState) {
+    rows.emplace_back("model_state_dict." + name, shapeOf(t), std::string(c10::toString(t.scalar_type())));
+    elements += t.numel();
+  }
+  if (ck.optimizerState.isGenericDict()) {
+    auto d = ck.optimizerState.toGenericDict();
+    if (d.contains("state")) {
+      for (const auto& kv : d.at("state").toGenericDict()) {
+        for (const auto& e : kv.value().toGenericDict()) {
+          if (!e.value().isTensor()) continue;
+          const at::Tensor& t = e.value().toTensor();
+          rows.emplace_back(concat("optimizer_state_dict.state.", kv.key().toInt(), ".", e.key().toStringRef()), shapeOf(t),
+                            std::string(c10::toString(t.scalar_type())));
+        }
+      }
+    }
+  }
+  if (a.has("json")) {
+    std::cout << "{\"path\": \"" << path << "\", \"epoch\": " << ck.epoch << ", \"step\": " << ck.step
+              << ", \"global_step\": " << ck.globalStep << ", \"best_metric\": "
+              << (std::isnan(ck.bestMetric) ? std::string("null") : std::to_string(ck.bestMetric))
+              << ", \"best_metric_name\": \"" << ck.bestMetricName << "\", \"world_size\": " << ck.worldSize
+              << ", \"forge_version\": \"" << ck.forgeVersion << "\", \"tensors\": [";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::cout << (i ? ", " : "") << "{\"name\": \"" << std::get<0>(rows[i]) << "\", \"shape\": "
+                << std::get<1>(rows[i]) << ", \"dtype\": \"" << std::get<2>(rows[i]) << "\"}";
+    }
+    std::cout << "]}\n";
+    return 0;
+  }
+  std::cout << std::left << std::setw(14) << "checkpoint" << path << "\n"
+            << std::setw(14) << "epoch" << ck.epoch << "\n"
+            << std::setw(14) << "step" << ck.step << " (global " << ck.globalStep << ")\n"
+            << std::setw(14) << "best metric";
+  if (std::isnan(ck.bestMetric)) {
+    std::cout << "none\n";
+  } else {
+    std::cout << ck.bestMetricName << " = " << ck.bestMetric << "\n";
+  }
+  std::cout << std::setw(14) << "world size" << ck.worldSize << "\n"
+            << std::setw(14) << "forge" << ck.forgeVersion << "\n"
+            << std::setw(14) << "model" << withThousands(elements) << " elements in " << ck.modelState.size()
+            << " tensors\n\n";
+  size_t w = 4;
+  for (const auto& r : rows) w = std::max(w, std::get<0>(r).size());
+  std::cout << std::setw(static_cast<int>(w) + 2) << "name" << std::setw(16) << "shape" << "dtype\n";
+  for (const auto& r : rows) {
+    std::cout << std::setw(static_cast<int>(w) + 2) << std::get<0>(r) << std::setw(16) << std::get<1>(r)
+              << std::get<2>(r) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int runCli(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" || std::string(argv[1]) == "help") {
+    std::cout << kMainHelp;
+    return argc < 2 ? 2 : 0;
+  }
+  if (std::string(argv[1]) == "--version") {
+    std::cout << "forge " << FORGE_VERSION << "\n";
+    return 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "data") return cmdData(argc, argv);
+  if (cmd == "train") return cmdTrain(argc, argv);
+  if (cmd == "eval") return cmdEval(argc, argv);
+  if (cmd == "ckpt") return cmdCkpt(argc, argv);
+  std::string hint = nearest(cmd, {"data", "train", "eval", "ckpt"});
+  usage(concat("unknown command '", cmd, "'", hint.empty() ? "" : concat(" (did you mean '", hint, "'?)")), kMainHelp);
+}
+
+}  // namespace forge::train

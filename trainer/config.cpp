@@ -1,0 +1,337 @@
+#include "trainer/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "trainer/models/model_registry.h"
+
+namespace forge::train {
+namespace {
+
+const std::vector<std::string> kSections = {"run", "model", "data", "optimizer", "schedule", "checkpoint",
+                                            "distributed"};
+const std::map<std::string, std::vector<std::string>> kKeys = {
+    {"run", {"dir", "seed", "epochs", "threads"}},
+    {"data",
+     {"path", "train_split", "eval_split", "features", "labels", "batch_size", "eval_batch_size", "shuffle",
+      "drop_last", "prefetch", "normalize"}},
+    {"data.normalize", {"scale", "mean", "std"}},
+    {"optimizer", {"name", "lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps"}},
+    {"schedule", {"name", "warmup_steps", "step_epochs", "gamma", "min_lr"}},
+    {"checkpoint", {"every_epochs", "every_steps", "keep_last"}},
+    {"distributed", {"backend", "timeout_s"}},
+};
+
+// Where a value came from: the file (with line) or a --set option.
+struct Source {
+  std::string file;
+  std::set<std::string> overridden;  // dotted keys set by --set
+
+  std::string where(const std::string& dotted, const YAML::Mark& mark) const {
+    if (overridden.count(dotted)) return "--set " + dotted;
+    if (!mark.is_null()) return concat(file, ":", mark.line + 1);
+    return file;
+  }
+};
+
+[[noreturn]] void fail(const std::string& where, const std::string& msg) {
+  throw ConfigError(concat("config error in ", where, ": ", msg));
+}
+
+template <typename T>
+const char* typeName();
+template <> const char* typeName<int64_t>() { return "an integer"; }
+template <> const char* typeName<uint64_t>() { return "a non-negative integer"; }
+template <> const char* typeName<int>() { return "an integer"; }
+template <> const char* typeName<double>() { return "a number"; }
+template <> const char* typeName<bool>() { return "true or false"; }
+template <> const char* typeName<std::string>() { return "a string"; }
+template <> const char* typeName<std::vector<int64_t>>() { return "a list of integers"; }
+template <> const char* typeName<std::vector<double>>() { return "a list of numbers"; }
+
+std::string describe(const YAML::Node& n) {
+  if (n.IsMap()) return "a map";
+  if (n.IsSequence()) return "a list";
+  if (n.IsNull()) return "nothing";
+  return "'" + n.Scalar() + "'";
+}
+
+// Reads the keys of one (possibly nested) section and rejects the ones it does not know.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string name, const Source& src) : node_(node), name_(std::move(name)), src_(src) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) {
+      fail(src_.where(name_, node_.Mark()), concat("'", name_, "' must be a map of keys, got ", describe(node_)));
+    }
+  }
+
+  template <typename T>
+  bool read(const std::string& key, T& out) const {
+    if (!node_ || !node_.IsMap()) return false;
+    YAML::Node v = node_[key];
+    if (!v) return false;
+    try {
+      if constexpr (std::is_same_v<T, std::string>) {
+        if (!v.IsScalar()) throw YAML::BadConversion(v.Mark());
+      }
+      if constexpr (std::is_same_v<T, uint64_t>) {
+        if (!v.IsScalar() || v.Scalar().find('-') != std::string::npos) throw YAML::BadConversion(v.Mark());
+      }
+      out = v.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(src_.where(dotted(key), v.Mark()), concat(dotted(key), " must be ", typeName<T>(), ", got ", describe(v)));
+    }
+    return true;
+  }
+
+  Section child(const std::string& key) const {
+    YAML::Node v = node_ && node_.IsMap() ? node_[key] : YAML::Node();
+    return Section(v, dotted(key), src_);
+  }
+
+  void rejectUnknown(const std::vector<std::string>& known, const std::string& context = "") const {
+    if (!node_ || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      std::string key = kv.first.as<std::string>();
+      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+      std::string hint = nearest(key, known);
+      std::string msg = concat("unknown key '", key, "' in '", name_, "'", context);
+      msg += hint.empty() ? concat(" (valid keys: ", join(known), ")") : concat(" (did you mean '", hint, "'?)");
+      fail(src_.where(dotted(key), kv.first.Mark()), msg);
+    }
+  }
+
+  // For range checks after reading.
+  void require(bool ok, const std::string& key, const std::string& msg) const {
+    if (ok) return;
+    YAML::Node v = node_ && node_.IsMap() ? node_[key] : YAML::Node();
+    fail(src_.where(dotted(key), v ? v.Mark() : node_ ? node_.Mark() : YAML::Mark::null_mark()),
+         concat(dotted(key), " ", msg));
+  }
+
+  std::string dotted(const std::string& key) const { return name_ + "." + key; }
+
+ private:
+  static std::string join(const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+    return out;
+  }
+
+  YAML::Node node_;
+  std::string name_;
+  const Source& src_;
+};
+
+void applyOverride(YAML::Node& root, const std::string& assignment, Source& src) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError(concat("config error in --set ", assignment, ": expected key=value, e.g. --set optimizer.lr=0.01"));
+  }
+  std::string key = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+  auto parts = split(key, '.');
+  for (const auto& p : parts) {
+    if (p.empty()) throw ConfigError(concat("config error in --set ", assignment, ": empty key segment in '", key, "'"));
+  }
+  YAML::Node parsed;
+  try {
+    parsed = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(concat("config error in --set ", assignment, ": value is not valid YAML: ", e.msg));
+  }
+  YAML::Node cur = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (!cur[parts[i]] || !cur[parts[i]].IsMap()) cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    YAML::Node next = cur[parts[i]];
+    cur.reset(next);
+  }
+  cur[parts.back()] = parsed;
+  src.overridden.insert(key);
+  // An unknown top-level section is reported against this option too.
+  src.overridden.insert(parts.front());
+}
+
+}  // namespace
+
+std::vector<std::string> configKeys() {
+  std::vector<std::string> out;
+  for (const auto& [section, keys] : kKeys) {
+    for (const auto& k : keys) out.push_back(section + "." + k);
+  }
+  out.push_back("model.name");
+  for (const auto& name : modelNames()) {
+    for (const auto& k : modelKeys(name)) out.push_back("model." + k + " (" + name + ")");
+  }
+  return out;
+}
+
+Config parseConfig(const std::string& yamlText, const std::string& sourceName,
+                   const std::vector<std::string>& overrides) {
+  Source src{sourceName, {}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(yamlText);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(concat("config error in ", sourceName, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(concat("config error in ", sourceName, ": the top level must be a map of sections"));
+  for (const auto& o : overrides) applyOverride(root, o, src);
+
+  // Unknown sections first: a typo there would hide every key below it.
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    if (std::find(kSections.begin(), kSections.end(), key) != kSections.end()) continue;
+    std::string hint = nearest(key, kSections);
+    fail(src.where(key, kv.first.Mark()),
+         concat("unknown key '", key, "'", hint.empty() ? " (valid sections: run, model, data, optimizer, schedule, checkpoint, distributed)"
+                                                       : concat(" (did you mean '", hint, "'?)")));
+  }
+
+  Config c;
+  c.sourcePath = sourceName;
+
+  Section run(root["run"], "run", src);
+  run.rejectUnknown(kKeys.at("run"));
+  run.read("dir", c.run.dir);
+  run.read("seed", c.run.seed);
+  run.read("epochs", c.run.epochs);
+  run.read("threads", c.run.threads);
+  run.require(!c.run.dir.empty(), "dir", "must not be empty");
+  run.require(c.run.epochs >= 1, "epochs", concat("must be at least 1, got ", c.run.epochs));
+  run.require(c.run.threads >= 0, "threads", "must be 0 (automatic) or a positive count");
+
+  Section model(root["model"], "model", src);
+  model.read("name", c.model.name);
+  const auto& names = modelNames();
+  if (std::find(names.begin(), names.end(), c.model.name) == names.end()) {
+    std::string hint = nearest(c.model.name, names);
+    std::string all;
+    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    model.require(false, "name", concat("'", c.model.name, "' is not a known model (",
+                                     hint.empty() ? "known: " + all : "did you mean '" + hint + "'?", ")"));
+  }
+  auto keys = modelKeys(c.model.name);
+  keys.insert(keys.begin(), "name");
+  model.rejectUnknown(keys, concat(" for model '", c.model.name, "'"));
+  model.read("in_features", c.model.inFeatures);
+  model.read("hidden", c.model.hidden);
+  model.read("num_classes", c.model.numClasses);
+  model.read("dropout", c.model.dropout);
+  model.read("input_shape", c.model.inputShape);
+  model.read("channels", c.model.channels);
+  model.require(c.model.inFeatures >= 1, "in_features", "must be positive");
+  model.require(c.model.hidden >= 1, "hidden", "must be positive");
+  model.require(c.model.numClasses >= 2, "num_classes", "must be at least 2");
+  model.require(c.model.dropout >= 0 && c.model.dropout < 1, "dropout", "must be in [0, 1)");
+  model.require(c.model.inputShape.size() == 3 && c.model.inputShape[0] > 0 && c.model.inputShape[1] >= 4 &&
+                    c.model.inputShape[2] >= 4,
+                "input_shape", "must be [channels, height, width] with height and width at least 4");
+  model.require(c.model.channels.size() == 2 && c.model.channels[0] > 0 && c.model.channels[1] > 0, "channels",
+                "must be two positive channel counts, e.g. [16, 32]");
+
+  Section data(root["data"], "data", src);
+  data.rejectUnknown(kKeys.at("data"));
+  data.read("path", c.data.path);
+  data.read("train_split", c.data.trainSplit);
+  data.read("eval_split", c.data.evalSplit);
+  data.read("features", c.data.features);
+  data.read("labels", c.data.labels);
+  data.read("batch_size", c.data.batchSize);
+  data.read("eval_batch_size", c.data.evalBatchSize);
+  data.read("shuffle", c.data.shuffle);
+  data.read("drop_last", c.data.dropLast);
+  data.read("prefetch", c.data.prefetch);
+  data.require(!c.data.path.empty(), "path", "is required: the HDF5 file to train on");
+  data.require(c.data.batchSize >= 1, "batch_size", concat("must be at least 1, got ", c.data.batchSize));
+  data.require(c.data.evalBatchSize >= 1, "eval_batch_size", "must be at least 1");
+  data.require(c.data.prefetch >= 1, "prefetch", "must be at least 1");
+  Section norm = data.child("normalize");
+  norm.rejectUnknown(kKeys.at("data.normalize"));
+  norm.read("scale", c.data.normalize.scale);
+  norm.read("mean", c.data.normalize.mean);
+  norm.read("std", c.data.normalize.std);
+  norm.require(c.data.normalize.std > 0, "std", "must be positive");
+
+  Section opt(root["optimizer"], "optimizer", src);
+  opt.rejectUnknown(kKeys.at("optimizer"));
+  opt.read("name", c.optimizer.name);
+  opt.read("lr", c.optimizer.lr);
+  opt.read("momentum", c.optimizer.momentum);
+  opt.read("dampening", c.optimizer.dampening);
+  opt.read("nesterov", c.optimizer.nesterov);
+  opt.read("weight_decay", c.optimizer.weightDecay);
+  opt.read("betas", c.optimizer.betas);
+  opt.read("eps", c.optimizer.eps);
+  const std::vector<std::string> optimizers = {"sgd", "adam", "adamw"};
+  if (std::find(optimizers.begin(), optimizers.end(), c.optimizer.name) == optimizers.end()) {
+    std::string hint = nearest(c.optimizer.name, optimizers);
+    opt.require(false, "name", concat("'", c.optimizer.name, "' is not an optimizer (",
+                                   hint.empty() ? "use sgd, adam or adamw" : "did you mean '" + hint + "'?", ")"));
+  }
+  opt.require(c.optimizer.lr > 0, "lr", concat("must be positive, got ", c.optimizer.lr));
+  opt.require(c.optimizer.momentum >= 0 && c.optimizer.momentum < 1, "momentum", "must be in [0, 1)");
+  opt.require(c.optimizer.weightDecay >= 0, "weight_decay", "must not be negative");
+  opt.require(!c.optimizer.nesterov || (c.optimizer.momentum > 0 && c.optimizer.dampening == 0), "nesterov",
+              "needs momentum > 0 and dampening 0");
+  opt.require(c.optimizer.betas.size() == 2 && c.optimizer.betas[0] >= 0 && c.optimizer.betas[0] < 1 &&
+                  c.optimizer.betas[1] >= 0 && c.optimizer.betas[1] < 1,
+              "betas", "must be two numbers in [0, 1)");
+  opt.require(c.optimizer.eps > 0, "eps", "must be positive");
+
+  Section sched(root["schedule"], "schedule", src);
+  sched.rejectUnknown(kKeys.at("schedule"));
+  sched.read("name", c.schedule.name);
+  sched.read("warmup_steps", c.schedule.warmupSteps);
+  sched.read("step_epochs", c.schedule.stepEpochs);
+  sched.read("gamma", c.schedule.gamma);
+  sched.read("min_lr", c.schedule.minLr);
+  const std::vector<std::string> schedules = {"constant", "step", "cosine"};
+  if (std::find(schedules.begin(), schedules.end(), c.schedule.name) == schedules.end()) {
+    std::string hint = nearest(c.schedule.name, schedules);
+    sched.require(false, "name", concat("'", c.schedule.name, "' is not a schedule (",
+                                     hint.empty() ? "use constant, step or cosine" : "did you mean '" + hint + "'?", ")"));
+  }
+  sched.require(c.schedule.warmupSteps >= 0, "warmup_steps", "must not be negative");
+  sched.require(c.schedule.stepEpochs >= 1, "step_epochs", "must be at least 1");
+  sched.require(c.schedule.gamma > 0 && c.schedule.gamma <= 1, "gamma", "must be in (0, 1]");
+  sched.require(c.schedule.minLr >= 0 && c.schedule.minLr <= c.optimizer.lr, "min_lr", "must be in [0, optimizer.lr]");
+
+  Section ck(root["checkpoint"], "checkpoint", src);
+  ck.rejectUnknown(kKeys.at("checkpoint"));
+  ck.read("every_epochs", c.checkpoint.everyEpochs);
+  ck.read("every_steps", c.checkpoint.everySteps);
+  ck.read("keep_last", c.checkpoint.keepLast);
+  ck.require(c.checkpoint.everyEpochs >= 0, "every_epochs", "must be 0 (off) or positive");
+  ck.require(c.checkpoint.everySteps >= 0, "every_steps", "must be 0 (off) or positive");
+  ck.require(c.checkpoint.keepLast >= 0, "keep_last", "must be 0 (keep all) or positive");
+
+  Section dist(root["distributed"], "distributed", src);
+  dist.rejectUnknown(kKeys.at("distributed"));
+  dist.read("backend", c.distributed.backend);
+  dist.read("timeout_s", c.distributed.timeoutS);
+  dist.require(c.distributed.backend == "mpi", "backend",
+               concat("'", c.distributed.backend, "' is not available in this build (use mpi)"));
+  dist.require(c.distributed.timeoutS > 0, "timeout_s", "must be positive");
+
+  YAML::Emitter out;
+  out << root;
+  c.resolved = std::string(out.c_str()) + "\n";
+  return c;
+}
+
+Config loadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(concat("config error: cannot read config file '", path, "' (no such file or not readable)"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parseConfig(text.str(), path, overrides);
+}
+
+}  // namespace forge::train

@@ -1,0 +1,100 @@
+// The run configuration: YAML file + `--set key=value` overrides -> a typed, validated struct.
+// Validation happens before any work; every problem is a ConfigError that names the file and
+// line (or the --set option), the key, and what would be valid.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace forge::train {
+
+struct RunConfig {
+  std::string dir = "runs/default";
+  uint64_t seed = 0;
+  int64_t epochs = 1;
+  int threads = 0;  // intra-op threads per rank; 0 = cores on the node / ranks on the node
+};
+
+struct ModelConfig {
+  std::string name = "mlp";
+  int64_t inFeatures = 784;
+  int64_t hidden = 256;
+  int64_t numClasses = 10;
+  double dropout = 0.0;
+  std::vector<int64_t> inputShape = {1, 28, 28};  // cnn: C x H x W
+  std::vector<int64_t> channels = {16, 32};       // cnn: output channels of its conv layers
+};
+
+struct NormalizeConfig {
+  double scale = 1.0;  // multiplies raw features first (1/255 for uint8 images)
+  double mean = 0.0;
+  double std = 1.0;
+};
+
+struct DataConfig {
+  std::string path;
+  std::string trainSplit = "train";
+  std::string evalSplit = "test";
+  std::string features = "features";
+  std::string labels = "labels";
+  int64_t batchSize = 64;       // per rank
+  int64_t evalBatchSize = 1000; // per rank
+  bool shuffle = true;
+  bool dropLast = false;
+  int64_t prefetch = 4;         // batches assembled ahead
+  NormalizeConfig normalize;
+};
+
+struct OptimizerConfig {
+  std::string name = "sgd";  // sgd | adam | adamw
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  bool nesterov = false;
+  double weightDecay = 0.0;
+  std::vector<double> betas = {0.9, 0.999};
+  double eps = 1e-8;
+};
+
+struct ScheduleConfig {
+  std::string name = "constant";  // constant | step | cosine
+  int64_t warmupSteps = 0;        // linear warmup from 0, applies to every schedule
+  int64_t stepEpochs = 1;         // step: multiply by gamma every step_epochs epochs
+  double gamma = 0.1;
+  double minLr = 0.0;             // cosine: the floor
+};
+
+struct CheckpointConfig {
+  int64_t everyEpochs = 1;  // 0 = off
+  int64_t everySteps = 0;   // 0 = off
+  int64_t keepLast = 3;     // 0 = keep all
+};
+
+struct DistributedConfig {
+  std::string backend = "mpi";
+  double timeoutS = 300;
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  CheckpointConfig checkpoint;
+  DistributedConfig distributed;
+
+  std::string sourcePath;  // the YAML file it came from
+  std::string resolved;    // the YAML text after overrides (saved with the run)
+};
+
+// Reads, applies overrides ("section.key=value", value parsed as YAML) and validates.
+Config loadConfig(const std::string& path, const std::vector<std::string>& overrides = {});
+Config parseConfig(const std::string& yamlText, const std::string& sourceName,
+                   const std::vector<std::string>& overrides = {});
+
+// Every valid dotted key, e.g. "optimizer.lr" (for help texts and suggestions).
+std::vector<std::string> configKeys();
+
+}  // namespace forge::train

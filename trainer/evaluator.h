@@ -1,0 +1,22 @@
+// Evaluation on a split: the model in eval mode, without gradients, each rank on its own
+// disjoint share (rank r takes samples r, r + W, ...: no sample counted twice), loss and
+// accuracy summed over all ranks. Collective: all ranks, same order.
+#pragma once
+
+#include "data/batch_loader.h"
+#include "data/dataset.h"
+#include "distributed/communicator.h"
+#include "trainer/models/model.h"
+
+namespace forge::train {
+
+struct EvalResult {
+  double loss = 0;      // mean cross-entropy per sample
+  double accuracy = 0;  // fraction in [0, 1]
+  int64_t samples = 0;  // over all ranks
+};
+
+EvalResult evaluate(Model& model, const data::SplitData& split, const data::Normalization& norm, int64_t batchSize,
+                    dist::Communicator& comm);
+
+}  // namespace forge::train

@@ -1,0 +1,26 @@
+// A small convolutional classifier for C x H x W images (Fashion-MNIST: 1 x 28 x 28):
+// conv1 3x3 -> ReLU -> 2x2 max-pool -> conv2 3x3 -> ReLU -> 2x2 max-pool -> flatten ->
+// fc1 Linear -> ReLU -> dropout -> fc2 Linear. Flat inputs are viewed as C x H x W.
+#pragma once
+
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+
+#include "trainer/config.h"
+#include "trainer/models/model.h"
+
+namespace forge::train {
+
+class Cnn : public Model {
+ public:
+  explicit Cnn(const ModelConfig& cfg);
+
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::Conv2d conv2{nullptr};
+  torch::nn::Linear fc1{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::Linear fc2{nullptr};
+};
+
+}  // namespace forge::train

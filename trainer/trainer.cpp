@@ -1,0 +1,273 @@
+#include "trainer/trainer.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "distributed/replicas.h"
+#include "trainer/guards.h"
+#include "trainer/metrics.h"
+#include "trainer/models/model_registry.h"
+
+namespace forge::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+constexpr double kProgressEverySeconds = 10.0;
+constexpr const char* kBestMetricName = "eval_accuracy";
+
+double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Dropout and other random layers draw from a per-rank stream: ranks must not drop the
+// same units, and the stream must be reproducible from (seed, rank).
+uint64_t rankSeed(uint64_t seed, int rank) { return seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL * (rank + 1); }
+
+}  // namespace
+
+int threadsPerRank(int configured, const dist::WorldInfo& world) {
+  if (configured > 0) return configured;
+  return std::max(1, dist::coresOnNode() / std::max(1, world.localSize));
+}
+
+Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world)
+    : cfg_(std::move(cfg)), comm_(comm), world_(world) {
+  norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
+  data::SplitSpec spec{cfg_.data.path, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels,
+                       cfg_.model.numClasses};
+  train_ = data::loadSplit(spec);
+  spec.split = cfg_.data.evalSplit;
+  eval_ = data::loadSplit(spec);
+
+  torch::manual_seed(cfg_.run.seed);  // identical initial weights on every rank
+  model_ = makeModel(cfg_.model);
+  requireTrainableParameters(*model_);
+  for (auto& p : model_->parameters()) {
+    if (p.requires_grad()) params_.push_back(p);
+  }
+  {
+    int64_t n = std::min<int64_t>(cfg_.data.batchSize, train_.size());
+    std::vector<int64_t> first(n);
+    for (int64_t i = 0; i < n; ++i) first[i] = i;
+    data::Batch probe = data::makeBatch(train_, norm_, first.data(), n);
+    probeShapes(*model_, probe.x, train_.name, cfg_.model.numClasses);
+  }
+  optimizer_ = makeOptimizer(cfg_.optimizer, params_);
+  sampler_ = std::make_unique<data::DistributedSampler>(train_.size(), world_.rank, world_.size, cfg_.run.seed,
+                                                         cfg_.data.shuffle, cfg_.data.dropLast);
+  loader_ = std::make_unique<data::BatchLoader>(train_, norm_, cfg_.data.batchSize, cfg_.data.dropLast,
+                                                static_cast<size_t>(cfg_.data.prefetch));
+  stepsPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
+  if (stepsPerEpoch_ == 0) {
+    throw ConfigError(concat("data.batch_size ", cfg_.data.batchSize, " with drop_last leaves no full batch from ",
+                          sampler_->samplesPerRank(), " samples per rank"));
+  }
+  schedule_ = std::make_unique<LrSchedule>(cfg_.schedule, cfg_.optimizer.lr, stepsPerEpoch_, cfg_.run.epochs);
+  checkpoints_ = std::make_unique<ckpt::CheckpointDir>((fs::path(cfg_.run.dir) / "checkpoints").string(),
+                                                       static_cast<int>(cfg_.checkpoint.keepLast));
+  metricsPath_ = (fs::path(cfg_.run.dir) / "metrics.jsonl").string();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::resumeFrom(const std::string& resume) {
+  // Rank 0 chooses the file; every rank then reads the same one.
+  std::string path;
+  if (world_.rank == 0) {
+    if (resume == "auto") {
+      auto found = checkpoints_->loadNewest();
+      if (found) {
+        for (const auto& s : found->skipped) log::warn("ckpt", "skipped ", s);
+        path = found->path;
+      }
+    } else {
+      path = resume;
+    }
+  }
+  at::Tensor len = at::full({1}, static_cast<int64_t>(path.size()), at::kLong);
+  comm_.broadcast(len, 0);
+  at::Tensor chars = at::zeros({len.item<int64_t>()}, at::kByte);
+  if (world_.rank == 0) std::memcpy(chars.data_ptr(), path.data(), path.size());
+  if (chars.numel() > 0) comm_.broadcast(chars, 0);
+  path.assign(static_cast<const char*>(chars.data_ptr()), chars.numel());
+  if (path.empty()) {
+    log::info("ckpt", "no checkpoint in ", checkpoints_->dir(), ": starting fresh");
+    return;
+  }
+  ckpt::Checkpoint ck = ckpt::load(path);
+  loadModelStateDict(*model_, ck.modelState, path);
+  loadOptimizerStateDict(*optimizer_, cfg_.optimizer, params_, ck.optimizerState);
+  epoch_ = ck.epoch;
+  step_ = ck.step;
+  globalStep_ = ck.globalStep;
+  bestMetric_ = ck.bestMetric;
+  if (ck.worldSize != world_.size) {
+    log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
+              ": the data order within the interrupted epoch changes");
+    step_ = std::min(step_, stepsPerEpoch_);
+  }
+  log::info("ckpt", "resumed from ", path, " at epoch ", epoch_, " step ", step_, " (global step ", globalStep_, ")");
+}
+
+ckpt::Checkpoint Trainer::makeCheckpoint() const {
+  ckpt::Checkpoint ck;
+  ck.modelState = modelStateDict(*model_);
+  ck.optimizerState = optimizerStateDict(*optimizer_, cfg_.optimizer, params_);
+  ck.epoch = epoch_;
+  ck.step = step_;
+  ck.globalStep = globalStep_;
+  ck.bestMetric = bestMetric_;
+  ck.bestMetricName = kBestMetricName;
+  ck.worldSize = world_.size;
+  ck.config = cfg_.resolved;
+  ck.forgeVersion = FORGE_VERSION;
+  return ck;
+}
+
+void Trainer::saveCheckpoint(bool isBest) {
+  if (world_.rank != 0) return;
+  auto start = Clock::now();
+  ckpt::Checkpoint ck = makeCheckpoint();
+  std::string path = checkpoints_->save(ck);
+  if (isBest) checkpoints_->saveBest(ck);
+  log::info("ckpt", "saved ", path, isBest ? " and best.pt" : "", " in ", formatDuration(secondsSince(start)));
+}
+
+void Trainer::trainEpoch(int64_t epoch) {
+  model_->train();
+  sampler_->setEpoch(epoch);
+  std::vector<int64_t> indices = sampler_->indices();
+  // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
+  int64_t skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), step_ * cfg_.data.batchSize);
+  loader_->start(std::vector<int64_t>(indices.begin() + skip, indices.end()));
+
+  auto start = Clock::now();
+  auto lastReport = start;
+  double lossSum = 0, correct = 0, seen = 0;
+  double waitBefore = loader_->waitSeconds();
+  double commBefore = sync_->commSeconds();
+  std::vector<std::pair<std::string, at::Tensor>> before;
+  while (auto batch = loader_->next()) {
+    double lr = schedule_->at(globalStep_, epoch);
+    setLearningRate(*optimizer_, lr);
+    sync_->broadcastBuffers();
+    optimizer_->zero_grad();
+    at::Tensor logits = model_->forward(batch->x);
+    at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch->y);
+    loss.backward();
+    sync_->averageGradients();
+    if (!checkedFirstStep_) before = snapshotParameters(*model_);
+    optimizer_->step();
+    if (!checkedFirstStep_) {
+      requireParametersChanged(*model_, before);
+      checkedFirstStep_ = true;
+      before.clear();
+    }
+    int64_t n = batch->y.size(0);
+    lossSum += loss.item<double>() * n;
+    correct += logits.detach().argmax(1).eq(batch->y).sum().item<double>();
+    seen += n;
+    ++step_;
+    ++globalStep_;
+    if (cfg_.checkpoint.everySteps > 0 && globalStep_ % cfg_.checkpoint.everySteps == 0 && step_ < stepsPerEpoch_) {
+      saveCheckpoint(false);
+    }
+    if (world_.rank == 0 && secondsSince(lastReport) >= kProgressEverySeconds) {
+      lastReport = Clock::now();
+      double elapsed = secondsSince(start);
+      log::info("train", "epoch ", epoch + 1, "/", cfg_.run.epochs, " step ", step_, "/", stepsPerEpoch_, " loss ",
+                lossSum / seen, " lr ", lr, " ", static_cast<int64_t>(seen * world_.size / elapsed), " samples/s");
+    }
+  }
+  double trainSeconds = secondsSince(start);
+  // Each rank's last forward moved its own BatchNorm statistics; rank 0's are the model's,
+  // for evaluation and the checkpoint alike (as the next step's broadcast would make them).
+  sync_->broadcastBuffers();
+  at::Tensor sums = at::tensor({lossSum, correct, seen}, at::kDouble);
+  comm_.allReduce(sums, dist::ReduceOp::kSum);
+  double globalSeen = std::max(1.0, sums[2].item<double>());
+  EvalResult ev = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_);
+
+  epoch_ = epoch + 1;
+  step_ = 0;
+  bool isBest = std::isnan(bestMetric_) || ev.accuracy > bestMetric_;
+  if (isBest) {
+    bestMetric_ = ev.accuracy;
+    bestEpoch_ = epoch_;
+  }
+  double samplesPerSec = globalSeen / std::max(1e-9, trainSeconds);
+  double waitShare = (loader_->waitSeconds() - waitBefore) / std::max(1e-9, trainSeconds);
+  double commShare = (sync_->commSeconds() - commBefore) / std::max(1e-9, trainSeconds);
+  if (world_.rank == 0) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "epoch %lld/%lld  train loss %.4f acc %.2f%%  %s loss %.4f acc %.2f%%  lr %.4g  %s samples/s  %s",
+                  static_cast<long long>(epoch_), static_cast<long long>(cfg_.run.epochs),
+                  sums[0].item<double>() / globalSeen, 100.0 * sums[1].item<double>() / globalSeen,
+                  cfg_.data.evalSplit.c_str(), ev.loss, 100.0 * ev.accuracy, schedule_->at(globalStep_ - 1, epoch),
+                  withThousands(static_cast<long long>(samplesPerSec)).c_str(), formatDuration(trainSeconds).c_str());
+    log::info("train", line);
+    appendLine(metricsPath_, JsonLine()
+                                 .add("type", std::string("epoch"))
+                                 .add("epoch", epoch_)
+                                 .add("global_step", globalStep_)
+                                 .add("train_loss", sums[0].item<double>() / globalSeen)
+                                 .add("train_accuracy", sums[1].item<double>() / globalSeen)
+                                 .add("eval_loss", ev.loss)
+                                 .add("eval_accuracy", ev.accuracy)
+                                 .add("lr", schedule_->at(globalStep_ - 1, epoch))
+                                 .add("samples_per_s", samplesPerSec)
+                                 .add("data_wait_share", waitShare)
+                                 .add("comm_share", commShare)
+                                 .add("epoch_seconds", trainSeconds)
+                                 .str());
+  }
+  bool periodic = cfg_.checkpoint.everyEpochs > 0 && epoch_ % cfg_.checkpoint.everyEpochs == 0;
+  if (periodic || epoch_ == cfg_.run.epochs || isBest) saveCheckpoint(isBest);
+}
+
+TrainSummary Trainer::run(const std::string& resume) {
+  auto start = Clock::now();
+  if (world_.rank == 0) {
+    fs::create_directories(checkpoints_->dir());
+    std::ofstream(fs::path(cfg_.run.dir) / "config.yaml") << cfg_.resolved;
+  }
+  if (!resume.empty()) resumeFrom(resume);
+  sync_ = std::make_unique<dist::GradientSynchronizer>(model_, comm_);
+  sync_->broadcastState();
+  torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(globalStep_));
+
+  log::info("train", "model ", cfg_.model.name, ": ", withThousands(static_cast<long long>([&] {
+              int64_t n = 0;
+              for (auto& p : params_) n += p.numel();
+              return n;
+            }())),
+            " trainable parameters; ", withThousands(train_.size()), " training samples, ",
+            withThousands(sampler_->samplesPerRank()), " per rank, ", stepsPerEpoch_, " steps per epoch");
+  if (epoch_ >= cfg_.run.epochs) {
+    log::info("train", "all ", cfg_.run.epochs, " epochs are already done");
+  }
+  for (int64_t e = epoch_; e < cfg_.run.epochs; ++e) trainEpoch(e);
+
+  TrainSummary s;
+  s.finalEval = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_);
+  s.fingerprint = dist::verifyReplicas(*model_, comm_);
+  s.bestMetric = bestMetric_;
+  s.bestEpoch = bestEpoch_;
+  s.seconds = secondsSince(start);
+  char fp[32];
+  std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(s.fingerprint));
+  log::info("train", "replicas identical on all ", world_.size, " ranks (parameter and buffer fingerprint ", fp, ")");
+  char line[200];
+  std::snprintf(line, sizeof line, "final %s accuracy %.2f%% (loss %.4f) after %lld epochs in %s", cfg_.data.evalSplit.c_str(),
+                100.0 * s.finalEval.accuracy, s.finalEval.loss, static_cast<long long>(cfg_.run.epochs),
+                formatDuration(s.seconds).c_str());
+  log::info("train", line);
+  return s;
+}
+
+}  // namespace forge::train

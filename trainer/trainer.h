@@ -1,0 +1,85 @@
+// The training loop. Every rank constructs a Trainer with the same config and calls the
+// same methods in the same order (they issue collectives).
+//
+// Data flow of one step: batch from the background loader -> buffers follow rank 0 ->
+// forward (train mode) -> cross-entropy -> backward -> gradients averaged over ranks ->
+// optimizer step. After each epoch: evaluation on the eval split, metrics from rank 0,
+// checkpoint from rank 0.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "checkpoint/checkpoint_dir.h"
+#include "data/batch_loader.h"
+#include "data/dataset.h"
+#include "data/sampler.h"
+#include "distributed/communicator.h"
+#include "distributed/gradient_synchronizer.h"
+#include "distributed/world.h"
+#include "trainer/config.h"
+#include "trainer/evaluator.h"
+#include "trainer/models/model.h"
+#include "trainer/optim.h"
+
+namespace forge::train {
+
+struct TrainSummary {
+  EvalResult finalEval;
+  double bestMetric = 0;
+  int64_t bestEpoch = 0;
+  uint64_t fingerprint = 0;  // of the final parameters and buffers, equal on every rank
+  double seconds = 0;
+};
+
+class Trainer {
+ public:
+  // Setup: loads and validates the data, builds the model and optimizer, probes shapes.
+  // Local to each rank (no collectives), so a setup error is raised on the ranks that see it.
+  Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world);
+  ~Trainer();
+
+  // Collective. resume: "" (fresh), "auto" (newest verifying checkpoint in the run dir, or
+  // fresh when there is none) or a checkpoint path.
+  TrainSummary run(const std::string& resume);
+
+  Model& model() { return *model_; }
+
+ private:
+  void resumeFrom(const std::string& resume);
+  void trainEpoch(int64_t epoch);
+  ckpt::Checkpoint makeCheckpoint() const;
+  void saveCheckpoint(bool isBest);
+
+  Config cfg_;
+  dist::Communicator& comm_;
+  dist::WorldInfo world_;
+  data::SplitData train_;
+  data::SplitData eval_;
+  data::Normalization norm_;
+  std::shared_ptr<Model> model_;
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<dist::GradientSynchronizer> sync_;
+  std::unique_ptr<data::DistributedSampler> sampler_;
+  std::unique_ptr<data::BatchLoader> loader_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<ckpt::CheckpointDir> checkpoints_;
+  int64_t stepsPerEpoch_ = 0;
+
+  // Position: `epoch_` epochs are complete and `step_` steps of the next one are done.
+  int64_t epoch_ = 0;
+  int64_t step_ = 0;
+  int64_t globalStep_ = 0;
+  double bestMetric_ = std::nan("");
+  int64_t bestEpoch_ = 0;
+  bool checkedFirstStep_ = false;
+  std::string metricsPath_;
+};
+
+// Intra-op threads for this rank: the configured count, or cores on the node divided by the
+// ranks on it (at least 1), so ranks never oversubscribe the node.
+int threadsPerRank(int configured, const dist::WorldInfo& world);
+
+}  // namespace forge::train
