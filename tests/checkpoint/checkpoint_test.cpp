@@ -1,0 +1,146 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoint/atomic_file.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "core/error.h"
+
+namespace forge::ckpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("forge_ckpt_test_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& n) const { return (dir_ / n).string(); }
+
+  static Checkpoint sample(int64_t epoch) {
+    Checkpoint ck;
+    ck.modelState = {{"fc1.weight", torch::randn({4, 3})},
+                     {"bn1.num_batches_tracked", torch::tensor(17, torch::kLong)},
+                     {"bn1.running_var", torch::rand({4}, torch::kDouble)}};
+    c10::impl::GenericDict opt(c10::StringType::get(), c10::AnyType::get());
+    opt.insert("state", c10::impl::GenericDict(c10::IntType::get(), c10::AnyType::get()));
+    ck.optimizerState = opt;
+    ck.epoch = epoch;
+    ck.step = 3;
+    ck.globalStep = epoch * 100 + 3;
+    ck.bestMetric = 0.875;
+    ck.bestMetricName = "eval_accuracy";
+    ck.worldSize = 2;
+    ck.config = "run:\n  epochs: 3\n";
+    ck.forgeVersion = "test";
+    return ck;
+  }
+
+  std::string loadError(const std::string& p) {
+    try {
+      load(p);
+    } catch (const CheckpointError& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(CheckpointTest, SaveThenLoadGivesIdenticalTensorsAndFields) {
+  Checkpoint ck = sample(2);
+  save(ck, path("a.pt"));
+  Checkpoint back = load(path("a.pt"));
+  ASSERT_EQ(back.modelState.size(), ck.modelState.size());
+  for (size_t i = 0; i < ck.modelState.size(); ++i) {
+    EXPECT_EQ(back.modelState[i].first, ck.modelState[i].first);
+    EXPECT_EQ(back.modelState[i].second.scalar_type(), ck.modelState[i].second.scalar_type());
+    EXPECT_TRUE(torch::equal(back.modelState[i].second, ck.modelState[i].second));
+  }
+  EXPECT_EQ(back.epoch, 2);
+  EXPECT_EQ(back.step, 3);
+  EXPECT_EQ(back.globalStep, 203);
+  EXPECT_DOUBLE_EQ(back.bestMetric, 0.875);
+  EXPECT_EQ(back.worldSize, 2);
+  EXPECT_EQ(back.config, ck.config);
+  // The atomic write leaves no temporary file behind.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator{}), 1);
+}
+
+TEST_F(CheckpointTest, DamagedFilesAreErrorsNamingTheFile) {
+  save(sample(1), path("good.pt"));
+  auto bytes = readWholeFile(path("good.pt"));
+
+  { std::ofstream(path("empty.pt")); }
+  EXPECT_NE(loadError(path("empty.pt")).find("checkpoint '" + path("empty.pt") + "' is empty"), std::string::npos);
+
+  std::vector<char> half(bytes.begin(), bytes.begin() + bytes.size() / 2);
+  writeFileAtomically(path("truncated.pt"), half);
+  std::string e = loadError(path("truncated.pt"));
+  EXPECT_NE(e.find(path("truncated.pt")), std::string::npos) << e;
+
+  // Flip one bit inside fc1.weight's stored bytes: the archive still parses, only the
+  // checksum can see the damage.
+  Checkpoint ck = load(path("good.pt"));
+  const at::Tensor& w = ck.modelState[0].second;
+  std::string raw(static_cast<const char*>(w.data_ptr()), w.nbytes());
+  auto pos = std::string(bytes.begin(), bytes.end()).find(raw);
+  ASSERT_NE(pos, std::string::npos);
+  std::vector<char> flipped = bytes;
+  flipped[pos + 5] ^= 0x10;
+  writeFileAtomically(path("flipped.pt"), flipped);
+  e = loadError(path("flipped.pt"));
+  EXPECT_NE(e.find(path("flipped.pt")), std::string::npos) << e;
+  EXPECT_NE(e.find("checksum"), std::string::npos) << e;
+
+  { std::ofstream(path("foreign.pt")) << "PK this is not a checkpoint"; }
+  EXPECT_NE(loadError(path("foreign.pt")).find(path("foreign.pt")), std::string::npos);
+  EXPECT_NE(loadError(path("missing.pt")).find("cannot open checkpoint"), std::string::npos);
+}
+
+TEST_F(CheckpointTest, ADictWithoutForgeKeysIsNotAForgeCheckpoint) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
+  d.insert("weights", torch::ones({2}));
+  std::string e;
+  try {
+    fromIValue(d, "python.pt");
+  } catch (const CheckpointError& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("checkpoint 'python.pt' has no 'model_state_dict' entry"), std::string::npos) << e;
+}
+
+TEST_F(CheckpointTest, RetentionKeepsTheNewestAndResumeSkipsOnesThatDoNotVerify) {
+  CheckpointDir d(path("run"), 2);
+  for (int e = 1; e <= 4; ++e) d.save(sample(e));
+  auto files = d.list();
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(fs::path(files[0]).filename(), "ckpt-e0004-s000000403.pt");
+  EXPECT_EQ(fs::path(files[1]).filename(), "ckpt-e0003-s000000303.pt");
+
+  auto found = d.loadNewest();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->checkpoint.epoch, 4);
+  EXPECT_TRUE(found->skipped.empty());
+
+  // Corrupt the newest: resume falls back to the previous one and says why.
+  std::ofstream(files[0], std::ios::trunc) << "garbage";
+  found = d.loadNewest();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->checkpoint.epoch, 3);
+  ASSERT_EQ(found->skipped.size(), 1u);
+  EXPECT_NE(found->skipped[0].find(files[0]), std::string::npos);
+
+  CheckpointDir empty(path("none"), 2);
+  EXPECT_FALSE(empty.loadNewest().has_value());
+}
+
+}  // namespace
+}  // namespace forge::ckpt

@@ -1,0 +1,135 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "core/error.h"
+#include "trainer/config.h"
+
+namespace forge::train {
+namespace {
+
+std::string repoFile(const std::string& rel) {
+  const char* root = std::getenv("FORGE_SOURCE_DIR");
+  return std::string(root ? root : ".") + "/" + rel;
+}
+
+// The message of the ConfigError that parsing `yaml` raises ("" when it parses).
+std::string errorOf(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    parseConfig(yaml, "test.yaml", overrides);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char* kMinimal = "data:\n  path: x.h5\n";
+
+TEST(Config, TheMainJobConfigParsesWithItsDocumentedValues) {
+  Config c = loadConfig(repoFile("configs/fashion_mnist_mlp.yaml"));
+  EXPECT_EQ(c.model.name, "mlp");
+  EXPECT_EQ(c.model.inFeatures, 784);
+  EXPECT_EQ(c.model.hidden, 256);
+  EXPECT_EQ(c.model.numClasses, 10);
+  EXPECT_DOUBLE_EQ(c.model.dropout, 0.3);
+  EXPECT_EQ(c.data.batchSize, 64);
+  EXPECT_EQ(c.optimizer.name, "sgd");
+  EXPECT_EQ(c.distributed.backend, "mpi");
+  EXPECT_GE(c.run.epochs, 1);
+}
+
+TEST(Config, TheCnnConfigParses) {
+  Config c = loadConfig(repoFile("configs/fashion_mnist_cnn.yaml"));
+  EXPECT_EQ(c.model.name, "cnn");
+  EXPECT_EQ(c.model.inputShape, (std::vector<int64_t>{1, 28, 28}));
+}
+
+TEST(Config, OverridesReplaceValuesByDottedPath) {
+  Config c = parseConfig(kMinimal, "test.yaml", {"run.epochs=2", "optimizer.lr=0.01", "data.normalize.std=0.5",
+                                                 "optimizer.betas=[0.8, 0.9]"});
+  EXPECT_EQ(c.run.epochs, 2);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 0.01);
+  EXPECT_DOUBLE_EQ(c.data.normalize.std, 0.5);
+  EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.8, 0.9}));
+  // The resolved text holds the override, so the run's saved config reproduces it.
+  EXPECT_NE(c.resolved.find("epochs: 2"), std::string::npos);
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndTheNearestValidKey) {
+  std::string e = errorOf("data:\n  path: x.h5\noptimiser:\n  lr: 0.1\n");
+  EXPECT_NE(e.find("config error in test.yaml:3: unknown key 'optimiser' (did you mean 'optimizer'?)"),
+            std::string::npos)
+      << e;
+  e = errorOf("data:\n  path: x.h5\n  batch_sise: 3\n");
+  EXPECT_NE(e.find("test.yaml:3: unknown key 'batch_sise' in 'data' (did you mean 'batch_size'?)"), std::string::npos)
+      << e;
+}
+
+TEST(Config, UnknownKeyWithoutACloseMatchListsTheValidOnes) {
+  std::string e = errorOf("data:\n  path: x.h5\nrun:\n  colour: red\n");
+  EXPECT_NE(e.find("test.yaml:4: unknown key 'colour' in 'run' (valid keys: dir, seed, epochs, threads)"),
+            std::string::npos)
+      << e;
+}
+
+TEST(Config, KeysOfAnotherModelAreRejected) {
+  std::string e = errorOf("data:\n  path: x.h5\nmodel:\n  name: mlp\n  channels: [4, 8]\n");
+  EXPECT_NE(e.find("test.yaml:5: unknown key 'channels' in 'model' for model 'mlp'"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypeSaysWhatWasExpected) {
+  std::string e = errorOf("data:\n  path: x.h5\nrun:\n  epochs: ten\n");
+  EXPECT_NE(e.find("test.yaml:4: run.epochs must be an integer, got 'ten'"), std::string::npos) << e;
+  e = errorOf("data:\n  path: x.h5\n  shuffle: maybe\n");
+  EXPECT_NE(e.find("data.shuffle must be true or false, got 'maybe'"), std::string::npos) << e;
+  e = errorOf("data:\n  path: x.h5\noptimizer:\n  lr: [1, 2]\n");
+  EXPECT_NE(e.find("optimizer.lr must be a number, got a list"), std::string::npos) << e;
+  e = errorOf("data:\n  path: x.h5\nrun:\n  seed: -3\n");
+  EXPECT_NE(e.find("run.seed must be a non-negative integer"), std::string::npos) << e;
+}
+
+TEST(Config, OutOfRangeValuesAreRejectedWithTheirLine) {
+  EXPECT_NE(errorOf("data:\n  path: x.h5\nrun:\n  epochs: 0\n").find("test.yaml:4: run.epochs must be at least 1, got 0"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\n  batch_size: -4\n").find("data.batch_size must be at least 1"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  lr: 0\n").find("optimizer.lr must be positive"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\nmodel:\n  dropout: 1.5\n").find("model.dropout must be in [0, 1)"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  name: adagrad\n").find("'adagrad' is not an optimizer"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\nmodel:\n  name: mpl\n").find("'mpl' is not a known model (did you mean 'mlp'?)"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  timeout_s: -1\n").find("distributed.timeout_s must be positive"),
+            std::string::npos);
+}
+
+TEST(Config, MissingRequiredDataPathIsAnError) {
+  EXPECT_NE(errorOf("run:\n  epochs: 1\n").find("data.path is required"), std::string::npos);
+}
+
+TEST(Config, ErrorsFromOverridesNameTheOption) {
+  std::string e = errorOf(kMinimal, {"run.epochs=zero"});
+  EXPECT_NE(e.find("config error in --set run.epochs: run.epochs must be an integer, got 'zero'"), std::string::npos)
+      << e;
+  e = errorOf(kMinimal, {"optimiser.lr=0.1"});
+  EXPECT_NE(e.find("--set optimiser: unknown key 'optimiser' (did you mean 'optimizer'?)"), std::string::npos) << e;
+  e = errorOf(kMinimal, {"run.epochs"});
+  EXPECT_NE(e.find("expected key=value"), std::string::npos) << e;
+}
+
+TEST(Config, InvalidYamlAndMissingFileAreClearErrors) {
+  std::string e = errorOf("data:\n  path: [x.h5\n");
+  EXPECT_NE(e.find("invalid YAML"), std::string::npos) << e;
+  try {
+    loadConfig("no/such/config.yaml");
+    FAIL() << "no throw";
+  } catch (const ConfigError& err) {
+    EXPECT_NE(std::string(err.what()).find("cannot read config file 'no/such/config.yaml'"), std::string::npos);
+    EXPECT_EQ(err.exitCode(), 2);
+  }
+}
+
+}  // namespace
+}  // namespace forge::train

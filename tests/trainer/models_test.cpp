@@ -1,0 +1,160 @@
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <set>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "distributed/mpi/mpi_communicator.h"
+#include "trainer/evaluator.h"
+#include "trainer/guards.h"
+#include "trainer/models/cnn.h"
+#include "trainer/models/mlp.h"
+#include "trainer/models/model_registry.h"
+
+namespace forge::train {
+namespace {
+
+ModelConfig mlpConfig() {
+  ModelConfig c;
+  c.name = "mlp";
+  c.dropout = 0.3;
+  return c;
+}
+
+std::string errorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Mlp, HasThePythonReferenceNamesAndCounts) {
+  Mlp m(mlpConfig());
+  std::vector<std::string> params, buffers;
+  int64_t trainable = 0, bufferElements = 0;
+  for (const auto& p : m.named_parameters()) {
+    params.push_back(p.key());
+    if (p.value().requires_grad()) trainable += p.value().numel();
+  }
+  for (const auto& b : m.named_buffers()) {
+    buffers.push_back(b.key());
+    bufferElements += b.value().numel();
+  }
+  EXPECT_EQ(params, (std::vector<std::string>{"fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias", "fc2.weight",
+                                               "fc2.bias"}));
+  EXPECT_EQ(buffers, (std::vector<std::string>{"bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"}));
+  // Python: sum(p.numel() for p in model.parameters()) for the same layers. (203,530 would
+  // leave out BatchNorm's affine weight and bias.)
+  EXPECT_EQ(trainable, 204042);
+  EXPECT_EQ(bufferElements, 513);
+  EXPECT_EQ(m.fc1->weight.sizes(), (std::vector<int64_t>{256, 784}));
+  EXPECT_EQ(m.fc2->weight.sizes(), (std::vector<int64_t>{10, 256}));
+}
+
+TEST(Mlp, ReturnsLogitsForFlatOrImageShapedBatches) {
+  auto m = makeModel(mlpConfig());
+  EXPECT_EQ(m->forward(torch::randn({5, 784})).sizes(), (std::vector<int64_t>{5, 10}));
+  EXPECT_EQ(m->forward(torch::randn({5, 1, 28, 28})).sizes(), (std::vector<int64_t>{5, 10}));
+}
+
+TEST(Cnn, ClassifiesTwentyEightSquareImages) {
+  ModelConfig c;
+  c.name = "cnn";
+  c.channels = {4, 8};
+  c.hidden = 32;
+  auto m = makeModel(c);
+  EXPECT_EQ(m->forward(torch::randn({3, 784})).sizes(), (std::vector<int64_t>{3, 10}));
+  EXPECT_EQ(m->named_parameters().size(), 8u);
+}
+
+TEST(Guards, ProbeNamesTheLayerAndBothShapesOnAMismatch) {
+  auto m = makeModel(mlpConfig());
+  std::string e = errorOf([&] { probeShapes(*m, torch::randn({4, 100}), "file.h5:train", 10); });
+  EXPECT_NE(e.find("layer 'fc1'"), std::string::npos) << e;
+  EXPECT_NE(e.find("Linear(in_features=784, out_features=256"), std::string::npos) << e;
+  EXPECT_NE(e.find("input of shape [4, 100]"), std::string::npos) << e;
+  EXPECT_NE(e.find("file.h5:train"), std::string::npos) << e;
+  EXPECT_TRUE(m->is_training()) << "the probe must restore train mode";
+  EXPECT_EQ(errorOf([&] { probeShapes(*m, torch::randn({4, 784}), "f", 10); }), "");
+  std::string classes = errorOf([&] { probeShapes(*m, torch::randn({4, 784}), "f", 7); });
+  EXPECT_NE(classes.find("classification over 7 classes"), std::string::npos) << classes;
+}
+
+TEST(Guards, AModelWithoutTrainableParametersIsRefused) {
+  auto m = makeModel(mlpConfig());
+  for (auto& p : m->parameters()) p.set_requires_grad(false);
+  std::string e = errorOf([&] { requireTrainableParameters(*m); });
+  EXPECT_NE(e.find("no trainable parameters"), std::string::npos) << e;
+}
+
+// A layer registered but never used in forward: its parameters never change.
+class WithUnusedLayer : public Model {
+ public:
+  WithUnusedLayer() {
+    used = register_module("used", torch::nn::Linear(4, 3));
+    unused = register_module("unused", torch::nn::Linear(4, 3));
+    addStage("used", [this](const at::Tensor& x) { return used(x); });
+  }
+  torch::nn::Linear used{nullptr}, unused{nullptr};
+};
+
+TEST(Guards, ParametersThatDidNotChangeAfterTheFirstStepAreNamed) {
+  WithUnusedLayer m;
+  auto before = snapshotParameters(m);
+  torch::optim::SGD opt(m.parameters(), torch::optim::SGDOptions(0.1));
+  torch::nn::functional::cross_entropy(m.forward(torch::randn({8, 4})), torch::randint(0, 3, {8})).backward();
+  opt.step();
+  std::string e = errorOf([&] { requireParametersChanged(m, before); });
+  EXPECT_NE(e.find("unused.weight, unused.bias"), std::string::npos) << e;
+  EXPECT_EQ(e.find(" used.weight"), std::string::npos) << e;  // the used layer did change
+}
+
+TEST(Guards, StrictLoadNamesMissingUnexpectedAndMismatchedKeys) {
+  auto m = makeModel(mlpConfig());
+  auto sd = modelStateDict(*m);
+  // Round trip: loading a model's own state dict is fine and copies values.
+  auto other = makeModel(mlpConfig());
+  loadModelStateDict(*other, sd, "self");
+  EXPECT_TRUE(torch::equal(other->named_parameters()["fc1.weight"], m->named_parameters()["fc1.weight"]));
+
+  std::vector<std::pair<std::string, at::Tensor>> bad;
+  for (auto& [k, v] : sd) {
+    if (k == "fc2.bias") continue;                                           // missing
+    if (k == "fc1.weight") v = torch::zeros({256, 100});                     // wrong shape
+    bad.emplace_back(k, v);
+  }
+  bad.emplace_back("fc3.weight", torch::zeros({2}));                         // unexpected
+  std::string e = errorOf([&] { loadModelStateDict(*other, bad, "x.pt"); });
+  EXPECT_NE(e.find("missing key 'fc2.bias'"), std::string::npos) << e;
+  EXPECT_NE(e.find("unexpected key 'fc3.weight'"), std::string::npos) << e;
+  EXPECT_NE(e.find("shape mismatch for 'fc1.weight': checkpoint has [256, 100], model has [256, 784]"),
+            std::string::npos)
+      << e;
+}
+
+TEST(Evaluation, RunsInEvalModeSoDropoutIsOffAndResultsRepeat) {
+  ModelConfig c = mlpConfig();
+  c.dropout = 0.9;
+  c.inFeatures = 6;
+  c.numClasses = 3;
+  auto m = makeModel(c);
+  data::SplitData split;
+  split.name = "mem";
+  split.features = torch::randn({50, 6});
+  split.labels = torch::randint(0, 3, {50});
+  dist::MpiCommunicator self(MPI_COMM_SELF, std::chrono::seconds(30));
+  m->train();
+  EvalResult a = evaluate(*m, split, {}, 16, self);
+  EvalResult b = evaluate(*m, split, {}, 7, self);
+  EXPECT_EQ(a.samples, 50);
+  EXPECT_DOUBLE_EQ(a.accuracy, b.accuracy);
+  EXPECT_NEAR(a.loss, b.loss, 1e-6);
+  EXPECT_TRUE(m->is_training()) << "evaluation must restore the training mode";
+}
+
+}  // namespace
+}  // namespace forge::train
