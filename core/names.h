@@ -3,9 +3,10 @@
 
 namespace forge::env {
 
-// Test-only fault injection and tuning knobs are documented next to their use.
+// Launchers' variables: who this process is before MPI is up.
 inline constexpr const char* kOmpiRank = "OMPI_COMM_WORLD_RANK";
 inline constexpr const char* kOmpiSize = "OMPI_COMM_WORLD_SIZE";
+inline constexpr const char* kPmixRank = "PMIX_RANK";
 inline constexpr const char* kOmpiLocalRank = "OMPI_COMM_WORLD_LOCAL_RANK";
 inline constexpr const char* kSlurmProcId = "SLURM_PROCID";
 inline constexpr const char* kSlurmLocalId = "SLURM_LOCALID";

@@ -145,8 +145,11 @@ void writeSynthetic(const SyntheticSpec& spec, const std::string& out) {
   // Box-Muller on raw 64-bit draws: the same bytes for the same seed on any standard library.
   auto uniform = [&] { return (static_cast<double>(rng() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };
   auto normal = [&] { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(2.0 * M_PI * uniform()); };
+  // Centres ~ N(0, s^2) per feature with s = 3 / sqrt(2 D): two centres lie ~3 noise
+  // standard deviations apart whatever D is, so the set is learnable but not trivial.
+  const double s = 3.0 / std::sqrt(2.0 * static_cast<double>(spec.features));
   std::vector<float> centres(spec.classes * spec.features);
-  for (auto& c : centres) c = static_cast<float>(2.0 * normal());
+  for (auto& c : centres) c = static_cast<float>(s * normal());
   auto make = [&](int64_t n, std::vector<float>& x, std::vector<int64_t>& y) {
     x.resize(n * spec.features);
     y.resize(n);

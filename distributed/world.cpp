@@ -32,6 +32,13 @@ WorldInfo discoverWorld() {
   return w;
 }
 
+int rankFromEnvironment() {
+  for (const char* name : {env::kOmpiRank, env::kPmixRank, env::kSlurmProcId}) {
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  }
+  return 0;
+}
+
 int coresOnNode() {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   if (n <= 0) n = static_cast<long>(std::thread::hardware_concurrency());

@@ -18,6 +18,10 @@ struct WorldInfo {
 // Collective over MPI_COMM_WORLD: every rank must call it, once, after MpiRuntime.
 WorldInfo discoverWorld();
 
+// The rank the launcher assigned (Open MPI, PMIx, Slurm), read from the environment before
+// MPI is up, so that errors raised that early still name their rank. 0 when not launched.
+int rankFromEnvironment();
+
 // Cores this node offers to the whole job (not only this process's affinity mask).
 int coresOnNode();
 

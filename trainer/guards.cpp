@@ -69,18 +69,33 @@ std::vector<std::pair<std::string, at::Tensor>> snapshotParameters(const Model& 
   return out;
 }
 
-void requireParametersChanged(const Model& model, const std::vector<std::pair<std::string, at::Tensor>>& before) {
+std::vector<std::string> parametersWithoutGradient(const Model& model) {
+  std::vector<std::string> out;
+  for (const auto& p : model.named_parameters()) {
+    if (p.value().requires_grad() && !p.value().grad().defined()) out.push_back(p.key());
+  }
+  return out;
+}
+
+std::vector<std::string> checkFirstStep(const Model& model, const std::vector<std::pair<std::string, at::Tensor>>& before,
+                                        const std::vector<std::string>& withoutGradient) {
+  auto join = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
+    return out;
+  };
+  if (!withoutGradient.empty()) {
+    throw ConfigError(concat("these trainable parameters got no gradient and did not change in the first step: ",
+                             join(withoutGradient),
+                             " (is the layer used in forward, and does its output reach the loss?)"));
+  }
   auto now = model.named_parameters();
   std::vector<std::string> unchanged;
   for (const auto& [name, old] : before) {
     const at::Tensor* p = now.find(name);
     if (p != nullptr && at::equal(p->detach(), old)) unchanged.push_back(name);
   }
-  if (unchanged.empty()) return;
-  std::string names;
-  for (const auto& n : unchanged) names += (names.empty() ? "" : ", ") + n;
-  throw ConfigError(concat("after the first optimizer step these trainable parameters did not change: ", names,
-                        " (is the layer used in forward, and does its output reach the loss?)"));
+  return unchanged;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> modelStateDict(const Model& model) {

@@ -22,9 +22,14 @@ void probeShapes(Model& model, const at::Tensor& x, const std::string& dataName,
 
 // Copies of the trainable parameters, to compare after the first optimizer step.
 std::vector<std::pair<std::string, at::Tensor>> snapshotParameters(const Model& model);
-// Error listing every trainable parameter equal to its snapshot (a layer that is not used in
-// forward, or whose output does not reach the loss).
-void requireParametersChanged(const Model& model, const std::vector<std::pair<std::string, at::Tensor>>& before);
+// Names of the trainable parameters that have no gradient after backward: autograd never
+// reached them (a layer not used in forward, or whose output does not reach the loss).
+std::vector<std::string> parametersWithoutGradient(const Model& model);
+// After the first optimizer step: an error naming the parameters that got no gradient;
+// otherwise returns the ones that still did not change (a gradient below float precision,
+// e.g. the bias of a layer followed by BatchNorm, which the normalization cancels).
+std::vector<std::string> checkFirstStep(const Model& model, const std::vector<std::pair<std::string, at::Tensor>>& before,
+                                        const std::vector<std::string>& withoutGradient);
 
 // Parameters and buffers by name, PyTorch's state_dict.
 std::vector<std::pair<std::string, at::Tensor>> modelStateDict(const Model& model);

@@ -6,9 +6,11 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "distributed/world.h"
 #include "trainer/cli.h"
 
 int main(int argc, char** argv) {
+  forge::log::setRank(forge::dist::rankFromEnvironment(), 1);
   try {
     return forge::train::runCli(argc, argv);
   } catch (const forge::Error& e) {

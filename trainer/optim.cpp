@@ -17,7 +17,7 @@ using GenericDict = c10::impl::GenericDict;
 GenericDict anyDict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
 
 IValue pair(double a, double b) {
-  c10::impl::GenericList l(c10::FloatType::get());
+  c10::impl::GenericList l(c10::AnyType::get());  // a typed list would pickle as build_doublelist
   l.push_back(a);
   l.push_back(b);
   return l;
@@ -106,7 +106,7 @@ IValue optimizerStateDict(torch::optim::Optimizer& opt, const OptimizerConfig& c
   group.insert("foreach", IValue());
   group.insert("differentiable", false);
   group.insert("fused", IValue());
-  c10::impl::GenericList indices(c10::IntType::get());
+  c10::impl::GenericList indices(c10::AnyType::get());  // not build_intlist: weights_only refuses it
   for (size_t i = 0; i < params.size(); ++i) indices.push_back(static_cast<int64_t>(i));
   group.insert("params", indices);
   c10::impl::GenericList groups(c10::AnyType::get());

@@ -159,11 +159,21 @@ void Trainer::trainEpoch(int64_t epoch) {
     at::Tensor logits = model_->forward(batch->x);
     at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch->y);
     loss.backward();
+    std::vector<std::string> withoutGradient;
+    if (!checkedFirstStep_) {
+      withoutGradient = parametersWithoutGradient(*model_);
+      before = snapshotParameters(*model_);
+    }
     sync_->averageGradients();
-    if (!checkedFirstStep_) before = snapshotParameters(*model_);
     optimizer_->step();
     if (!checkedFirstStep_) {
-      requireParametersChanged(*model_, before);
+      auto unchanged = checkFirstStep(*model_, before, withoutGradient);
+      if (!unchanged.empty()) {
+        std::string names;
+        for (const auto& n : unchanged) names += (names.empty() ? "" : ", ") + n;
+        log::info("train", "note: unchanged by the first step (gradient below float precision, e.g. a bias "
+                  "followed by BatchNorm): ", names);
+      }
       checkedFirstStep_ = true;
       before.clear();
     }

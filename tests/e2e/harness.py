@@ -1,0 +1,99 @@
+"""Shared helpers for forge's end-to-end tests: they run the real `forge` binary (alone
+and under mpirun) on real files in a scratch folder, and check what a user would see."""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+
+
+class Harness:
+    def __init__(self):
+        p = argparse.ArgumentParser()
+        p.add_argument("--forge", required=True)
+        p.add_argument("--mpirun", default="mpirun")
+        p.add_argument("--repo", required=True)
+        p.add_argument("--workdir", required=True)
+        a = p.parse_args()
+        self.forge, self.mpirun, self.repo, self.work = a.forge, a.mpirun, a.repo, a.workdir
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        self.failures = 0
+
+    def path(self, *parts):
+        return os.path.join(self.work, *parts)
+
+    def run(self, args, ranks=0, timeout=300, expect_rc=0):
+        """Runs forge with `args`; under `mpirun -np ranks` when ranks > 0."""
+        cmd = [self.forge] + args
+        if ranks:
+            cmd = [self.mpirun, "-np", str(ranks), "--oversubscribe"] + cmd
+        proc = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, timeout=timeout)
+        shown = " ".join(cmd[-len(args) - 1:]) if not ranks else " ".join(cmd)
+        print(f"$ {shown}  -> exit {proc.returncode}")
+        if expect_rc is not None and proc.returncode != expect_rc:
+            print(textwrap.indent(proc.stdout[-4000:] + proc.stderr[-4000:], "    "))
+            raise AssertionError(f"expected exit code {expect_rc}, got {proc.returncode}")
+        return proc
+
+    def write(self, name, text):
+        with open(self.path(name), "w") as f:
+            f.write(textwrap.dedent(text))
+        return self.path(name)
+
+    def check(self, cond, what, detail=""):
+        if cond:
+            print(f"  ok: {what}")
+        else:
+            self.failures += 1
+            print(f"  FAIL: {what}")
+            if detail:
+                print(textwrap.indent(str(detail)[-3000:], "    "))
+
+    def finish(self):
+        if self.failures:
+            print(f"{self.failures} check(s) failed")
+            sys.exit(1)
+        print("all checks passed")
+
+
+def small_config(h, name, data, run_dir, epochs=2, features=16, classes=4, extra=""):
+    """A small MLP config over a synthetic file."""
+    return h.write(name, f"""\
+        run:
+          dir: {run_dir}
+          seed: 5
+          epochs: {epochs}
+        model:
+          name: mlp
+          in_features: {features}
+          hidden: 32
+          num_classes: {classes}
+          dropout: 0.1
+        data:
+          path: {data}
+          batch_size: 32
+          eval_batch_size: 100
+        optimizer:
+          name: sgd
+          lr: 0.05
+          momentum: 0.9
+        checkpoint:
+          every_epochs: 1
+          keep_last: 5
+        distributed:
+          timeout_s: 60
+        """ + textwrap.dedent(extra))
+
+
+def final_accuracy(stdout):
+    m = re.search(r"final test accuracy ([0-9.]+)%", stdout)
+    return float(m.group(1)) if m else None
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,89 @@
+"""The forge CLI end to end on a small synthetic file: data, train (1 and 2 ranks),
+metrics, checkpoints, eval, ckpt inspect, --resume auto."""
+import glob
+import json
+import os
+import re
+
+import h5py
+
+from harness import Harness, final_accuracy, read_jsonl, small_config
+
+h = Harness()
+
+# --help everywhere.
+out = h.run(["--help"]).stdout
+h.check(all(c in out for c in ["data fashion-mnist", "data synthetic", "train CONFIG.yaml", "eval CONFIG.yaml",
+                               "ckpt inspect"]), "forge --help lists every command", out)
+out = h.run(["train", "--help"]).stdout
+h.check("--set key=value" in out and "--resume auto" in out, "forge train --help describes --set and --resume", out)
+h.check("--checkpoint PATH" in h.run(["eval", "--help"]).stdout, "forge eval --help describes --checkpoint")
+h.check("--samples N" in h.run(["data", "--help"]).stdout, "forge data --help describes the converters")
+h.check("--json" in h.run(["ckpt", "inspect", "--help"]).stdout, "forge ckpt inspect --help describes --json")
+
+# Synthetic data in the documented layout.
+h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "2000", "--features", "16", "--classes", "4",
+       "--seed", "1"])
+with h5py.File(h.path("syn.h5")) as f:
+    h.check(f["train/features"].shape == (2000, 16) and f["train/features"].dtype == "float32",
+            "train/features is 2000 x 16 float32")
+    h.check(f["train/labels"].shape == (2000,) and f["train/labels"].dtype == "int64", "train/labels is int64")
+    h.check(f["test/features"].shape == (400, 16), "the test split holds samples / 5")
+h.check(not glob.glob(h.path("*.tmp.*")), "no temporary file is left behind")
+
+# Two ranks under mpirun.
+cfg = small_config(h, "small.yaml", "syn.h5", "run")
+p = h.run(["train", cfg], ranks=2)
+out = p.stdout
+h.check("epoch 1/2" in out and "epoch 2/2" in out, "one line per epoch", out)
+h.check("2 rank(s) on 1 node(s)" in out, "the startup line reports the world", out)
+h.check("replicas identical on all 2 ranks" in out, "replicas are checked identical at the end", out)
+acc = final_accuracy(out)
+h.check(acc is not None and acc > 60.0, f"the synthetic set is learned (final accuracy {acc}%)", out)
+h.check(out.count("epoch 2/2") == 1, "progress comes from rank 0 only", out)
+
+records = read_jsonl(h.path("run", "metrics.jsonl"))
+h.check([r["epoch"] for r in records] == [1, 2], "metrics.jsonl holds one record per epoch", records)
+fields = {"train_loss", "train_accuracy", "eval_loss", "eval_accuracy", "lr", "samples_per_s", "global_step"}
+h.check(all(fields <= set(r) for r in records), "each record has the documented fields", records)
+h.check(abs(records[-1]["eval_accuracy"] * 100 - acc) < 0.01, "the last record's accuracy is the final accuracy")
+ckpts = sorted(glob.glob(h.path("run", "checkpoints", "ckpt-*.pt")))
+h.check([os.path.basename(c) for c in ckpts] == ["ckpt-e0001-s000000032.pt", "ckpt-e0002-s000000064.pt"],
+        "a checkpoint per epoch, named by epoch and global step", ckpts)
+h.check(os.path.exists(h.path("run", "checkpoints", "best.pt")), "best.pt is written")
+h.check(os.path.exists(h.path("run", "config.yaml")), "the resolved config is saved in the run dir")
+
+# eval reproduces the final accuracy, alone and on 2 ranks.
+last = ckpts[-1]
+for ranks in (0, 2):
+    ev = h.run(["eval", cfg, "--checkpoint", last], ranks=ranks).stdout
+    m = re.search(r"accuracy\s+([0-9.]+)%", ev)
+    h.check(m is not None and abs(float(m.group(1)) - acc) < 0.005,
+            f"forge eval ({ranks or 1} rank(s)) reports the training run's final accuracy {acc}%", ev)
+    h.check(re.search(r"samples\s+400", ev) is not None, "eval counts every test sample once", ev)
+
+# ckpt inspect, as a table and as JSON.
+ins = h.run(["ckpt", "inspect", last]).stdout
+h.check(re.search(r"epoch\s+2\n", ins) and re.search(r"world size\s+2\n", ins), "inspect shows epoch and world size", ins)
+h.check(re.search(r"model_state_dict\.fc1\.weight\s+\[32, 16\]\s+Float", ins) is not None,
+        "inspect lists tensor names, shapes and types", ins)
+h.check(re.search(r"best metric\s+eval_accuracy = 0\.\d+", ins) is not None, "inspect shows the best metric", ins)
+js = json.loads(h.run(["ckpt", "inspect", last, "--json"]).stdout)
+h.check(js["epoch"] == 2 and js["world_size"] == 2 and any(t["name"] == "model_state_dict.bn1.running_mean"
+                                                             for t in js["tensors"]), "inspect --json parses", js)
+
+# --resume auto continues at the next epoch.
+p = h.run(["train", cfg, "--set", "run.epochs=3", "--resume", "auto"], ranks=2)
+out = p.stdout
+h.check(re.search(r"resumed from \S*ckpt-e0002-s000000064\.pt at epoch 2 step 0", out) is not None,
+        "--resume auto picks the newest checkpoint", out)
+h.check("epoch 3/3" in out and "epoch 1/3" not in out and "epoch 2/3" not in out,
+        "training continues at epoch 3 only", out)
+h.check([r["epoch"] for r in read_jsonl(h.path("run", "metrics.jsonl"))] == [1, 2, 3], "metrics continue")
+
+# --resume auto with nothing to resume starts fresh; one rank without mpirun works.
+p = h.run(["train", cfg, "--set", "run.dir=solo", "--set", "run.epochs=1", "--resume", "auto"])
+h.check("starting fresh" in p.stdout and "epoch 1/1" in p.stdout, "a single process without mpirun trains", p.stdout)
+h.check("1 rank(s) on 1 node(s)" in p.stdout, "and reports a world of one", p.stdout)
+
+h.finish()

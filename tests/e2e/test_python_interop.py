@@ -1,0 +1,74 @@
+"""Python PyTorch (the same wheel) reads a forge checkpoint of the default MLP with
+torch.load(weights_only=True), loads it into the Python class with the same layers, and
+predicts exactly what `forge eval` reports."""
+import glob
+import re
+
+import h5py
+import torch
+import torch.nn as nn
+
+from harness import Harness
+
+h = Harness()
+
+
+class MLP(nn.Module):
+    """The reference classifier, as the widely copied tutorial writes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 256)
+        self.bn1 = nn.BatchNorm1d(256)
+        self.dropout = nn.Dropout(0.3)
+        self.fc2 = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc2(self.dropout(torch.relu(self.bn1(self.fc1(x.flatten(1))))))
+
+
+model = MLP()
+h.check(sum(p.numel() for p in model.parameters() if p.requires_grad) == 204042,
+        "Python counts 204,042 trainable parameters for these layers")
+h.check(sum(b.numel() for b in model.buffers()) == 513, "and 513 buffer elements")
+
+# The default config on a 784-feature synthetic file (Fashion-MNIST's shape), 1 epoch.
+h.run(["data", "synthetic", "--out", "syn784.h5", "--samples", "1500", "--features", "784", "--classes", "10"])
+cfg = f"{h.repo}/configs/fashion_mnist_mlp.yaml"
+sets = ["--set", "data.path=syn784.h5", "--set", "run.dir=run", "--set", "run.epochs=1",
+        "--set", "data.normalize.scale=1", "--set", "data.normalize.mean=0", "--set", "data.normalize.std=1"]
+h.run(["train", cfg] + sets, ranks=2)
+path = sorted(glob.glob(h.path("run", "checkpoints", "ckpt-*.pt")))[-1]
+
+ck = torch.load(path, weights_only=True)
+h.check(isinstance(ck, dict), "torch.load(weights_only=True) returns a dict")
+for key in ["model_state_dict", "optimizer_state_dict", "epoch", "best_metric"]:
+    h.check(key in ck, f"the checkpoint has '{key}'")
+h.check(ck["epoch"] == 1 and ck["world_size"] == 2, "epoch and world size", {k: ck[k] for k in ("epoch", "world_size")})
+expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+got = {k: tuple(v.shape) for k, v in ck["model_state_dict"].items()}
+h.check(got == expected, "state dict keys and shapes equal the Python class's", (got, expected))
+
+model.load_state_dict(ck["model_state_dict"], strict=True)
+opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+try:
+    opt.load_state_dict(ck["optimizer_state_dict"])
+    h.check(all("momentum_buffer" in s for s in opt.state.values()) and len(opt.state) == 6,
+            "torch.optim.SGD loads the optimizer state (a momentum buffer per parameter)")
+except Exception as e:  # reported, not raised: the remaining checks still run
+    h.check(False, "torch.optim.SGD loads the optimizer state", repr(e))
+
+model.eval()
+with h5py.File(h.path("syn784.h5")) as f:
+    x = torch.from_numpy(f["test/features"][:]).float()
+    y = torch.from_numpy(f["test/labels"][:])
+with torch.no_grad():
+    correct = (model(x).argmax(1) == y).sum().item()
+py_acc = 100.0 * correct / len(y)
+
+ev = h.run(["eval", cfg, "--checkpoint", path] + sets).stdout
+m = re.search(r"accuracy\s+([0-9.]+)%", ev)
+h.check(m is not None and abs(float(m.group(1)) - py_acc) < 0.005,
+        f"Python's accuracy {py_acc:.2f}% equals forge eval's", ev)
+
+h.finish()
