@@ -12,3 +12,5 @@ if [ "$(id -u)" = 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export CCACHE_DIR="${CCACHE_DIR:-$FORGE_CACHE/ccache}"
+# Lets ccache cache compiles that use the precompiled LibTorch header.
+export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"

@@ -247,6 +247,8 @@ TrainSummary Trainer::run(const std::string& resume) {
     std::ofstream(fs::path(cfg_.run.dir) / "config.yaml") << cfg_.resolved;
   }
   if (!resume.empty()) resumeFrom(resume);
+  // A fresh run owns its metrics file; a resumed one appends to it.
+  if (world_.rank == 0 && globalStep_ == 0) fs::remove(metricsPath_);
   sync_ = std::make_unique<dist::GradientSynchronizer>(model_, comm_);
   sync_->broadcastState();
   torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(globalStep_));

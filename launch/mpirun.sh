@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Starts forge on N ranks with Open MPI's mpirun, on this machine or on the hosts of a
+# hostfile. Every argument after the options goes to the forge binary.
+#
+#   launch/mpirun.sh [-n RANKS] [--hostfile FILE] [--forge PATH] -- train CONFIG.yaml [...]
+#
+#   -n RANKS         ranks in all (default 2)
+#   --hostfile FILE  Open MPI hostfile ("node1 slots=8" per line); default: this machine
+#   --forge PATH     the forge binary (default: build/forge next to this script's repo)
+#
+# Each rank gets cores-on-its-node / ranks-on-its-node intra-op threads (forge decides;
+# set run.threads in the config to override). When root, Open MPI's consent variables are
+# set; on one machine, more ranks than cores are allowed (--oversubscribe).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ranks=2
+hostfile=""
+forge="${FORGE_BUILD:-$here/../build}/forge"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n|--ranks) ranks="$2"; shift 2 ;;
+    --hostfile) hostfile="$2"; shift 2 ;;
+    --forge) forge="$2"; shift 2 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) break ;;
+  esac
+done
+if [ ! -x "$forge" ]; then
+  echo "launch/mpirun.sh: no forge binary at $forge (build with scripts/build.sh or pass --forge)" >&2
+  exit 2
+fi
+if [ "$(id -u)" = 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+args=(-np "$ranks")
+if [ -n "$hostfile" ]; then
+  # Across machines Open MPI's default mapping and binding apply.
+  args+=(--hostfile "$hostfile")
+else
+  cores=$(nproc)
+  if [ "$ranks" -le "$cores" ]; then
+    # Each rank gets its own cores-per-rank cores, and forge gives it as many threads.
+    args+=(--map-by "slot:PE=$((cores / ranks))" --bind-to core)
+  else
+    # More ranks than cores (tests, debugging): no binding, forge uses 1 thread per rank.
+    args+=(--oversubscribe --bind-to none)
+  fi
+fi
+exec mpirun "${args[@]}" "$forge" "$@"
