@@ -114,6 +114,15 @@ class Section {
          concat(dotted(key), " ", msg));
   }
 
+  // `value` (read from `key`) must be one of `choices`; `what` names the kind ("an optimizer").
+  void requireOneOf(const std::string& key, const std::string& value, const std::vector<std::string>& choices,
+                    const std::string& what) const {
+    if (std::find(choices.begin(), choices.end(), value) != choices.end()) return;
+    std::string hint = nearest(value, choices);
+    require(false, key, concat("'", value, "' is not ", what, " (",
+                               hint.empty() ? "use " + join(choices) : "did you mean '" + hint + "'?", ")"));
+  }
+
   std::string dotted(const std::string& key) const { return name_ + "." + key; }
 
  private:
@@ -209,14 +218,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
 
   Section model(root["model"], "model", src);
   model.read("name", c.model.name);
-  const auto& names = modelNames();
-  if (std::find(names.begin(), names.end(), c.model.name) == names.end()) {
-    std::string hint = nearest(c.model.name, names);
-    std::string all;
-    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    model.require(false, "name", concat("'", c.model.name, "' is not a known model (",
-                                     hint.empty() ? "known: " + all : "did you mean '" + hint + "'?", ")"));
-  }
+  model.requireOneOf("name", c.model.name, modelNames(), "a known model");
   auto keys = modelKeys(c.model.name);
   keys.insert(keys.begin(), "name");
   model.rejectUnknown(keys, concat(" for model '", c.model.name, "'"));
@@ -269,12 +271,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   opt.read("weight_decay", c.optimizer.weightDecay);
   opt.read("betas", c.optimizer.betas);
   opt.read("eps", c.optimizer.eps);
-  const std::vector<std::string> optimizers = {"sgd", "adam", "adamw"};
-  if (std::find(optimizers.begin(), optimizers.end(), c.optimizer.name) == optimizers.end()) {
-    std::string hint = nearest(c.optimizer.name, optimizers);
-    opt.require(false, "name", concat("'", c.optimizer.name, "' is not an optimizer (",
-                                   hint.empty() ? "use sgd, adam or adamw" : "did you mean '" + hint + "'?", ")"));
-  }
+  opt.requireOneOf("name", c.optimizer.name, {"sgd", "adam", "adamw"}, "an optimizer");
   opt.require(c.optimizer.lr > 0, "lr", concat("must be positive, got ", c.optimizer.lr));
   opt.require(c.optimizer.momentum >= 0 && c.optimizer.momentum < 1, "momentum", "must be in [0, 1)");
   opt.require(c.optimizer.weightDecay >= 0, "weight_decay", "must not be negative");
@@ -292,12 +289,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   sched.read("step_epochs", c.schedule.stepEpochs);
   sched.read("gamma", c.schedule.gamma);
   sched.read("min_lr", c.schedule.minLr);
-  const std::vector<std::string> schedules = {"constant", "step", "cosine"};
-  if (std::find(schedules.begin(), schedules.end(), c.schedule.name) == schedules.end()) {
-    std::string hint = nearest(c.schedule.name, schedules);
-    sched.require(false, "name", concat("'", c.schedule.name, "' is not a schedule (",
-                                     hint.empty() ? "use constant, step or cosine" : "did you mean '" + hint + "'?", ")"));
-  }
+  sched.requireOneOf("name", c.schedule.name, {"constant", "step", "cosine"}, "a schedule");
   sched.require(c.schedule.warmupSteps >= 0, "warmup_steps", "must not be negative");
   sched.require(c.schedule.stepEpochs >= 1, "step_epochs", "must be at least 1");
   sched.require(c.schedule.gamma > 0 && c.schedule.gamma <= 1, "gamma", "must be in (0, 1]");

@@ -8,6 +8,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "core/error.h"
+#include "tests/temp_dir.h"
 
 namespace forge::ckpt {
 namespace {
@@ -16,12 +17,7 @@ namespace fs = std::filesystem;
 
 class CheckpointTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("forge_ckpt_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& n) const { return (dir_ / n).string(); }
+  std::string path(const std::string& n) const { return dir_.file(n); }
 
   static Checkpoint sample(int64_t epoch) {
     Checkpoint ck;
@@ -51,7 +47,7 @@ class CheckpointTest : public ::testing::Test {
     return "";
   }
 
-  fs::path dir_;
+  testing::TempDir dir_{"ckpt_test"};
 };
 
 TEST_F(CheckpointTest, SaveThenLoadGivesIdenticalTensorsAndFields) {
@@ -71,7 +67,7 @@ TEST_F(CheckpointTest, SaveThenLoadGivesIdenticalTensorsAndFields) {
   EXPECT_EQ(back.worldSize, 2);
   EXPECT_EQ(back.config, ck.config);
   // The atomic write leaves no temporary file behind.
-  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator{}), 1);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator{}), 1);
 }
 
 TEST_F(CheckpointTest, DamagedFilesAreErrorsNamingTheFile) {

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "tests/temp_dir.h"
 #include "data/batch_loader.h"
 #include "data/converters.h"
 #include "data/dataset.h"
@@ -19,12 +20,7 @@ namespace fs = std::filesystem;
 
 class DataTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("forge_data_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string path(const std::string& name) const { return dir_.file(name); }
 
   // A file with the given datasets; each entry: name -> (dims, type, fill value).
   std::string makeFile(const std::string& name, const std::vector<std::tuple<std::string, std::vector<hsize_t>, hid_t>>& sets,
@@ -56,7 +52,7 @@ class DataTest : public ::testing::Test {
     return "";
   }
 
-  fs::path dir_;
+  testing::TempDir dir_{"data_test"};
 };
 
 TEST_F(DataTest, SyntheticFilesHaveTheDocumentedLayoutAndLoad) {
