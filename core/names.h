@@ -13,4 +13,10 @@ inline constexpr const char* kSlurmLocalId = "SLURM_LOCALID";
 inline constexpr const char* kSlurmNtasks = "SLURM_NTASKS";
 inline constexpr const char* kSlurmJobId = "SLURM_JOB_ID";
 
+
+// Test-only fault injection: the rank named by FORGE_FAULT_STALL_RANK stops responding
+// (sleeps forever) at the global step FORGE_FAULT_STALL_STEP (default: the first).
+inline constexpr const char* kFaultStallRank = "FORGE_FAULT_STALL_RANK";
+inline constexpr const char* kFaultStallStep = "FORGE_FAULT_STALL_STEP";
+
 }  // namespace forge::env

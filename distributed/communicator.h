@@ -27,6 +27,8 @@ class Work {
   virtual void wait(Clock::time_point deadline) = 0;
   // Non-blocking: true once the operation has completed (results are then in place).
   virtual bool test() = 0;
+  // When the backend began executing the operation (the epoch of Clock before it has).
+  virtual Clock::time_point startedAt() const = 0;
 };
 
 class Communicator {

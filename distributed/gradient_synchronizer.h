@@ -1,38 +1,77 @@
-// Keeps the replicas of a module in step across the ranks of a Communicator:
-//   - broadcastState(): parameters and buffers from rank 0 (before the first step);
-//   - broadcastBuffers(): buffers (BatchNorm running stats) from rank 0, each step;
-//   - averageGradients(): every trainable parameter's gradient averaged over the ranks.
-// This is the simple, correct engine: after backward, all gradients go in one flat buffer
-// through one all-reduce. (The bucketed engine that overlaps with backward replaces it.)
-// Every method is a collective: all ranks, same order.
+// Keeps the replicas of a module in step across the ranks of a Communicator, the way
+// PyTorch's DistributedDataParallel does:
+//   - broadcastState(): parameters and buffers from rank 0, then a fingerprint check that
+//     proves every replica identical;
+//   - broadcastBuffers(): buffers (BatchNorm running stats) follow rank 0, each step;
+//   - gradients in buckets: trainable parameters grouped in reverse registration order
+//     (the order backward produces them), each bucket capped in bytes (the first one smaller
+//     so communication starts early). A hook after each gradient is accumulated copies it
+//     into its bucket; a full bucket is all-reduced (averaged) at once, while backward goes
+//     on, by the communicator's thread. Buckets are issued in index order on every rank,
+//     never in the order they happen to fill, so ranks always match.
+//   - after the first synchronized backward, the buckets are rebuilt once from the order in
+//     which gradients really arrived (rank 0's order, so all ranks agree).
+//
+// Per step: beginBackward(sync) -> loss.backward() -> finishBackward(). With sync = false
+// (the micro-batches of gradient accumulation before the last) nothing is communicated and
+// gradients just accumulate in .grad. Every method is a collective or runs between
+// collectives; call them in the same order on every rank, from one thread.
 #pragma once
 
 #include <torch/nn/module.h>
+
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "distributed/communicator.h"
 
 namespace forge::dist {
 
+struct SyncOptions {
+  size_t bucketCapBytes = 25u << 20;
+  size_t firstBucketCapBytes = 1u << 20;
+  bool rebuildBuckets = true;
+  // A trainable parameter that gets no gradient in a synchronized step is an error naming it,
+  // unless this is set: then it contributes zeros and its bucket still completes.
+  bool allowUnusedParameters = false;
+};
+
 class GradientSynchronizer {
  public:
-  GradientSynchronizer(std::shared_ptr<torch::nn::Module> module, Communicator& comm);
+  GradientSynchronizer(std::shared_ptr<torch::nn::Module> module, Communicator& comm, SyncOptions options = {});
+  ~GradientSynchronizer();  // removes the hooks; never throws
+  GradientSynchronizer(const GradientSynchronizer&) = delete;
+  GradientSynchronizer& operator=(const GradientSynchronizer&) = delete;
 
-  void broadcastState();
+  // Collective: parameters and buffers from rank 0; then verifies the replicas (CommError
+  // naming the ranks that differ). Returns the common fingerprint.
+  uint64_t broadcastState();
   void broadcastBuffers();
-  // A parameter without a gradient this step contributes zeros (its .grad is created).
-  void averageGradients();
 
-  // Seconds spent in collectives since construction (for the communication share).
-  double commSeconds() const { return commSeconds_; }
+  void beginBackward(bool sync = true);
+  // Waits (deadline: the communicator's timeout) for every bucket and writes the averaged
+  // gradients into .grad. Throws CommTimeout / CommError, or Error naming unused parameters.
+  void finishBackward();
+
+  // Which parameters each bucket holds (names, in bucket order); for logs and tests.
+  std::vector<std::vector<std::string>> bucketLayout() const;
+
+  // Timing of the last synchronized backward, for tests of overlap and for metrics.
+  struct Timeline {
+    Clock::time_point backwardBegin{};
+    Clock::time_point lastGradientReady{};
+    std::vector<Clock::time_point> bucketStarted;  // when the communicator began each bucket
+  };
+  const Timeline& lastTimeline() const { return timeline_; }
+  double commWaitSeconds() const { return commWaitSeconds_; }
+
+  struct Impl;
 
  private:
-  void broadcastTensors(const std::vector<at::Tensor>& tensors);
-
-  std::shared_ptr<torch::nn::Module> module_;
-  Communicator& comm_;
-  std::vector<at::Tensor> params_;   // trainable, in registration order
-  std::vector<at::Tensor> buffers_;
-  double commSeconds_ = 0;
+  std::unique_ptr<Impl> impl_;
+  Timeline timeline_;
+  double commWaitSeconds_ = 0;
 };
 
 }  // namespace forge::dist

@@ -21,10 +21,13 @@ const std::map<std::string, std::vector<std::string>> kKeys = {
      {"path", "train_split", "eval_split", "features", "labels", "batch_size", "eval_batch_size", "shuffle",
       "drop_last", "prefetch", "normalize"}},
     {"data.normalize", {"scale", "mean", "std"}},
-    {"optimizer", {"name", "lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps"}},
+    {"optimizer",
+     {"name", "lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "accumulate_steps"}},
     {"schedule", {"name", "warmup_steps", "step_epochs", "gamma", "min_lr"}},
     {"checkpoint", {"every_epochs", "every_steps", "keep_last"}},
-    {"distributed", {"backend", "timeout_s"}},
+    {"distributed",
+     {"backend", "timeout_s", "bucket_cap_mb", "first_bucket_cap_mb", "rebuild_buckets", "allow_unused_parameters",
+      "broadcast_buffers"}},
 };
 
 // Where a value came from: the file (with line) or a --set option.
@@ -271,6 +274,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   opt.read("weight_decay", c.optimizer.weightDecay);
   opt.read("betas", c.optimizer.betas);
   opt.read("eps", c.optimizer.eps);
+  opt.read("accumulate_steps", c.optimizer.accumulateSteps);
   opt.requireOneOf("name", c.optimizer.name, {"sgd", "adam", "adamw"}, "an optimizer");
   opt.require(c.optimizer.lr > 0, "lr", concat("must be positive, got ", c.optimizer.lr));
   opt.require(c.optimizer.momentum >= 0 && c.optimizer.momentum < 1, "momentum", "must be in [0, 1)");
@@ -281,6 +285,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
                   c.optimizer.betas[1] >= 0 && c.optimizer.betas[1] < 1,
               "betas", "must be two numbers in [0, 1)");
   opt.require(c.optimizer.eps > 0, "eps", "must be positive");
+  opt.require(c.optimizer.accumulateSteps >= 1, "accumulate_steps", "must be at least 1");
 
   Section sched(root["schedule"], "schedule", src);
   sched.rejectUnknown(kKeys.at("schedule"));
@@ -308,6 +313,13 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   dist.rejectUnknown(kKeys.at("distributed"));
   dist.read("backend", c.distributed.backend);
   dist.read("timeout_s", c.distributed.timeoutS);
+  dist.read("bucket_cap_mb", c.distributed.bucketCapMb);
+  dist.read("first_bucket_cap_mb", c.distributed.firstBucketCapMb);
+  dist.read("rebuild_buckets", c.distributed.rebuildBuckets);
+  dist.read("allow_unused_parameters", c.distributed.allowUnusedParameters);
+  dist.read("broadcast_buffers", c.distributed.broadcastBuffers);
+  dist.require(c.distributed.bucketCapMb > 0, "bucket_cap_mb", "must be positive");
+  dist.require(c.distributed.firstBucketCapMb > 0, "first_bucket_cap_mb", "must be positive");
   dist.require(c.distributed.backend == "mpi", "backend",
                concat("'", c.distributed.backend, "' is not available in this build (use mpi)"));
   dist.require(c.distributed.timeoutS > 0, "timeout_s", "must be positive");

@@ -55,6 +55,7 @@ struct OptimizerConfig {
   double weightDecay = 0.0;
   std::vector<double> betas = {0.9, 0.999};
   double eps = 1e-8;
+  int64_t accumulateSteps = 1;  // micro-batches per optimizer step; no communication between
 };
 
 struct ScheduleConfig {
@@ -73,7 +74,12 @@ struct CheckpointConfig {
 
 struct DistributedConfig {
   std::string backend = "mpi";
-  double timeoutS = 300;
+  double timeoutS = 300;           // deadline of every collective
+  double bucketCapMb = 25;         // gradient bucket size cap
+  double firstBucketCapMb = 1;     // the first bucket, smaller so communication starts early
+  bool rebuildBuckets = true;      // once, from the first backward's gradient arrival order
+  bool allowUnusedParameters = false;
+  bool broadcastBuffers = true;    // buffers (BatchNorm statistics) follow rank 0 each step
 };
 
 struct Config {

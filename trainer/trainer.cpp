@@ -5,8 +5,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "core/log.h"
+#include "core/names.h"
 #include "core/strings.h"
 #include "distributed/replicas.h"
 #include "trainer/guards.h"
@@ -61,7 +63,8 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
                                                          cfg_.data.shuffle, cfg_.data.dropLast);
   loader_ = std::make_unique<data::BatchLoader>(train_, norm_, cfg_.data.batchSize, cfg_.data.dropLast,
                                                 static_cast<size_t>(cfg_.data.prefetch));
-  stepsPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
+  batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
+  stepsPerEpoch_ = (batchesPerEpoch_ + cfg_.optimizer.accumulateSteps - 1) / cfg_.optimizer.accumulateSteps;
   if (stepsPerEpoch_ == 0) {
     throw ConfigError(concat("data.batch_size ", cfg_.data.batchSize, " with drop_last leaves no full batch from ",
                           sampler_->samplesPerRank(), " samples per rank"));
@@ -141,30 +144,48 @@ void Trainer::trainEpoch(int64_t epoch) {
   model_->train();
   sampler_->setEpoch(epoch);
   std::vector<int64_t> indices = sampler_->indices();
+  const int64_t k = cfg_.optimizer.accumulateSteps;
   // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
-  int64_t skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), step_ * cfg_.data.batchSize);
+  int64_t skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), step_ * k * cfg_.data.batchSize);
   loader_->start(std::vector<int64_t>(indices.begin() + skip, indices.end()));
 
   auto start = Clock::now();
   auto lastReport = start;
   double lossSum = 0, correct = 0, seen = 0;
+  int64_t stepsThisEpoch = 0;
   double waitBefore = loader_->waitSeconds();
-  double commBefore = sync_->commSeconds();
+  double commBefore = sync_->commWaitSeconds();
   std::vector<std::pair<std::string, at::Tensor>> before;
-  while (auto batch = loader_->next()) {
+  std::vector<std::string> withoutGradient;
+  while (step_ < stepsPerEpoch_) {
+    injectFault();
     double lr = schedule_->at(globalStep_, epoch);
     setLearningRate(*optimizer_, lr);
-    sync_->broadcastBuffers();
     optimizer_->zero_grad();
-    at::Tensor logits = model_->forward(batch->x);
-    at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch->y);
-    loss.backward();
-    std::vector<std::string> withoutGradient;
-    if (!checkedFirstStep_) {
-      withoutGradient = parametersWithoutGradient(*model_);
-      before = snapshotParameters(*model_);
+    // The last optimizer step of an epoch may get fewer micro-batches than k.
+    const int64_t micro = std::min(k, batchesPerEpoch_ - step_ * k);
+    for (int64_t m = 0; m < micro; ++m) {
+      auto batch = loader_->next();
+      if (!batch) {
+        throw Error(concat("rank ", world_.rank, " ran out of batches at epoch ", epoch + 1, " step ", step_ + 1,
+                           " (every rank must run the same number of steps)"));
+      }
+      if (cfg_.distributed.broadcastBuffers) sync_->broadcastBuffers();
+      at::Tensor logits = model_->forward(batch->x);
+      at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch->y);
+      const bool last = m + 1 == micro;
+      sync_->beginBackward(last);
+      (micro > 1 ? loss / static_cast<double>(micro) : loss).backward();
+      if (last && !checkedFirstStep_) {
+        if (!cfg_.distributed.allowUnusedParameters) withoutGradient = parametersWithoutGradient(*model_);
+        before = snapshotParameters(*model_);
+      }
+      if (last) sync_->finishBackward();
+      int64_t n = batch->y.size(0);
+      lossSum += loss.item<double>() * n;
+      correct += logits.detach().argmax(1).eq(batch->y).sum().item<double>();
+      seen += n;
     }
-    sync_->averageGradients();
     optimizer_->step();
     if (!checkedFirstStep_) {
       auto unchanged = checkFirstStep(*model_, before, withoutGradient);
@@ -177,12 +198,9 @@ void Trainer::trainEpoch(int64_t epoch) {
       checkedFirstStep_ = true;
       before.clear();
     }
-    int64_t n = batch->y.size(0);
-    lossSum += loss.item<double>() * n;
-    correct += logits.detach().argmax(1).eq(batch->y).sum().item<double>();
-    seen += n;
     ++step_;
     ++globalStep_;
+    ++stepsThisEpoch;
     if (cfg_.checkpoint.everySteps > 0 && globalStep_ % cfg_.checkpoint.everySteps == 0 && step_ < stepsPerEpoch_) {
       saveCheckpoint(false);
     }
@@ -193,7 +211,15 @@ void Trainer::trainEpoch(int64_t epoch) {
                 lossSum / seen, " lr ", lr, " ", static_cast<int64_t>(seen * world_.size / elapsed), " samples/s");
     }
   }
+  if (loader_->next()) throw Error(concat("rank ", world_.rank, " has batches left at the end of epoch ", epoch + 1));
   double trainSeconds = secondsSince(start);
+  // Every rank must have run the same number of steps; the sampler makes it so, this proves it.
+  at::Tensor steps = at::tensor({static_cast<double>(stepsThisEpoch), -static_cast<double>(stepsThisEpoch)}, at::kDouble);
+  comm_.allReduce(steps, dist::ReduceOp::kMax);
+  if (steps[0].item<double>() != -steps[1].item<double>()) {
+    throw Error(concat("ranks ran different numbers of steps in epoch ", epoch + 1, " (between ",
+                       -steps[1].item<double>(), " and ", steps[0].item<double>(), ")"));
+  }
   // Each rank's last forward moved its own BatchNorm statistics; rank 0's are the model's,
   // for evaluation and the checkpoint alike (as the next step's broadcast would make them).
   sync_->broadcastBuffers();
@@ -211,7 +237,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   }
   double samplesPerSec = globalSeen / std::max(1e-9, trainSeconds);
   double waitShare = (loader_->waitSeconds() - waitBefore) / std::max(1e-9, trainSeconds);
-  double commShare = (sync_->commSeconds() - commBefore) / std::max(1e-9, trainSeconds);
+  double commShare = (sync_->commWaitSeconds() - commBefore) / std::max(1e-9, trainSeconds);
   if (world_.rank == 0) {
     char line[256];
     std::snprintf(line, sizeof line,
@@ -240,6 +266,18 @@ void Trainer::trainEpoch(int64_t epoch) {
   if (periodic || epoch_ == cfg_.run.epochs || isBest) saveCheckpoint(isBest);
 }
 
+// Test-only fault injection (env::kFaultStallRank / kFaultStallStep): the named rank stops
+// responding at the named global step, as a hung process would, to prove that its peers
+// time out and the job ends instead of hanging.
+void Trainer::injectFault() const {
+  static const char* rank = std::getenv(env::kFaultStallRank);
+  static const char* step = std::getenv(env::kFaultStallStep);
+  if (rank == nullptr || std::atoi(rank) != world_.rank) return;
+  if (step != nullptr && std::atoll(step) != globalStep_) return;
+  log::warn("fault", "injected fault: rank ", world_.rank, " stops responding at step ", globalStep_);
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
 TrainSummary Trainer::run(const std::string& resume) {
   auto start = Clock::now();
   if (world_.rank == 0) {
@@ -249,7 +287,12 @@ TrainSummary Trainer::run(const std::string& resume) {
   if (!resume.empty()) resumeFrom(resume);
   // A fresh run owns its metrics file; a resumed one appends to it.
   if (world_.rank == 0 && globalStep_ == 0) fs::remove(metricsPath_);
-  sync_ = std::make_unique<dist::GradientSynchronizer>(model_, comm_);
+  dist::SyncOptions sync;
+  sync.bucketCapBytes = static_cast<size_t>(cfg_.distributed.bucketCapMb * (1 << 20));
+  sync.firstBucketCapBytes = static_cast<size_t>(cfg_.distributed.firstBucketCapMb * (1 << 20));
+  sync.rebuildBuckets = cfg_.distributed.rebuildBuckets;
+  sync.allowUnusedParameters = cfg_.distributed.allowUnusedParameters;
+  sync_ = std::make_unique<dist::GradientSynchronizer>(model_, comm_, sync);
   sync_->broadcastState();
   torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(globalStep_));
 

@@ -51,6 +51,7 @@ class Trainer {
   void trainEpoch(int64_t epoch);
   ckpt::Checkpoint makeCheckpoint() const;
   void saveCheckpoint(bool isBest);
+  void injectFault() const;
 
   Config cfg_;
   dist::Communicator& comm_;
@@ -66,7 +67,8 @@ class Trainer {
   std::unique_ptr<data::BatchLoader> loader_;
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<ckpt::CheckpointDir> checkpoints_;
-  int64_t stepsPerEpoch_ = 0;
+  int64_t batchesPerEpoch_ = 0;
+  int64_t stepsPerEpoch_ = 0;  // optimizer steps: batches / accumulate_steps, rounded up
 
   // Position: `epoch_` epochs are complete and `step_` steps of the next one are done.
   int64_t epoch_ = 0;

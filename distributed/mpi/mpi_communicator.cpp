@@ -1,8 +1,12 @@
 #include "distributed/mpi/mpi_communicator.h"
 
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <thread>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "distributed/mpi/mpi_check.h"
 #include "distributed/mpi_runtime.h"
 
@@ -46,80 +50,163 @@ void checkTensor(const at::Tensor& t, const char* op) {
   FORGE_CHECK_T(CommError, t.defined(), op, ": undefined tensor");
   FORGE_CHECK_T(CommError, t.device().is_cpu(), op, ": the mpi backend takes CPU tensors, got ", t.device());
   FORGE_CHECK_T(CommError, t.is_contiguous(), op, ": tensor must be contiguous");
+  FORGE_CHECK_T(CommError, t.numel() <= INT32_MAX, op, ": more than 2^31 elements in one call");
 }
+
+// One collective: what to run, and its outcome, shared by the Work and the thread.
+struct Op {
+  const char* name;
+  uint64_t seq;
+  std::vector<at::Tensor> keep;  // alive until the thread is done with them
+  std::function<int(MPI_Comm)> call;
+  std::function<void()> after;
+  Clock::time_point submitted = Clock::now();
+  Clock::time_point started{};  // written by the thread under the engine's mutex
+  bool done = false;
+  std::string error;
+};
+
+}  // namespace
+
+struct MpiCommunicator::Engine {
+  MPI_Comm comm = MPI_COMM_NULL;
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<Op>> queue;
+  bool stop = false;
+  bool busy = false;
+  std::thread thread;
+
+  void loop() {
+    for (;;) {
+      std::shared_ptr<Op> op;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        cv.wait(lock, [&] { return stop || !queue.empty(); });
+        if (queue.empty()) return;
+        op = queue.front();
+        queue.pop_front();
+        busy = true;
+        op->started = Clock::now();
+      }
+      std::string error;
+      try {
+        int rc = op->call(comm);
+        if (rc != MPI_SUCCESS) {
+          error = concat("MPI error in ", op->name, " #", op->seq, ": ", detail::mpiErrorString(rc));
+        } else if (op->after) {
+          op->after();
+        }
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        op->done = true;
+        op->error = std::move(error);
+        op->keep.clear();
+        busy = false;
+      }
+      cv.notify_all();
+    }
+  }
+};
+
+namespace {
 
 class MpiWork final : public Work {
  public:
-  MpiWork(const char* op, uint64_t seq, int rank, std::vector<at::Tensor> keep, at::Tensor avgTarget, int avgBy)
-      : op_(op), seq_(seq), rank_(rank), keep_(std::move(keep)), avgTarget_(std::move(avgTarget)), avgBy_(avgBy),
-        start_(Clock::now()) {}
-
-  MPI_Request* request() { return &request_; }
+  MpiWork(std::shared_ptr<MpiCommunicator::Engine> engine, std::shared_ptr<Op> op)
+      : engine_(std::move(engine)), op_(std::move(op)) {}
 
   bool test() override {
-    if (done_) return true;
-    int flag = 0;
-    FORGE_MPI_CHECK(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE));
-    if (flag) finish();
-    return done_;
+    std::lock_guard<std::mutex> lock(engine_->mutex);
+    return finished();
   }
 
   void wait(Clock::time_point deadline) override {
-    // Spin briefly (small collectives finish in microseconds), then back off so a waiting
-    // rank leaves the cores to compute threads. MPI_Test also drives MPI's progress engine.
-    int polls = 0;
-    while (!test()) {
-      ++polls;
-      if (Clock::now() >= deadline) {
-        double waited = std::chrono::duration<double>(Clock::now() - start_).count();
-        throw CommTimeout(concat("timeout in ", op_, " #", seq_, " after ", waited,
-                              " s (a peer rank is dead, stuck or issued a different collective)"));
-      }
-      if (polls > 2000) {
-        std::this_thread::sleep_for(std::chrono::microseconds(polls > 20000 ? 200 : 20));
-      } else if (polls > 200) {
-        std::this_thread::yield();
-      }
+    std::unique_lock<std::mutex> lock(engine_->mutex);
+    if (!engine_->cv.wait_until(lock, deadline, [&] { return op_->done; })) {
+      double waited = std::chrono::duration<double>(Clock::now() - op_->submitted).count();
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%.1f", waited);
+      throw CommTimeout(concat("timeout in ", op_->name, " #", op_->seq, " after ", secs,
+                               " s (a peer rank is dead, stuck, or issued a different collective)"));
     }
+    finished();
   }
 
-  ~MpiWork() override {
-    // A Work dropped while in flight (an exception unwinding): the request cannot be
-    // cancelled portably for collectives, so it is left to MPI_Abort / MPI_Finalize.
-    (void)rank_;
+  Clock::time_point startedAt() const override {
+    std::lock_guard<std::mutex> lock(engine_->mutex);
+    return op_->started;
   }
 
  private:
-  void finish() {
-    done_ = true;
-    if (avgBy_ > 1) avgTarget_.div_(avgBy_);
+  // Under the engine's mutex.
+  bool finished() {
+    if (!op_->done) return false;
+    if (!op_->error.empty()) throw CommError(op_->error);
+    return true;
   }
 
-  const char* op_;
-  uint64_t seq_;
-  int rank_;
-  std::vector<at::Tensor> keep_;
-  at::Tensor avgTarget_;
-  int avgBy_;
-  Clock::time_point start_;
-  MPI_Request request_ = MPI_REQUEST_NULL;
-  bool done_ = false;
+  std::shared_ptr<MpiCommunicator::Engine> engine_;
+  std::shared_ptr<Op> op_;
 };
 
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm parent, std::chrono::duration<double> timeout)
-    : Communicator(timeout) {
-  FORGE_MPI_CHECK(MPI_Comm_dup(parent, &comm_));
-  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-  FORGE_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  FORGE_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    : Communicator(timeout), engine_(std::make_shared<Engine>()) {
+  FORGE_MPI_CHECK(MPI_Comm_dup(parent, &engine_->comm));
+  MPI_Comm_set_errhandler(engine_->comm, MPI_ERRORS_RETURN);
+  FORGE_MPI_CHECK(MPI_Comm_rank(engine_->comm, &rank_));
+  FORGE_MPI_CHECK(MPI_Comm_size(engine_->comm, &size_));
+  int level = 0;
+  MPI_Query_thread(&level);
+  if (level < MPI_THREAD_MULTIPLE) {
+    log::warn("comm", "MPI grants thread level ", level, ", below MPI_THREAD_MULTIPLE: an abort after a timeout "
+              "may not reach every rank");
+  }
+  // The thread holds the engine, not this object: it may outlive a communicator whose last
+  // collective never completed (the process is about to abort then).
+  std::shared_ptr<Engine> engine = engine_;
+  engine_->thread = std::thread([engine] { engine->loop(); });
 }
 
 MpiCommunicator::~MpiCommunicator() {
+  bool idle;
+  {
+    std::unique_lock<std::mutex> lock(engine_->mutex);
+    engine_->stop = true;
+    // Give queued collectives a moment; one stuck in MPI would block forever.
+    idle = engine_->cv.wait_for(lock, std::chrono::seconds(2), [&] { return engine_->queue.empty() && !engine_->busy; });
+  }
+  engine_->cv.notify_all();
+  if (!idle) {
+    log::warn("comm", "a collective is still in flight at shutdown; leaving it to MPI_Abort / process exit");
+    engine_->thread.detach();
+    return;
+  }
+  engine_->thread.join();
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  if (!finalized) MPI_Comm_free(&engine_->comm);
+}
+
+std::unique_ptr<Work> MpiCommunicator::submit(const char* name, std::vector<at::Tensor> keep,
+                                              std::function<int(MPI_Comm)> call, std::function<void()> after) {
+  auto op = std::make_shared<Op>();
+  op->name = name;
+  op->seq = ++sequence_;
+  op->keep = std::move(keep);
+  op->call = std::move(call);
+  op->after = std::move(after);
+  {
+    std::lock_guard<std::mutex> lock(engine_->mutex);
+    engine_->queue.push_back(op);
+  }
+  engine_->cv.notify_all();
+  return std::make_unique<MpiWork>(engine_, op);
 }
 
 std::unique_ptr<Work> MpiCommunicator::allReduceAsync(at::Tensor tensor, ReduceOp op) {
@@ -127,19 +214,25 @@ std::unique_ptr<Work> MpiCommunicator::allReduceAsync(at::Tensor tensor, ReduceO
   if (op == ReduceOp::kAvg) {
     FORGE_CHECK_T(CommError, at::isFloatingType(tensor.scalar_type()), "allReduce(avg) needs a floating tensor");
   }
-  auto work = std::make_unique<MpiWork>("allReduce", ++sequence_, rank_, std::vector<at::Tensor>{tensor}, tensor,
-                                        op == ReduceOp::kAvg ? size_ : 1);
-  FORGE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
-                                 mpiType(tensor), mpiOp(op), comm_, work->request()));
-  return work;
+  MPI_Datatype type = mpiType(tensor);
+  int count = static_cast<int>(tensor.numel());
+  void* data = tensor.data_ptr();
+  std::function<void()> after;
+  if (op == ReduceOp::kAvg && size_ > 1) {
+    int n = size_;
+    after = [tensor, n]() mutable { tensor.div_(n); };
+  }
+  MPI_Op mop = mpiOp(op);
+  return submit("allReduce", {tensor},
+                [=](MPI_Comm c) { return MPI_Allreduce(MPI_IN_PLACE, data, count, type, mop, c); }, after);
 }
 
 std::unique_ptr<Work> MpiCommunicator::broadcastAsync(at::Tensor tensor, int root) {
   checkTensor(tensor, "broadcast");
-  auto work = std::make_unique<MpiWork>("broadcast", ++sequence_, rank_, std::vector<at::Tensor>{tensor}, at::Tensor(), 1);
-  FORGE_MPI_CHECK(MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpiType(tensor), root, comm_,
-                             work->request()));
-  return work;
+  MPI_Datatype type = mpiType(tensor);
+  int count = static_cast<int>(tensor.numel());
+  void* data = tensor.data_ptr();
+  return submit("broadcast", {tensor}, [=](MPI_Comm c) { return MPI_Bcast(data, count, type, root, c); });
 }
 
 std::unique_ptr<Work> MpiCommunicator::allGatherAsync(at::Tensor input, at::Tensor output) {
@@ -147,17 +240,16 @@ std::unique_ptr<Work> MpiCommunicator::allGatherAsync(at::Tensor input, at::Tens
   checkTensor(output, "allGather");
   FORGE_CHECK_T(CommError, output.numel() == input.numel() * size_ && output.scalar_type() == input.scalar_type(),
                 "allGather: output must hold size() x input elements of the same type");
-  auto work = std::make_unique<MpiWork>("allGather", ++sequence_, rank_, std::vector<at::Tensor>{input, output},
-                                        at::Tensor(), 1);
-  FORGE_MPI_CHECK(MPI_Iallgather(input.data_ptr(), static_cast<int>(input.numel()), mpiType(input), output.data_ptr(),
-                                 static_cast<int>(input.numel()), mpiType(output), comm_, work->request()));
-  return work;
+  MPI_Datatype type = mpiType(input);
+  int count = static_cast<int>(input.numel());
+  void* in = input.data_ptr();
+  void* out = output.data_ptr();
+  return submit("allGather", {input, output},
+                [=](MPI_Comm c) { return MPI_Allgather(in, count, type, out, count, type, c); });
 }
 
 std::unique_ptr<Work> MpiCommunicator::barrierAsync() {
-  auto work = std::make_unique<MpiWork>("barrier", ++sequence_, rank_, std::vector<at::Tensor>{}, at::Tensor(), 1);
-  FORGE_MPI_CHECK(MPI_Ibarrier(comm_, work->request()));
-  return work;
+  return submit("barrier", {}, [](MPI_Comm c) { return MPI_Barrier(c); });
 }
 
 void MpiCommunicator::abort(int exitCode) noexcept { MpiRuntime::abortJob(exitCode); }

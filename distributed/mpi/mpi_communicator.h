@@ -1,11 +1,17 @@
-// Communicator over Open MPI for CPU tensors. Collectives are MPI's non-blocking ones
-// (MPI_Iallreduce, ...) so that every wait can be bounded by a deadline: a wait polls
-// MPI_Test, which also drives MPI's progress, until completion or the deadline.
+// Communicator over Open MPI for CPU tensors.
+//
+// Threads: collectives run on the communicator's own communication thread, one at a time,
+// in the order they were issued, with MPI's blocking calls (the tuned algorithms). The
+// caller gets a Work at once and waits on it with a deadline, so a stuck or dead peer turns
+// into a CommTimeout on the caller's thread, never a silent hang. After a timeout the
+// communication thread may still be inside MPI; the only way on is abort() (MPI_Abort),
+// which MPI_THREAD_MULTIPLE allows from any thread.
 #pragma once
 
 #include <mpi.h>
 
 #include <cstdint>
+#include <memory>
 
 #include "distributed/communicator.h"
 
@@ -29,8 +35,13 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Work> barrierAsync() override;
   [[noreturn]] void abort(int exitCode) noexcept override;
 
+  struct Engine;  // the communication thread and its queue (mpi_communicator.cpp)
+
  private:
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::unique_ptr<Work> submit(const char* op, std::vector<at::Tensor> keep, std::function<int(MPI_Comm)> call,
+                               std::function<void()> after = nullptr);
+
+  std::shared_ptr<Engine> engine_;
   int rank_ = 0;
   int size_ = 1;
   uint64_t sequence_ = 0;  // counts collectives issued on this communicator

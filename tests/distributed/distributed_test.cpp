@@ -75,8 +75,9 @@ TEST_F(Dist, AveragedGradientEqualsTheClosedFormMeanOverTheGlobalBatch) {
   auto lin = std::make_shared<torch::nn::LinearImpl>(torch::nn::LinearOptions(kD, 1).bias(false));
   GradientSynchronizer sync(lin, comm);
   sync.broadcastState();
+  sync.beginBackward();
   lin->forward(batchOf(r())).mean().backward();
-  sync.averageGradients();
+  sync.finishBackward();
   at::Tensor g = lin->weight.grad();
   for (int64_t j = 0; j < kD; ++j) {
     double expected = ((w() + 1) / 2.0 * (kB + 1) / 2.0 + j) / 10.0;
@@ -99,8 +100,9 @@ TEST_F(Dist, AveragedGradientEqualsSingleProcessGradientOfTheConcatenatedBatch) 
   }
   torch::nn::functional::cross_entropy(reference->forward(at::cat(xs)), at::cat(ys)).backward();
 
+  sync.beginBackward();
   torch::nn::functional::cross_entropy(model->forward(batchOf(r())), labelsOf(r())).backward();
-  sync.averageGradients();
+  sync.finishBackward();
   auto mine = model->parameters();
   auto ref = reference->parameters();
   ASSERT_EQ(mine.size(), ref.size());
@@ -116,9 +118,9 @@ TEST_F(Dist, ReplicaCheckProvesIdentityAndCatchesDivergence) {
     EXPECT_THROW(verifyReplicas(*lin, comm), CommError);
   }
   GradientSynchronizer sync(lin, comm);
-  sync.broadcastState();
-  uint64_t fp = verifyReplicas(*lin, comm);
+  uint64_t fp = sync.broadcastState();  // verifies too
   EXPECT_EQ(fp, stateFingerprint(*lin));
+  EXPECT_EQ(fp, verifyReplicas(*lin, comm));
 }
 
 TEST_F(Dist, AStuckPeerBecomesATimeoutNamingTheOperationAndSequence) {
@@ -145,6 +147,130 @@ TEST_F(Dist, AStuckPeerBecomesATimeoutNamingTheOperationAndSequence) {
   if (r() == 0) work = side.allReduceAsync(t, ReduceOp::kSum);
   work->wait(Clock::now() + std::chrono::seconds(30));
   EXPECT_TRUE(at::all(t == w()).item<bool>());
+}
+
+// K steps of N-rank training with the bucketed synchronizer equal K steps of one process on
+// the concatenated global batch (N * k micro-batches of b samples per step).
+void expectEquivalence(MpiCommunicator& comm, const std::string& optName, int k) {
+  const int W = comm.size(), R = comm.rank();
+  const int64_t b = 5, G = W * k * b, steps = 4;
+  torch::manual_seed(3);
+  auto model = std::make_shared<torch::nn::SequentialImpl>(
+      torch::nn::Linear(6, 32), torch::nn::Functional(torch::tanh), torch::nn::Linear(32, 32),
+      torch::nn::Functional(torch::tanh), torch::nn::Linear(32, 4));
+  SyncOptions o;
+  o.bucketCapBytes = 600;  // bytes: forces a bucket per parameter or two
+  o.firstBucketCapBytes = 200;
+  GradientSynchronizer sync(model, comm, o);
+  sync.broadcastState();
+  EXPECT_GE(sync.bucketLayout().size(), 4u);
+  auto reference = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->clone());
+  auto makeOpt = [&](std::vector<at::Tensor> p) -> std::unique_ptr<torch::optim::Optimizer> {
+    if (optName == "sgd") return std::make_unique<torch::optim::SGD>(p, torch::optim::SGDOptions(0.1).momentum(0.9));
+    return std::make_unique<torch::optim::Adam>(p, torch::optim::AdamOptions(0.01));
+  };
+  auto opt = makeOpt(model->parameters());
+  auto refOpt = makeOpt(reference->parameters());
+  for (int s = 0; s < steps; ++s) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 + s);  // same global batch on every rank
+    at::Tensor X = at::randn({G, 6}, gen, at::kFloat);
+    at::Tensor Y = at::randint(0, 4, {G}, gen, at::kLong);
+    opt->zero_grad();
+    for (int m = 0; m < k; ++m) {
+      int64_t first = (static_cast<int64_t>(m) * W + R) * b;
+      sync.beginBackward(m == k - 1);
+      (torch::nn::functional::cross_entropy(model->forward(X.narrow(0, first, b)), Y.narrow(0, first, b)) / k)
+          .backward();
+      if (m == k - 1) sync.finishBackward();
+    }
+    opt->step();
+    refOpt->zero_grad();
+    torch::nn::functional::cross_entropy(reference->forward(X), Y).backward();
+    refOpt->step();
+  }
+  auto mine = model->parameters();
+  auto ref = reference->parameters();
+  for (size_t i = 0; i < mine.size(); ++i) {
+    double err = (mine[i] - ref[i]).abs().max().item<double>();
+    double scale = ref[i].abs().max().item<double>();
+    EXPECT_LE(err, 1e-5 * scale) << optName << " k=" << k << " parameter " << i << " world " << W;
+  }
+  verifyReplicas(*model, comm);
+}
+
+TEST_F(Dist, BucketedSgdEqualsOneProcessOnTheGlobalBatch) { expectEquivalence(comm, "sgd", 1); }
+TEST_F(Dist, BucketedAdamEqualsOneProcessOnTheGlobalBatch) { expectEquivalence(comm, "adam", 1); }
+TEST_F(Dist, AccumulatedSgdEqualsOneProcessOnTheGlobalBatch) { expectEquivalence(comm, "sgd", 3); }
+TEST_F(Dist, AccumulatedAdamEqualsOneProcessOnTheGlobalBatch) { expectEquivalence(comm, "adam", 3); }
+
+TEST_F(Dist, TheFirstBucketIsOnTheWireBeforeBackwardProducesTheLastGradient) {
+  if (w() < 2) GTEST_SKIP() << "one rank communicates nothing";
+  torch::manual_seed(1);
+  auto model = std::make_shared<torch::nn::SequentialImpl>();
+  for (int i = 0; i < 8; ++i) {
+    model->push_back(torch::nn::Linear(512, 512));
+    model->push_back(torch::nn::Functional(torch::relu));
+  }
+  SyncOptions o;
+  o.bucketCapBytes = 1200 * 1024;
+  o.firstBucketCapBytes = 512 * 1024;
+  GradientSynchronizer sync(model, comm, o);
+  sync.broadcastState();
+  at::Tensor x = at::randn({256, 512});
+  for (int step = 0; step < 3; ++step) {
+    model->zero_grad();
+    sync.beginBackward();
+    model->forward(x).pow(2).mean().backward();
+    sync.finishBackward();
+  }
+  const auto& t = sync.lastTimeline();
+  ASSERT_EQ(t.bucketStarted.size(), sync.bucketLayout().size());
+  ASSERT_GE(t.bucketStarted.size(), 8u);
+  EXPECT_LT(t.bucketStarted[0], t.lastGradientReady)
+      << "bucket 0 started " << std::chrono::duration<double, std::milli>(t.bucketStarted[0] - t.backwardBegin).count()
+      << " ms into backward; the last gradient came at "
+      << std::chrono::duration<double, std::milli>(t.lastGradientReady - t.backwardBegin).count() << " ms";
+  for (size_t i = 1; i < t.bucketStarted.size(); ++i) EXPECT_LE(t.bucketStarted[i - 1], t.bucketStarted[i]);
+}
+
+// A layer registered but not used in forward.
+struct WithUnused : torch::nn::Module {
+  WithUnused() {
+    used = register_module("used", torch::nn::Linear(4, 3));
+    unused = register_module("unused", torch::nn::Linear(4, 3));
+  }
+  at::Tensor forward(const at::Tensor& x) { return used(x); }
+  torch::nn::Linear used{nullptr}, unused{nullptr};
+};
+
+TEST_F(Dist, AnUnusedParameterIsAnErrorNamingItUnlessAllowed) {
+  auto m = std::make_shared<WithUnused>();
+  {
+    GradientSynchronizer sync(m, comm);
+    sync.broadcastState();
+    sync.beginBackward();
+    m->forward(at::ones({2, 4})).sum().backward();
+    try {
+      sync.finishBackward();
+      ADD_FAILURE() << "no error for the unused layer";
+    } catch (const Error& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find("got no gradient in this step: unused.weight, unused.bias"), std::string::npos) << what;
+      EXPECT_NE(what.find("distributed.allow_unused_parameters"), std::string::npos) << what;
+    }
+    comm.barrier();  // the used layer's bucket was launched on every rank; let it land
+  }
+  m->zero_grad();
+  SyncOptions allow;
+  allow.allowUnusedParameters = true;
+  GradientSynchronizer sync(m, comm, allow);
+  sync.broadcastState();
+  sync.beginBackward();
+  m->forward(at::full({2, 4}, r() + 1.0)).sum().backward();
+  sync.finishBackward();
+  EXPECT_TRUE(at::all(m->unused->weight.grad() == 0).item<bool>());
+  // d/dW of sum(W x) over 2 rows of (r + 1): 2 (r + 1), averaged over ranks: W + 1.
+  EXPECT_TRUE(at::allclose(m->used->weight.grad(), at::full({3, 4}, w() + 1.0)));
 }
 
 }  // namespace
