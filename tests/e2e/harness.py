@@ -26,11 +26,15 @@ class Harness:
     def path(self, *parts):
         return os.path.join(self.work, *parts)
 
-    def run(self, args, ranks=0, timeout=300, expect_rc=0):
-        """Runs forge with `args`; under `mpirun -np ranks` when ranks > 0."""
+    def command(self, args, ranks=0, mpirun_args=()):
         cmd = [self.forge] + args
         if ranks:
-            cmd = [self.mpirun, "-np", str(ranks), "--oversubscribe"] + cmd
+            cmd = [self.mpirun, "-np", str(ranks), "--oversubscribe", *mpirun_args] + cmd
+        return cmd
+
+    def run(self, args, ranks=0, timeout=300, expect_rc=0, mpirun_args=()):
+        """Runs forge with `args`; under `mpirun -np ranks` when ranks > 0."""
+        cmd = self.command(args, ranks, mpirun_args)
         proc = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, timeout=timeout)
         shown = " ".join(cmd[-len(args) - 1:]) if not ranks else " ".join(cmd)
         print(f"$ {shown}  -> exit {proc.returncode}")
