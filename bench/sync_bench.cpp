@@ -82,10 +82,12 @@ int runLoop(forge::dist::MpiCommunicator& comm, const Args& a) {
   int64_t paramCount = 0;
   for (auto& p : fnet.module->parameters()) paramCount += p.numel();
 
+  const bool buffers = a.get("buffers", "1") == "1";
   auto forgeStep = [&] {
     fopt.zero_grad();
-    sync.broadcastBuffers();
+    sync.beforeForward();
     at::Tensor loss = torch::nn::functional::cross_entropy(fnet.forward(x), y);
+    if (buffers) sync.afterForward();
     sync.beginBackward();
     loss.backward();
     sync.finishBackward();

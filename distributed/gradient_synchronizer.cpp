@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include <cstring>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "distributed/replicas.h"
@@ -29,6 +31,8 @@ struct GradientSynchronizer::Impl {
   std::vector<std::string> names;   // trainable parameters, registration order
   std::vector<at::Tensor> params;
   std::vector<at::Tensor> buffers;
+  at::Tensor bufferBytes;                        // staging for the per-step buffer broadcast
+  std::unique_ptr<Work> bufferWork;
   std::vector<Bucket> buckets;
   std::vector<std::pair<size_t, size_t>> where;  // param index -> (bucket, slot)
   std::vector<char> arrived;                     // this step
@@ -158,6 +162,7 @@ static void broadcastTensors(Communicator& comm, const std::vector<at::Tensor>& 
 }
 
 uint64_t GradientSynchronizer::broadcastState() {
+  flushBuffers();
   std::vector<at::Tensor> all;
   for (auto& p : impl_->module->parameters()) all.push_back(p);
   for (auto& b : impl_->buffers) all.push_back(b);
@@ -165,7 +170,45 @@ uint64_t GradientSynchronizer::broadcastState() {
   return verifyReplicas(*impl_->module, impl_->comm);
 }
 
-void GradientSynchronizer::broadcastBuffers() { broadcastTensors(impl_->comm, impl_->buffers); }
+void GradientSynchronizer::broadcastBuffers() {
+  flushBuffers();
+  broadcastTensors(impl_->comm, impl_->buffers);
+}
+
+void GradientSynchronizer::afterForward() {
+  Impl& m = *impl_;
+  if (m.buffers.empty() || m.comm.size() == 1) return;
+  FORGE_CHECK(!m.bufferWork, "afterForward() twice without beforeForward()");
+  int64_t total = 0;
+  for (const auto& b : m.buffers) total += static_cast<int64_t>(b.nbytes());
+  if (!m.bufferBytes.defined() || m.bufferBytes.numel() != total) m.bufferBytes = at::empty({total}, at::kByte);
+  if (m.comm.rank() == 0) {
+    auto* out = static_cast<char*>(m.bufferBytes.data_ptr());
+    for (const auto& b : m.buffers) {
+      at::Tensor c = b.detach().contiguous();
+      std::memcpy(out, c.data_ptr(), c.nbytes());
+      out += c.nbytes();
+    }
+  }
+  m.bufferWork = m.comm.broadcastAsync(m.bufferBytes, 0);
+}
+
+void GradientSynchronizer::beforeForward() {
+  Impl& m = *impl_;
+  if (!m.bufferWork) return;
+  auto start = Clock::now();
+  m.bufferWork->wait(start + std::chrono::duration_cast<Clock::duration>(m.comm.timeout()));
+  m.bufferWork.reset();
+  commWaitSeconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+  if (m.comm.rank() == 0) return;
+  torch::NoGradGuard noGrad;
+  const auto* in = static_cast<const char*>(m.bufferBytes.data_ptr());
+  for (auto& b : m.buffers) {
+    FORGE_CHECK(b.is_contiguous(), "buffers must be contiguous");
+    std::memcpy(b.data_ptr(), in, b.nbytes());
+    in += b.nbytes();
+  }
+}
 
 void GradientSynchronizer::beginBackward(bool sync) {
   Impl& m = *impl_;

@@ -47,7 +47,17 @@ class GradientSynchronizer {
   // Collective: parameters and buffers from rank 0; then verifies the replicas (CommError
   // naming the ranks that differ). Returns the common fingerprint.
   uint64_t broadcastState();
+  // Blocking: buffers from rank 0 now.
   void broadcastBuffers();
+  // The per-step form of the same contract, without its latency: afterForward() snapshots
+  // rank 0's buffers (BatchNorm statistics are final once forward is done) and starts their
+  // broadcast, which then overlaps backward and the optimizer step; beforeForward() waits
+  // for it and installs the values. So every forward starts from rank 0's buffers as they
+  // were after the previous forward, as with DDP's broadcast_buffers. Call beforeForward()
+  // (or flushBuffers()) before anything else reads the buffers, e.g. evaluation.
+  void beforeForward();
+  void afterForward();
+  void flushBuffers() { beforeForward(); }
 
   void beginBackward(bool sync = true);
   // Waits (deadline: the communicator's timeout) for every bucket and writes the averaged

@@ -170,8 +170,9 @@ void Trainer::trainEpoch(int64_t epoch) {
         throw Error(concat("rank ", world_.rank, " ran out of batches at epoch ", epoch + 1, " step ", step_ + 1,
                            " (every rank must run the same number of steps)"));
       }
-      if (cfg_.distributed.broadcastBuffers) sync_->broadcastBuffers();
+      sync_->beforeForward();
       at::Tensor logits = model_->forward(batch->x);
+      if (cfg_.distributed.broadcastBuffers) sync_->afterForward();
       at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch->y);
       const bool last = m + 1 == micro;
       sync_->beginBackward(last);
@@ -222,7 +223,11 @@ void Trainer::trainEpoch(int64_t epoch) {
   }
   // Each rank's last forward moved its own BatchNorm statistics; rank 0's are the model's,
   // for evaluation and the checkpoint alike (as the next step's broadcast would make them).
-  sync_->broadcastBuffers();
+  if (cfg_.distributed.broadcastBuffers) {
+    sync_->flushBuffers();
+  } else {
+    sync_->broadcastBuffers();
+  }
   at::Tensor sums = at::tensor({lossSum, correct, seen}, at::kDouble);
   comm_.allReduce(sums, dist::ReduceOp::kSum);
   double globalSeen = std::max(1.0, sums[2].item<double>());
