@@ -67,6 +67,9 @@ uint64_t checksumOf(const Checkpoint& ck) {
   h.integer(ck.globalStep);
   h.integer(ck.worldSize);
   h.text(ck.config);
+  h.bytes(&ck.bestMetric, sizeof ck.bestMetric);
+  h.text(ck.bestMetricName);
+  h.text(ck.forgeVersion);
   return h.h;
 }
 
@@ -80,6 +83,12 @@ int64_t intField(const GenericDict& d, const char* key, const std::string& sourc
   const IValue& v = field(d, key, source);
   if (!v.isInt()) throw CheckpointError(concat("checkpoint '", source, "': '", key, "' is not an integer"));
   return v.toInt();
+}
+
+const std::string& stringField(const GenericDict& d, const char* key, const std::string& source) {
+  const IValue& v = field(d, key, source);
+  if (!v.isString()) throw CheckpointError(concat("checkpoint '", source, "': '", key, "' is not a string"));
+  return v.toStringRef();
 }
 
 }  // namespace
@@ -123,11 +132,14 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
   ck.step = intField(d, "step", source);
   ck.globalStep = intField(d, "global_step", source);
   const IValue& best = field(d, "best_metric", source);
+  if (!best.isDouble() && !best.isNone()) {
+    throw CheckpointError(concat("checkpoint '", source, "': 'best_metric' is not a number"));
+  }
   ck.bestMetric = best.isDouble() ? best.toDouble() : std::nan("");
-  ck.bestMetricName = field(d, "best_metric_name", source).toStringRef();
+  ck.bestMetricName = stringField(d, "best_metric_name", source);
   ck.worldSize = intField(d, "world_size", source);
-  ck.config = field(d, "config", source).toStringRef();
-  ck.forgeVersion = field(d, "forge_version", source).toStringRef();
+  ck.config = stringField(d, "config", source);
+  ck.forgeVersion = stringField(d, "forge_version", source);
   int64_t stored = intField(d, "checksum", source);
   if (static_cast<uint64_t>(stored) != checksumOf(ck)) {
     throw CheckpointError(concat("checkpoint '", source, "' fails its checksum (the file is corrupt)"));
@@ -139,15 +151,23 @@ std::vector<char> encode(const Checkpoint& ck) { return toTorchZip(toIValue(ck))
 
 Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
   if (bytes.empty()) throw CheckpointError(concat("checkpoint '", source, "' is empty"));
+  if (!isTorchZip(bytes)) {
+    throw CheckpointError(concat("checkpoint '", source, "' is not a readable torch zip archive (truncated or corrupt)"));
+  }
   IValue value;
   try {
     value = fromTorchZip(bytes);
   } catch (const c10::Error& e) {
-    std::string why = e.what_without_backtrace();
-    throw CheckpointError(concat("checkpoint '", source, "' is not a readable torch zip archive (truncated or corrupt): ",
-                              why.substr(0, why.find('\n'))));
+    throw CheckpointError(concat("checkpoint '", source, "' is a torch archive but not a forge checkpoint: it holds "
+                                 "Python objects forge does not read (e.g. a state_dict saved as an OrderedDict, or a "
+                                 "pickled class)"));
   }
-  return fromIValue(value, source);
+  try {
+    return fromIValue(value, source);
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    throw CheckpointError(concat("checkpoint '", source, "' has an unexpected layout: ", why.substr(0, why.find('\n'))));
+  }
 }
 
 void save(const Checkpoint& ck, const std::string& path) { writeFileAtomically(path, encode(ck)); }

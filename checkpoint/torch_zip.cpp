@@ -1,5 +1,6 @@
 #include "checkpoint/torch_zip.h"
 
+#include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -29,6 +30,16 @@ std::vector<char> toTorchZip(const c10::IValue& value) {
     writer.writeEndOfFile();
   }
   return out;
+}
+
+bool isTorchZip(const std::vector<char>& bytes) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(
+        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), bytes.size()));
+    return reader.hasRecord("data.pkl");
+  } catch (const c10::Error&) {
+    return false;
+  }
 }
 
 c10::IValue fromTorchZip(const std::vector<char>& bytes) { return torch::jit::pickle_load(bytes); }

@@ -10,6 +10,8 @@
 namespace forge::ckpt {
 
 std::vector<char> toTorchZip(const c10::IValue& value);
+// True when the bytes are a zip archive with a pickle record (the container is intact).
+bool isTorchZip(const std::vector<char>& bytes);
 // Throws c10::Error on malformed input; callers turn that into a CheckpointError.
 c10::IValue fromTorchZip(const std::vector<char>& bytes);
 

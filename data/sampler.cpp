@@ -35,7 +35,7 @@ DistributedSampler::DistributedSampler(int64_t datasetSize, int rank, int worldS
   FORGE_CHECK(worldSize > 0 && rank >= 0 && rank < worldSize, "bad rank ", rank, " of ", worldSize);
   perRank_ = dropLast ? size_ / world_ : (size_ + world_ - 1) / world_;
   if (perRank_ == 0) {
-    throw Error(concat("the split has ", size_, " samples, fewer than the ", world_,
+    throw ConfigError(concat("the split has ", size_, " samples, fewer than the ", world_,
                     " ranks (use fewer ranks or turn off data.drop_last)"));
   }
 }

@@ -12,4 +12,5 @@ data="data/fashion_mnist.h5"
 if [ ! -f "$data" ]; then
   "$FORGE_BUILD/forge" data fashion-mnist --out "$data"
 fi
-exec launch/mpirun.sh -n 2 -- train configs/fashion_mnist_mlp.yaml "$@"
+# --resume auto: running the job again continues (or just reports) the run in runs/.
+exec launch/mpirun.sh -n 2 -- train configs/fashion_mnist_mlp.yaml --resume auto "$@"

@@ -228,6 +228,10 @@ int orAbortJob(Distributed& d, Body body) {
     log::error("", "torch error: ", what.substr(0, what.find('\n')));
     if (d.world.size > 1) d.comm->abort(1);
     return 1;
+  } catch (const std::exception& e) {
+    log::error("", "error: ", e.what());
+    if (d.world.size > 1) d.comm->abort(1);
+    return 1;
   }
 }
 
@@ -245,9 +249,9 @@ int cmdTrain(int argc, char** argv) {
   log::info("train", "config ", cfg.sourcePath, a.has("set") ? " with overrides" : "", ", run dir ", cfg.run.dir,
             resume.empty() ? ", fresh start" : ", resume " + resume);
   std::unique_ptr<Trainer> trainer;
-  agreeOnSetup(*d.comm, [&] { trainer = std::make_unique<Trainer>(cfg, *d.comm, d.world); });
+  agreeOnSetup(*d.comm, [&] { trainer = std::make_unique<Trainer>(cfg, *d.comm, d.world, resume); });
   return orAbortJob(d, [&] {
-    trainer->run(resume);
+    trainer->run();
     return 0;
   });
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <thread>
 
 #include "core/log.h"
@@ -36,7 +37,7 @@ int threadsPerRank(int configured, const dist::WorldInfo& world) {
   return std::max(1, dist::coresOnNode() / std::max(1, world.localSize));
 }
 
-Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world)
+Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume)
     : cfg_(std::move(cfg)), comm_(comm), world_(world) {
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
   data::SplitSpec spec{cfg_.data.path, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels,
@@ -73,24 +74,74 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   checkpoints_ = std::make_unique<ckpt::CheckpointDir>((fs::path(cfg_.run.dir) / "checkpoints").string(),
                                                        static_cast<int>(cfg_.checkpoint.keepLast));
   metricsPath_ = (fs::path(cfg_.run.dir) / "metrics.jsonl").string();
+  if (hasBatchNorm(*model_)) {
+    // Training-mode BatchNorm needs two samples per batch to form statistics.
+    int64_t lastBatch = sampler_->samplesPerRank() % cfg_.data.batchSize;
+    if (lastBatch == 1 && !cfg_.data.dropLast) {
+      throw ConfigError(concat("the last batch of every epoch would hold 1 sample per rank (",
+                               sampler_->samplesPerRank(), " samples per rank, data.batch_size ", cfg_.data.batchSize,
+                               "), which BatchNorm cannot train on: set data.drop_last: true or another batch size"));
+    }
+  }
+  if (world_.rank == 0) prepareRunDir(resume);
+}
+
+bool Trainer::hasBatchNorm(const torch::nn::Module& m) {
+  for (const auto& sub : m.modules()) {
+    if (sub->name().find("BatchNorm") != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Rank 0, during setup: the run folder, the config as resolved, and which checkpoint to
+// resume from. A fresh start never mixes with an earlier run's checkpoints, and a resume
+// from an older checkpoint moves the newer ones aside (they belong to the abandoned future)
+// so that retention and a later --resume auto cannot confuse the two histories.
+void Trainer::prepareRunDir(const std::string& resume) {
+  std::error_code ec;
+  fs::create_directories(checkpoints_->dir(), ec);
+  if (ec) throw ConfigError(concat("cannot create run dir '", cfg_.run.dir, "': ", ec.message(), " (set run.dir)"));
+  {
+    std::string cfgPath = (fs::path(cfg_.run.dir) / "config.yaml").string();
+    std::ofstream out(cfgPath);
+    out << cfg_.resolved;
+    if (!out.flush()) throw ConfigError(concat("cannot write '", cfgPath, "'"));
+  }
+  if (resume == "auto") {
+    auto found = checkpoints_->loadNewest();
+    if (found) {
+      for (const auto& skipped : found->skipped) log::warn("ckpt", "skipped ", skipped);
+      resumePath_ = found->path;
+    }
+  } else if (!resume.empty()) {
+    ckpt::Checkpoint ck = ckpt::load(resume);  // verify before anything is moved
+    resumePath_ = resume;
+    std::vector<std::string> newer;
+    for (const auto& f : checkpoints_->list()) {
+      if (fs::equivalent(f, resume, ec)) continue;
+      std::smatch m;
+      std::string name = fs::path(f).filename().string();
+      static const std::regex kStep(R"(ckpt-e\d+-s(\d+)\.pt)");
+      if (std::regex_match(name, m, kStep) && std::stoll(m[1]) > ck.globalStep) newer.push_back(f);
+    }
+    if (!newer.empty()) {
+      fs::path aside = fs::path(checkpoints_->dir()) / concat("abandoned-after-step-", ck.globalStep);
+      fs::create_directories(aside);
+      for (const auto& f : newer) fs::rename(f, aside / fs::path(f).filename());
+      log::warn("ckpt", "moved ", newer.size(), " checkpoint(s) newer than ", resume, " to ", aside.string());
+    }
+  } else if (!checkpoints_->list().empty()) {
+    throw ConfigError(concat("run dir '", cfg_.run.dir, "' already holds checkpoints of an earlier run (newest: ",
+                             checkpoints_->list().front(), "): continue it with --resume auto, or train afresh "
+                             "in another run.dir (or delete that one)"));
+  }
 }
 
 Trainer::~Trainer() = default;
 
-void Trainer::resumeFrom(const std::string& resume) {
-  // Rank 0 chooses the file; every rank then reads the same one.
-  std::string path;
-  if (world_.rank == 0) {
-    if (resume == "auto") {
-      auto found = checkpoints_->loadNewest();
-      if (found) {
-        for (const auto& s : found->skipped) log::warn("ckpt", "skipped ", s);
-        path = found->path;
-      }
-    } else {
-      path = resume;
-    }
-  }
+void Trainer::resumeFrom() {
+  // Rank 0 chose the file during setup; every rank reads the same one.
+  std::string path = resumePath_;
   at::Tensor len = at::full({1}, static_cast<int64_t>(path.size()), at::kLong);
   comm_.broadcast(len, 0);
   at::Tensor chars = at::zeros({len.item<int64_t>()}, at::kByte);
@@ -103,17 +154,44 @@ void Trainer::resumeFrom(const std::string& resume) {
   }
   ckpt::Checkpoint ck = ckpt::load(path);
   loadModelStateDict(*model_, ck.modelState, path);
-  loadOptimizerStateDict(*optimizer_, cfg_.optimizer, params_, ck.optimizerState);
+  try {
+    loadOptimizerStateDict(*optimizer_, cfg_.optimizer, params_, ck.optimizerState);
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(concat("checkpoint '", path, "': its optimizer state does not fit the config's optimizer '",
+                                 cfg_.optimizer.name, "' (was the optimizer changed?): ", e.what()));
+  }
   epoch_ = ck.epoch;
   step_ = ck.step;
   globalStep_ = ck.globalStep;
   bestMetric_ = ck.bestMetric;
   if (ck.worldSize != world_.size) {
+    // Positions are in optimizer steps, whose size depends on the world size: carry over the
+    // samples seen instead, and re-derive the global step so the schedule stays on course.
+    const int64_t perStep = cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
+    step_ = std::min(stepsPerEpoch_, ck.step * ck.worldSize * perStep / (world_.size * perStep));
+    globalStep_ = epoch_ * stepsPerEpoch_ + step_;
     log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
-              ": the data order within the interrupted epoch changes");
-    step_ = std::min(step_, stepsPerEpoch_);
+              ck.step > 0 ? ": the order of the rest of the interrupted epoch changes" : "");
   }
+  if (world_.rank == 0) trimMetrics();
   log::info("ckpt", "resumed from ", path, " at epoch ", epoch_, " step ", step_, " (global step ", globalStep_, ")");
+}
+
+// Records past the resumed position belong to the run being replaced.
+void Trainer::trimMetrics() const {
+  std::ifstream in(metricsPath_);
+  if (!in) return;
+  std::vector<std::string> keep;
+  std::string line;
+  static const std::regex kStep(R"("global_step": (\d+))");
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, kStep) && std::stoll(m[1]) > globalStep_) continue;
+    keep.push_back(line);
+  }
+  in.close();
+  std::ofstream out(metricsPath_, std::ios::trunc);
+  for (const auto& l : keep) out << l << "\n";
 }
 
 ckpt::Checkpoint Trainer::makeCheckpoint() const {
@@ -142,6 +220,9 @@ void Trainer::saveCheckpoint(bool isBest) {
 
 void Trainer::trainEpoch(int64_t epoch) {
   model_->train();
+  // Dropout draws from a stream seeded per (seed, rank, epoch): ranks drop different units,
+  // and a run resumed at an epoch boundary draws exactly what the uninterrupted run drew.
+  torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(epoch));
   sampler_->setEpoch(epoch);
   std::vector<int64_t> indices = sampler_->indices();
   const int64_t k = cfg_.optimizer.accumulateSteps;
@@ -283,13 +364,9 @@ void Trainer::injectFault() const {
   for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
-TrainSummary Trainer::run(const std::string& resume) {
+TrainSummary Trainer::run() {
   auto start = Clock::now();
-  if (world_.rank == 0) {
-    fs::create_directories(checkpoints_->dir());
-    std::ofstream(fs::path(cfg_.run.dir) / "config.yaml") << cfg_.resolved;
-  }
-  if (!resume.empty()) resumeFrom(resume);
+  resumeFrom();
   // A fresh run owns its metrics file; a resumed one appends to it.
   if (world_.rank == 0 && globalStep_ == 0) fs::remove(metricsPath_);
   dist::SyncOptions sync;
@@ -299,7 +376,6 @@ TrainSummary Trainer::run(const std::string& resume) {
   sync.allowUnusedParameters = cfg_.distributed.allowUnusedParameters;
   sync_ = std::make_unique<dist::GradientSynchronizer>(model_, comm_, sync);
   sync_->broadcastState();
-  torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(globalStep_));
 
   log::info("train", "model ", cfg_.model.name, ": ", withThousands(static_cast<long long>([&] {
               int64_t n = 0;
@@ -309,7 +385,8 @@ TrainSummary Trainer::run(const std::string& resume) {
             " trainable parameters; ", withThousands(train_.size()), " training samples, ",
             withThousands(sampler_->samplesPerRank()), " per rank, ", stepsPerEpoch_, " steps per epoch");
   if (epoch_ >= cfg_.run.epochs) {
-    log::info("train", "all ", cfg_.run.epochs, " epochs are already done");
+    log::info("train", "all ", cfg_.run.epochs, " epochs are already done (raise run.epochs to train on, or "
+              "use another run.dir to train afresh)");
   }
   for (int64_t e = epoch_; e < cfg_.run.epochs; ++e) trainEpoch(e);
 
@@ -323,7 +400,7 @@ TrainSummary Trainer::run(const std::string& resume) {
   std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(s.fingerprint));
   log::info("train", "replicas identical on all ", world_.size, " ranks (parameter and buffer fingerprint ", fp, ")");
   char line[200];
-  std::snprintf(line, sizeof line, "final %s accuracy %.2f%% (loss %.4f) after %lld epochs in %s", cfg_.data.evalSplit.c_str(),
+  std::snprintf(line, sizeof line, "final %s accuracy %.2f%% (loss %.4f) after %lld epochs; this session took %s", cfg_.data.evalSplit.c_str(),
                 100.0 * s.finalEval.accuracy, s.finalEval.loss, static_cast<long long>(cfg_.run.epochs),
                 formatDuration(s.seconds).c_str());
   log::info("train", line);

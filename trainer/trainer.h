@@ -35,19 +35,24 @@ struct TrainSummary {
 
 class Trainer {
  public:
-  // Setup: loads and validates the data, builds the model and optimizer, probes shapes.
+  // Setup: loads and validates the data, builds the model and optimizer, probes shapes; on
+  // rank 0 also prepares the run dir and picks the checkpoint to resume from. `resume`: ""
+  // (fresh start; an error if the run dir holds checkpoints), "auto" (the newest checkpoint
+  // that verifies, or fresh when there is none) or a checkpoint path.
   // Local to each rank (no collectives), so a setup error is raised on the ranks that see it.
-  Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world);
+  Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume = "");
   ~Trainer();
 
-  // Collective. resume: "" (fresh), "auto" (newest verifying checkpoint in the run dir, or
-  // fresh when there is none) or a checkpoint path.
-  TrainSummary run(const std::string& resume);
+  // Collective: trains the remaining epochs.
+  TrainSummary run();
 
   Model& model() { return *model_; }
 
  private:
-  void resumeFrom(const std::string& resume);
+  void prepareRunDir(const std::string& resume);
+  void resumeFrom();
+  void trimMetrics() const;
+  static bool hasBatchNorm(const torch::nn::Module& m);
   void trainEpoch(int64_t epoch);
   ckpt::Checkpoint makeCheckpoint() const;
   void saveCheckpoint(bool isBest);
@@ -78,6 +83,7 @@ class Trainer {
   int64_t bestEpoch_ = 0;
   bool checkedFirstStep_ = false;
   std::string metricsPath_;
+  std::string resumePath_;  // rank 0: the checkpoint to resume from ("" = fresh)
 };
 
 // Intra-op threads for this rank: the configured count, or cores on the node divided by the

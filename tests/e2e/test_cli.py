@@ -81,6 +81,38 @@ h.check("epoch 3/3" in out and "epoch 1/3" not in out and "epoch 2/3" not in out
         "training continues at epoch 3 only", out)
 h.check([r["epoch"] for r in read_jsonl(h.path("run", "metrics.jsonl"))] == [1, 2, 3], "metrics continue")
 
+# A fresh start never mixes with an earlier run's checkpoints.
+p = h.run(["train", cfg], ranks=2, expect_rc=None)
+h.check(p.returncode == 2 and "already holds checkpoints of an earlier run" in p.stderr and "--resume auto" in p.stderr,
+        "a fresh start into a run dir with checkpoints is refused, pointing at --resume auto", p.stderr)
+
+# Resuming from an older checkpoint moves the newer ones aside and trims the metrics.
+older = h.path("run", "checkpoints", "ckpt-e0001-s000000032.pt")
+p = h.run(["train", cfg, "--set", "run.epochs=2", "--resume", older], ranks=2)
+aside = h.path("run", "checkpoints", "abandoned-after-step-32")
+h.check(os.path.isdir(aside) and sorted(os.listdir(aside)) == ["ckpt-e0002-s000000064.pt", "ckpt-e0003-s000000096.pt"],
+        "checkpoints newer than the resumed one are moved aside, not deleted", os.listdir(h.path("run", "checkpoints")))
+h.check([r["epoch"] for r in read_jsonl(h.path("run", "metrics.jsonl"))] == [1, 2],
+        "metrics.jsonl holds no record of the abandoned epochs")
+
+# Resuming at an epoch boundary continues exactly: the same final weights as one run.
+fp = re.compile(r"fingerprint ([0-9a-f]{16})")
+whole = h.run(["train", cfg, "--set", "run.dir=whole", "--set", "run.epochs=3"], ranks=2).stdout
+h.run(["train", cfg, "--set", "run.dir=split", "--set", "run.epochs=2"], ranks=2)
+split = h.run(["train", cfg, "--set", "run.dir=split", "--set", "run.epochs=3", "--resume", "auto"], ranks=2).stdout
+h.check(fp.search(whole) and fp.search(split) and fp.search(whole).group(1) == fp.search(split).group(1),
+        "2 epochs + resume for the 3rd give bit-identical weights to 3 epochs in one go",
+        (fp.search(whole), fp.search(split)))
+
+# Resuming on another number of ranks keeps the schedule on course.
+cos = ["--set", "schedule.name=cosine", "--set", "run.dir=resize"]
+h.run(["train", cfg, *cos, "--set", "run.epochs=1"], ranks=2)
+p = h.run(["train", cfg, *cos, "--set", "run.epochs=2", "--resume", "auto"])
+out = p.stdout + p.stderr
+last = read_jsonl(h.path("resize", "metrics.jsonl"))[-1]
+h.check("written by 2 ranks, resuming on 1" in out and last["epoch"] == 2 and last["lr"] < 0.001,
+        f"a 2-rank checkpoint resumed on 1 rank ends the cosine schedule near 0 (lr {last['lr']})", out)
+
 # --resume auto with nothing to resume starts fresh; one rank without mpirun works.
 p = h.run(["train", cfg, "--set", "run.dir=solo", "--set", "run.epochs=1", "--resume", "auto"])
 h.check("starting fresh" in p.stdout and "epoch 1/1" in p.stdout, "a single process without mpirun trains", p.stdout)

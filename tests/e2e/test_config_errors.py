@@ -31,6 +31,10 @@ expect_error(["train", good, "--set", "model.in_features=784"],
              "model and data do not fit: layer 'fc1'", what="a model that does not fit the data")
 expect_error(["train", good, "--set", "model.num_classes=3"], "label 3 at index",
              what="labels beyond the model's classes")
+expect_error(["train", good, "--set", "data.batch_size=149"], "which BatchNorm cannot train on",
+             what="a last batch of one sample with BatchNorm")
+expect_error(["train", good, "--set", "run.dir=syn.h5/run"], "cannot create run dir 'syn.h5/run'", ranks=2,
+             what="a run dir that cannot be created")
 expect_error(["train", good, "--epochs", "3"], "unknown option --epochs", ranks=0, what="an unknown option")
 
 h.finish()

@@ -72,4 +72,10 @@ h.check(py_acc > 50.0, f"the model learned something ({py_acc:.2f}%), so agreeme
 h.check(m is not None and abs(float(m.group(1)) - py_acc) < 0.005,
         f"Python's accuracy {py_acc:.2f}% equals forge eval's", ev)
 
+# A plain Python state_dict is a torch archive but not a forge checkpoint: said so, exit 4.
+torch.save(model.state_dict(), h.path("plain.pt"))
+p = h.run(["ckpt", "inspect", "plain.pt"], expect_rc=4)
+h.check("is a torch archive but not a forge checkpoint" in p.stderr, "a Python state_dict is named for what it is",
+        p.stderr)
+
 h.finish()
