@@ -73,7 +73,9 @@ int runLoop(forge::dist::MpiCommunicator& comm, const Args& a) {
   const int W = comm.size();
 
   Net fnet = makeNet(model), hnet = makeNet(model);
-  forge::dist::GradientSynchronizer sync(fnet.module, comm);
+  forge::dist::SyncOptions options;
+  options.overlap = a.get("overlap", "1") == "1";
+  forge::dist::GradientSynchronizer sync(fnet.module, comm, options);
   sync.broadcastState();
   torch::optim::SGD fopt(fnet.module->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   torch::optim::SGD hopt(hnet.module->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
@@ -84,13 +86,11 @@ int runLoop(forge::dist::MpiCommunicator& comm, const Args& a) {
 
   const bool buffers = a.get("buffers", "1") == "1";
   auto forgeStep = [&] {
-    fopt.zero_grad();
+    sync.zeroGrad();
     sync.beforeForward();
     at::Tensor loss = torch::nn::functional::cross_entropy(fnet.forward(x), y);
     if (buffers) sync.afterForward();
-    sync.beginBackward();
-    loss.backward();
-    sync.finishBackward();
+    sync.backward(loss);
     fopt.step();
   };
   auto handStep = [&] {
@@ -123,10 +123,11 @@ int runLoop(forge::dist::MpiCommunicator& comm, const Args& a) {
     }
   }
   if (comm.rank() == 0) {
-    std::printf("loop model=%s params=%lld ranks=%d batch/rank=%lld buckets=%zu  forge %.0f  hand-written %.0f "
-                "samples/s (medians of %d rounds)\nratio forge/hand-written = %.3f\n",
+    std::printf("loop model=%s params=%lld ranks=%d batch/rank=%lld threads/rank=%d buckets=%zu overlap=%d  forge %.0f  "
+                "hand-written %.0f samples/s (medians of %d rounds)\nratio forge/hand-written = %.3f\n",
                 model.c_str(), static_cast<long long>(paramCount), W, static_cast<long long>(batch),
-                sync.bucketLayout().size(), median(f), median(h), rounds, median(f) / median(h));
+                at::get_num_threads(), sync.bucketLayout().size(), options.overlap ? 1 : 0, median(f), median(h), rounds,
+                median(f) / median(h));
   }
   return 0;
 }
@@ -148,52 +149,50 @@ struct Flat : torch::nn::Module {
 int runAllReduce(forge::dist::MpiCommunicator& comm, const Args& a) {
   const double mib = std::stod(a.get("mib", "50"));
   const int rounds = std::stoi(a.get("rounds", "10"));
-  const int count = 50;
+  const int count = std::stoi(a.get("tensors", "50"));
   const int64_t elements = static_cast<int64_t>(mib * (1 << 20) / 4 / count);
   const double bytes = 4.0 * elements * count;
   const int W = comm.size();
   auto flat = std::make_shared<Flat>(count, elements);
-  forge::dist::GradientSynchronizer sync(flat, comm);
+  forge::dist::SyncOptions options;
+  // Without overlap, (backward + sync) - backward is the synchronizer's whole cost.
+  options.overlap = a.get("overlap", "0") == "1";
+  forge::dist::GradientSynchronizer sync(flat, comm, options);
   sync.broadcastState();
   at::Tensor raw = at::ones({elements * count});
 
-  auto backward = [&](bool doSync) {
-    flat->zero_grad();
-    sync.beginBackward(doSync);
-    flat->loss().backward();
-    sync.finishBackward();
+  // Returns the seconds finishBackward() took after backward returned: without overlap
+  // that is all the synchronizer's communication (launch, all-reduce, wait).
+  auto syncedBackward = [&] {
+    // Timed from the last gradient's arrival, i.e. the end of backward.
+    sync.zeroGrad();
+    sync.backward(flat->loss());
+    return std::chrono::duration<double>(Clock::now() - sync.lastTimeline().lastGradientReady).count();
   };
-  std::vector<double> tBack, tSync, tRaw;
+  std::vector<double> tSync, tRaw;
   for (int r = 0; r < rounds + 2; ++r) {
     comm.barrier();
+    double s = syncedBackward();
+    comm.barrier();
     auto t = Clock::now();
-    backward(false);
-    double b = seconds(t);
-    comm.barrier();
-    t = Clock::now();
-    backward(true);
-    double s = seconds(t);
-    comm.barrier();
-    t = Clock::now();
     MPI_Allreduce(MPI_IN_PLACE, raw.data_ptr(), static_cast<int>(raw.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     double w = seconds(t);
     if (r >= 2) {  // the first rounds warm up buffers and MPI's connections
-      tBack.push_back(b);
       tSync.push_back(s);
       tRaw.push_back(w);
     }
   }
   // Slowest rank decides.
-  double med[3] = {median(tBack), median(tSync), median(tRaw)};
-  MPI_Allreduce(MPI_IN_PLACE, med, 3, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  double med[2] = {median(tSync), median(tRaw)};
+  MPI_Allreduce(MPI_IN_PLACE, med, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   double factor = 2.0 * (W - 1) / W;
-  double syncOnly = std::max(1e-9, med[1] - med[0]);
   if (comm.rank() == 0) {
-    std::printf("allreduce %.1f MiB in %d tensors, %d ranks, %zu buckets: backward alone %.2f ms, backward + sync "
-                "%.2f ms, one MPI_Allreduce %.2f ms\n",
-                bytes / (1 << 20), count, W, sync.bucketLayout().size(), med[0] * 1e3, med[1] * 1e3, med[2] * 1e3);
+    std::printf("allreduce %.1f MiB in %d tensors, %d ranks, %zu buckets, overlap=%d: synchronizer %.2f ms, one "
+                "MPI_Allreduce %.2f ms (medians of %d)\n",
+                bytes / (1 << 20), count, W, sync.bucketLayout().size(), options.overlap ? 1 : 0, med[0] * 1e3,
+                med[1] * 1e3, rounds);
     std::printf("busbw forge %.2f GB/s  raw MPI_Allreduce %.2f GB/s\nratio forge/raw = %.3f\n",
-                factor * bytes / syncOnly / 1e9, factor * bytes / med[2] / 1e9, med[2] / syncOnly);
+                factor * bytes / med[0] / 1e9, factor * bytes / med[1] / 1e9, med[1] / med[0]);
   }
   return 0;
 }

@@ -14,10 +14,14 @@ namespace forge::dist {
 
 namespace {
 
+// A bucket is either one large parameter, all-reduced in place in its own .grad (copying it
+// into a buffer would buy nothing: its size already amortizes MPI's latency), or several
+// small ones coalesced in a flat buffer, their .grad tensors aliasing it.
 struct Bucket {
   std::vector<size_t> params;       // indices into Impl::params, in bucket order
   std::vector<int64_t> offsets;     // element offset of each in `buffer`
-  at::Tensor buffer;                // flat, contiguous, the parameters' dtype
+  at::Tensor buffer;                // coalesced buckets: flat, contiguous, the parameters' dtype
+  bool single = false;
   size_t pending = 0;               // gradients still to arrive this step
   std::unique_ptr<Work> work;
 };
@@ -35,9 +39,11 @@ struct GradientSynchronizer::Impl {
   std::unique_ptr<Work> bufferWork;
   std::vector<Bucket> buckets;
   std::vector<std::pair<size_t, size_t>> where;  // param index -> (bucket, slot)
+  std::vector<at::Tensor> slots;                 // param index -> its place in a coalesced bucket
   std::vector<char> arrived;                     // this step
   std::vector<int64_t> arrivalOrder;             // first synchronized step only
   bool syncing = false;
+  bool prescaled = false;  // this step's loss was scaled by 1 / world size: sum, don't average
   bool rebuilt = false;
   size_t nextToLaunch = 0;
   Timeline* timeline = nullptr;
@@ -45,20 +51,33 @@ struct GradientSynchronizer::Impl {
   Impl(std::shared_ptr<torch::nn::Module> m, Communicator& c, SyncOptions o)
       : module(std::move(m)), comm(c), options(o) {}
 
+  // Parameters at least this large get a bucket of their own.
+  size_t singleBytes() const { return std::min(options.firstBucketCapBytes, options.bucketCapBytes); }
+
   // Buckets over `order` (parameter indices, first to be filled first), capped in bytes.
   void buildBuckets(const std::vector<int64_t>& order) {
     buckets.clear();
     where.assign(params.size(), {0, 0});
     size_t bytes = 0;
+    bool open = false;  // the last bucket takes more parameters
     for (int64_t i : order) {
       const at::Tensor& p = params[i];
-      size_t cap = buckets.size() <= 1 ? options.firstBucketCapBytes : options.bucketCapBytes;
-      bool full = !buckets.empty() && bytes > 0 && bytes + p.nbytes() > cap;
-      bool otherType = !buckets.empty() && !buckets.back().params.empty() &&
-                       params[buckets.back().params.front()].scalar_type() != p.scalar_type();
-      if (buckets.empty() || full || otherType) {
+      if (p.nbytes() >= singleBytes()) {
+        buckets.emplace_back();
+        buckets.back().single = true;
+        where[i] = {buckets.size() - 1, 0};
+        buckets.back().params.push_back(static_cast<size_t>(i));
+        buckets.back().offsets.push_back(0);
+        open = false;
+        continue;
+      }
+      size_t cap = buckets.empty() ? options.firstBucketCapBytes : options.bucketCapBytes;
+      bool full = open && bytes + p.nbytes() > cap;
+      bool otherType = open && params[buckets.back().params.front()].scalar_type() != p.scalar_type();
+      if (!open || full || otherType) {
         buckets.emplace_back();
         bytes = 0;
+        open = true;
       }
       Bucket& b = buckets.back();
       where[i] = {buckets.size() - 1, b.params.size()};
@@ -67,15 +86,54 @@ struct GradientSynchronizer::Impl {
       bytes += p.nbytes();
     }
     for (auto& b : buckets) {
+      if (b.single) continue;
       int64_t n = b.offsets.back() + params[b.params.back()].numel();
       b.buffer = at::zeros({n}, params[b.params.front()].options().requires_grad(false));
     }
+    // Gradients of coalesced parameters live in their bucket: AccumulateGrad adds into .grad
+    // in place, so backward writes straight into the bucket and the averaged result is .grad,
+    // with no copy either way (as DDP's gradient_as_bucket_view). Current values move along.
+    torch::NoGradGuard noGrad;
+    slots.assign(params.size(), at::Tensor());
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (buckets[where[i].first].single) continue;
+      slots[i] = makeSlot(i);
+      if (params[i].grad().defined()) slots[i].copy_(params[i].grad());
+      params[i].mutable_grad() = slots[i];
+    }
+  }
+
+  // Parameter i's place in its coalesced bucket, shaped like the parameter. Made with set_()
+  // rather than as a view: it aliases the bucket all the same, but autograd does not treat it
+  // as a view, so code that detach_()es gradients in place (LibTorch's Optimizer::zero_grad)
+  // keeps working.
+  at::Tensor makeSlot(size_t i) const {
+    auto [bi, s] = where[i];
+    const Bucket& b = buckets[bi];
+    at::Tensor v = b.buffer.narrow(0, b.offsets[s], params[i].numel()).view(params[i].sizes());
+    at::Tensor alias = at::empty({0}, v.options());
+    alias.set_(v.storage(), v.storage_offset(), v.sizes(), v.strides());
+    return alias;
+  }
+
+  bool isSingle(size_t i) const { return buckets[where[i].first].single; }
+
+  // False when someone replaced .grad (e.g. an optimizer's zero_grad(set_to_none)).
+  bool gradIsSlot(size_t i) const {
+    const at::Tensor& g = params[i].grad();
+    return g.defined() && g.data_ptr() == slots[i].data_ptr();
   }
 
   void launchReady() {
     while (nextToLaunch < buckets.size() && buckets[nextToLaunch].pending == 0) {
       Bucket& b = buckets[nextToLaunch];
-      b.work = comm.allReduceAsync(b.buffer, ReduceOp::kAvg);
+      if (b.single) {
+        at::Tensor& p = params[b.params[0]];
+        if (!p.grad().is_contiguous()) p.mutable_grad() = p.grad().contiguous();
+        b.work = comm.allReduceAsync(p.grad(), prescaled ? ReduceOp::kSum : ReduceOp::kAvg);
+      } else {
+        b.work = comm.allReduceAsync(b.buffer, prescaled ? ReduceOp::kSum : ReduceOp::kAvg);
+      }
       ++nextToLaunch;
     }
   }
@@ -87,11 +145,24 @@ struct GradientSynchronizer::Impl {
     if (comm.size() == 1) return;  // nothing to average: .grad is the result
     if (!rebuilt) arrivalOrder.push_back(static_cast<int64_t>(i));
     if (timeline) timeline->lastGradientReady = Clock::now();
-    auto [bi, slot] = where[i];
-    Bucket& b = buckets[bi];
-    const at::Tensor& g = params[i].grad();
-    b.buffer.narrow(0, b.offsets[slot], params[i].numel()).copy_(g.reshape(-1));
-    if (--b.pending == 0) launchReady();
+    if (!isSingle(i) && !gradIsSlot(i)) slots[i].copy_(params[i].grad());
+    Bucket& b = buckets[where[i].first];
+    if (--b.pending == 0 && options.overlap) launchReady();
+  }
+
+  // A parameter that got no gradient contributes zeros.
+  void zeroMissing(size_t i) {
+    torch::NoGradGuard noGrad;
+    if (isSingle(i)) {
+      if (params[i].grad().defined()) {
+        params[i].mutable_grad().zero_();
+      } else {
+        params[i].mutable_grad() = at::zeros_like(params[i]);
+      }
+    } else {
+      slots[i].zero_();
+      params[i].mutable_grad() = slots[i];
+    }
   }
 };
 
@@ -210,9 +281,18 @@ void GradientSynchronizer::beforeForward() {
   }
 }
 
+void GradientSynchronizer::backward(const at::Tensor& loss, bool sync) {
+  const int w = impl_->comm.size();
+  beginBackward(sync);
+  impl_->prescaled = w > 1;
+  (w > 1 ? loss * (1.0 / w) : loss).backward();
+  finishBackward();
+}
+
 void GradientSynchronizer::beginBackward(bool sync) {
   Impl& m = *impl_;
   m.syncing = sync;
+  m.prescaled = false;
   if (!m.syncing) return;
   std::fill(m.arrived.begin(), m.arrived.end(), 0);
   for (auto& b : m.buckets) {
@@ -243,18 +323,15 @@ void GradientSynchronizer::finishBackward() {
     // Unused here (maybe not on other ranks): contribute zeros so every bucket completes.
     for (size_t i = 0; i < m.params.size() && m.comm.size() > 1; ++i) {
       if (m.arrived[i]) continue;
-      auto [bi, slot] = m.where[i];
-      Bucket& b = m.buckets[bi];
-      b.buffer.narrow(0, b.offsets[slot], m.params[i].numel()).zero_();
+      m.zeroMissing(i);
       m.arrived[i] = 1;
-      --b.pending;
+      --m.buckets[m.where[i].first].pending;
     }
-    if (m.comm.size() > 1) m.launchReady();
   }
+  if (m.comm.size() > 1) m.launchReady();
   if (m.comm.size() == 1) {
-    torch::NoGradGuard noGrad;
-    for (auto& p : m.params) {
-      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    for (size_t i = 0; i < m.params.size(); ++i) {
+      if (!m.params[i].grad().defined()) m.zeroMissing(i);
     }
     return;
   }
@@ -269,17 +346,9 @@ void GradientSynchronizer::finishBackward() {
   }
   commWaitSeconds_ += std::chrono::duration<double>(Clock::now() - start).count();
 
-  torch::NoGradGuard noGrad;
-  for (auto& b : m.buckets) {
-    for (size_t s = 0; s < b.params.size(); ++s) {
-      at::Tensor& p = m.params[b.params[s]];
-      at::Tensor avg = b.buffer.narrow(0, b.offsets[s], p.numel()).view(p.sizes());
-      if (p.grad().defined()) {
-        p.mutable_grad().copy_(avg);
-      } else {
-        p.mutable_grad() = avg.clone();
-      }
-    }
+  // The averages are in the buckets; point any .grad that was replaced back at them.
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    if (!m.isSingle(i) && !m.gradIsSlot(i)) m.params[i].mutable_grad() = m.slots[i];
   }
 
   if (!m.rebuilt) {
@@ -295,6 +364,22 @@ void GradientSynchronizer::finishBackward() {
     m.comm.broadcast(order, 0);
     m.buildBuckets(std::vector<int64_t>(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + order.numel()));
     m.arrivalOrder.clear();
+  }
+}
+
+void GradientSynchronizer::zeroGrad() {
+  Impl& m = *impl_;
+  torch::NoGradGuard noGrad;
+  for (auto& b : m.buckets) {
+    if (!b.single) b.buffer.zero_();
+  }
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    if (m.isSingle(i)) {
+      // None, so that backward hands over its fresh gradient instead of adding into zeros.
+      m.params[i].mutable_grad() = at::Tensor();
+    } else if (!m.gradIsSlot(i)) {
+      m.params[i].mutable_grad() = m.slots[i];
+    }
   }
 }
 

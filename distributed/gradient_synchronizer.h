@@ -32,6 +32,11 @@ struct SyncOptions {
   size_t bucketCapBytes = 25u << 20;
   size_t firstBucketCapBytes = 1u << 20;
   bool rebuildBuckets = true;
+  // Start each bucket's all-reduce while backward goes on. Pays off when communication has
+  // its own resources (NCCL, a NIC, spare cores); when every core of the rank computes,
+  // MPI's progress loop competes with backward for them and launching the buckets right
+  // after backward is faster. The trainer decides (distributed.overlap: auto).
+  bool overlap = true;
   // A trainable parameter that gets no gradient in a synchronized step is an error naming it,
   // unless this is set: then it contributes zeros and its bucket still completes.
   bool allowUnusedParameters = false;
@@ -59,6 +64,20 @@ class GradientSynchronizer {
   void afterForward();
   void flushBuffers() { beforeForward(); }
 
+  // Zeroes every gradient in place. Gradients are views into the buckets (backward writes
+  // straight into them); use this instead of an optimizer's zero_grad(), whose default
+  // (set_to_none) replaces them and costs a copy in and out of the buckets each step.
+  void zeroGrad();
+
+  // One backward pass, synchronized or not: beginBackward(sync), loss.backward(),
+  // finishBackward(). The loss is scaled by 1 / world size on its way in, so gradients
+  // arrive pre-averaged and the all-reduce is a plain sum: no separate division pass over
+  // every gradient (free, since autograd carries the scalar through). For gradient
+  // accumulation call it for every micro-batch, with sync = true on the last one only.
+  void backward(const at::Tensor& loss, bool sync = true);
+
+  // The same in three calls, for callers that run backward themselves: gradients are
+  // averaged after the all-reduce instead.
   void beginBackward(bool sync = true);
   // Waits (deadline: the communicator's timeout) for every bucket and writes the averaged
   // gradients into .grad. Throws CommTimeout / CommError, or Error naming unused parameters.

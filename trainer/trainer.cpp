@@ -237,12 +237,11 @@ void Trainer::trainEpoch(int64_t epoch) {
   double waitBefore = loader_->waitSeconds();
   double commBefore = sync_->commWaitSeconds();
   std::vector<std::pair<std::string, at::Tensor>> before;
-  std::vector<std::string> withoutGradient;
   while (step_ < stepsPerEpoch_) {
     injectFault();
     double lr = schedule_->at(globalStep_, epoch);
     setLearningRate(*optimizer_, lr);
-    optimizer_->zero_grad();
+    sync_->zeroGrad();
     // The last optimizer step of an epoch may get fewer micro-batches than k.
     const int64_t micro = std::min(k, batchesPerEpoch_ - step_ * k);
     for (int64_t m = 0; m < micro; ++m) {
@@ -256,13 +255,8 @@ void Trainer::trainEpoch(int64_t epoch) {
       if (cfg_.distributed.broadcastBuffers) sync_->afterForward();
       at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch->y);
       const bool last = m + 1 == micro;
-      sync_->beginBackward(last);
-      (micro > 1 ? loss / static_cast<double>(micro) : loss).backward();
-      if (last && !checkedFirstStep_) {
-        if (!cfg_.distributed.allowUnusedParameters) withoutGradient = parametersWithoutGradient(*model_);
-        before = snapshotParameters(*model_);
-      }
-      if (last) sync_->finishBackward();
+      if (last && !checkedFirstStep_) before = snapshotParameters(*model_);
+      sync_->backward(micro > 1 ? loss / static_cast<double>(micro) : loss, last);
       int64_t n = batch->y.size(0);
       lossSum += loss.item<double>() * n;
       correct += logits.detach().argmax(1).eq(batch->y).sum().item<double>();
@@ -270,7 +264,8 @@ void Trainer::trainEpoch(int64_t epoch) {
     }
     optimizer_->step();
     if (!checkedFirstStep_) {
-      auto unchanged = checkFirstStep(*model_, before, withoutGradient);
+      // Parameters without any gradient were already named by the synchronizer.
+      auto unchanged = checkFirstStep(*model_, before, {});
       if (!unchanged.empty()) {
         std::string names;
         for (const auto& n : unchanged) names += (names.empty() ? "" : ", ") + n;

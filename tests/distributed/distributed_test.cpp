@@ -175,13 +175,23 @@ void expectEquivalence(MpiCommunicator& comm, const std::string& optName, int k)
     auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 + s);  // same global batch on every rank
     at::Tensor X = at::randn({G, 6}, gen, at::kFloat);
     at::Tensor Y = at::randint(0, 4, {G}, gen, at::kLong);
-    opt->zero_grad();
+    // SGD runs take the in-place path; Adam ones let the optimizer replace .grad (the copy path).
+    if (optName == "sgd") {
+      sync.zeroGrad();
+    } else {
+      opt->zero_grad();
+    }
     for (int m = 0; m < k; ++m) {
       int64_t first = (static_cast<int64_t>(m) * W + R) * b;
-      sync.beginBackward(m == k - 1);
-      (torch::nn::functional::cross_entropy(model->forward(X.narrow(0, first, b)), Y.narrow(0, first, b)) / k)
-          .backward();
-      if (m == k - 1) sync.finishBackward();
+      at::Tensor loss =
+          torch::nn::functional::cross_entropy(model->forward(X.narrow(0, first, b)), Y.narrow(0, first, b)) / k;
+      if (k == 1) {  // the three-call form: averaged after the all-reduce
+        sync.beginBackward();
+        loss.backward();
+        sync.finishBackward();
+      } else {  // the one-call form: pre-scaled loss, summed
+        sync.backward(loss, m == k - 1);
+      }
     }
     opt->step();
     refOpt->zero_grad();
