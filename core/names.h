@@ -19,4 +19,7 @@ inline constexpr const char* kSlurmJobId = "SLURM_JOB_ID";
 inline constexpr const char* kFaultStallRank = "FORGE_FAULT_STALL_RANK";
 inline constexpr const char* kFaultStallStep = "FORGE_FAULT_STALL_STEP";
 
+// Tuning: the largest single MPI_Allreduce the mpi backend issues (bytes; default 4 MiB).
+inline constexpr const char* kMpiChunkBytes = "FORGE_MPI_CHUNK_BYTES";
+
 }  // namespace forge::env

@@ -35,7 +35,7 @@ struct SyncOptions {
   // Start each bucket's all-reduce while backward goes on. Pays off when communication has
   // its own resources (NCCL, a NIC, spare cores); when every core of the rank computes,
   // MPI's progress loop competes with backward for them and launching the buckets right
-  // after backward is faster. The trainer decides (distributed.overlap: auto).
+  // after backward is as fast (config distributed.overlap).
   bool overlap = true;
   // A trainable parameter that gets no gradient in a synchronized step is an error naming it,
   // unless this is set: then it contributes zeros and its bucket still completes.

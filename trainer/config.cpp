@@ -26,8 +26,8 @@ const std::map<std::string, std::vector<std::string>> kKeys = {
     {"schedule", {"name", "warmup_steps", "step_epochs", "gamma", "min_lr"}},
     {"checkpoint", {"every_epochs", "every_steps", "keep_last"}},
     {"distributed",
-     {"backend", "timeout_s", "bucket_cap_mb", "first_bucket_cap_mb", "rebuild_buckets", "allow_unused_parameters",
-      "broadcast_buffers"}},
+     {"backend", "timeout_s", "bucket_cap_mb", "first_bucket_cap_mb", "rebuild_buckets", "overlap",
+      "allow_unused_parameters", "broadcast_buffers"}},
 };
 
 // Where a value came from: the file (with line) or a --set option.
@@ -316,6 +316,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   dist.read("bucket_cap_mb", c.distributed.bucketCapMb);
   dist.read("first_bucket_cap_mb", c.distributed.firstBucketCapMb);
   dist.read("rebuild_buckets", c.distributed.rebuildBuckets);
+  dist.read("overlap", c.distributed.overlap);
   dist.read("allow_unused_parameters", c.distributed.allowUnusedParameters);
   dist.read("broadcast_buffers", c.distributed.broadcastBuffers);
   dist.require(c.distributed.bucketCapMb > 0, "bucket_cap_mb", "must be positive");

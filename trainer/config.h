@@ -78,6 +78,7 @@ struct DistributedConfig {
   double bucketCapMb = 25;         // gradient bucket size cap
   double firstBucketCapMb = 1;     // the first bucket, smaller so communication starts early
   bool rebuildBuckets = true;      // once, from the first backward's gradient arrival order
+  bool overlap = true;             // all-reduce buckets while backward goes on
   bool allowUnusedParameters = false;
   bool broadcastBuffers = true;    // buffers (BatchNorm statistics) follow rank 0 each step
 };

@@ -368,6 +368,7 @@ TrainSummary Trainer::run() {
   sync.bucketCapBytes = static_cast<size_t>(cfg_.distributed.bucketCapMb * (1 << 20));
   sync.firstBucketCapBytes = static_cast<size_t>(cfg_.distributed.firstBucketCapMb * (1 << 20));
   sync.rebuildBuckets = cfg_.distributed.rebuildBuckets;
+  sync.overlap = cfg_.distributed.overlap;
   sync.allowUnusedParameters = cfg_.distributed.allowUnusedParameters;
   sync_ = std::make_unique<dist::GradientSynchronizer>(model_, comm_, sync);
   sync_->broadcastState();

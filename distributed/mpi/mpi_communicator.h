@@ -45,6 +45,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   uint64_t sequence_ = 0;  // counts collectives issued on this communicator
+  int64_t chunkBytes_ = 4 << 20;  // all-reduces larger than this run as several calls
 };
 
 }  // namespace forge::dist
