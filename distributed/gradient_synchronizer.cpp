@@ -71,7 +71,8 @@ struct GradientSynchronizer::Impl {
         open = false;
         continue;
       }
-      size_t cap = buckets.empty() ? options.firstBucketCapBytes : options.bucketCapBytes;
+      // The open bucket's cap: the first bucket of all is the small one.
+      size_t cap = buckets.size() == 1 ? options.firstBucketCapBytes : options.bucketCapBytes;
       bool full = open && bytes + p.nbytes() > cap;
       bool otherType = open && params[buckets.back().params.front()].scalar_type() != p.scalar_type();
       if (!open || full || otherType) {

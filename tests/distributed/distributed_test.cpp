@@ -285,3 +285,34 @@ TEST_F(Dist, AnUnusedParameterIsAnErrorNamingItUnlessAllowed) {
 
 }  // namespace
 }  // namespace forge::dist
+
+namespace forge::dist {
+namespace {
+
+// A large parameter, then 40 of 10 KiB each: buckets fill in reverse registration order.
+struct Many : torch::nn::Module {
+  Many() {
+    register_parameter("big", at::zeros({70000}));  // 280 KB: a bucket of its own
+    for (int i = 0; i < 40; ++i) register_parameter("p" + std::to_string(i), at::zeros({2560}));
+  }
+};
+
+TEST_F(Dist, BucketsFollowReverseOrderAndTheirCaps) {
+  auto m = std::make_shared<Many>();
+  SyncOptions o;
+  o.firstBucketCapBytes = 25 * 1024;   // 2 parameters
+  o.bucketCapBytes = 105 * 1024;       // 10 parameters
+  o.rebuildBuckets = false;
+  GradientSynchronizer sync(m, comm, o);
+  auto layout = sync.bucketLayout();
+  ASSERT_EQ(layout.size(), 6u);
+  EXPECT_EQ(layout[0], (std::vector<std::string>{"p39", "p38"}));  // the small first bucket
+  for (size_t b = 1; b <= 3; ++b) EXPECT_EQ(layout[b].size(), 10u) << "bucket " << b;
+  EXPECT_EQ(layout[1].front(), "p37");
+  EXPECT_EQ(layout[4].size(), 8u);
+  EXPECT_EQ(layout[4].back(), "p0");
+  EXPECT_EQ(layout[5], (std::vector<std::string>{"big"}));  // registered first, produced last
+}
+
+}  // namespace
+}  // namespace forge::dist
