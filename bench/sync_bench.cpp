@@ -157,6 +157,7 @@ int runAllReduce(forge::dist::MpiCommunicator& comm, const Args& a) {
   forge::dist::SyncOptions options;
   // Without overlap, (backward + sync) - backward is the synchronizer's whole cost.
   options.overlap = a.get("overlap", "0") == "1";
+  options.bucketCapBytes = static_cast<size_t>(std::stod(a.get("bucket_mb", "25")) * (1 << 20));
   forge::dist::GradientSynchronizer sync(flat, comm, options);
   sync.broadcastState();
   at::Tensor raw = at::ones({elements * count});
