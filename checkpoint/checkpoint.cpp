@@ -70,6 +70,7 @@ uint64_t checksumOf(const Checkpoint& ck) {
   h.bytes(&ck.bestMetric, sizeof ck.bestMetric);
   h.text(ck.bestMetricName);
   h.text(ck.forgeVersion);
+  for (const auto& r : ck.rngStates) h.tensor(r);
   return h.h;
 }
 
@@ -111,6 +112,9 @@ IValue toIValue(const Checkpoint& ck) {
   d.insert("world_size", ck.worldSize);
   d.insert("config", ck.config);
   d.insert("forge_version", ck.forgeVersion);
+  c10::impl::GenericList rng(c10::AnyType::get());  // untyped: weights_only refuses typed lists
+  for (const auto& r : ck.rngStates) rng.push_back(r);
+  d.insert("rng_states", rng);
   d.insert("checksum", static_cast<int64_t>(checksumOf(ck)));
   return d;
 }
@@ -140,6 +144,14 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
   ck.worldSize = intField(d, "world_size", source);
   ck.config = stringField(d, "config", source);
   ck.forgeVersion = stringField(d, "forge_version", source);
+  auto rng = d.find("rng_states");
+  if (rng != d.end()) {
+    if (!rng->value().isList()) throw CheckpointError(concat("checkpoint '", source, "': 'rng_states' is not a list"));
+    for (const auto& r : rng->value().toListRef()) {
+      if (!r.isTensor()) throw CheckpointError(concat("checkpoint '", source, "': 'rng_states' holds a non-tensor"));
+      ck.rngStates.push_back(r.toTensor());
+    }
+  }
   int64_t stored = intField(d, "checksum", source);
   if (static_cast<uint64_t>(stored) != checksumOf(ck)) {
     throw CheckpointError(concat("checkpoint '", source, "' fails its checksum (the file is corrupt)"));

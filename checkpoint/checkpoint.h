@@ -6,6 +6,7 @@
 //   step, global_step     steps done within the current epoch / since the start
 //   best_metric, best_metric_name
 //   world_size, config (resolved YAML text), forge_version
+//   rng_states            [uint8 tensor per rank]: the generators dropout draws from
 //   checksum              FNV-1a over the fields above (tensor bytes included)
 #pragma once
 
@@ -30,6 +31,8 @@ struct Checkpoint {
   int64_t worldSize = 1;
   std::string config;
   std::string forgeVersion;
+  // Each rank's CPU generator state (uint8 tensors, rank order); empty when not recorded.
+  std::vector<at::Tensor> rngStates;
 };
 
 c10::IValue toIValue(const Checkpoint& ck);

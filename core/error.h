@@ -50,6 +50,15 @@ class CommTimeout : public CommError {
   using CommError::CommError;
 };
 
+// Not a failure: the run saved a checkpoint on a preemption signal and stops so that the
+// scheduler can requeue it. Exit code 75 (EX_TEMPFAIL) means "saved, please requeue".
+inline constexpr int kExitRequeue = 75;
+class Preempted : public Error {
+ public:
+  using Error::Error;
+  int exitCode() const override { return kExitRequeue; }
+};
+
 // Concatenates any streamable values into one string.
 template <typename... Args>
 std::string concat(const Args&... args) {

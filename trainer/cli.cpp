@@ -17,6 +17,7 @@
 #include "distributed/world.h"
 #include "trainer/guards.h"
 #include "trainer/models/model_registry.h"
+#include "trainer/preemption.h"
 #include "trainer/trainer.h"
 
 namespace forge::train {
@@ -39,7 +40,8 @@ commands:
 
 `forge <command> --help` describes a command's options.
 Exit codes: 0 done, 1 internal error, 2 bad config / data / usage, 3 communication
-failure or timeout, 4 checkpoint error.
+failure or timeout, 4 checkpoint error, 75 preempted (SIGUSR1 / SIGTERM): saved, please
+requeue and resume with --resume auto.
 )";
 
 const char* kDataHelp = R"(usage:
@@ -219,6 +221,10 @@ template <typename Body>
 int orAbortJob(Distributed& d, Body body) {
   try {
     return body();
+  } catch (const Preempted& e) {
+    // Every rank agreed and rank 0 has saved: a clean stop, not an abort.
+    log::info("train", e.what());
+    return e.exitCode();
   } catch (const Error& e) {
     log::error("", e.what());
     if (d.world.size > 1) d.comm->abort(e.exitCode());
@@ -249,6 +255,7 @@ int cmdTrain(int argc, char** argv) {
   log::info("train", "config ", cfg.sourcePath, a.has("set") ? " with overrides" : "", ", run dir ", cfg.run.dir,
             resume.empty() ? ", fresh start" : ", resume " + resume);
   std::unique_ptr<Trainer> trainer;
+  installPreemptionHandlers();
   agreeOnSetup(*d.comm, [&] { trainer = std::make_unique<Trainer>(cfg, *d.comm, d.world, resume); });
   return orAbortJob(d, [&] {
     trainer->run();

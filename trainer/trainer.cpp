@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "distributed/replicas.h"
 #include "trainer/guards.h"
 #include "trainer/metrics.h"
+#include "trainer/preemption.h"
 #include "trainer/models/model_registry.h"
 
 namespace forge::train {
@@ -22,6 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 constexpr double kProgressEverySeconds = 10.0;
+constexpr int64_t kPreemptionCheckEverySteps = 8;
 constexpr const char* kBestMetricName = "eval_accuracy";
 
 double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -164,6 +167,9 @@ void Trainer::resumeFrom() {
   step_ = ck.step;
   globalStep_ = ck.globalStep;
   bestMetric_ = ck.bestMetric;
+  if (ck.worldSize == world_.size && static_cast<int>(ck.rngStates.size()) == world_.size) {
+    pendingRngState_ = ck.rngStates[world_.rank];
+  }
   if (ck.worldSize != world_.size) {
     // Positions are in optimizer steps, whose size depends on the world size: carry over the
     // samples seen instead, and re-derive the global step so the schedule stays on course.
@@ -209,13 +215,47 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
   return ck;
 }
 
-void Trainer::saveCheckpoint(bool isBest) {
-  if (world_.rank != 0) return;
+// Collective (every rank gathers its generator state to the others); rank 0 writes.
+std::string Trainer::saveCheckpoint(bool isBest) {
   auto start = Clock::now();
+  at::Tensor mine = currentRngState();
+  at::Tensor all = at::empty({mine.numel() * world_.size}, at::kByte);
+  comm_.allGather(mine, all);
+  if (world_.rank != 0) return "";
   ckpt::Checkpoint ck = makeCheckpoint();
+  for (int r = 0; r < world_.size; ++r) ck.rngStates.push_back(all.narrow(0, r * mine.numel(), mine.numel()).clone());
   std::string path = checkpoints_->save(ck);
   if (isBest) checkpoints_->saveBest(ck);
   log::info("ckpt", "saved ", path, isBest ? " and best.pt" : "", " in ", formatDuration(secondsSince(start)));
+  return path;
+}
+
+at::Tensor Trainer::currentRngState() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+// At a step boundary: true when some rank had a preemption signal by the previous boundary.
+// The flag's all-reduce is started one step and read the next, so its latency hides
+// behind a step's work; every rank reads the same result at the same step.
+bool Trainer::preemptionAgreed() {
+  static const char* signalAt = std::getenv(env::kFaultSignalStep);
+  if (signalAt != nullptr && world_.rank == 0 && std::atoll(signalAt) == globalStep_) std::raise(SIGUSR1);
+  // Every few steps is soon enough (a scheduler's warning comes tens of seconds ahead) and
+  // keeps the collective off most steps.
+  if (globalStep_ % kPreemptionCheckEverySteps != 0) return false;
+  bool stop = false;
+  if (preemptWork_) {
+    preemptWork_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
+    preemptWork_.reset();
+    stop = preemptFlag_.item<int>() > 0;
+  }
+  if (!stop) {
+    preemptFlag_ = at::full({1}, preemptionRequested() ? 1 : 0, at::kInt);
+    preemptWork_ = comm_.allReduceAsync(preemptFlag_, dist::ReduceOp::kMax);
+  }
+  return stop;
 }
 
 void Trainer::trainEpoch(int64_t epoch) {
@@ -223,6 +263,15 @@ void Trainer::trainEpoch(int64_t epoch) {
   // Dropout draws from a stream seeded per (seed, rank, epoch): ranks drop different units,
   // and a run resumed at an epoch boundary draws exactly what the uninterrupted run drew.
   torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(epoch));
+  if (pendingRngState_.defined()) {
+    // Resumed mid-epoch at the same world size: continue this rank's stream exactly.
+    if (step_ > 0) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(pendingRngState_);
+    }
+    pendingRngState_ = at::Tensor();
+  }
   sampler_->setEpoch(epoch);
   std::vector<int64_t> indices = sampler_->indices();
   const int64_t k = cfg_.optimizer.accumulateSteps;
@@ -238,6 +287,16 @@ void Trainer::trainEpoch(int64_t epoch) {
   double commBefore = sync_->commWaitSeconds();
   std::vector<std::pair<std::string, at::Tensor>> before;
   while (step_ < stepsPerEpoch_) {
+    if (preemptionAgreed()) {
+      sync_->flushBuffers();  // rank 0's statistics, as at any step boundary
+      std::string path = saveCheckpoint(false);
+      comm_.barrier();  // nobody exits (and makes mpirun kill the job) before the file is down
+      int sig = preemptionSignal();
+      throw Preempted(concat("preempted", sig ? concat(" by signal ", sig) : std::string(" (signal on another rank)"),
+                             " at epoch ", epoch + 1, " step ", step_, ": saved ",
+                             world_.rank == 0 ? path : std::string("on rank 0"), "; exit ", kExitRequeue,
+                             " = please requeue (resume with --resume auto)"));
+    }
     injectFault();
     double lr = schedule_->at(globalStep_, epoch);
     setLearningRate(*optimizer_, lr);
@@ -386,6 +445,10 @@ TrainSummary Trainer::run() {
   }
   for (int64_t e = epoch_; e < cfg_.run.epochs; ++e) trainEpoch(e);
 
+  if (preemptWork_) {
+    preemptWork_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
+    preemptWork_.reset();
+  }
   TrainSummary s;
   s.finalEval = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_);
   s.fingerprint = dist::verifyReplicas(*model_, comm_);

@@ -55,7 +55,9 @@ class Trainer {
   static bool hasBatchNorm(const torch::nn::Module& m);
   void trainEpoch(int64_t epoch);
   ckpt::Checkpoint makeCheckpoint() const;
-  void saveCheckpoint(bool isBest);
+  std::string saveCheckpoint(bool isBest);
+  static at::Tensor currentRngState();
+  bool preemptionAgreed();
   void injectFault() const;
 
   Config cfg_;
@@ -84,6 +86,9 @@ class Trainer {
   bool checkedFirstStep_ = false;
   std::string metricsPath_;
   std::string resumePath_;  // rank 0: the checkpoint to resume from ("" = fresh)
+  at::Tensor pendingRngState_;  // this rank's generator state from the checkpoint, to restore
+  std::unique_ptr<dist::Work> preemptWork_;
+  at::Tensor preemptFlag_;
 };
 
 // Intra-op threads for this rank: the configured count, or cores on the node divided by the
