@@ -41,6 +41,19 @@ std::vector<std::string> CheckpointDir::list() const {
   return out;
 }
 
+int CheckpointDir::removeStaleTemporaries() const {
+  static const std::regex kTemporary(R"(\..+\.pt\.tmp\.\d+)");
+  int removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec)) return 0;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    if (entry.is_regular_file() && std::regex_match(entry.path().filename().string(), kTemporary)) {
+      if (fs::remove(entry.path(), ec)) ++removed;
+    }
+  }
+  return removed;
+}
+
 std::string CheckpointDir::save(const Checkpoint& ck) {
   std::string path = pathFor(ck.epoch, ck.globalStep);
   forge::ckpt::save(ck, path);

@@ -24,6 +24,11 @@ class CheckpointDir {
   std::string save(const Checkpoint& ck);
   void saveBest(const Checkpoint& ck);
 
+  // Deletes temporary files that a save killed midway left behind (atomic saves write
+  // ".<name>.tmp.<pid>" first). Returns how many. Call on rank 0 before training, when no
+  // save of this run can be in flight.
+  int removeStaleTemporaries() const;
+
   // Periodic checkpoints, newest (highest global step) first.
   std::vector<std::string> list() const;
 

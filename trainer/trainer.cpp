@@ -104,6 +104,9 @@ void Trainer::prepareRunDir(const std::string& resume) {
   std::error_code ec;
   fs::create_directories(checkpoints_->dir(), ec);
   if (ec) throw ConfigError(concat("cannot create run dir '", cfg_.run.dir, "': ", ec.message(), " (set run.dir)"));
+  if (int n = checkpoints_->removeStaleTemporaries()) {
+    log::info("ckpt", "removed ", n, " temporary file(s) of a save that was interrupted");
+  }
   {
     std::string cfgPath = (fs::path(cfg_.run.dir) / "config.yaml").string();
     std::ofstream out(cfgPath);

@@ -134,6 +134,12 @@ TEST_F(CheckpointTest, RetentionKeepsTheNewestAndResumeSkipsOnesThatDoNotVerify)
   ASSERT_EQ(found->skipped.size(), 1u);
   EXPECT_NE(found->skipped[0].find(files[0]), std::string::npos);
 
+  // A save killed midway leaves only its temporary file, which the next run removes.
+  { std::ofstream(path("run/.ckpt-e0005-s000000503.pt.tmp.4242")) << "half a checkpoint"; }
+  EXPECT_EQ(d.removeStaleTemporaries(), 1);
+  EXPECT_FALSE(fs::exists(path("run/.ckpt-e0005-s000000503.pt.tmp.4242")));
+  EXPECT_EQ(d.list().size(), 2u);
+
   CheckpointDir empty(path("none"), 2);
   EXPECT_FALSE(empty.loadNewest().has_value());
 }
