@@ -5,6 +5,7 @@ BatchNorm included)."""
 import glob
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -40,7 +41,47 @@ h.check(m is not None and m.group(1) == reference,
         f"resumed weights are bit-identical to the uninterrupted run ({m.group(1) if m else None} vs {reference})",
         p.stdout)
 
-# 2. A real SIGUSR1 to mpirun, which forwards it to every rank.
+# 2. SIGKILL of a rank at a random moment, then --resume auto from the last step
+# checkpoint: still bit-identical (step checkpoints carry every rank's generator state).
+steps = ["--set", "checkpoint.every_steps=1", "--set", "checkpoint.keep_last=2"]
+whole_k = fp.search(h.run(["train", cfg, "--set", "run.dir=whole_k", *steps], ranks=2).stdout).group(1)
+h.check(whole_k == reference, "saving every step does not change the numbers")
+proc = subprocess.Popen(h.command(["train", cfg, "--set", "run.dir=killed", *steps], ranks=2), cwd=h.work,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+# Kill once training is well under way: a step checkpoint past global step 20 exists.
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and proc.poll() is None:
+    done = [int(re.search(r"-s(\d+)\.pt$", f).group(1)) for f in glob.glob(h.path("killed", "checkpoints", "ckpt-*.pt"))]
+    if done and max(done) >= 20:
+        break
+    time.sleep(0.01)
+time.sleep(random.Random(3).uniform(0, 0.05))
+ranks = subprocess.run(["pgrep", "-f", "^[^ ]*forge train .*run.dir=killed"], capture_output=True, text=True).stdout.split()
+if ranks:
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+proc.communicate(timeout=60)
+h.check(bool(ranks) and proc.returncode != 0, f"a rank was killed mid-run (job exit {proc.returncode})")
+p = h.run(["train", cfg, "--set", "run.dir=killed", *steps, "--resume", "auto"], ranks=2)
+m = fp.search(p.stdout)
+h.check("resumed from" in p.stdout and m is not None and m.group(1) == reference,
+        "after kill -9 and --resume auto the weights are bit-identical to the uninterrupted run", p.stdout[-1500:])
+
+# 3. The CNN, preempted mid-epoch, resumed: bit-identical as well.
+h.run(["data", "synthetic", "--out", "img.h5", "--samples", "1200", "--features", "784", "--classes", "10"])
+cnn = [f"{h.repo}/configs/fashion_mnist_cnn.yaml", "--set", "data.path=img.h5", "--set", "run.epochs=2",
+       "--set", "data.normalize.scale=1", "--set", "data.normalize.mean=0", "--set", "data.normalize.std=1"]
+cnn_ref = fp.search(h.run(["train", *cnn, "--set", "run.dir=cnn_whole"], ranks=2).stdout).group(1)
+os.environ["FORGE_FAULT_SIGNAL_STEP"] = "3"
+p = h.run(["train", *cnn, "--set", "run.dir=cnn_cut"], ranks=2, expect_rc=None,
+          mpirun_args=["-x", "FORGE_FAULT_SIGNAL_STEP"])
+del os.environ["FORGE_FAULT_SIGNAL_STEP"]
+h.check(p.returncode == 75, f"the CNN run is preempted (exit {p.returncode})", p.stdout[-1500:])
+p = h.run(["train", *cnn, "--set", "run.dir=cnn_cut", "--resume", "auto"], ranks=2)
+m = fp.search(p.stdout)
+h.check(m is not None and m.group(1) == cnn_ref, "the resumed CNN ends bit-identical to the uninterrupted one",
+        (m.group(1) if m else None, cnn_ref))
+
+# 4. A real SIGUSR1 to mpirun, which forwards it to every rank.
 long_cfg = small_config(h, "long.yaml", "syn.h5", "long", epochs=500)
 proc = subprocess.Popen(h.command(["train", long_cfg], ranks=2), cwd=h.work, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)
