@@ -40,6 +40,10 @@ class Fd {
 }  // namespace
 
 void writeFileAtomically(const std::string& path, const std::vector<char>& bytes) {
+  writeFileAtomically(path, [&](const ByteSink& sink) { sink(bytes.data(), bytes.size()); });
+}
+
+void writeFileAtomically(const std::string& path, const std::function<void(const ByteSink&)>& produce) {
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::error_code ec;
@@ -48,13 +52,15 @@ void writeFileAtomically(const std::string& path, const std::vector<char>& bytes
   try {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (fd.get() < 0) throw CheckpointError(osError("cannot create", tmp));
-    size_t done = 0;
-    while (done < bytes.size()) {
-      ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw CheckpointError(osError("cannot write", tmp));
-      done += static_cast<size_t>(n);
-    }
+    produce([&](const char* data, size_t size) {
+      size_t done = 0;
+      while (done < size) {
+        ssize_t n = ::write(fd.get(), data + done, size - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) throw CheckpointError(osError("cannot write", tmp));
+        done += static_cast<size_t>(n);
+      }
+    });
     if (::fsync(fd.get()) != 0) throw CheckpointError(osError("cannot fsync", tmp));
     if (::close(fd.release()) != 0) throw CheckpointError(osError("cannot close", tmp));
     if (::rename(tmp.c_str(), path.c_str()) != 0) throw CheckpointError(osError("cannot rename into", path));

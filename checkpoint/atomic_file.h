@@ -3,6 +3,7 @@
 // leaves either the old file or the new one, never a mix.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,12 @@ namespace forge::ckpt {
 // Throws CheckpointError naming the path and the OS error (e.g. "No space left on device");
 // on failure the temporary file is removed and any existing target is untouched.
 void writeFileAtomically(const std::string& path, const std::vector<char>& bytes);
+
+// Receives the bytes of a file in order, in pieces of any size.
+using ByteSink = std::function<void(const char* data, size_t size)>;
+// The same, streaming: `produce` writes the contents through the sink it is given, so a
+// large file never has to exist in memory whole.
+void writeFileAtomically(const std::string& path, const std::function<void(const ByteSink&)>& produce);
 
 // Whole file; CheckpointError naming the path when it cannot be read.
 std::vector<char> readWholeFile(const std::string& path);

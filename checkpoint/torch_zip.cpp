@@ -8,7 +8,7 @@
 
 namespace forge::ckpt {
 
-std::vector<char> toTorchZip(const c10::IValue& value) {
+void writeTorchZip(const c10::IValue& value, const std::function<void(const char*, size_t)>& sink) {
   std::vector<char> pickled;
   torch::jit::Pickler pickler([&](const char* buf, size_t n) { pickled.insert(pickled.end(), buf, buf + n); },
                               /*tensor_table=*/nullptr, /*type_renamer=*/nullptr,
@@ -17,18 +17,17 @@ std::vector<char> toTorchZip(const c10::IValue& value) {
   pickler.protocol();
   pickler.pushIValue(value);
   pickler.stop();
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, size_t n) {
+    sink(static_cast<const char*>(buf), n);
+    return n;
+  });
+  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+}
+
+std::vector<char> toTorchZip(const c10::IValue& value) {
   std::vector<char> out;
-  out.reserve(pickled.size() + 64);
-  for (const auto& t : pickler.tensorData()) out.reserve(out.capacity() + t.nbytes() + 128);
-  {
-    caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, size_t n) {
-      const char* c = static_cast<const char*>(buf);
-      out.insert(out.end(), c, c + n);
-      return n;
-    });
-    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
-    writer.writeEndOfFile();
-  }
+  writeTorchZip(value, [&](const char* buf, size_t n) { out.insert(out.end(), buf, buf + n); });
   return out;
 }
 

@@ -24,7 +24,7 @@ const std::map<std::string, std::vector<std::string>> kKeys = {
     {"optimizer",
      {"name", "lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "accumulate_steps"}},
     {"schedule", {"name", "warmup_steps", "step_epochs", "gamma", "min_lr"}},
-    {"checkpoint", {"every_epochs", "every_steps", "keep_last"}},
+    {"checkpoint", {"every_epochs", "every_steps", "keep_last", "async"}},
     {"distributed",
      {"backend", "timeout_s", "bucket_cap_mb", "first_bucket_cap_mb", "rebuild_buckets", "overlap",
       "allow_unused_parameters", "broadcast_buffers"}},
@@ -305,6 +305,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   ck.read("every_epochs", c.checkpoint.everyEpochs);
   ck.read("every_steps", c.checkpoint.everySteps);
   ck.read("keep_last", c.checkpoint.keepLast);
+  ck.read("async", c.checkpoint.async);
   ck.require(c.checkpoint.everyEpochs >= 0, "every_epochs", "must be 0 (off) or positive");
   ck.require(c.checkpoint.everySteps >= 0, "every_steps", "must be 0 (off) or positive");
   ck.require(c.checkpoint.keepLast >= 0, "keep_last", "must be 0 (keep all) or positive");

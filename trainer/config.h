@@ -70,6 +70,7 @@ struct CheckpointConfig {
   int64_t everyEpochs = 1;  // 0 = off
   int64_t everySteps = 0;   // 0 = off
   int64_t keepLast = 3;     // 0 = keep all
+  bool async = false;       // write in a background thread; training stalls only for a copy
 };
 
 struct DistributedConfig {

@@ -227,9 +227,20 @@ std::string Trainer::saveCheckpoint(bool isBest) {
   if (world_.rank != 0) return "";
   ckpt::Checkpoint ck = makeCheckpoint();
   for (int r = 0; r < world_.size; ++r) ck.rngStates.push_back(all.narrow(0, r * mine.numel(), mine.numel()).clone());
-  std::string path = checkpoints_->save(ck);
-  if (isBest) checkpoints_->saveBest(ck);
-  log::info("ckpt", "saved ", path, isBest ? " and best.pt" : "", " in ", formatDuration(secondsSince(start)));
+  std::string path = checkpoints_->pathFor(ck.epoch, ck.globalStep);
+  auto write = [this, isBest, start](const ckpt::Checkpoint& c) {
+    std::string written = checkpoints_->save(c);
+    if (isBest) checkpoints_->saveBest(c);
+    log::info("ckpt", "saved ", written, isBest ? " and best.pt" : "", " in ", formatDuration(secondsSince(start)));
+  };
+  if (cfg_.checkpoint.async) {
+    // Training waits only for the copy; the previous save, if still running, first.
+    asyncSaver_.submit([write, copy = ckpt::deepCopy(ck)] { write(copy); });
+    saveStallSeconds_ += secondsSince(start);
+  } else {
+    write(ck);
+    saveStallSeconds_ += secondsSince(start);
+  }
   return path;
 }
 
@@ -293,6 +304,7 @@ void Trainer::trainEpoch(int64_t epoch) {
     if (preemptionAgreed()) {
       sync_->flushBuffers();  // rank 0's statistics, as at any step boundary
       std::string path = saveCheckpoint(false);
+      asyncSaver_.wait();
       comm_.barrier();  // nobody exits (and makes mpirun kill the job) before the file is down
       int sig = preemptionSignal();
       throw Preempted(concat("preempted", sig ? concat(" by signal ", sig) : std::string(" (signal on another rank)"),
@@ -452,6 +464,7 @@ TrainSummary Trainer::run() {
     preemptWork_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
     preemptWork_.reset();
   }
+  asyncSaver_.wait();
   TrainSummary s;
   s.finalEval = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_);
   s.fingerprint = dist::verifyReplicas(*model_, comm_);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "checkpoint/async_saver.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "data/batch_loader.h"
 #include "data/dataset.h"
@@ -89,6 +90,8 @@ class Trainer {
   at::Tensor pendingRngState_;  // this rank's generator state from the checkpoint, to restore
   std::unique_ptr<dist::Work> preemptWork_;
   at::Tensor preemptFlag_;
+  ckpt::AsyncSaver asyncSaver_;    // rank 0, checkpoint.async
+  double saveStallSeconds_ = 0;    // training time spent in saveCheckpoint on this rank
 };
 
 // Intra-op threads for this rank: the configured count, or cores on the node divided by the
