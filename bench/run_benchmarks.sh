@@ -2,7 +2,7 @@
 # Runs forge's benchmarks, each against its baseline side by side in this one invocation
 # (machines are noisy: compare the ratios, not the absolute figures), and prints a summary.
 #   bench/run_benchmarks.sh            everything (about 3 minutes on 2 cores)
-#   bench/run_benchmarks.sh python     one of: python scaling loop allreduce
+#   bench/run_benchmarks.sh python     one of: python scaling loop allreduce ckpt
 # Needs a build (scripts/build.sh) and data/fashion_mnist.h5 (scripts/main-job.sh makes it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
@@ -60,6 +60,13 @@ if [ "$what" = all ] || [ "$what" = allreduce ]; then
     mpirun -np 2 "${bind[@]}" "$FORGE_BUILD/bench/sync_bench" allreduce --mib 50 --tensors "$tensors" | tee "$out/ar_$tensors.log"
     summary+=("bus bandwidth forge / raw MPI_Allreduce (50 MiB, $tensors tensors): $(sed -n 's/^ratio forge\/raw = //p' "$out/ar_$tensors.log")x   (target >= 0.9x)")
   done
+fi
+
+if [ "$what" = all ] || [ "$what" = ckpt ]; then
+  echo "== checkpoint save against dd conv=fsync of the same bytes; async stall against a sync save"
+  "$FORGE_BUILD/bench/ckpt_bench" --dir "$out/ckpt" | tee "$out/ckpt.log"
+  summary+=("save throughput forge / dd with fsync (25M params + momentum): $(sed -n 's/^ratio save throughput forge\/dd = //p' "$out/ckpt.log")x   (target >= 0.7x)")
+  summary+=("async save stall / sync save time: $(sed -n 's/^ratio stall async\/sync = //p' "$out/ckpt.log")   (target <= 0.1)")
 fi
 
 echo

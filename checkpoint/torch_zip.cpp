@@ -17,10 +17,15 @@ void writeTorchZip(const c10::IValue& value, const std::function<void(const char
   pickler.protocol();
   pickler.pushIValue(value);
   pickler.stop();
-  caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, size_t n) {
-    sink(static_cast<const char*>(buf), n);
-    return n;
-  });
+  // No zip CRC-32 (torch.load accepts that, as with set_crc32_options(False) in Python):
+  // the checkpoint's own checksum already reads every byte once, a second pass would cost
+  // a third of the save time.
+  caffe2::serialize::PyTorchStreamWriter writer(
+      [&](const void* buf, size_t n) {
+        sink(static_cast<const char*>(buf), n);
+        return n;
+      },
+      /*compute_crc32=*/false);
   torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
   writer.writeEndOfFile();
 }
