@@ -6,6 +6,8 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 
+#include <exception>
+
 namespace forge::ckpt {
 
 void writeTorchZip(const c10::IValue& value, const std::function<void(const char*, size_t)>& sink) {
@@ -20,14 +22,27 @@ void writeTorchZip(const c10::IValue& value, const std::function<void(const char
   // No zip CRC-32 (torch.load accepts that, as with set_crc32_options(False) in Python):
   // the checkpoint's own checksum already reads every byte once, a second pass would cost
   // a third of the save time.
-  caffe2::serialize::PyTorchStreamWriter writer(
-      [&](const void* buf, size_t n) {
-        sink(static_cast<const char*>(buf), n);
-        return n;
-      },
-      /*compute_crc32=*/false);
-  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
-  writer.writeEndOfFile();
+  // The sink may fail (a full disk). Its error must not unwind through the writer, whose
+  // destructor would write again and terminate the process: keep the first error, drop the
+  // rest of the bytes, and rethrow once the writer is done.
+  std::exception_ptr failed;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer(
+        [&](const void* buf, size_t n) {
+          if (!failed) {
+            try {
+              sink(static_cast<const char*>(buf), n);
+            } catch (...) {
+              failed = std::current_exception();
+            }
+          }
+          return n;
+        },
+        /*compute_crc32=*/false);
+    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+  }
+  if (failed) std::rethrow_exception(failed);
 }
 
 std::vector<char> toTorchZip(const c10::IValue& value) {
