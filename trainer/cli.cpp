@@ -8,6 +8,7 @@
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/python_state_dict.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
@@ -71,8 +72,9 @@ Writes RUN_DIR/config.yaml, RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/.
 
 const char* kEvalHelp = R"(usage: forge eval CONFIG.yaml --checkpoint PATH [--set key=value ...]
 
-Loads the checkpoint's model into the model the config describes and reports loss and
-accuracy on the config's eval split (data.eval_split, default "test").
+Loads the model state of PATH (a forge checkpoint, or a state dict saved by Python with
+torch.save(model.state_dict(), PATH)) into the model the config describes and reports loss
+and accuracy on the config's eval split (data.eval_split, default "test").
 )";
 
 const char* kCkptHelp = R"(usage: forge ckpt inspect PATH [--json]
@@ -271,20 +273,18 @@ int cmdEval(int argc, char** argv) {
   Distributed d(&argc, &argv, cfg.distributed.timeoutS, cfg.run.threads);
   data::SplitData split;
   std::shared_ptr<Model> model;
-  ckpt::Checkpoint ck;
   agreeOnSetup(*d.comm, [&] {
     split = data::loadSplit({cfg.data.path, cfg.data.evalSplit, cfg.data.features, cfg.data.labels,
                              cfg.model.numClasses});
     model = makeModel(cfg.model);
-    ck = ckpt::load(a.one("checkpoint"));
-    loadModelStateDict(*model, ck.modelState, a.one("checkpoint"));
+    // A forge checkpoint, or a state dict Python saved with torch.save(model.state_dict()).
+    loadModelStateDict(*model, ckpt::loadModelState(a.one("checkpoint")), a.one("checkpoint"));
   });
   return orAbortJob(d, [&] {
     data::Normalization norm{cfg.data.normalize.scale, cfg.data.normalize.mean, cfg.data.normalize.std};
     EvalResult r = evaluate(*model, split, norm, cfg.data.evalBatchSize, *d.comm);
     if (d.world.rank == 0) {
       std::cout << std::left << std::setw(12) << "checkpoint" << a.one("checkpoint") << "\n"
-                << std::setw(12) << "epoch" << ck.epoch << "\n"
                 << std::setw(12) << "split" << split.name << "\n"
                 << std::setw(12) << "samples" << withThousands(r.samples) << "\n"
                 << std::setw(12) << "loss" << std::fixed << std::setprecision(4) << r.loss << "\n"

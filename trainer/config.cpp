@@ -177,6 +177,7 @@ std::vector<std::string> configKeys() {
     for (const auto& k : keys) out.push_back(section + "." + k);
   }
   out.push_back("model.name");
+  out.push_back("model.init_from");
   for (const auto& name : modelNames()) {
     for (const auto& k : modelKeys(name)) out.push_back("model." + k + " (" + name + ")");
   }
@@ -223,7 +224,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   model.read("name", c.model.name);
   model.requireOneOf("name", c.model.name, modelNames(), "a known model");
   auto keys = modelKeys(c.model.name);
-  keys.insert(keys.begin(), "name");
+  keys.insert(keys.begin(), {"name", "init_from"});
   model.rejectUnknown(keys, concat(" for model '", c.model.name, "'"));
   model.read("in_features", c.model.inFeatures);
   model.read("hidden", c.model.hidden);
@@ -231,6 +232,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   model.read("dropout", c.model.dropout);
   model.read("input_shape", c.model.inputShape);
   model.read("channels", c.model.channels);
+  model.read("init_from", c.model.initFrom);
   model.require(c.model.inFeatures >= 1, "in_features", "must be positive");
   model.require(c.model.hidden >= 1, "hidden", "must be positive");
   model.require(c.model.numClasses >= 2, "num_classes", "must be at least 2");

@@ -24,6 +24,7 @@ struct ModelConfig {
   double dropout = 0.0;
   std::vector<int64_t> inputShape = {1, 28, 28};  // cnn: C x H x W
   std::vector<int64_t> channels = {16, 32};       // cnn: output channels of its conv layers
+  std::string initFrom;  // a forge checkpoint or a Python state dict to start from ("" = random)
 };
 
 struct NormalizeConfig {

@@ -14,6 +14,7 @@
 #include "core/strings.h"
 #include "distributed/replicas.h"
 #include "trainer/guards.h"
+#include "checkpoint/python_state_dict.h"
 #include "trainer/metrics.h"
 #include "trainer/preemption.h"
 #include "trainer/models/model_registry.h"
@@ -52,6 +53,11 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   torch::manual_seed(cfg_.run.seed);  // identical initial weights on every rank
   model_ = makeModel(cfg_.model);
   requireTrainableParameters(*model_);
+  if (!cfg_.model.initFrom.empty()) {
+    // Strict: every mismatch is named. A resume later overrides these weights.
+    loadModelStateDict(*model_, ckpt::loadModelState(cfg_.model.initFrom), cfg_.model.initFrom);
+    log::info("train", "model initialized from ", cfg_.model.initFrom);
+  }
   for (auto& p : model_->parameters()) {
     if (p.requires_grad()) params_.push_back(p);
   }

@@ -72,9 +72,33 @@ h.check(py_acc > 50.0, f"the model learned something ({py_acc:.2f}%), so agreeme
 h.check(m is not None and abs(float(m.group(1)) - py_acc) < 0.005,
         f"Python's accuracy {py_acc:.2f}% equals forge eval's", ev)
 
-# A plain Python state_dict is a torch archive but not a forge checkpoint: said so, exit 4.
-torch.save(model.state_dict(), h.path("plain.pt"))
-p = h.run(["ckpt", "inspect", "plain.pt"], expect_rc=4)
+# The reverse: a state dict saved by Python (an OrderedDict with _metadata) loads into forge.
+torch.manual_seed(11)
+python_model = MLP()
+with torch.no_grad():  # give BatchNorm statistics that matter
+    python_model.bn1.running_mean.uniform_(-0.5, 0.5)
+    python_model.bn1.running_var.uniform_(0.5, 2.0)
+    python_model.bn1.num_batches_tracked.fill_(7)
+torch.save(python_model.state_dict(), h.path("python.pt"))
+python_model.eval()
+with torch.no_grad():
+    logits = python_model(x)
+    py2 = 100.0 * (logits.argmax(1) == y).sum().item() / len(y)
+    py_loss = nn.functional.cross_entropy(logits, y).item()
+ev = h.run(["eval", cfg, "--checkpoint", "python.pt"] + sets).stdout
+m = re.search(r"accuracy\s+([0-9.]+)%", ev)
+lm = re.search(r"loss\s+([0-9.]+)", ev)
+h.check(m is not None and abs(float(m.group(1)) - py2) < 0.005 and lm is not None and
+        abs(float(lm.group(1)) - py_loss) < 1e-3,
+        f"forge eval of a Python-saved state dict gives Python's accuracy {py2:.2f}% and loss {py_loss:.4f}", ev)
+p = h.run(["train", cfg] + sets + ["--set", "run.dir=init", "--set", "model.init_from=python.pt"])
+h.check("model initialized from python.pt" in p.stdout, "model.init_from takes a Python state dict", p.stdout)
+torch.save({k: v for k, v in python_model.state_dict().items() if k != "fc2.bias"}, h.path("short.pt"))
+p = h.run(["train", cfg] + sets + ["--set", "run.dir=short", "--set", "model.init_from=short.pt"], expect_rc=None)
+h.check(p.returncode == 4 and "missing key 'fc2.bias'" in p.stderr, "a state dict that does not fit is refused by name",
+        p.stderr)
+# ckpt inspect still says what a plain state dict is not.
+p = h.run(["ckpt", "inspect", "python.pt"], expect_rc=4)
 h.check("is a torch archive but not a forge checkpoint" in p.stderr, "a Python state_dict is named for what it is",
         p.stderr)
 
