@@ -81,7 +81,16 @@ m = fp.search(p.stdout)
 h.check(m is not None and m.group(1) == cnn_ref, "the resumed CNN ends bit-identical to the uninterrupted one",
         (m.group(1) if m else None, cnn_ref))
 
-# 4. A real SIGUSR1 to mpirun, which forwards it to every rank.
+# 4. One rank, no mpirun: preempted mid-epoch and resumed, bit-identical too.
+solo_ref = fp.search(h.run(["train", cfg, "--set", "run.dir=solo_whole"]).stdout).group(1)
+os.environ["FORGE_FAULT_SIGNAL_STEP"] = "150"
+p = h.run(["train", cfg, "--set", "run.dir=solo_cut"], expect_rc=None)
+del os.environ["FORGE_FAULT_SIGNAL_STEP"]
+h.check(p.returncode == 75, f"one rank alone is preempted too (exit {p.returncode})", p.stdout[-1500:])
+m = fp.search(h.run(["train", cfg, "--set", "run.dir=solo_cut", "--resume", "auto"]).stdout)
+h.check(m is not None and m.group(1) == solo_ref, "and resumes bit-identical", (m.group(1) if m else None, solo_ref))
+
+# 5. A real SIGUSR1 to mpirun, which forwards it to every rank.
 long_cfg = small_config(h, "long.yaml", "syn.h5", "long", epochs=500)
 proc = subprocess.Popen(h.command(["train", long_cfg], ranks=2), cwd=h.work, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)
