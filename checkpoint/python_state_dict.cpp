@@ -36,6 +36,14 @@ std::string rewritePickle(const char* data, size_t size, const std::string& sour
     std::memcpy(&v, data + at, 4);
     return v;
   };
+  // The memo index argument of BINPUT / BINGET (1 byte) or their LONG_ forms (4 bytes).
+  auto memoIndex = [&](bool oneByte) {
+    size_t n = oneByte ? 1 : 4;
+    need(n);
+    uint32_t k = oneByte ? static_cast<unsigned char>(data[i]) : u32(i);
+    i += n;
+    return k;
+  };
   while (i < size) {
     unsigned char op = static_cast<unsigned char>(data[i]);
     size_t start = i++;
@@ -57,10 +65,7 @@ std::string rewritePickle(const char* data, size_t size, const std::string& sour
       }
       case 'q':  // BINPUT
       case 'r': {  // LONG_BINPUT
-        size_t n = op == 'q' ? 1 : 4;
-        need(n);
-        uint32_t k = op == 'q' ? static_cast<unsigned char>(data[i]) : u32(i);
-        i += n;
+        uint32_t k = memoIndex(op == 'q');
         if (pendingOrderedDict) {  // memoizing the class itself: remember it, emit nothing
           memoIsOrderedDict[k] = true;
           continue;
@@ -71,10 +76,7 @@ std::string rewritePickle(const char* data, size_t size, const std::string& sour
       }
       case 'h':  // BINGET
       case 'j': {  // LONG_BINGET
-        size_t n = op == 'h' ? 1 : 4;
-        need(n);
-        uint32_t k = op == 'h' ? static_cast<unsigned char>(data[i]) : u32(i);
-        i += n;
+        uint32_t k = memoIndex(op == 'h');
         if (memoIsOrderedDict.count(k)) {
           pendingOrderedDict = true;
           continue;
