@@ -242,10 +242,8 @@ std::string Trainer::saveCheckpoint(bool isBest) {
   if (cfg_.checkpoint.async) {
     // Training waits only for the copy; the previous save, if still running, first.
     asyncSaver_.submit([write, copy = ckpt::deepCopy(ck)] { write(copy); });
-    saveStallSeconds_ += secondsSince(start);
   } else {
     write(ck);
-    saveStallSeconds_ += secondsSince(start);
   }
   return path;
 }

@@ -91,7 +91,6 @@ class Trainer {
   std::unique_ptr<dist::Work> preemptWork_;
   at::Tensor preemptFlag_;
   ckpt::AsyncSaver asyncSaver_;    // rank 0, checkpoint.async
-  double saveStallSeconds_ = 0;    // training time spent in saveCheckpoint on this rank
 };
 
 // Intra-op threads for this rank: the configured count, or cores on the node divided by the
