@@ -5,8 +5,11 @@
 namespace forge::ckpt {
 namespace {
 
+// A copy in host memory, whatever device the tensor is on.
+at::Tensor hostCopy(const at::Tensor& t) { return t.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true); }
+
 c10::IValue deepCopyValue(const c10::IValue& v) {
-  if (v.isTensor()) return v.toTensor().detach().clone();
+  if (v.isTensor()) return hostCopy(v.toTensor());
   if (v.isGenericDict()) {
     auto in = v.toGenericDict();
     c10::impl::GenericDict out(in.keyType(), in.valueType());
@@ -26,9 +29,9 @@ c10::IValue deepCopyValue(const c10::IValue& v) {
 
 Checkpoint deepCopy(const Checkpoint& ck) {
   Checkpoint out = ck;
-  for (auto& [name, t] : out.modelState) t = t.detach().clone();
+  for (auto& [name, t] : out.modelState) t = hostCopy(t);
   out.optimizerState = deepCopyValue(ck.optimizerState);
-  for (auto& r : out.rngStates) r = r.clone();
+  for (auto& r : out.rngStates) r = hostCopy(r);
   return out;
 }
 

@@ -12,6 +12,7 @@
 namespace forge::ckpt {
 
 // A checkpoint whose tensors are copies: safe to write while training changes the originals.
+// Every tensor copied into host memory (from the GPU too), so the copy owns its data.
 Checkpoint deepCopy(const Checkpoint& ck);
 
 class AsyncSaver {

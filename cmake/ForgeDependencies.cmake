@@ -35,6 +35,44 @@ if(FORGE_TORCH_LINK_DIRS)
   target_link_options(forge_deps INTERFACE "LINKER:-rpath-link,${_forge_rpath_link}")
 endif()
 
+# The GPU path: CUDA placement needs a CUDA build of LibTorch, the NCCL backend needs NCCL too.
+# FORGE_WITH_NCCL: AUTO (default) = on when both are there; ON = required (an error says what is
+# missing); OFF = a CPU-only build even with a CUDA LibTorch.
+set(FORGE_WITH_NCCL AUTO CACHE STRING "Build the NCCL backend and the CUDA path: AUTO, ON or OFF")
+set_property(CACHE FORGE_WITH_NCCL PROPERTY STRINGS AUTO ON OFF)
+set(FORGE_CUDA OFF)
+if(CAFFE2_USE_CUDA AND NOT FORGE_WITH_NCCL STREQUAL "OFF")
+  set(FORGE_CUDA ON)
+endif()
+set(FORGE_NCCL OFF)
+if(NOT FORGE_WITH_NCCL STREQUAL "OFF")
+  find_package(NCCL)
+  if(FORGE_CUDA AND NCCL_FOUND)
+    set(FORGE_NCCL ON)
+  elseif(FORGE_WITH_NCCL STREQUAL "ON")
+    if(NOT CAFFE2_USE_CUDA)
+      message(FATAL_ERROR "FORGE_WITH_NCCL=ON, but the LibTorch found at ${TORCH_INSTALL_PREFIX} is a CPU-only "
+                          "build: point CMAKE_PREFIX_PATH at a CUDA build (python3 -c 'import torch; "
+                          "print(torch.utils.cmake_prefix_path)' of a CUDA wheel), or configure with "
+                          "-DFORGE_WITH_NCCL=OFF")
+    endif()
+    message(FATAL_ERROR "FORGE_WITH_NCCL=ON, but NCCL was not found (looked for nccl.h and libnccl in NCCL_HOME, "
+                        "the nvidia-nccl wheel beside torch, and the CUDA toolkit): set -DNCCL_HOME=<dir with "
+                        "include/nccl.h and lib/libnccl.so*>, install the nvidia-nccl-cu13 wheel or libnccl-dev, "
+                        "or configure with -DFORGE_WITH_NCCL=OFF")
+  endif()
+endif()
+if(FORGE_NCCL)
+  target_link_libraries(forge_deps INTERFACE NCCL::NCCL)
+  target_compile_definitions(forge_deps INTERFACE FORGE_WITH_CUDA=1 FORGE_WITH_NCCL=1)
+  message(STATUS "forge: CUDA placement and the NCCL backend are built (NCCL ${NCCL_VERSION} from ${NCCL_LIBRARY})")
+elseif(FORGE_CUDA)
+  target_compile_definitions(forge_deps INTERFACE FORGE_WITH_CUDA=1)
+  message(STATUS "forge: CUDA placement is built, the NCCL backend is not (NCCL not found)")
+else()
+  message(STATUS "forge: CPU-only build (LibTorch without CUDA, or FORGE_WITH_NCCL=OFF)")
+endif()
+
 # Helper: give a torch-using target the shared precompiled header.
 function(forge_use_pch target)
   if(NOT FORGE_PCH)

@@ -15,8 +15,10 @@ Batch makeBatch(const SplitData& data, const Normalization& norm, const int64_t*
   return Batch{x, data.labels.index_select(0, idx)};
 }
 
-BatchLoader::BatchLoader(const SplitData& data, Normalization norm, int64_t batchSize, bool dropLast, size_t prefetch)
-    : data_(data), norm_(norm), batchSize_(batchSize), dropLast_(dropLast), prefetch_(std::max<size_t>(1, prefetch)) {
+BatchLoader::BatchLoader(const SplitData& data, Normalization norm, int64_t batchSize, bool dropLast, size_t prefetch,
+                         bool pinMemory)
+    : data_(data), norm_(norm), batchSize_(batchSize), dropLast_(dropLast), prefetch_(std::max<size_t>(1, prefetch)),
+      pinMemory_(pinMemory) {
   FORGE_CHECK(batchSize > 0, "batch size must be positive");
 }
 
@@ -57,6 +59,7 @@ void BatchLoader::produce(std::vector<int64_t> indices) {
       int64_t first = b * batchSize_;
       int64_t count = std::min(batchSize_, n - first);
       Batch batch = makeBatch(data_, norm_, indices.data() + first, count);
+      if (pinMemory_) batch = Batch{batch.x.pin_memory(), batch.y.pin_memory()};
       std::unique_lock<std::mutex> lock(mutex_);
       cv_.wait(lock, [&] { return stopRequested_ || queue_.size() < prefetch_; });
       if (stopRequested_) break;

@@ -35,7 +35,10 @@ Batch makeBatch(const SplitData& data, const Normalization& norm, const int64_t*
 class BatchLoader {
  public:
   // `data` must outlive the loader. `prefetch` bounds the queue (batches held in memory).
-  BatchLoader(const SplitData& data, Normalization norm, int64_t batchSize, bool dropLast, size_t prefetch = 4);
+  // pinMemory: batches are handed over in page-locked host memory, so that the copy to a GPU
+  // can be non-blocking and overlap compute.
+  BatchLoader(const SplitData& data, Normalization norm, int64_t batchSize, bool dropLast, size_t prefetch = 4,
+              bool pinMemory = false);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
@@ -59,6 +62,7 @@ class BatchLoader {
   int64_t batchSize_;
   bool dropLast_;
   size_t prefetch_;
+  bool pinMemory_ = false;
 
   std::thread thread_;
   std::mutex mutex_;

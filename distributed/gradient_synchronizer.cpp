@@ -247,19 +247,25 @@ void GradientSynchronizer::broadcastBuffers() {
   broadcastTensors(impl_->comm, impl_->buffers);
 }
 
+// A contiguous tensor's bytes, as a flat uint8 tensor aliasing it (any device, any dtype).
+static at::Tensor bytesOf(const at::Tensor& t) { return t.detach().view({-1}).view(at::kByte); }
+
 void GradientSynchronizer::afterForward() {
   Impl& m = *impl_;
   if (m.buffers.empty() || m.comm.size() == 1) return;
   FORGE_CHECK(!m.bufferWork, "afterForward() twice without beforeForward()");
   int64_t total = 0;
   for (const auto& b : m.buffers) total += static_cast<int64_t>(b.nbytes());
-  if (!m.bufferBytes.defined() || m.bufferBytes.numel() != total) m.bufferBytes = at::empty({total}, at::kByte);
+  if (!m.bufferBytes.defined() || m.bufferBytes.numel() != total) {
+    m.bufferBytes = at::empty({total}, m.buffers.front().options().dtype(at::kByte));
+  }
   if (m.comm.rank() == 0) {
-    auto* out = static_cast<char*>(m.bufferBytes.data_ptr());
+    torch::NoGradGuard noGrad;
+    int64_t offset = 0;
     for (const auto& b : m.buffers) {
-      at::Tensor c = b.detach().contiguous();
-      std::memcpy(out, c.data_ptr(), c.nbytes());
-      out += c.nbytes();
+      at::Tensor bytes = bytesOf(b.contiguous());
+      m.bufferBytes.narrow(0, offset, bytes.numel()).copy_(bytes);
+      offset += bytes.numel();
     }
   }
   m.bufferWork = m.comm.broadcastAsync(m.bufferBytes, 0);
@@ -274,11 +280,12 @@ void GradientSynchronizer::beforeForward() {
   commWaitSeconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   if (m.comm.rank() == 0) return;
   torch::NoGradGuard noGrad;
-  const auto* in = static_cast<const char*>(m.bufferBytes.data_ptr());
+  int64_t offset = 0;
   for (auto& b : m.buffers) {
     FORGE_CHECK(b.is_contiguous(), "buffers must be contiguous");
-    std::memcpy(b.data_ptr(), in, b.nbytes());
-    in += b.nbytes();
+    at::Tensor bytes = bytesOf(b);
+    bytes.copy_(m.bufferBytes.narrow(0, offset, bytes.numel()));
+    offset += bytes.numel();
   }
 }
 

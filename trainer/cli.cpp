@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <cstring>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -13,7 +16,11 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "data/converters.h"
+#include "distributed/device.h"
 #include "distributed/mpi/mpi_communicator.h"
+#ifdef FORGE_WITH_NCCL
+#include "distributed/nccl/nccl_communicator.h"
+#endif
 #include "distributed/mpi_runtime.h"
 #include "distributed/world.h"
 #include "trainer/guards.h"
@@ -185,24 +192,6 @@ int cmdData(int argc, char** argv) {
   usage(concat("unknown data source '", kind, "'", hint.empty() ? "" : concat(" (did you mean '", hint, "'?)")), kDataHelp);
 }
 
-// Everything a multi-rank command needs: MPI, who we are, a communicator, threads.
-struct Distributed {
-  dist::MpiRuntime mpi;
-  dist::WorldInfo world;
-  std::unique_ptr<dist::MpiCommunicator> comm;
-
-  Distributed(int* argc, char*** argv, double timeoutS, int threads) : mpi(argc, argv) {
-    world = dist::discoverWorld();
-    log::setRank(world.rank, world.size);
-    comm = std::make_unique<dist::MpiCommunicator>(MPI_COMM_WORLD, std::chrono::duration<double>(timeoutS));
-    int n = threadsPerRank(threads, world);
-    at::set_num_threads(n);
-    log::info("dist", world.size, " rank(s) on ", world.nodes, " node(s), ", world.localSize,
-              " per node, backend ", comm->backend(), ", ", n, " intra-op thread(s) per rank, launcher ",
-              world.launcher);
-  }
-};
-
 // Runs `setup` on every rank, then agrees: if any rank failed, every rank stops with exit
 // code 2 (the failing ranks with their own message) instead of leaving peers in a collective.
 template <typename Setup>
@@ -217,6 +206,96 @@ void agreeOnSetup(dist::Communicator& comm, Setup setup) {
   if (failure) std::rethrow_exception(failure);
   if (anyFailed) throw ConfigError("stopping: another rank failed during setup (its message says why)");
 }
+
+// Everything a multi-rank command needs: MPI, who we are, where we compute, a communicator,
+// threads. The MPI communicator always exists (control values, and the bootstrap of NCCL);
+// `comm` is the one training uses: NCCL on GPUs, MPI on CPUs.
+struct Distributed {
+  dist::MpiRuntime mpi;
+  dist::WorldInfo world;
+  std::unique_ptr<dist::MpiCommunicator> mpiComm;
+  std::unique_ptr<dist::Communicator> ncclComm;
+  dist::Communicator* comm = nullptr;
+  c10::Device device{c10::kCPU};
+
+  Distributed(int* argc, char*** argv, const Config& cfg) : mpi(argc, argv) {
+    world = dist::discoverWorld();
+    log::setRank(world.rank, world.size);
+    auto timeout = std::chrono::duration<double>(cfg.distributed.timeoutS);
+    mpiComm = std::make_unique<dist::MpiCommunicator>(MPI_COMM_WORLD, timeout);
+    comm = mpiComm.get();
+    std::string backend;
+    std::string why;
+    agreeOnSetup(*mpiComm, [&] {
+      dist::DeviceChoice choice = dist::selectDevice(cfg.run.device, world);
+      device = choice.device;
+      why = choice.why;
+      backend = cfg.distributed.backend;
+      if (backend == "auto") backend = device.is_cuda() && dist::builtWithNccl() ? "nccl" : "mpi";
+      if (backend == "nccl" && !dist::builtWithNccl()) {
+        throw ConfigError("distributed.backend is nccl, but this forge was built without NCCL (configure with "
+                          "-DFORGE_WITH_NCCL=ON against a CUDA LibTorch); use backend: mpi on CPUs");
+      }
+      if (backend == "nccl" && !device.is_cuda()) {
+        throw ConfigError(concat("distributed.backend is nccl, which works on CUDA tensors, but this rank computes "
+                                 "on the CPU (", why.empty() ? "run.device: cpu" : why, "): use backend: mpi or auto"));
+      }
+      if (backend == "mpi" && device.is_cuda()) {
+        throw ConfigError("distributed.backend is mpi, which works on CPU tensors, but run.device is cuda: use "
+                          "backend: nccl (or auto)");
+      }
+      if (cfg.run.precision == "bf16" && !device.is_cuda()) {
+        throw ConfigError(concat("run.precision bf16 is GPU-only, but this rank computes on the CPU (",
+                                 why.empty() ? "run.device: cpu" : why, "): use precision: fp32"));
+      }
+    });
+#ifdef FORGE_WITH_NCCL
+    if (backend == "nccl") {
+      agreeOnSetup(*mpiComm, [&] { ncclComm = std::make_unique<dist::NcclCommunicator>(*mpiComm, device, timeout); });
+      comm = ncclComm.get();
+    }
+#endif
+    int n = threadsPerRank(cfg.run.threads, world);
+    at::set_num_threads(n);
+    std::string backendText = backend;
+#ifdef FORGE_WITH_NCCL
+    if (backend == "nccl") backendText += " " + dist::NcclCommunicator::ncclVersion() + " (control values over mpi)";
+#endif
+    log::info("dist", world.size, " rank(s) on ", world.nodes, " node(s), ", world.localSize,
+              " per node, backend ", backendText, ", ", n, " intra-op thread(s) per rank, launcher ",
+              world.launcher, launcherDetail());
+    logDeviceMap(why);
+  }
+
+  // What the launcher told this process, as the launcher spells it (rank 0's view).
+  static std::string launcherDetail() {
+    std::string out;
+    for (const char* name : {"SLURM_JOB_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_RESTART_COUNT",
+                             "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_SIZE"}) {
+      if (const char* v = std::getenv(name)) out += concat(out.empty() ? " (" : ", ", name, "=", v);
+    }
+    return out.empty() ? out : out + ")";
+  }
+
+  // Once, from rank 0: every rank's node, local rank and device.
+  void logDeviceMap(const std::string& why) {
+    constexpr int64_t kWidth = 96;
+    char host[64] = {0};
+    gethostname(host, sizeof host - 1);
+    std::string mine = concat(host, " local ", world.localRank, " -> ", dist::describeDevice(device));
+    at::Tensor in = at::zeros({kWidth}, at::kByte);
+    std::memcpy(in.data_ptr(), mine.data(), std::min<size_t>(mine.size(), kWidth - 1));
+    at::Tensor all = at::zeros({kWidth * world.size}, at::kByte);
+    mpiComm->allGather(in, all);
+    if (world.rank != 0) return;
+    std::string map;
+    for (int r = 0; r < world.size; ++r) {
+      map += concat(r ? "; " : "", "rank ", r, ": ",
+                    std::string(static_cast<const char*>(all.data_ptr()) + r * kWidth));
+    }
+    log::info("dist", "devices: ", map, why.empty() ? "" : concat(" (run.device auto chose the CPU: ", why, ")"));
+  }
+};
 
 // Errors after setup may hit one rank only; the whole job must end, not wait for it.
 template <typename Body>
@@ -253,12 +332,12 @@ int cmdTrain(int argc, char** argv) {
   if (a.help) return std::cout << kTrainHelp, 0;
   Config cfg = configFrom(a, kTrainHelp, "train");
   std::string resume = a.one("resume");
-  Distributed d(&argc, &argv, cfg.distributed.timeoutS, cfg.run.threads);
+  Distributed d(&argc, &argv, cfg);
   log::info("train", "config ", cfg.sourcePath, a.has("set") ? " with overrides" : "", ", run dir ", cfg.run.dir,
             resume.empty() ? ", fresh start" : ", resume " + resume);
   std::unique_ptr<Trainer> trainer;
   installPreemptionHandlers();
-  agreeOnSetup(*d.comm, [&] { trainer = std::make_unique<Trainer>(cfg, *d.comm, d.world, resume); });
+  agreeOnSetup(*d.comm, [&] { trainer = std::make_unique<Trainer>(cfg, *d.comm, d.world, resume, d.device); });
   return orAbortJob(d, [&] {
     trainer->run();
     return 0;
@@ -270,7 +349,7 @@ int cmdEval(int argc, char** argv) {
   if (a.help) return std::cout << kEvalHelp, 0;
   Config cfg = configFrom(a, kEvalHelp, "eval");
   if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
-  Distributed d(&argc, &argv, cfg.distributed.timeoutS, cfg.run.threads);
+  Distributed d(&argc, &argv, cfg);
   data::SplitData split;
   std::shared_ptr<Model> model;
   agreeOnSetup(*d.comm, [&] {
@@ -279,10 +358,11 @@ int cmdEval(int argc, char** argv) {
     model = makeModel(cfg.model);
     // A forge checkpoint, or a state dict Python saved with torch.save(model.state_dict()).
     loadModelStateDict(*model, ckpt::loadModelState(a.one("checkpoint")), a.one("checkpoint"));
+    model->to(d.device);
   });
   return orAbortJob(d, [&] {
     data::Normalization norm{cfg.data.normalize.scale, cfg.data.normalize.mean, cfg.data.normalize.std};
-    EvalResult r = evaluate(*model, split, norm, cfg.data.evalBatchSize, *d.comm);
+    EvalResult r = evaluate(*model, split, norm, cfg.data.evalBatchSize, *d.comm, d.device);
     if (d.world.rank == 0) {
       std::cout << std::left << std::setw(12) << "checkpoint" << a.one("checkpoint") << "\n"
                 << std::setw(12) << "split" << split.name << "\n"

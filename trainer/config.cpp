@@ -16,7 +16,7 @@ namespace {
 const std::vector<std::string> kSections = {"run", "model", "data", "optimizer", "schedule", "checkpoint",
                                             "distributed"};
 const std::map<std::string, std::vector<std::string>> kKeys = {
-    {"run", {"dir", "seed", "epochs", "threads"}},
+    {"run", {"dir", "seed", "epochs", "threads", "device", "precision"}},
     {"data",
      {"path", "train_split", "eval_split", "features", "labels", "batch_size", "eval_batch_size", "shuffle",
       "drop_last", "prefetch", "normalize"}},
@@ -216,6 +216,13 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   run.read("seed", c.run.seed);
   run.read("epochs", c.run.epochs);
   run.read("threads", c.run.threads);
+  run.read("device", c.run.device);
+  run.read("precision", c.run.precision);
+  run.requireOneOf("device", c.run.device, {"auto", "cpu", "cuda"}, "a device");
+  run.requireOneOf("precision", c.run.precision, {"fp32", "bf16"}, "a precision");
+  run.require(!(c.run.precision == "bf16" && c.run.device == "cpu"), "precision",
+              "bf16 (autocast with fp32 master weights) is GPU-only: use run.device: cuda (or auto on a GPU "
+              "machine), or precision: fp32");
   run.require(!c.run.dir.empty(), "dir", "must not be empty");
   run.require(c.run.epochs >= 1, "epochs", concat("must be at least 1, got ", c.run.epochs));
   run.require(c.run.threads >= 0, "threads", "must be 0 (automatic) or a positive count");
@@ -324,8 +331,9 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   dist.read("broadcast_buffers", c.distributed.broadcastBuffers);
   dist.require(c.distributed.bucketCapMb > 0, "bucket_cap_mb", "must be positive");
   dist.require(c.distributed.firstBucketCapMb > 0, "first_bucket_cap_mb", "must be positive");
-  dist.require(c.distributed.backend == "mpi", "backend",
-               concat("'", c.distributed.backend, "' is not available in this build (use mpi)"));
+  dist.requireOneOf("backend", c.distributed.backend, {"auto", "mpi", "nccl"}, "a backend");
+  dist.require(!(c.distributed.backend == "nccl" && c.run.device == "cpu"), "backend",
+               "nccl works on CUDA tensors: set run.device: cuda (or auto), or backend: mpi");
   dist.require(c.distributed.timeoutS > 0, "timeout_s", "must be positive");
 
   YAML::Emitter out;

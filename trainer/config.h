@@ -14,6 +14,11 @@ struct RunConfig {
   uint64_t seed = 0;
   int64_t epochs = 1;
   int threads = 0;  // intra-op threads per rank; 0 = cores on the node / ranks on the node
+  // auto: a GPU per rank when the node has enough of them, else the CPU | cpu | cuda
+  std::string device = "auto";
+  // fp32 | bf16: CUDA autocast to bfloat16 for forward and loss; weights, gradients and
+  // optimizer state stay fp32 (GPU-only)
+  std::string precision = "fp32";
 };
 
 struct ModelConfig {
@@ -75,7 +80,7 @@ struct CheckpointConfig {
 };
 
 struct DistributedConfig {
-  std::string backend = "mpi";
+  std::string backend = "auto";    // auto: nccl on CUDA, mpi on the CPU | mpi | nccl
   double timeoutS = 300;           // deadline of every collective
   double bucketCapMb = 25;         // gradient bucket size cap
   double firstBucketCapMb = 1;     // the first bucket, smaller so communication starts early

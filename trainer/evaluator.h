@@ -17,6 +17,6 @@ struct EvalResult {
 };
 
 EvalResult evaluate(Model& model, const data::SplitData& split, const data::Normalization& norm, int64_t batchSize,
-                    dist::Communicator& comm);
+                    dist::Communicator& comm, c10::Device device = c10::kCPU);
 
 }  // namespace forge::train

@@ -1,5 +1,6 @@
 #include "trainer/trainer.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <csignal>
@@ -34,6 +35,34 @@ double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(
 // same units, and the stream must be reproducible from (seed, rank).
 uint64_t rankSeed(uint64_t seed, int rank) { return seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL * (rank + 1); }
 
+// bf16 autocast on CUDA for the forward pass (matrix products in bf16, reductions and the
+// loss in fp32); the weights, their gradients and the optimizer state stay fp32.
+class AutocastBf16 {
+ public:
+  explicit AutocastBf16(bool on) : on_(on) {
+    if (!on_) return;
+    prevEnabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prevType_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastBf16() {
+    if (!on_) return;
+    // Leaving the outermost region frees the casts of the weights it cached.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prevEnabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prevType_);
+  }
+  AutocastBf16(const AutocastBf16&) = delete;
+  AutocastBf16& operator=(const AutocastBf16&) = delete;
+
+ private:
+  bool on_;
+  bool prevEnabled_ = false;
+  at::ScalarType prevType_ = at::kFloat;
+};
+
 }  // namespace
 
 int threadsPerRank(int configured, const dist::WorldInfo& world) {
@@ -41,8 +70,9 @@ int threadsPerRank(int configured, const dist::WorldInfo& world) {
   return std::max(1, dist::coresOnNode() / std::max(1, world.localSize));
 }
 
-Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume)
-    : cfg_(std::move(cfg)), comm_(comm), world_(world) {
+Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume,
+                 c10::Device device)
+    : cfg_(std::move(cfg)), comm_(comm), world_(world), device_(device) {
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
   data::SplitSpec spec{cfg_.data.path, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels,
                        cfg_.model.numClasses};
@@ -58,9 +88,6 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     loadModelStateDict(*model_, ckpt::loadModelState(cfg_.model.initFrom), cfg_.model.initFrom);
     log::info("train", "model initialized from ", cfg_.model.initFrom);
   }
-  for (auto& p : model_->parameters()) {
-    if (p.requires_grad()) params_.push_back(p);
-  }
   {
     int64_t n = std::min<int64_t>(cfg_.data.batchSize, train_.size());
     std::vector<int64_t> first(n);
@@ -68,11 +95,17 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     data::Batch probe = data::makeBatch(train_, norm_, first.data(), n);
     probeShapes(*model_, probe.x, train_.name, cfg_.model.numClasses);
   }
+  // One move, parameters and buffers together, before the optimizer sees the parameters.
+  model_->to(device_);
+  for (auto& p : model_->parameters()) {
+    if (p.requires_grad()) params_.push_back(p);
+  }
   optimizer_ = makeOptimizer(cfg_.optimizer, params_);
   sampler_ = std::make_unique<data::DistributedSampler>(train_.size(), world_.rank, world_.size, cfg_.run.seed,
                                                          cfg_.data.shuffle, cfg_.data.dropLast);
   loader_ = std::make_unique<data::BatchLoader>(train_, norm_, cfg_.data.batchSize, cfg_.data.dropLast,
-                                                static_cast<size_t>(cfg_.data.prefetch));
+                                                static_cast<size_t>(cfg_.data.prefetch),
+                                                /*pinMemory=*/device_.is_cuda());
   batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
   stepsPerEpoch_ = (batchesPerEpoch_ + cfg_.optimizer.accumulateSteps - 1) / cfg_.optimizer.accumulateSteps;
   if (stepsPerEpoch_ == 0) {
@@ -177,6 +210,7 @@ void Trainer::resumeFrom() {
   globalStep_ = ck.globalStep;
   bestMetric_ = ck.bestMetric;
   if (ck.worldSize == world_.size && static_cast<int>(ck.rngStates.size()) == world_.size) {
+    // Restored at the start of the (mid-)epoch, after the per-epoch reseed.
     pendingRngState_ = ck.rngStates[world_.rank];
   }
   if (ck.worldSize != world_.size) {
@@ -242,16 +276,43 @@ std::string Trainer::saveCheckpoint(bool isBest) {
   if (cfg_.checkpoint.async) {
     // Training waits only for the copy; the previous save, if still running, first.
     asyncSaver_.submit([write, copy = ckpt::deepCopy(ck)] { write(copy); });
+  } else if (device_.is_cuda()) {
+    write(ckpt::deepCopy(ck));  // one copy to host memory, then the same file as on the CPU
   } else {
     write(ck);
   }
   return path;
 }
 
-at::Tensor Trainer::currentRngState() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
+at::Tensor Trainer::currentRngState() const {
+  std::vector<at::Tensor> parts;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    parts.push_back(gen.get_state());
+  }
+  if (device_.is_cuda()) {
+    at::Generator gen = at::globalContext().defaultGenerator(device_);  // a handle: shares the generator
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    parts.push_back(gen.get_state());
+  }
+  return parts.size() == 1 ? parts[0] : at::cat(parts);
+}
+
+void Trainer::restoreRngState(const at::Tensor& state) const {
+  auto cpu = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(cpu.mutex());
+  int64_t cpuBytes = cpu.get_state().numel();
+  cpu.set_state(state.narrow(0, 0, std::min(cpuBytes, state.numel())).clone());
+  if (!device_.is_cuda()) return;
+  at::Generator gen = at::globalContext().defaultGenerator(device_);
+  std::lock_guard<std::mutex> lockCuda(gen.mutex());
+  if (state.numel() == cpuBytes + gen.get_state().numel()) {
+    gen.set_state(state.narrow(0, cpuBytes, state.numel() - cpuBytes).clone());
+  } else {
+    log::warn("ckpt", "the checkpoint holds no CUDA generator state (written on the CPU?): dropout on the GPU "
+              "continues from the epoch's seed, not from the saved position");
+  }
 }
 
 // At a step boundary: true when some rank had a preemption signal by the previous boundary.
@@ -283,11 +344,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(epoch));
   if (pendingRngState_.defined()) {
     // Resumed mid-epoch at the same world size: continue this rank's stream exactly.
-    if (step_ > 0) {
-      auto gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(pendingRngState_);
-    }
+    if (step_ > 0) restoreRngState(pendingRngState_);
     pendingRngState_ = at::Tensor();
   }
   sampler_->setEpoch(epoch);
@@ -299,8 +356,13 @@ void Trainer::trainEpoch(int64_t epoch) {
 
   auto start = Clock::now();
   auto lastReport = start;
-  double lossSum = 0, correct = 0, seen = 0;
+  // Sums stay on the device: reading them each step would stall a GPU's queue every step.
+  auto sumOptions = at::TensorOptions().dtype(at::kDouble).device(device_);
+  at::Tensor lossSum = at::zeros({}, sumOptions);
+  at::Tensor correct = at::zeros({}, sumOptions);
+  double seen = 0;
   int64_t stepsThisEpoch = 0;
+  const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
   double waitBefore = loader_->waitSeconds();
   double commBefore = sync_->commWaitSeconds();
   std::vector<std::pair<std::string, at::Tensor>> before;
@@ -328,16 +390,23 @@ void Trainer::trainEpoch(int64_t epoch) {
         throw Error(concat("rank ", world_.rank, " ran out of batches at epoch ", epoch + 1, " step ", step_ + 1,
                            " (every rank must run the same number of steps)"));
       }
+      at::Tensor x = batch->x.to(device_, /*non_blocking=*/true);  // pinned: the copy overlaps
+      at::Tensor y = batch->y.to(device_, /*non_blocking=*/true);
       sync_->beforeForward();
-      at::Tensor logits = model_->forward(batch->x);
+      at::Tensor logits;
+      {
+        AutocastBf16 autocast(bf16);
+        logits = model_->forward(x);
+      }
       if (cfg_.distributed.broadcastBuffers) sync_->afterForward();
-      at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch->y);
+      logits = logits.to(at::kFloat);  // the loss in fp32 (a no-op without autocast)
+      at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
       const bool last = m + 1 == micro;
       if (last && !checkedFirstStep_) before = snapshotParameters(*model_);
       sync_->backward(micro > 1 ? loss / static_cast<double>(micro) : loss, last);
-      int64_t n = batch->y.size(0);
-      lossSum += loss.item<double>() * n;
-      correct += logits.detach().argmax(1).eq(batch->y).sum().item<double>();
+      int64_t n = y.size(0);
+      lossSum += loss.detach() * static_cast<double>(n);
+      correct += logits.detach().argmax(1).eq(y).sum();
       seen += n;
     }
     optimizer_->step();
@@ -363,7 +432,7 @@ void Trainer::trainEpoch(int64_t epoch) {
       lastReport = Clock::now();
       double elapsed = secondsSince(start);
       log::info("train", "epoch ", epoch + 1, "/", cfg_.run.epochs, " step ", step_, "/", stepsPerEpoch_, " loss ",
-                lossSum / seen, " lr ", lr, " ", static_cast<int64_t>(seen * world_.size / elapsed), " samples/s");
+                lossSum.item<double>() / seen, " lr ", lr, " ", static_cast<int64_t>(seen * world_.size / elapsed), " samples/s");
     }
   }
   if (loader_->next()) throw Error(concat("rank ", world_.rank, " has batches left at the end of epoch ", epoch + 1));
@@ -382,10 +451,10 @@ void Trainer::trainEpoch(int64_t epoch) {
   } else {
     sync_->broadcastBuffers();
   }
-  at::Tensor sums = at::tensor({lossSum, correct, seen}, at::kDouble);
+  at::Tensor sums = at::tensor({lossSum.item<double>(), correct.item<double>(), seen}, at::kDouble);
   comm_.allReduce(sums, dist::ReduceOp::kSum);
   double globalSeen = std::max(1.0, sums[2].item<double>());
-  EvalResult ev = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_);
+  EvalResult ev = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
 
   epoch_ = epoch + 1;
   step_ = 0;
@@ -470,7 +539,7 @@ TrainSummary Trainer::run() {
   }
   asyncSaver_.wait();
   TrainSummary s;
-  s.finalEval = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_);
+  s.finalEval = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
   s.fingerprint = dist::verifyReplicas(*model_, comm_);
   s.bestMetric = bestMetric_;
   s.bestEpoch = bestEpoch_;

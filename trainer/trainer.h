@@ -41,7 +41,10 @@ class Trainer {
   // (fresh start; an error if the run dir holds checkpoints), "auto" (the newest checkpoint
   // that verifies, or fresh when there is none) or a checkpoint path.
   // Local to each rank (no collectives), so a setup error is raised on the ranks that see it.
-  Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume = "");
+  // `device`: where this rank computes (distributed/device.h chose and bound it); the model
+  // moves there once, batches follow through pinned memory.
+  Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume = "",
+          c10::Device device = c10::kCPU);
   ~Trainer();
 
   // Collective: trains the remaining epochs.
@@ -57,13 +60,17 @@ class Trainer {
   void trainEpoch(int64_t epoch);
   ckpt::Checkpoint makeCheckpoint() const;
   std::string saveCheckpoint(bool isBest);
-  static at::Tensor currentRngState();
+  // This rank's generator states as one byte tensor: the CPU generator's, then (on a GPU)
+  // the CUDA generator's, which draws dropout there.
+  at::Tensor currentRngState() const;
+  void restoreRngState(const at::Tensor& state) const;
   bool preemptionAgreed();
   void injectFault() const;
 
   Config cfg_;
   dist::Communicator& comm_;
   dist::WorldInfo world_;
+  c10::Device device_;
   data::SplitData train_;
   data::SplitData eval_;
   data::Normalization norm_;

@@ -34,7 +34,9 @@ TEST(Config, TheMainJobConfigParsesWithItsDocumentedValues) {
   EXPECT_DOUBLE_EQ(c.model.dropout, 0.3);
   EXPECT_EQ(c.data.batchSize, 64);
   EXPECT_EQ(c.optimizer.name, "sgd");
-  EXPECT_EQ(c.distributed.backend, "mpi");
+  EXPECT_EQ(c.distributed.backend, "auto");
+  EXPECT_EQ(c.run.device, "auto");
+  EXPECT_EQ(c.run.precision, "fp32");
   EXPECT_GE(c.run.epochs, 1);
 }
 
@@ -67,7 +69,7 @@ TEST(Config, UnknownKeyNamesFileLineAndTheNearestValidKey) {
 
 TEST(Config, UnknownKeyWithoutACloseMatchListsTheValidOnes) {
   std::string e = errorOf("data:\n  path: x.h5\nrun:\n  colour: red\n");
-  EXPECT_NE(e.find("test.yaml:4: unknown key 'colour' in 'run' (valid keys: dir, seed, epochs, threads)"),
+  EXPECT_NE(e.find("test.yaml:4: unknown key 'colour' in 'run' (valid keys: dir, seed, epochs, threads, device, precision)"),
             std::string::npos)
       << e;
 }

@@ -1,0 +1,93 @@
+#include "distributed/device.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+
+#ifdef FORGE_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace forge::dist {
+
+bool builtWithCuda() {
+#ifdef FORGE_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool builtWithNccl() {
+#ifdef FORGE_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+int visibleCudaDevices() {
+#ifdef FORGE_WITH_CUDA
+  // cudaGetDeviceCount fails (no driver, no device) rather than throwing; either means none.
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later CUDA calls start clean
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+int cudaDeviceFor(int localRank, int localSize, int visible) {
+  if (visible <= 0) {
+    throw ConfigError(builtWithCuda() ? "run.device is cuda, but no CUDA GPU is visible to this process (is the "
+                                        "driver loaded? is CUDA_VISIBLE_DEVICES empty?); use run.device: cpu"
+                                      : "run.device is cuda, but this forge was built without CUDA (configure it "
+                                        "against a CUDA build of LibTorch); use run.device: cpu");
+  }
+  if (localSize > visible) {
+    throw ConfigError(concat("this node runs ", localSize, " ranks but has ", visible, " visible GPU",
+                             visible == 1 ? "" : "s", ": start at most ", visible, " rank",
+                             visible == 1 ? "" : "s", " per node (one per GPU), or use run.device: cpu"));
+  }
+  return localRank % visible;
+}
+
+DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world) {
+  DeviceChoice c;
+  if (wanted == "cpu") return c;
+  int visible = visibleCudaDevices();
+  if (wanted == "auto") {
+    if (visible == 0) {
+      c.why = builtWithCuda() ? "no GPU visible" : "built without CUDA";
+      return c;
+    }
+    if (world.localSize > visible) {
+      c.why = concat(world.localSize, " ranks on the node, ", visible, " GPU", visible == 1 ? "" : "s");
+      return c;
+    }
+  } else if (wanted != "cuda") {
+    throw ConfigError(concat("run.device must be auto, cpu or cuda, got '", wanted, "'"));
+  }
+  int index = cudaDeviceFor(world.localRank, world.localSize, visible);
+#ifdef FORGE_WITH_CUDA
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+#endif
+  c.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  return c;
+}
+
+std::string describeDevice(const c10::Device& device) {
+  if (!device.is_cuda()) return "cpu";
+#ifdef FORGE_WITH_CUDA
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device.index()) == cudaSuccess) {
+    return concat("cuda:", static_cast<int>(device.index()), " (", prop.name, ")");
+  }
+#endif
+  return concat("cuda:", static_cast<int>(device.index()));
+}
+
+}  // namespace forge::dist

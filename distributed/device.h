@@ -1,0 +1,39 @@
+// Where a rank computes: the CPU, or one GPU per rank. With CUDA, each rank binds to GPU
+// local_rank % visible_devices before any other CUDA work, so that every allocation, stream
+// and NCCL communicator of the process lives on that one device.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <string>
+
+#include "distributed/world.h"
+
+namespace forge::dist {
+
+// CUDA devices this process can see (CUDA_VISIBLE_DEVICES applies); 0 when forge was built
+// without CUDA or no driver/GPU is present. Creates no CUDA context.
+int visibleCudaDevices();
+
+// True when this forge was built with the CUDA path (FORGE_WITH_CUDA).
+bool builtWithCuda();
+// True when this forge was built with the NCCL backend (FORGE_WITH_NCCL).
+bool builtWithNccl();
+
+// The GPU index a rank takes. ConfigError when the node runs more ranks than it has GPUs
+// (two ranks sharing a GPU would double its memory and serialize its kernels).
+int cudaDeviceFor(int localRank, int localSize, int visible);
+
+// Resolves run.device ("auto", "cpu" or "cuda") for this rank and, for CUDA, makes the GPU
+// current. "auto" takes the GPUs when every rank on the node can have one of its own, else
+// the CPU (and `why` says why). Call before any other CUDA work.
+struct DeviceChoice {
+  c10::Device device{c10::kCPU};
+  std::string why;  // for "auto": why the CPU was chosen ("" otherwise)
+};
+DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world);
+
+// "cpu", or "cuda:<i> (<GPU name>)".
+std::string describeDevice(const c10::Device& device);
+
+}  // namespace forge::dist

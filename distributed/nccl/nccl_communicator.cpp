@@ -1,0 +1,366 @@
+#include "distributed/nccl/nccl_communicator.h"
+
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "distributed/nccl/nccl_check.h"
+
+namespace forge::dist {
+namespace nccl {
+
+namespace {
+// "…/distributed/nccl/nccl_communicator.cpp" -> "distributed/nccl/nccl_communicator.cpp":
+// the place in the project, not on the machine that built it.
+const char* projectPath(const char* file) {
+  const char* p = std::strstr(file, "distributed/");
+  return p != nullptr ? p : file;
+}
+// "ncclAllReduce(a, b, ...)" -> "ncclAllReduce"
+std::string callName(const char* call) {
+  std::string s(call);
+  size_t paren = s.find('(');
+  return paren == std::string::npos ? s : s.substr(0, paren);
+}
+}  // namespace
+
+std::string errorMessage(int rank, const char* call, const char* file, int line, ncclResult_t result,
+                         ncclComm_t comm) {
+  std::string msg = concat("[rank ", rank, "] NCCL error in ", callName(call), " at ", projectPath(file), ":", line,
+                           ": ", ncclGetErrorString(result));
+  const char* last = ncclGetLastError(comm);
+  if (last != nullptr && *last != '\0') msg += concat(" (", last, ")");
+  return msg;
+}
+
+void throwNcclError(int rank, const char* call, const char* file, int line, ncclResult_t result, ncclComm_t comm) {
+  throw CommError(errorMessage(rank, call, file, line, result, comm));
+}
+
+void throwCudaError(int rank, const char* call, const char* file, int line, cudaError_t result) {
+  throw CommError(concat("[rank ", rank, "] CUDA error in ", callName(call), " at ", projectPath(file), ":", line,
+                         ": ", cudaGetErrorString(result)));
+}
+
+}  // namespace nccl
+
+namespace {
+
+ncclDataType_t ncclType(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;
+    case at::kHalf: return ncclFloat16;
+    case at::kBFloat16: return ncclBfloat16;
+    case at::kInt: return ncclInt32;
+    case at::kLong: return ncclInt64;
+    case at::kByte: return ncclUint8;
+    case at::kChar: return ncclInt8;
+    default:
+      throw CommError(concat("the nccl backend cannot reduce tensors of type ", t.scalar_type()));
+  }
+}
+
+ncclRedOp_t ncclOp(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kAvg: return ncclAvg;  // NCCL divides on the GPU: no extra pass
+    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kMin: return ncclMin;
+  }
+  return ncclSum;
+}
+
+std::string seconds(Clock::duration d) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f", std::chrono::duration<double>(d).count());
+  return text;
+}
+
+// A CUDA event without timing (the cheap kind), owned.
+class Event {
+ public:
+  explicit Event(int rank) { FORGE_CUDA_CHECK(rank, cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
+  ~Event() {
+    if (event_ != nullptr) cudaEventDestroy(event_);  // released once any pending wait is done
+  }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+}  // namespace
+
+// The communicator and what belongs to it. Shared with every Work in flight, so a Work can
+// poll errors and abort even while the NcclCommunicator is being torn down.
+struct NcclCommunicator::State {
+  ncclComm_t comm = nullptr;
+  int rank = 0;
+  c10::Device device{c10::kCUDA, 0};
+  std::optional<c10::cuda::CUDAStream> stream;
+  std::mutex mutex;  // enqueueing (the main thread or autograd's device thread) and abort
+  bool aborted = false;
+  bool failed = false;
+
+  void abortComm() noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (comm != nullptr && !aborted) {
+      ncclCommAbort(comm);  // frees the GPU from collectives that can never finish
+      aborted = true;
+    }
+  }
+
+  // Polls a non-blocking communicator until the call it is working on has finished.
+  void settle(const char* call, Clock::time_point deadline, const char* file, int line) {
+    ncclResult_t state = ncclInProgress;
+    while (true) {
+      ncclCommGetAsyncError(comm, &state);
+      if (state != ncclInProgress) break;
+      if (Clock::now() > deadline) {
+        failed = true;
+        abortComm();
+        throw CommTimeout(concat("[rank ", rank, "] timeout in ", call,
+                                 " (a peer rank is dead, stuck, or never joined)"));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    if (state != ncclSuccess) {
+      failed = true;
+      std::string msg = nccl::errorMessage(rank, call, file, line, state, comm);
+      abortComm();
+      throw CommError(msg);
+    }
+  }
+
+  ~State() {
+    if (comm == nullptr) return;
+    if (failed || aborted) {
+      abortComm();
+      return;
+    }
+    // Healthy: finish outstanding work, then free. A peer that is gone could make finalize
+    // wait forever, so it gets a bounded time before the communicator is aborted instead.
+    try {
+      c10::cuda::CUDAGuard guard(device);
+      ncclResult_t state = ncclCommFinalize(comm);
+      auto deadline = Clock::now() + std::chrono::seconds(10);
+      while (state == ncclInProgress && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        if (ncclCommGetAsyncError(comm, &state) != ncclSuccess) break;
+      }
+      if (state == ncclSuccess) {
+        ncclCommDestroy(comm);
+        return;
+      }
+    } catch (...) {
+    }
+    ncclCommAbort(comm);
+  }
+};
+
+namespace {
+
+class NcclWork final : public Work {
+ public:
+  NcclWork(std::shared_ptr<NcclCommunicator::State> state, const char* op, uint64_t seq, std::vector<at::Tensor> keep)
+      : state_(std::move(state)), op_(op), seq_(seq), keep_(std::move(keep)), done_(state_->rank) {}
+
+  cudaEvent_t doneEvent() const { return done_.get(); }
+
+  void wait(Clock::time_point deadline) override {
+    if (finished_) return;
+    NcclCommunicator::State& s = *state_;
+    for (int spins = 0;; ++spins) {
+      cudaError_t q = cudaEventQuery(done_.get());
+      if (q == cudaSuccess) break;
+      if (q != cudaErrorNotReady) {
+        s.failed = true;
+        s.abortComm();
+        nccl::throwCudaError(s.rank, "cudaEventQuery", __FILE__, __LINE__, q);
+      }
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(s.comm, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        s.failed = true;
+        std::string msg = nccl::errorMessage(s.rank, op_, __FILE__, __LINE__, async, s.comm);
+        s.abortComm();
+        throw CommError(concat(msg, " (", op_, " #", seq_, ")"));
+      }
+      if (Clock::now() > deadline) {
+        s.failed = true;
+        s.abortComm();
+        throw CommTimeout(concat("timeout in ", op_, " #", seq_, " after ", seconds(Clock::now() - started_),
+                                 " s (a peer rank is dead, stuck, or issued a different collective); "
+                                 "NCCL communicator aborted"));
+      }
+      // Spin briefly (a bucket often completes within microseconds), then sleep so that a long
+      // wait does not take a core from the data loader.
+      if (spins < 2000) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+    // The host has seen the collective finish, so whatever is queued after this point on
+    // any stream runs after it.
+    finished_ = true;
+    keep_.clear();
+  }
+
+  bool test() override { return finished_ || cudaEventQuery(done_.get()) == cudaSuccess; }
+  Clock::time_point startedAt() const override { return started_; }
+
+ private:
+  std::shared_ptr<NcclCommunicator::State> state_;
+  const char* op_;
+  uint64_t seq_;
+  std::vector<at::Tensor> keep_;
+  Event done_;
+  Clock::time_point started_ = Clock::now();
+  bool finished_ = false;
+};
+
+void checkCuda(const at::Tensor& t, const c10::Device& device, const char* op) {
+  FORGE_CHECK_T(CommError, t.defined(), op, ": undefined tensor");
+  FORGE_CHECK_T(CommError, t.device() == device, op, ": the nccl backend of this rank works on ", device,
+                ", got a tensor on ", t.device());
+  FORGE_CHECK_T(CommError, t.is_contiguous(), op, ": tensor must be contiguous");
+}
+
+}  // namespace
+
+NcclCommunicator::NcclCommunicator(Communicator& bootstrap, c10::Device device, std::chrono::duration<double> timeout)
+    : Communicator(timeout), bootstrap_(bootstrap), state_(std::make_shared<State>()) {
+  FORGE_CHECK_T(CommError, device.is_cuda() && device.has_index(), "the nccl backend needs a CUDA device, got ",
+                device);
+  rank_ = bootstrap.rank();
+  size_ = bootstrap.size();
+  State& s = *state_;
+  s.rank = rank_;
+  s.device = device;
+  c10::cuda::CUDAGuard guard(device);
+
+  // The unique id travels over the bootstrap (MPI) communicator.
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof id);
+  if (rank_ == 0) FORGE_NCCL_CHECK(rank_, nullptr, ncclGetUniqueId(&id));
+  at::Tensor idBytes = at::empty({static_cast<int64_t>(sizeof id)}, at::kByte);
+  std::memcpy(idBytes.data_ptr(), &id, sizeof id);
+  bootstrap.broadcast(idBytes, 0);
+  std::memcpy(&id, idBytes.data_ptr(), sizeof id);
+
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;  // every call returns at once; we poll against our own deadline
+  FORGE_NCCL_CHECK(rank_, nullptr, ncclCommInitRankConfig(&s.comm, size_, id, rank_, &config));
+  s.settle("ncclCommInitRankConfig", deadline, __FILE__, __LINE__);
+  // High priority: a bucket's all-reduce should not queue behind backward's kernels.
+  s.stream.emplace(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index()));
+}
+
+NcclCommunicator::~NcclCommunicator() = default;  // State's destructor never throws
+
+std::string NcclCommunicator::backend() const { return "nccl"; }
+
+std::string NcclCommunicator::ncclVersion() {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess) return "unknown";
+  // Since 2.9: major * 10000 + minor * 100 + patch.
+  return concat(v / 10000, ".", (v / 100) % 100, ".", v % 100);
+}
+
+template <typename Launch>
+std::unique_ptr<Work> NcclCommunicator::enqueue(const char* op, std::vector<at::Tensor> keep, Launch launch) {
+  State& s = *state_;
+  std::unique_lock<std::mutex> lock(s.mutex);
+  if (s.aborted) {
+    throw CommError(concat("[rank ", rank_, "] ", op, ": the NCCL communicator was aborted after an earlier error"));
+  }
+  // Gradient hooks run on autograd's device thread; make this rank's GPU current there too.
+  c10::cuda::CUDAGuard guard(s.device);
+  cudaStream_t producer = c10::cuda::getCurrentCUDAStream(s.device.index()).stream();
+  cudaStream_t comm = s.stream->stream();
+  auto work = std::make_unique<NcclWork>(state_, op, ++sequence_, keep);
+  {
+    // Ordered after everything already queued on the producer stream (the gradients).
+    Event ready(rank_);
+    FORGE_CUDA_CHECK(rank_, cudaEventRecord(ready.get(), producer));
+    FORGE_CUDA_CHECK(rank_, cudaStreamWaitEvent(comm, ready.get(), 0));
+  }
+  for (const auto& t : keep) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), *s.stream);
+  ncclResult_t r = launch(s.comm, comm);
+  if (r != ncclSuccess && r != ncclInProgress) nccl::throwNcclError(rank_, op, __FILE__, __LINE__, r, s.comm);
+  if (r == ncclInProgress) {
+    // The non-blocking communicator is still enqueueing; it finishes in microseconds.
+    lock.unlock();  // settle() may abort, which takes the lock
+    s.settle(op, Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout()), __FILE__, __LINE__);
+    lock.lock();
+  }
+  FORGE_CUDA_CHECK(rank_, cudaEventRecord(work->doneEvent(), comm));
+  return work;
+}
+
+std::unique_ptr<Work> NcclCommunicator::allReduceAsync(at::Tensor tensor, ReduceOp op) {
+  if (tensor.defined() && tensor.is_cpu()) return bootstrap_.allReduceAsync(std::move(tensor), op);
+  checkCuda(tensor, state_->device, "allreduce");
+  ncclDataType_t type = ncclType(tensor);
+  ncclRedOp_t red = ncclOp(op);
+  void* ptr = tensor.data_ptr();
+  size_t count = static_cast<size_t>(tensor.numel());
+  return enqueue("ncclAllReduce", {tensor}, [=](ncclComm_t c, cudaStream_t st) {
+    return ncclAllReduce(ptr, ptr, count, type, red, c, st);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::broadcastAsync(at::Tensor tensor, int root) {
+  if (tensor.defined() && tensor.is_cpu()) return bootstrap_.broadcastAsync(std::move(tensor), root);
+  checkCuda(tensor, state_->device, "broadcast");
+  void* ptr = tensor.data_ptr();
+  size_t bytes = tensor.nbytes();  // any dtype: the bytes travel as they are
+  return enqueue("ncclBroadcast", {tensor}, [=](ncclComm_t c, cudaStream_t st) {
+    return ncclBroadcast(ptr, ptr, bytes, ncclUint8, root, c, st);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::allGatherAsync(at::Tensor input, at::Tensor output) {
+  if (input.defined() && input.is_cpu() && output.defined() && output.is_cpu()) {
+    return bootstrap_.allGatherAsync(std::move(input), std::move(output));
+  }
+  checkCuda(input, state_->device, "allgather");
+  checkCuda(output, state_->device, "allgather");
+  FORGE_CHECK_T(CommError, output.nbytes() == input.nbytes() * static_cast<size_t>(size_),
+                "allgather: output must hold world size x input");
+  const void* in = input.data_ptr();
+  void* out = output.data_ptr();
+  size_t bytes = input.nbytes();
+  return enqueue("ncclAllGather", {input, output}, [=](ncclComm_t c, cudaStream_t st) {
+    return ncclAllGather(in, out, bytes, ncclUint8, c, st);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::barrierAsync() {
+  // A one-element all-reduce: no rank's copy completes before every rank has joined.
+  at::Tensor t = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(state_->device));
+  return allReduceAsync(t, ReduceOp::kSum);
+}
+
+void NcclCommunicator::abort(int exitCode) noexcept {
+  state_->failed = true;
+  state_->abortComm();
+  bootstrap_.abort(exitCode);
+  std::_Exit(exitCode);  // not reached: the bootstrap's abort ends the job
+}
+
+}  // namespace forge::dist

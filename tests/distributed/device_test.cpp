@@ -1,0 +1,82 @@
+// Device choice and the NCCL backend's error text: pure functions, checked on every machine.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "distributed/device.h"
+#ifdef FORGE_WITH_NCCL
+#include "distributed/nccl/nccl_check.h"
+#endif
+#include "trainer/config.h"
+
+namespace forge::dist {
+namespace {
+
+std::string errorOf(int localRank, int localSize, int visible) {
+  try {
+    cudaDeviceFor(localRank, localSize, visible);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Device, EachLocalRankTakesItsOwnGpu) {
+  EXPECT_EQ(cudaDeviceFor(0, 4, 4), 0);
+  EXPECT_EQ(cudaDeviceFor(3, 4, 4), 3);
+  EXPECT_EQ(cudaDeviceFor(1, 2, 8), 1);
+}
+
+TEST(Device, MoreRanksThanGpusOnANodeIsAClearError) {
+  std::string e = errorOf(2, 3, 2);
+  EXPECT_NE(e.find("this node runs 3 ranks but has 2 visible GPUs"), std::string::npos) << e;
+  EXPECT_NE(e.find("run.device: cpu"), std::string::npos) << e;
+  EXPECT_NE(errorOf(0, 1, 0).find("no CUDA GPU is visible"), std::string::npos) << errorOf(0, 1, 0);
+}
+
+TEST(Device, AutoFallsBackToTheCpuAndSaysWhy) {
+  WorldInfo w;
+  w.localSize = visibleCudaDevices() + 1;  // always more ranks than GPUs
+  DeviceChoice c = selectDevice("auto", w);
+  EXPECT_TRUE(c.device.is_cpu());
+  EXPECT_FALSE(c.why.empty());
+  EXPECT_TRUE(selectDevice("cpu", w).device.is_cpu());
+  if (visibleCudaDevices() == 0) {
+    EXPECT_THROW(selectDevice("cuda", WorldInfo{}), ConfigError);
+  }
+}
+
+TEST(Device, ConfigRejectsGpuOnlySettingsOnTheCpu) {
+  auto err = [](const std::vector<std::string>& sets) {
+    try {
+      train::parseConfig("data:\n  path: x.h5\n", "t.yaml", sets);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(err({"run.device=cpu", "run.precision=bf16"}).find("GPU-only"), std::string::npos);
+  EXPECT_NE(err({"run.device=cpu", "distributed.backend=nccl"}).find("CUDA tensors"), std::string::npos);
+  EXPECT_NE(err({"run.device=gpu"}).find("did you mean 'cpu'"), std::string::npos) << err({"run.device=gpu"});
+  EXPECT_EQ(err({"run.device=cuda", "run.precision=bf16", "distributed.backend=nccl"}), "");
+}
+
+#ifdef FORGE_WITH_NCCL
+TEST(Device, NcclErrorsNameRankCallPlaceAndReason) {
+  std::string m = nccl::errorMessage(3, "ncclAllReduce(buf, buf, n, type, op, comm, stream)",
+                                     "/somewhere/forge/distributed/nccl/nccl_communicator.cpp", 42,
+                                     ncclInvalidArgument);
+  EXPECT_EQ(m.rfind("[rank 3] NCCL error in ncclAllReduce at distributed/nccl/nccl_communicator.cpp:42: ", 0), 0u)
+      << m;
+  EXPECT_NE(m.find(ncclGetErrorString(ncclInvalidArgument)), std::string::npos) << m;
+  try {
+    FORGE_NCCL_CHECK(1, nullptr, ncclInvalidUsage);
+    FAIL() << "no exception";
+  } catch (const CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("[rank 1] NCCL error in ncclInvalidUsage at "), std::string::npos)
+        << e.what();
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace forge::dist

@@ -1,0 +1,88 @@
+"""The real forge binary on a GPU: the default MLP trains on CUDA (fp32 and bf16), a
+preemption mid-epoch saves and the run resumes, and Python reads the GPU-written checkpoint
+with torch.load(weights_only=True) and predicts what forge reports. Exits 77 (skipped) on a
+machine without a GPU or a forge built without CUDA."""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import h5py
+import torch
+import torch.nn as nn
+
+from harness import Harness
+
+h = Harness()
+if not torch.cuda.is_available():
+    print("skipped: no CUDA GPU visible to this process")
+    sys.exit(77)
+
+# Fashion-MNIST's shape on synthetic data keeps the test self-contained.
+h.run(["data", "synthetic", "--out", "syn784.h5", "--samples", "12000", "--features", "784", "--classes", "10"])
+cfg = f"{h.repo}/configs/fashion_mnist_mlp.yaml"
+base = ["--set", "data.path=syn784.h5", "--set", "run.device=cuda", "--set", "run.epochs=2",
+        "--set", "data.normalize.scale=1", "--set", "data.normalize.mean=0", "--set", "data.normalize.std=1"]
+
+
+def final_accuracy(out):
+    m = re.search(r"final test accuracy ([\d.]+)%", out)
+    return float(m.group(1)) if m else None
+
+
+p = h.run(["train", cfg, "--set", "run.dir=fp32"] + base)
+out = p.stdout + p.stderr
+h.check("backend nccl" in out, "a CUDA run uses the NCCL backend", out[-2000:])
+h.check(re.search(r"devices: rank 0: \S+ local 0 -> cuda:0", out) is not None, "the device map names cuda:0",
+        out[-2000:])
+acc = final_accuracy(out)
+h.check(acc is not None and acc > 80, f"fp32 on the GPU learns (final accuracy {acc}%)", out[-2000:])
+
+# Python reads the checkpoint written from GPU memory and predicts what forge reported.
+ck = torch.load(sorted(glob.glob(h.path("fp32", "checkpoints", "ckpt-*.pt")))[-1], weights_only=True)
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 256)
+        self.bn1 = nn.BatchNorm1d(256)
+        self.dropout = nn.Dropout(0.3)
+        self.fc2 = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc2(self.dropout(torch.relu(self.bn1(self.fc1(x)))))
+
+
+model = MLP()
+model.load_state_dict(ck["model"])
+h.check(all(t.device.type == "cpu" for t in ck["model"].values()), "checkpoint tensors are host tensors")
+model = model.cuda().eval()
+with h5py.File(h.path("syn784.h5")) as f:
+    x = torch.from_numpy(f["test/features"][:]).float().cuda()
+    y = torch.from_numpy(f["test/labels"][:]).long().cuda()
+with torch.no_grad():
+    py_acc = (model(x).argmax(1) == y).float().mean().item() * 100
+h.check(abs(py_acc - acc) < 0.05, f"Python on the GPU predicts forge's accuracy ({py_acc:.2f}% vs {acc}%)")
+
+# bf16 autocast trains too, with fp32 master weights (the checkpoint holds fp32).
+p = h.run(["train", cfg, "--set", "run.dir=bf16", "--set", "run.precision=bf16"] + base)
+acc16 = final_accuracy(p.stdout + p.stderr)
+h.check(acc16 is not None and acc16 > 80, f"bf16 autocast learns (final accuracy {acc16}%)")
+ck16 = torch.load(sorted(glob.glob(h.path("bf16", "checkpoints", "ckpt-*.pt")))[-1], weights_only=True)
+h.check(ck16["model"]["fc1.weight"].dtype == torch.float32, "bf16 runs keep fp32 weights")
+
+# Preempted mid-epoch on the GPU: exit 75, then --resume auto finishes the run.
+env_run = subprocess.run([h.forge, "train", cfg, "--set", "run.dir=pre"] + base, cwd=h.work, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "FORGE_FAULT_SIGNAL_STEP": "40"})
+h.check(env_run.returncode == 75, f"a preemption signal on the GPU saves and exits 75 (got {env_run.returncode})",
+        env_run.stdout[-1500:] + env_run.stderr[-1500:])
+p = h.run(["train", cfg, "--set", "run.dir=pre", "--resume", "auto"] + base)
+out = p.stdout + p.stderr
+m = re.search(r"resumed from \S+ at epoch 0 step (\d+)", out)
+h.check(m is not None and int(m.group(1)) >= 40, "the GPU run resumes mid-epoch at the saved step", out[-1500:])
+racc = final_accuracy(out)
+h.check(racc is not None and abs(racc - acc) < 1.0,
+        f"the resumed run ends where the uninterrupted one did ({racc}% vs {acc}%)")
+h.finish()
