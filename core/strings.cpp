@@ -73,4 +73,10 @@ std::string formatDuration(double seconds) {
   return buf;
 }
 
+std::string dimsText(const std::vector<int64_t>& dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+  return out + "]";
+}
+
 }  // namespace forge

@@ -1,6 +1,7 @@
 // Small string helpers shared by the modules.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,5 +20,8 @@ std::string withThousands(long long value);
 
 // Seconds as "1h02m03s" / "2m05s" / "4.2s".
 std::string formatDuration(double seconds);
+
+// "[1, 28, 28]": a shape for messages.
+std::string dimsText(const std::vector<int64_t>& dims);
 
 }  // namespace forge

@@ -82,6 +82,54 @@ void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* 
                  first, "..", first + count);
 }
 
+hsize_t chunkRows(hid_t dataset) {
+  H5Id dcpl(H5Dget_create_plist(dataset));
+  if (!dcpl.valid() || H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return 0;
+  int rank = H5Pget_chunk(dcpl.get(), 0, nullptr);
+  if (rank <= 0) return 0;
+  std::vector<hsize_t> dims(rank);
+  H5Pget_chunk(dcpl.get(), rank, dims.data());
+  return dims[0];
+}
+
+hsize_t streamingChunkRows(size_t bytesPerRow) {
+  return std::max<hsize_t>(1, (1u << 20) / std::max<size_t>(1, bytesPerRow));
+}
+
+std::mutex& hdf5Mutex() {
+  static std::mutex m;
+  return m;
+}
+
+H5Id createRowsDataset(hid_t file, const std::string& name, hid_t fileType, const std::vector<hsize_t>& dims,
+                       hsize_t rowsPerChunk) {
+  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+  FORGE_H5_CHECK(space.get(), "cannot create dataspace for '", name, "'");
+  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
+  std::vector<hsize_t> chunk = dims;
+  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(rowsPerChunk, dims[0]));
+  if (dims[0] > 0) FORGE_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), "chunking");
+  H5Id ds(H5Dcreate2(file, name.c_str(), fileType, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
+  FORGE_H5_CHECK(ds.get(), "cannot create dataset '", name, "'");
+  return ds;
+}
+
+void writeRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, const void* data) {
+  if (count == 0) return;
+  H5Id fileSpace(H5Dget_space(dataset));
+  int rank = H5Sget_simple_extent_ndims(fileSpace.get());
+  std::vector<hsize_t> dims(rank), start(rank, 0);
+  H5Sget_simple_extent_dims(fileSpace.get(), dims.data(), nullptr);
+  std::vector<hsize_t> counts = dims;
+  start[0] = first;
+  counts[0] = count;
+  FORGE_H5_CHECK(H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), nullptr, counts.data(), nullptr),
+                 "cannot select rows ", first, "..", first + count);
+  H5Id memSpace(H5Screate_simple(rank, counts.data(), nullptr));
+  FORGE_H5_CHECK(H5Dwrite(dataset, memType, memSpace.get(), fileSpace.get(), H5P_DEFAULT, data), "cannot write rows ",
+                 first, "..", first + count, " (disk full?)");
+}
+
 H5Id createGroup(hid_t file, const std::string& name) {
   hid_t id = H5Gcreate2(file, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   FORGE_H5_CHECK(id, "cannot create group '", name, "'");

@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,23 @@ H5DatasetInfo datasetInfo(hid_t dataset);
 // Reads rows [first, first + count) of a dataset whose leading dimension is rows, converting
 // to `memType` (e.g. H5T_NATIVE_UINT8) into `out` (must hold count * rowElements values).
 void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* out);
+
+// Rows per chunk of a chunked dataset (the leading dimension of its chunk); 0 if contiguous.
+hsize_t chunkRows(hid_t dataset);
+
+// Rows per chunk for streaming: about 1 MiB per chunk, which reads efficiently and fits
+// HDF5's default chunk cache.
+hsize_t streamingChunkRows(size_t bytesPerRow);
+
+// The HDF5 library Debian ships is not built thread-safe: every HDF5 call that may run on a
+// background thread (the loader's reader) holds this lock.
+std::mutex& hdf5Mutex();
+
+// A chunked dataset of `dims` created empty, to be filled row block by row block with
+// writeRows (so that converters stream instead of holding a whole split in memory).
+H5Id createRowsDataset(hid_t file, const std::string& name, hid_t fileType, const std::vector<hsize_t>& dims,
+                       hsize_t chunkRows);
+void writeRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, const void* data);
 
 // Writes a chunked dataset `name` (may contain '/', groups must exist) with the given
 // file type, from `data` in `memType`. Chunks hold `chunkRows` rows.

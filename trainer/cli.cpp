@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -61,7 +63,13 @@ const char* kDataHelp = R"(usage:
   forge data synthetic --out FILE.h5 --samples N --features D --classes C [--seed S]
       Writes N training samples (and N/5 test samples) of D float32 features drawn
       around one random centre per class; a model can learn it. Default seed 0.
-The output is written to a temporary file and renamed into place.
+      Streams block by block, so files far larger than memory can be made.
+  forge data from-npy --out FILE.h5 --train-features X.npy --train-labels Y.npy
+                      [--test-features X.npy --test-labels Y.npy]
+      NumPy arrays into the layout: features N x D... (uint8, float32 or float64; any
+      sample shape, e.g. N x C x H x W), labels N (any integer type, stored as int64).
+Files are written in chunks of about 1 MiB (what streaming reads), to a temporary file
+that is renamed into place.
 )";
 
 const char* kTrainHelp = R"(usage: forge train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]
@@ -182,13 +190,36 @@ int cmdData(int argc, char** argv) {
     spec.features = parseInt(a.one("features"), "features");
     spec.classes = parseInt(a.one("classes"), "classes");
     spec.seed = static_cast<uint64_t>(parseInt(a.one("seed", "0"), "seed"));
+    auto lastReport = std::chrono::steady_clock::now();
+    spec.progress = [&](const std::string& split, int64_t done, int64_t total) {
+      auto now = std::chrono::steady_clock::now();
+      if (done < total && now - lastReport < std::chrono::seconds(5)) return;
+      lastReport = now;
+      log::info("data", split, ": ", withThousands(done), " / ", withThousands(total), " samples written");
+    };
     data::writeSynthetic(spec, a.one("out"));
     log::info("data", "wrote ", a.one("out"), " (", withThousands(spec.samples), " train and ",
               withThousands(std::max<int64_t>(1, spec.samples / 5)), " test samples, ", spec.features, " features, ",
               spec.classes, " classes)");
     return 0;
   }
-  std::string hint = nearest(kind, {"fashion-mnist", "synthetic"});
+  if (kind == "from-npy") {
+    Args a = parseArgs(argc, argv, 3, {"out", "train-features", "train-labels", "test-features", "test-labels"}, {},
+                       kDataHelp);
+    if (a.help) return std::cout << kDataHelp, 0;
+    for (const char* req : {"out", "train-features", "train-labels"}) {
+      if (!a.has(req)) usage(concat("forge data from-npy needs --", req), kDataHelp);
+    }
+    if (a.has("test-features") != a.has("test-labels")) {
+      usage("forge data from-npy: --test-features and --test-labels go together", kDataHelp);
+    }
+    std::vector<data::NpySplit> splits{{"train", a.one("train-features"), a.one("train-labels")}};
+    if (a.has("test-features")) splits.push_back({"test", a.one("test-features"), a.one("test-labels")});
+    data::convertNpy(splits, a.one("out"));
+    log::info("data", "wrote ", a.one("out"), " (", splits.size(), " split(s))");
+    return 0;
+  }
+  std::string hint = nearest(kind, {"fashion-mnist", "synthetic", "from-npy"});
   usage(concat("unknown data source '", kind, "'", hint.empty() ? "" : concat(" (did you mean '", hint, "'?)")), kDataHelp);
 }
 
@@ -350,10 +381,10 @@ int cmdEval(int argc, char** argv) {
   Config cfg = configFrom(a, kEvalHelp, "eval");
   if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
   Distributed d(&argc, &argv, cfg);
-  data::SplitData split;
+  std::unique_ptr<data::SplitSource> split;
   std::shared_ptr<Model> model;
   agreeOnSetup(*d.comm, [&] {
-    split = data::loadSplit({cfg.data.path, cfg.data.evalSplit, cfg.data.features, cfg.data.labels,
+    split = std::make_unique<data::SplitSource>(data::SourceSpec{cfg.data.paths, cfg.data.evalSplit, cfg.data.features, cfg.data.labels,
                              cfg.model.numClasses});
     model = makeModel(cfg.model);
     // A forge checkpoint, or a state dict Python saved with torch.save(model.state_dict()).
@@ -362,10 +393,19 @@ int cmdEval(int argc, char** argv) {
   });
   return orAbortJob(d, [&] {
     data::Normalization norm{cfg.data.normalize.scale, cfg.data.normalize.mean, cfg.data.normalize.std};
-    EvalResult r = evaluate(*model, split, norm, cfg.data.evalBatchSize, *d.comm, d.device);
+    if (cfg.data.normalize.stats == "auto") {
+      // The statistics training computed and kept in the run dir.
+      std::string stats = (std::filesystem::path(cfg.run.dir) / "feature_stats.h5").string();
+      if (!std::filesystem::exists(stats)) {
+        throw DataError(concat("data.normalize.stats is auto, but ", stats, " does not exist: evaluate with the "
+                               "run.dir of the training run that computed it"));
+      }
+      data::readFeatureStats(stats, norm.mean, norm.std);
+    }
+    EvalResult r = evaluate(*model, *split, norm, cfg.data.evalBatchSize, *d.comm, d.device);
     if (d.world.rank == 0) {
       std::cout << std::left << std::setw(12) << "checkpoint" << a.one("checkpoint") << "\n"
-                << std::setw(12) << "split" << split.name << "\n"
+                << std::setw(12) << "split" << split->name() << "\n"
                 << std::setw(12) << "samples" << withThousands(r.samples) << "\n"
                 << std::setw(12) << "loss" << std::fixed << std::setprecision(4) << r.loss << "\n"
                 << std::setw(12) << "accuracy" << std::setprecision(2) << 100.0 * r.accuracy << "%\n";

@@ -19,8 +19,8 @@ const std::map<std::string, std::vector<std::string>> kKeys = {
     {"run", {"dir", "seed", "epochs", "threads", "device", "precision"}},
     {"data",
      {"path", "train_split", "eval_split", "features", "labels", "batch_size", "eval_batch_size", "shuffle",
-      "drop_last", "prefetch", "normalize"}},
-    {"data.normalize", {"scale", "mean", "std"}},
+      "drop_last", "prefetch", "buffer_mb", "non_finite", "normalize"}},
+    {"data.normalize", {"scale", "mean", "std", "stats"}},
     {"optimizer",
      {"name", "lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "accumulate_steps"}},
     {"schedule", {"name", "warmup_steps", "step_epochs", "gamma", "min_lr"}},
@@ -88,6 +88,31 @@ class Section {
       out = v.as<T>();
     } catch (const YAML::Exception&) {
       fail(src_.where(dotted(key), v.Mark()), concat(dotted(key), " must be ", typeName<T>(), ", got ", describe(v)));
+    }
+    return true;
+  }
+
+  // A value or a list of values (data.path: one file or several; normalize.mean: one number
+  // or one per feature).
+  template <typename T>
+  bool readOneOrMany(const std::string& key, std::vector<T>& out) const {
+    if (!node_ || !node_.IsMap()) return false;
+    YAML::Node v = node_[key];
+    if (!v) return false;
+    try {
+      if (v.IsSequence()) {
+        out.clear();
+        for (const auto& e : v) {
+          if (!e.IsScalar()) throw YAML::BadConversion(e.Mark());
+          out.push_back(e.as<T>());
+        }
+      } else {
+        if (!v.IsScalar()) throw YAML::BadConversion(v.Mark());
+        out = {v.as<T>()};
+      }
+    } catch (const YAML::Exception&) {
+      fail(src_.where(dotted(key), v.Mark()),
+           concat(dotted(key), " must be ", typeName<T>(), " or a list of them, got ", describe(v)));
     }
     return true;
   }
@@ -252,7 +277,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
 
   Section data(root["data"], "data", src);
   data.rejectUnknown(kKeys.at("data"));
-  data.read("path", c.data.path);
+  data.readOneOrMany("path", c.data.paths);
   data.read("train_split", c.data.trainSplit);
   data.read("eval_split", c.data.evalSplit);
   data.read("features", c.data.features);
@@ -262,16 +287,27 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   data.read("shuffle", c.data.shuffle);
   data.read("drop_last", c.data.dropLast);
   data.read("prefetch", c.data.prefetch);
-  data.require(!c.data.path.empty(), "path", "is required: the HDF5 file to train on");
+  data.read("buffer_mb", c.data.bufferMb);
+  data.read("non_finite", c.data.nonFinite);
+  bool anyPath = false;
+  for (const auto& p : c.data.paths) anyPath = anyPath || !p.empty();
+  data.require(anyPath, "path", "is required: the HDF5 file (or a list of files / glob patterns) to train on");
+  data.require(c.data.bufferMb > 0, "buffer_mb", "must be positive");
+  data.requireOneOf("non_finite", c.data.nonFinite, {"error", "skip"}, "a policy");
   data.require(c.data.batchSize >= 1, "batch_size", concat("must be at least 1, got ", c.data.batchSize));
   data.require(c.data.evalBatchSize >= 1, "eval_batch_size", "must be at least 1");
   data.require(c.data.prefetch >= 1, "prefetch", "must be at least 1");
   Section norm = data.child("normalize");
   norm.rejectUnknown(kKeys.at("data.normalize"));
   norm.read("scale", c.data.normalize.scale);
-  norm.read("mean", c.data.normalize.mean);
-  norm.read("std", c.data.normalize.std);
-  norm.require(c.data.normalize.std > 0, "std", "must be positive");
+  norm.readOneOrMany("mean", c.data.normalize.mean);
+  norm.readOneOrMany("std", c.data.normalize.std);
+  norm.read("stats", c.data.normalize.stats);
+  bool positive = !c.data.normalize.std.empty();
+  for (double v : c.data.normalize.std) positive = positive && v > 0;
+  norm.require(positive, "std", "must be positive (one number, or one per channel or feature)");
+  norm.require(!c.data.normalize.mean.empty(), "mean", "must not be an empty list");
+  norm.requireOneOf("stats", c.data.normalize.stats, {"config", "auto"}, "a statistics source");
 
   Section opt(root["optimizer"], "optimizer", src);
   opt.rejectUnknown(kKeys.at("optimizer"));

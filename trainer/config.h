@@ -33,13 +33,16 @@ struct ModelConfig {
 };
 
 struct NormalizeConfig {
-  double scale = 1.0;  // multiplies raw features first (1/255 for uint8 images)
-  double mean = 0.0;
-  double std = 1.0;
+  double scale = 1.0;               // multiplies raw features first (1/255 for uint8 images)
+  std::vector<double> mean{0.0};    // one number, one per channel (C x H x W samples) or one per feature
+  std::vector<double> std{1.0};
+  // config: mean and std as given | auto: per-feature mean and std of the training split,
+  // computed once (each rank sums its share) and stored in <run.dir>/feature_stats.h5
+  std::string stats = "config";
 };
 
 struct DataConfig {
-  std::string path;
+  std::vector<std::string> paths;  // data.path: a file, or a list of files / glob patterns
   std::string trainSplit = "train";
   std::string evalSplit = "test";
   std::string features = "features";
@@ -49,6 +52,8 @@ struct DataConfig {
   bool shuffle = true;
   bool dropLast = false;
   int64_t prefetch = 4;         // batches assembled ahead
+  double bufferMb = 64;         // read buffer per rank: two shuffle windows of half this each
+  std::string nonFinite = "error";  // NaN / Inf in features: error (naming the sample) | skip
   NormalizeConfig normalize;
 };
 

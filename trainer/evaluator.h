@@ -1,10 +1,10 @@
 // Evaluation on a split: the model in eval mode, without gradients, each rank on its own
-// disjoint share (rank r takes samples r, r + W, ...: no sample counted twice), loss and
+// disjoint contiguous share, streamed (no sample counted twice, memory bounded), loss and
 // accuracy summed over all ranks. Collective: all ranks, same order.
 #pragma once
 
 #include "data/batch_loader.h"
-#include "data/dataset.h"
+#include "data/source.h"
 #include "distributed/communicator.h"
 #include "trainer/models/model.h"
 
@@ -16,7 +16,7 @@ struct EvalResult {
   int64_t samples = 0;  // over all ranks
 };
 
-EvalResult evaluate(Model& model, const data::SplitData& split, const data::Normalization& norm, int64_t batchSize,
+EvalResult evaluate(Model& model, const data::SplitSource& split, const data::Normalization& norm, int64_t batchSize,
                     dist::Communicator& comm, c10::Device device = c10::kCPU);
 
 }  // namespace forge::train

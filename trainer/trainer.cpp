@@ -74,11 +74,12 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
                  c10::Device device)
     : cfg_(std::move(cfg)), comm_(comm), world_(world), device_(device) {
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
-  data::SplitSpec spec{cfg_.data.path, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels,
-                       cfg_.model.numClasses};
-  train_ = data::loadSplit(spec);
+  data::SourceSpec spec{cfg_.data.paths, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels,
+                        cfg_.model.numClasses};
+  train_ = std::make_unique<data::SplitSource>(spec);
   spec.split = cfg_.data.evalSplit;
-  eval_ = data::loadSplit(spec);
+  eval_ = std::make_unique<data::SplitSource>(spec);
+  checkInputShape();
 
   torch::manual_seed(cfg_.run.seed);  // identical initial weights on every rank
   model_ = makeModel(cfg_.model);
@@ -89,11 +90,11 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     log::info("train", "model initialized from ", cfg_.model.initFrom);
   }
   {
-    int64_t n = std::min<int64_t>(cfg_.data.batchSize, train_.size());
+    int64_t n = std::min<int64_t>(cfg_.data.batchSize, train_->size());
     std::vector<int64_t> first(n);
     for (int64_t i = 0; i < n; ++i) first[i] = i;
-    data::Batch probe = data::makeBatch(train_, norm_, first.data(), n);
-    probeShapes(*model_, probe.x, train_.name, cfg_.model.numClasses);
+    data::Batch probe = data::readBatch(*train_, norm_, first);
+    probeShapes(*model_, probe.x, train_->name(), cfg_.model.numClasses);
   }
   // One move, parameters and buffers together, before the optimizer sees the parameters.
   model_->to(device_);
@@ -101,11 +102,11 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     if (p.requires_grad()) params_.push_back(p);
   }
   optimizer_ = makeOptimizer(cfg_.optimizer, params_);
-  sampler_ = std::make_unique<data::DistributedSampler>(train_.size(), world_.rank, world_.size, cfg_.run.seed,
-                                                         cfg_.data.shuffle, cfg_.data.dropLast);
-  loader_ = std::make_unique<data::BatchLoader>(train_, norm_, cfg_.data.batchSize, cfg_.data.dropLast,
-                                                static_cast<size_t>(cfg_.data.prefetch),
-                                                /*pinMemory=*/device_.is_cuda());
+  window_ = data::windowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)), train_->rowBytes(),
+                            cfg_.data.batchSize);
+  sampler_ = std::make_unique<data::DistributedSampler>(train_->blocks(), world_.rank, world_.size, cfg_.run.seed,
+                                                         cfg_.data.shuffle, cfg_.data.dropLast, window_);
+  makeLoader();
   batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
   stepsPerEpoch_ = (batchesPerEpoch_ + cfg_.optimizer.accumulateSteps - 1) / cfg_.optimizer.accumulateSteps;
   if (stepsPerEpoch_ == 0) {
@@ -126,6 +127,87 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     }
   }
   if (world_.rank == 0) prepareRunDir(resume);
+}
+
+void Trainer::makeLoader() {
+  data::LoaderOptions o;
+  o.batchSize = cfg_.data.batchSize;
+  o.dropLast = cfg_.data.dropLast;
+  o.prefetch = static_cast<size_t>(cfg_.data.prefetch);
+  o.window = window_;
+  o.pinMemory = device_.is_cuda();
+  o.nonFinite = cfg_.data.nonFinite == "skip" ? data::NonFinite::kSkip : data::NonFinite::kError;
+  loader_ = std::make_unique<data::BatchLoader>(*train_, norm_, o);
+}
+
+// Before any training: samples must be what the model takes (the shape probe would also
+// fail, but this names the data and the config key).
+void Trainer::checkInputShape() const {
+  const auto& shape = train_->sampleShape();
+  int64_t features = 1;
+  for (int64_t d : shape) features *= d;
+  if (cfg_.model.name == "mlp" && features != cfg_.model.inFeatures) {
+    throw DataError(concat("data ", train_->name(), ": samples have shape ", dimsText(shape), " (", features,
+                           " features) but the model takes ", cfg_.model.inFeatures, " (model.in_features)"));
+  }
+  if (cfg_.model.name == "cnn") {
+    // Flat samples are reshaped to the image; the element count must match.
+    int64_t image = 1;
+    for (int64_t d : cfg_.model.inputShape) image *= d;
+    if (features != image) {
+      throw DataError(concat("data ", train_->name(), ": samples have shape ", dimsText(shape), " (", features,
+                             " values) but the model takes ", dimsText(cfg_.model.inputShape), " (", image,
+                             " values, model.input_shape)"));
+    }
+  }
+  if (eval_->sampleShape() != shape || eval_->featureType() != train_->featureType()) {
+    throw DataError(concat("data ", eval_->name(), ": samples are ", at::toString(eval_->featureType()), " ",
+                           dimsText(eval_->sampleShape()), " but the training split's are ",
+                           at::toString(train_->featureType()), " ", dimsText(shape)));
+  }
+}
+
+// data.normalize.stats: auto. Per-feature mean and std of the training split, computed once
+// (each rank sums a disjoint share: the split is read once in all) and kept in the run dir,
+// so that a resumed run normalizes exactly as before. Collective.
+void Trainer::resolveFeatureStats() {
+  if (cfg_.data.normalize.stats != "auto") return;
+  const std::string path = (fs::path(cfg_.run.dir) / "feature_stats.h5").string();
+  at::Tensor have = at::full({1}, world_.rank == 0 && fs::exists(path) ? 1 : 0, at::kInt);
+  comm_.broadcast(have, 0);
+  std::vector<double> mean, std;
+  if (have.item<int>() == 0) {
+    const int64_t n = train_->size();
+    const int64_t first = n * world_.rank / world_.size;
+    const int64_t last = n * (world_.rank + 1) / world_.size;
+    auto start = Clock::now();
+    data::FeatureSums sums = data::featureSums(*train_, first, last - first, cfg_.data.normalize.scale);
+    comm_.allReduce(sums.sum, dist::ReduceOp::kSum);
+    comm_.allReduce(sums.sumSq, dist::ReduceOp::kSum);
+    at::Tensor m = sums.sum / static_cast<double>(n);
+    at::Tensor var = (sums.sumSq / static_cast<double>(n) - m * m).clamp_min(0);
+    at::Tensor sd = var.sqrt();
+    // A constant feature (a border pixel that is always 0) keeps std 1, as scikit-learn does.
+    sd = at::where(sd > 1e-12, sd, at::ones_like(sd));
+    mean.assign(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
+    std.assign(sd.data_ptr<double>(), sd.data_ptr<double>() + sd.numel());
+    if (world_.rank == 0) {
+      data::writeFeatureStats(path, mean, std);
+      log::info("data", "per-feature mean and std of ", train_->name(), " computed in ",
+                formatDuration(secondsSince(start)), ", stored in ", path);
+    }
+    comm_.barrier();
+  } else {
+    data::readFeatureStats(path, mean, std);
+    log::info("data", "per-feature mean and std from ", path);
+  }
+  if (static_cast<int64_t>(mean.size()) != train_->rowElements()) {
+    throw DataError(concat(path, " holds statistics of ", mean.size(), " features, the data has ",
+                           train_->rowElements(), " (delete it to recompute)"));
+  }
+  norm_.mean = mean;
+  norm_.std = std;
+  makeLoader();
 }
 
 bool Trainer::hasBatchNorm(const torch::nn::Module& m) {
@@ -352,7 +434,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   const int64_t k = cfg_.optimizer.accumulateSteps;
   // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
   int64_t skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), step_ * k * cfg_.data.batchSize);
-  loader_->start(std::vector<int64_t>(indices.begin() + skip, indices.end()));
+  loader_->start(std::move(indices), skip);
 
   auto start = Clock::now();
   auto lastReport = start;
@@ -364,6 +446,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   int64_t stepsThisEpoch = 0;
   const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
   double waitBefore = loader_->waitSeconds();
+  const int64_t skippedBefore = loader_->skippedNonFinite();
   double commBefore = sync_->commWaitSeconds();
   std::vector<std::pair<std::string, at::Tensor>> before;
   while (step_ < stepsPerEpoch_) {
@@ -437,6 +520,10 @@ void Trainer::trainEpoch(int64_t epoch) {
   }
   if (loader_->next()) throw Error(concat("rank ", world_.rank, " has batches left at the end of epoch ", epoch + 1));
   double trainSeconds = secondsSince(start);
+  if (int64_t skipped = loader_->skippedNonFinite() - skippedBefore) {
+    log::warn("data", "left out ", skipped, " sample(s) with non-finite features in epoch ", epoch + 1,
+              " on this rank (data.non_finite: skip)");
+  }
   // Every rank must have run the same number of steps; the sampler makes it so, this proves it.
   at::Tensor steps = at::tensor({static_cast<double>(stepsThisEpoch), -static_cast<double>(stepsThisEpoch)}, at::kDouble);
   comm_.allReduce(steps, dist::ReduceOp::kMax);
@@ -454,7 +541,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   at::Tensor sums = at::tensor({lossSum.item<double>(), correct.item<double>(), seen}, at::kDouble);
   comm_.allReduce(sums, dist::ReduceOp::kSum);
   double globalSeen = std::max(1.0, sums[2].item<double>());
-  EvalResult ev = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
+  EvalResult ev = evaluate(*model_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
 
   epoch_ = epoch + 1;
   step_ = 0;
@@ -509,6 +596,7 @@ void Trainer::injectFault() const {
 TrainSummary Trainer::run() {
   auto start = Clock::now();
   resumeFrom();
+  resolveFeatureStats();
   // A fresh run owns its metrics file; a resumed one appends to it.
   if (world_.rank == 0 && globalStep_ == 0) fs::remove(metricsPath_);
   dist::SyncOptions sync;
@@ -525,7 +613,8 @@ TrainSummary Trainer::run() {
               for (auto& p : params_) n += p.numel();
               return n;
             }())),
-            " trainable parameters; ", withThousands(train_.size()), " training samples, ",
+            " trainable parameters; ", withThousands(train_->size()), " training samples",
+            train_->files() > 1 ? concat(" in ", train_->files(), " files") : std::string(), ", ",
             withThousands(sampler_->samplesPerRank()), " per rank, ", stepsPerEpoch_, " steps per epoch");
   if (epoch_ >= cfg_.run.epochs) {
     log::info("train", "all ", cfg_.run.epochs, " epochs are already done (raise run.epochs to train on, or "
@@ -539,7 +628,7 @@ TrainSummary Trainer::run() {
   }
   asyncSaver_.wait();
   TrainSummary s;
-  s.finalEval = evaluate(*model_, eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
+  s.finalEval = evaluate(*model_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
   s.fingerprint = dist::verifyReplicas(*model_, comm_);
   s.bestMetric = bestMetric_;
   s.bestEpoch = bestEpoch_;

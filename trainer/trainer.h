@@ -14,7 +14,7 @@
 #include "checkpoint/async_saver.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "data/batch_loader.h"
-#include "data/dataset.h"
+#include "data/source.h"
 #include "data/sampler.h"
 #include "distributed/communicator.h"
 #include "distributed/gradient_synchronizer.h"
@@ -57,6 +57,9 @@ class Trainer {
   void resumeFrom();
   void trimMetrics() const;
   static bool hasBatchNorm(const torch::nn::Module& m);
+  void makeLoader();
+  void checkInputShape() const;
+  void resolveFeatureStats();
   void trainEpoch(int64_t epoch);
   ckpt::Checkpoint makeCheckpoint() const;
   std::string saveCheckpoint(bool isBest);
@@ -71,8 +74,9 @@ class Trainer {
   dist::Communicator& comm_;
   dist::WorldInfo world_;
   c10::Device device_;
-  data::SplitData train_;
-  data::SplitData eval_;
+  std::unique_ptr<data::SplitSource> train_;
+  std::unique_ptr<data::SplitSource> eval_;
+  int64_t window_ = 0;  // samples per read / shuffle window
   data::Normalization norm_;
   std::shared_ptr<Model> model_;
   std::vector<at::Tensor> params_;

@@ -3,13 +3,19 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <cmath>
+#include <iomanip>
+#include <numeric>
+#include <sstream>
 #include <set>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include "core/error.h"
 #include "tests/temp_dir.h"
 #include "data/batch_loader.h"
 #include "data/converters.h"
-#include "data/dataset.h"
+#include "data/source.h"
 #include "data/hdf5_file.h"
 #include "data/sampler.h"
 
@@ -42,9 +48,9 @@ class DataTest : public ::testing::Test {
     return p;
   }
 
-  std::string errorOf(const SplitSpec& spec) {
+  std::string errorOf(const SourceSpec& spec) {
     try {
-      loadSplit(spec);
+      SplitSource source(spec);
     } catch (const DataError& e) {
       EXPECT_EQ(e.exitCode(), 2);
       return e.what();
@@ -55,73 +61,197 @@ class DataTest : public ::testing::Test {
   testing::TempDir dir_{"data_test"};
 };
 
-TEST_F(DataTest, SyntheticFilesHaveTheDocumentedLayoutAndLoad) {
+TEST_F(DataTest, SyntheticFilesHaveTheDocumentedLayoutAndOpen) {
   writeSynthetic({200, 12, 3, 7}, path("s.h5"));
-  SplitData train = loadSplit({path("s.h5"), "train", "features", "labels", 3});
-  SplitData test = loadSplit({path("s.h5"), "test", "features", "labels", 3});
-  EXPECT_EQ(train.features.sizes(), (std::vector<int64_t>{200, 12}));
-  EXPECT_EQ(train.features.scalar_type(), at::kFloat);
-  EXPECT_EQ(train.labels.scalar_type(), at::kLong);
+  SplitSource train({{path("s.h5")}, "train", "features", "labels", 3});
+  SplitSource test({{path("s.h5")}, "test", "features", "labels", 3});
+  EXPECT_EQ(train.size(), 200);
+  EXPECT_EQ(train.sampleShape(), (std::vector<int64_t>{12}));
+  EXPECT_EQ(train.featureType(), at::kFloat);
   EXPECT_EQ(test.size(), 40);
-  EXPECT_GE(train.labels.min().item<int64_t>(), 0);
-  EXPECT_LT(train.labels.max().item<int64_t>(), 3);
-  // Same seed, same bytes.
+  EXPECT_GE(train.labels().min().item<int64_t>(), 0);
+  EXPECT_LT(train.labels().max().item<int64_t>(), 3);
+  // Same seed, same bytes; written block by block, read back the same.
   writeSynthetic({200, 12, 3, 7}, path("t.h5"));
-  EXPECT_TRUE(at::equal(loadSplit({path("t.h5"), "train", "features", "labels", 3}).features, train.features));
+  SplitSource again({{path("t.h5")}, "train", "features", "labels", 3});
+  std::vector<int64_t> all(200);
+  std::iota(all.begin(), all.end(), 0);
+  EXPECT_TRUE(at::equal(readBatch(train, {}, all).x, readBatch(again, {}, all).x));
 }
 
 TEST_F(DataTest, MissingFileNamesItAndHowToCreateIt) {
-  std::string e = errorOf({path("nope.h5"), "train", "features", "labels", 10});
+  std::string e = errorOf({{path("nope.h5")}, "train", "features", "labels", 10});
   EXPECT_NE(e.find("cannot open data file '" + path("nope.h5") + "'"), std::string::npos) << e;
   EXPECT_NE(e.find("forge data fashion-mnist"), std::string::npos) << e;
+  std::string g = errorOf({{path("shard-*.h5")}, "train", "features", "labels", 10});
+  EXPECT_NE(g.find("pattern '" + path("shard-*.h5") + "' matches no file"), std::string::npos) << g;
 }
 
 TEST_F(DataTest, AFileThatIsNotHdf5IsNamed) {
   { std::ofstream(path("junk.h5")) << "not hdf5"; }
-  std::string e = errorOf({path("junk.h5"), "train", "features", "labels", 10});
+  std::string e = errorOf({{path("junk.h5")}, "train", "features", "labels", 10});
   EXPECT_NE(e.find("not a readable HDF5 file"), std::string::npos) << e;
 }
 
 TEST_F(DataTest, MissingSplitAndMissingDatasetAreNamed) {
   std::string p = makeFile("m.h5", {{"train/features", {8, 4}, H5T_IEEE_F32LE}});
-  EXPECT_NE(errorOf({p, "test", "features", "labels", 2}).find("has no split group 'test'"), std::string::npos);
-  std::string e = errorOf({p, "train", "features", "labels", 2});
+  EXPECT_NE(errorOf({{p}, "test", "features", "labels", 2}).find("has no split group 'test'"), std::string::npos);
+  std::string e = errorOf({{p}, "train", "features", "labels", 2});
   EXPECT_NE(e.find("data file '" + p + "' has no dataset 'train/labels'"), std::string::npos) << e;
 }
 
 TEST_F(DataTest, CountsThatDifferAreReportedWithBothNumbers) {
   std::string p = makeFile("c.h5", {{"train/features", {8, 4}, H5T_IEEE_F32LE}, {"train/labels", {7}, H5T_STD_I64LE}});
-  std::string e = errorOf({p, "train", "features", "labels", 2});
+  std::string e = errorOf({{p}, "train", "features", "labels", 2});
   EXPECT_NE(e.find("'train/features' has 8 samples but 'train/labels' has 7"), std::string::npos) << e;
 }
 
 TEST_F(DataTest, LabelsOutOfRangeNameTheIndexAndTheClassCount) {
   std::string p = makeFile("l.h5", {{"train/features", {5, 4}, H5T_IEEE_F32LE}, {"train/labels", {5}, H5T_STD_I32LE}},
                            /*labelValue=*/12);
-  std::string e = errorOf({p, "train", "features", "labels", 10});
+  std::string e = errorOf({{p}, "train", "features", "labels", 10});
   EXPECT_NE(e.find("label 12 at index 0 is outside [0, 10)"), std::string::npos) << e;
   EXPECT_NE(e.find("dataset 'train/labels'"), std::string::npos) << e;
 }
 
 TEST_F(DataTest, EmptySplitIsAnError) {
   std::string p = makeFile("e.h5", {{"train/features", {0, 4}, H5T_IEEE_F32LE}, {"train/labels", {0}, H5T_STD_I64LE}});
-  EXPECT_NE(errorOf({p, "train", "features", "labels", 2}).find("split 'train' is empty"), std::string::npos);
+  EXPECT_NE(errorOf({{p}, "train", "features", "labels", 2}).find("split 'train' is empty"), std::string::npos);
 }
 
 TEST_F(DataTest, UnsupportedFeatureTypeSaysWhatIsSupported) {
   std::string p = makeFile("t.h5", {{"train/features", {5, 4}, H5T_STD_I16LE}, {"train/labels", {5}, H5T_STD_I64LE}});
-  std::string e = errorOf({p, "train", "features", "labels", 2});
+  std::string e = errorOf({{p}, "train", "features", "labels", 2});
   EXPECT_NE(e.find("unsupported feature type int16 (use uint8, float32 or float64)"), std::string::npos) << e;
+}
+
+TEST_F(DataTest, FilesOfOneSplitMustAgreeOnShapeAndType) {
+  std::string a = makeFile("a.h5", {{"train/features", {5, 4}, H5T_IEEE_F32LE}, {"train/labels", {5}, H5T_STD_I64LE}});
+  std::string b = makeFile("b.h5", {{"train/features", {5, 6}, H5T_IEEE_F32LE}, {"train/labels", {5}, H5T_STD_I64LE}});
+  std::string e = errorOf({{a, b}, "train", "features", "labels", 2});
+  EXPECT_NE(e.find("data file '" + b + "', dataset 'train/features': samples are Float [6]"), std::string::npos) << e;
+  EXPECT_NE(e.find("holds Float [4]"), std::string::npos) << e;
+}
+
+// Image-shaped uint8 samples (C x H x W) with per-channel normalization.
+TEST_F(DataTest, ImagesKeepTheirShapeAndNormalizePerChannel) {
+  std::string p = path("img.h5");
+  {
+    H5Id file(H5Fcreate(p.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    createGroup(file.get(), "train");
+    std::vector<uint8_t> x(6 * 2 * 3 * 3);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(i % 251);
+    std::vector<int64_t> y{0, 1, 0, 1, 0, 1};
+    writeDataset(file.get(), "train/features", H5T_STD_U8LE, H5T_NATIVE_UINT8, {6, 2, 3, 3}, 2, x.data());
+    writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {6}, 6, y.data());
+  }
+  SplitSource s({{p}, "train", "features", "labels", 2});
+  EXPECT_EQ(s.sampleShape(), (std::vector<int64_t>{2, 3, 3}));
+  Batch b = readBatch(s, Normalization{1.0, {10.0, 20.0}, {2.0, 4.0}}, {1});
+  EXPECT_EQ(b.x.sizes(), (std::vector<int64_t>{1, 2, 3, 3}));
+  // sample 1 starts at raw value 18; channel 0 -> (18 - 10) / 2, channel 1 (raw 27) -> (27 - 20) / 4
+  EXPECT_FLOAT_EQ(b.x[0][0][0][0].item<float>(), 4.0f);
+  EXPECT_FLOAT_EQ(b.x[0][1][0][0].item<float>(), 1.75f);
+  EXPECT_THROW(readBatch(s, Normalization{1.0, {1.0, 2.0, 3.0}, {1.0}}, {0}), ConfigError);
+}
+
+// A split spread over several files (a glob) behaves as one: same samples, same labels, and
+// without shuffling the same batches as the single file.
+TEST_F(DataTest, AMultiFileSplitBehavesAsOne) {
+  writeSynthetic({300, 5, 3, 11}, path("whole.h5"));
+  SplitSource whole({{path("whole.h5")}, "train", "features", "labels", 3});
+  std::vector<int64_t> all(300);
+  std::iota(all.begin(), all.end(), 0);
+  Batch everything = readBatch(whole, {}, all);
+  // Cut into three shards of 100, 120 and 80 samples.
+  int64_t first = 0;
+  for (auto [name, n] : std::vector<std::pair<std::string, int64_t>>{{"part-0.h5", 100}, {"part-1.h5", 120},
+                                                                      {"part-2.h5", 80}}) {
+    H5Id file(H5Fcreate(path(name).c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    createGroup(file.get(), "train");
+    at::Tensor x = everything.x.narrow(0, first, n).contiguous();
+    at::Tensor y = everything.y.narrow(0, first, n).contiguous();
+    writeDataset(file.get(), "train/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {hsize_t(n), 5}, 16, x.data_ptr());
+    writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {hsize_t(n)}, 16, y.data_ptr());
+    first += n;
+  }
+  SplitSource parts({{path("part-*.h5")}, "train", "features", "labels", 3});
+  EXPECT_EQ(parts.files(), 3);
+  EXPECT_EQ(parts.size(), 300);
+  EXPECT_TRUE(at::equal(parts.labels(), whole.labels()));
+  for (int world : {1, 3}) {
+    for (int r = 0; r < world; ++r) {
+      DistributedSampler a(whole.blocks(), r, world, 5, false, false, 64), b(parts.blocks(), r, world, 5, false,
+                                                                             false, 64);
+      EXPECT_EQ(a.indices(), b.indices());
+      BatchLoader la(whole, {}, {16, false, 4, 64}), lb(parts, {}, {16, false, 4, 64});
+      la.start(a.indices());
+      lb.start(b.indices());
+      while (auto x = la.next()) {
+        auto y = lb.next();
+        ASSERT_TRUE(y.has_value());
+        EXPECT_TRUE(at::equal(x->x, y->x));
+        EXPECT_TRUE(at::equal(x->y, y->y));
+      }
+      EXPECT_FALSE(lb.next().has_value());
+    }
+  }
+  // Shuffled, every epoch still covers each sample exactly once.
+  DistributedSampler s(parts.blocks(), 0, 1, 9, true, false, 64);
+  std::vector<int64_t> idx = s.indices();
+  std::sort(idx.begin(), idx.end());
+  EXPECT_EQ(idx, all);
+}
+
+TEST_F(DataTest, NonFiniteFeaturesAreFoundWhileStreamingAndNamed) {
+  std::string p = path("nan.h5");
+  {
+    H5Id file(H5Fcreate(p.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    createGroup(file.get(), "train");
+    std::vector<float> x(40 * 3, 1.0f);
+    x[17 * 3 + 2] = std::nanf("");
+    x[30 * 3 + 0] = INFINITY;
+    std::vector<int64_t> y(40, 1);
+    writeDataset(file.get(), "train/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {40, 3}, 8, x.data());
+    writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {40}, 8, y.data());
+  }
+  SplitSource s({{p}, "train", "features", "labels", 2});
+  std::vector<int64_t> order(40);
+  std::iota(order.begin(), order.end(), 0);
+  BatchLoader strict(s, {}, {8, false, 2, 16});
+  strict.start(order);
+  try {
+    while (strict.next()) {
+    }
+    FAIL() << "a NaN went through";
+  } catch (const DataError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("non-finite feature (NaN or Inf) at feature 2 of sample 17"), std::string::npos) << m;
+    EXPECT_NE(m.find("file '" + p + "', dataset 'train/features', row 17"), std::string::npos) << m;
+    EXPECT_NE(m.find("data.non_finite: skip"), std::string::npos) << m;
+  }
+  BatchLoader lenient(s, {}, {8, false, 2, 16, false, NonFinite::kSkip});
+  lenient.start(order);
+  int64_t delivered = 0;
+  while (auto b = lenient.next()) {
+    delivered += b->y.size(0);
+    EXPECT_TRUE(at::isfinite(b->x).all().item<bool>());
+  }
+  EXPECT_EQ(delivered, 38);
+  EXPECT_EQ(lenient.skippedNonFinite(), 2);
 }
 
 TEST(Sampler, EverySampleIsSeenExactlyOncePerEpochUpToDocumentedPadding) {
   for (int world = 1; world <= 4; ++world) {
     for (int64_t n : {1000, 1001, 7}) {
       if (n < world) continue;
+      // Blocks of 64 rows, the last one short, as a file of n rows gets them.
+      std::vector<Block> blocks;
+      for (int64_t r = 0; r < n; r += 64) blocks.push_back({0, r, std::min<int64_t>(64, n - r), r});
       std::map<int64_t, int> seen;
       int64_t perRank = -1;
       for (int r = 0; r < world; ++r) {
-        DistributedSampler s(n, r, world, 3, true, false);
+        DistributedSampler s(blocks, r, world, 3, true, false, 128);
         s.setEpoch(2);
         auto idx = s.indices();
         if (perRank < 0) perRank = static_cast<int64_t>(idx.size());
@@ -139,51 +269,130 @@ TEST(Sampler, EverySampleIsSeenExactlyOncePerEpochUpToDocumentedPadding) {
 }
 
 TEST(Sampler, DropLastCutsToAMultipleOfTheWorldWithoutRepeats) {
+  std::vector<Block> blocks;
+  for (int64_t r = 0; r < 1001; r += 100) blocks.push_back({0, r, std::min<int64_t>(100, 1001 - r), r});
   std::set<int64_t> seen;
   for (int r = 0; r < 3; ++r) {
-    DistributedSampler s(1001, r, 3, 0, true, true);
+    DistributedSampler s(blocks, r, 3, 0, true, true, 50);
     for (auto i : s.indices()) EXPECT_TRUE(seen.insert(i).second);
   }
   EXPECT_EQ(seen.size(), 999u);
 }
 
-TEST(Sampler, OrderIsAFunctionOfSeedAndEpoch) {
-  DistributedSampler a(500, 1, 2, 42, true, false), b(500, 1, 2, 42, true, false), c(500, 1, 2, 43, true, false);
-  a.setEpoch(3);
-  b.setEpoch(3);
-  c.setEpoch(3);
-  EXPECT_EQ(a.indices(), b.indices());
-  EXPECT_NE(a.indices(), c.indices());
-  b.setEpoch(4);
-  EXPECT_NE(a.indices(), b.indices());
+TEST(Sampler, OrderIsAFunctionOfSeedEpochAndWorldSize) {
+  std::vector<Block> blocks;
+  for (int64_t r = 0; r < 500; r += 32) blocks.push_back({0, r, std::min<int64_t>(32, 500 - r), r});
+  auto order = [&](uint64_t seed, int64_t epoch, int world) {
+    DistributedSampler s(blocks, 0, world, seed, true, false, 64);
+    s.setEpoch(epoch);
+    return s.indices();
+  };
+  EXPECT_EQ(order(42, 3, 2), order(42, 3, 2));
+  EXPECT_NE(order(42, 3, 2), order(43, 3, 2));
+  EXPECT_NE(order(42, 3, 2), order(42, 4, 2));
+  EXPECT_NE(order(42, 3, 2), order(42, 3, 3));
 }
 
-TEST(Loader, DeliversEveryBatchInOrderWithNormalization) {
-  SplitData d;
-  d.features = at::arange(20, at::kByte).reshape({10, 2});
-  d.labels = at::arange(10, at::kLong);
-  BatchLoader loader(d, Normalization{0.5, 1.0, 2.0}, 4, false, 2);
-  std::vector<int64_t> order = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
-  for (int epoch = 0; epoch < 2; ++epoch) {
-    loader.start(order);
-    std::vector<int64_t> labels;
-    int batches = 0;
-    while (auto b = loader.next()) {
-      ++batches;
-      EXPECT_EQ(b->x.scalar_type(), at::kFloat);
-      for (int64_t i = 0; i < b->y.size(0); ++i) {
-        int64_t id = b->y[i].item<int64_t>();
-        labels.push_back(id);
-        // x = (raw * 0.5 - 1) / 2 with raw = 2 * id
-        EXPECT_FLOAT_EQ(b->x[i][0].item<float>(), (2.0f * id * 0.5f - 1.0f) / 2.0f);
+// The loader reads each window as a few contiguous runs: every sample of the rank's share
+// once, in far fewer calls than samples, and memory bounded by the window.
+TEST_F(DataTest, LoaderReadsEachSampleOnceInBlockRunsAndDeliversEveryBatch) {
+  writeSynthetic({5000, 8, 4, 3}, path("big.h5"));
+  SplitSource s({{path("big.h5")}, "train", "features", "labels", 4});
+  for (int world : {1, 2, 3}) {
+    for (int r = 0; r < world; ++r) {
+      DistributedSampler sampler(s.blocks(), r, world, 1, true, false, 512);
+      sampler.setEpoch(1);
+      std::vector<int64_t> order = sampler.indices();
+      BatchLoader loader(s, Normalization{0.5, {1.0}, {2.0}}, {64, false, 3, 512});
+      loader.start(order);
+      std::vector<int64_t> labels;
+      int64_t batches = 0;
+      while (auto b = loader.next()) {
+        ++batches;
+        for (int64_t i = 0; i < b->y.size(0); ++i) labels.push_back(b->y[i].item<int64_t>());
       }
+      EXPECT_EQ(batches, loader.batchesPerEpoch(sampler.samplesPerRank()));
+      std::vector<int64_t> want;
+      for (int64_t i : order) want.push_back(s.labels()[i].item<int64_t>());
+      EXPECT_EQ(labels, want) << "batches follow the sampler's order";
+      std::set<int64_t> unique(order.begin(), order.end());
+      EXPECT_EQ(loader.rowsRead(), static_cast<int64_t>(unique.size())) << "nothing read twice";
+      EXPECT_LT(loader.readCalls(), static_cast<int64_t>(order.size()) / 50) << "reads are runs, not samples";
     }
-    EXPECT_EQ(batches, 3);
-    EXPECT_EQ(labels, order);
   }
-  EXPECT_EQ(loader.batchesPerEpoch(10), 3);
-  BatchLoader dropping(d, {}, 4, true, 2);
-  EXPECT_EQ(dropping.batchesPerEpoch(10), 2);
+  // Normalization: x = (raw * 0.5 - 1) / 2.
+  Batch raw = readBatch(s, {}, {7});
+  Batch norm = readBatch(s, Normalization{0.5, {1.0}, {2.0}}, {7});
+  EXPECT_TRUE(at::allclose(norm.x, (raw.x * 0.5 - 1.0) / 2.0));
+}
+
+// The sampler's state (epoch, position) saved mid-epoch and restored in a fresh process
+// yields exactly the batches the uninterrupted loader delivers after that position.
+std::string describeBatches(BatchLoader& loader) {
+  std::ostringstream out;
+  while (auto b = loader.next()) {
+    auto h = at::_cast_Double(b->x).sum().item<double>();
+    out << b->y.size(0) << ":" << b->y.sum().item<int64_t>() << ":" << std::setprecision(12) << h << "\n";
+  }
+  return out.str();
+}
+
+const char* kChildEnv = "FORGE_TEST_SAMPLER_CHILD";
+}  // namespace
+}  // namespace forge::data
+extern char** environ;
+namespace forge::data {
+namespace {
+
+TEST_F(DataTest, SamplerStateRestoredInAFreshProcessYieldsExactlyTheRemainingBatches) {
+  if (const char* child = std::getenv(kChildEnv)) {
+    // The fresh process: reads the saved state and streams the rest of the epoch.
+    std::ifstream in(std::string(child) + "/state");
+    std::string file;
+    int64_t epoch = 0, position = 0;
+    in >> file >> epoch >> position;
+    SplitSource s({{file}, "train", "features", "labels", 4});
+    DistributedSampler sampler(s.blocks(), 1, 2, 77, true, false, 256);
+    sampler.setEpoch(epoch);
+    BatchLoader loader(s, {}, {32, false, 2, 256});
+    loader.start(sampler.indices(), position);
+    std::ofstream(std::string(child) + "/rest") << describeBatches(loader);
+    return;
+  }
+  writeSynthetic({3000, 6, 4, 5}, path("resume.h5"));
+  SplitSource s({{path("resume.h5")}, "train", "features", "labels", 4});
+  DistributedSampler sampler(s.blocks(), 1, 2, 77, true, false, 256);
+  sampler.setEpoch(3);
+  BatchLoader loader(s, {}, {32, false, 2, 256});
+  loader.start(sampler.indices());
+  for (int i = 0; i < 11; ++i) ASSERT_TRUE(loader.next().has_value());
+  DistributedSampler::State state{sampler.epoch(), 11 * 32};  // what a checkpoint stores
+  std::string expected = describeBatches(loader);
+  ASSERT_FALSE(expected.empty());
+  std::ofstream(path("state")) << path("resume.h5") << " " << state.epoch << " " << state.position << "\n";
+
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::string filter = "--gtest_filter=DataTest.SamplerStateRestoredInAFreshProcessYieldsExactlyTheRemainingBatches";
+  std::string env = std::string(kChildEnv) + "=" + dir_.path().string();
+  std::vector<char*> argv{self.data(), filter.data(), nullptr};
+  std::vector<std::string> envs{env};
+  for (char** e = environ; *e != nullptr; ++e) envs.push_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), envp.data()), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the fresh process failed";
+  std::ifstream rest(path("rest"));
+  std::string got((std::istreambuf_iterator<char>(rest)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, expected);
+}
+
+TEST(Loader, WindowsAreWholeBatchesWithinTheBuffer) {
+  EXPECT_EQ(windowFor(64u << 20, 784, 64), (64 << 20) / 2 / 784 / 64 * 64);
+  EXPECT_EQ(windowFor(1000, 784, 64), 64) << "at least one batch";
 }
 
 }  // namespace

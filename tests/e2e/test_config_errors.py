@@ -28,7 +28,8 @@ expect_error(["train", good, "--set", "data.path=missing.h5"], "cannot open data
              what="a missing data file")
 expect_error(["train", "nowhere.yaml"], "cannot read config file 'nowhere.yaml'", what="a missing config file")
 expect_error(["train", good, "--set", "model.in_features=784"],
-             "model and data do not fit: layer 'fc1'", what="a model that does not fit the data")
+             "data syn.h5:train: samples have shape [16] (16 features) but the model takes 784 (model.in_features)",
+             what="a model that does not fit the data")
 expect_error(["train", good, "--set", "model.num_classes=3"], "label 3 at index",
              what="labels beyond the model's classes")
 expect_error(["train", good, "--set", "data.batch_size=149"], "which BatchNorm cannot train on",
@@ -36,5 +37,53 @@ expect_error(["train", good, "--set", "data.batch_size=149"], "which BatchNorm c
 expect_error(["train", good, "--set", "run.dir=syn.h5/run"], "cannot create run dir 'syn.h5/run'", ranks=2,
              what="a run dir that cannot be created")
 expect_error(["train", good, "--epochs", "3"], "unknown option --epochs", ranks=0, what="an unknown option")
+
+
+# Data problems found when the files are opened: named on every rank, exit 2.
+import h5py
+import numpy as np
+
+with h5py.File(h.path("i16.h5"), "w") as f:
+    f["train/features"] = np.zeros((40, 16), np.int16)
+    f["train/labels"] = np.zeros(40, np.int64)
+    f["test/features"] = np.zeros((10, 16), np.int16)
+    f["test/labels"] = np.zeros(10, np.int64)
+expect_error(["train", good, "--set", "data.path=i16.h5"],
+             "data file 'i16.h5', dataset 'train/features': unsupported feature type int16", what="an unsupported dtype")
+with h5py.File(h.path("wide.h5"), "w") as f:
+    f["train/features"] = np.zeros((40, 20), np.float32)
+    f["train/labels"] = np.zeros(40, np.int64)
+expect_error(["train", good, "--set", "data.path=[syn.h5, wide.h5]"],
+             "data file 'wide.h5', dataset 'train/features': samples are Float [20] but 'syn.h5' holds Float [16]",
+             what="files of one split with different shapes")
+with h5py.File(h.path("nolabels.h5"), "w") as f:
+    f["train/features"] = np.zeros((40, 16), np.float32)
+expect_error(["train", good, "--set", "data.path=nolabels.h5"], "data file 'nolabels.h5' has no dataset 'train/labels'",
+             what="a missing dataset")
+with h5py.File(h.path("empty.h5"), "w") as f:
+    f["train/features"] = np.zeros((0, 16), np.float32)
+    f["train/labels"] = np.zeros(0, np.int64)
+expect_error(["train", good, "--set", "data.path=empty.h5"], "data file 'empty.h5': split 'train' is empty",
+             what="an empty split")
+expect_error(["train", good, "--set", "data.path=shards/part-*.h5"], "data.path pattern 'shards/part-*.h5' matches no file",
+             what="a glob that matches nothing")
+
+# NaN found while streaming: the rank that reads it names the sample, file and dataset; exit 2.
+with h5py.File(h.path("syn.h5")) as src, h5py.File(h.path("nan.h5"), "w") as f:
+    x = src["train/features"][:]
+    x[123, 5] = np.nan
+    f["train/features"] = x
+    f["train/labels"] = src["train/labels"][:]
+    f["test/features"] = src["test/features"][:]
+    f["test/labels"] = src["test/labels"][:]
+p = h.run(["train", good, "--set", "data.path=nan.h5", "--set", "run.dir=nanrun"], ranks=2, expect_rc=None)
+h.check(p.returncode == 2, f"NaN in the features: exit 2 (got {p.returncode})", p.stderr)
+h.check("non-finite feature (NaN or Inf) at feature 5 of sample 123" in p.stderr and
+        "file 'nan.h5', dataset 'train/features', row 123" in p.stderr,
+        "the NaN is reported with its sample index, file and dataset", p.stderr)
+p = h.run(["train", good, "--set", "data.path=nan.h5", "--set", "run.dir=nanskip", "--set", "data.non_finite=skip"],
+          ranks=2)
+h.check("left out 1 sample(s) with non-finite features" in p.stdout + p.stderr,
+        "data.non_finite: skip trains on and says how many samples it left out", p.stdout[-2000:])
 
 h.finish()

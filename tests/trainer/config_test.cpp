@@ -46,12 +46,35 @@ TEST(Config, TheCnnConfigParses) {
   EXPECT_EQ(c.model.inputShape, (std::vector<int64_t>{1, 28, 28}));
 }
 
+TEST(Config, DataPathAndNormalizationTakeOneValueOrAList) {
+  Config c = parseConfig("data:\n  path: [a.h5, 'shards/*.h5']\n  normalize:\n    mean: [0.1, 0.2, 0.3]\n"
+                         "    std: 2\n    stats: auto\n  buffer_mb: 16\n  non_finite: skip\n",
+                         "t.yaml");
+  EXPECT_EQ(c.data.paths, (std::vector<std::string>{"a.h5", "shards/*.h5"}));
+  EXPECT_EQ(c.data.normalize.mean, (std::vector<double>{0.1, 0.2, 0.3}));
+  EXPECT_EQ(c.data.normalize.std, (std::vector<double>{2.0}));
+  EXPECT_EQ(c.data.normalize.stats, "auto");
+  EXPECT_DOUBLE_EQ(c.data.bufferMb, 16);
+  EXPECT_EQ(c.data.nonFinite, "skip");
+  EXPECT_EQ(parseConfig(kMinimal, "t.yaml").data.paths, (std::vector<std::string>{"x.h5"}));
+  auto err = [](const std::string& text) {
+    try {
+      parseConfig(text, "t.yaml");
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(err("data:\n  path: x.h5\n  normalize:\n    std: [1, 0]\n").find("must be positive"), std::string::npos);
+  EXPECT_NE(err("data:\n  path: x.h5\n  non_finite: ignore\n").find("'ignore' is not a policy"), std::string::npos);
+}
+
 TEST(Config, OverridesReplaceValuesByDottedPath) {
   Config c = parseConfig(kMinimal, "test.yaml", {"run.epochs=2", "optimizer.lr=0.01", "data.normalize.std=0.5",
                                                  "optimizer.betas=[0.8, 0.9]"});
   EXPECT_EQ(c.run.epochs, 2);
   EXPECT_DOUBLE_EQ(c.optimizer.lr, 0.01);
-  EXPECT_DOUBLE_EQ(c.data.normalize.std, 0.5);
+  EXPECT_EQ(c.data.normalize.std, (std::vector<double>{0.5}));
   EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.8, 0.9}));
   // The resolved text holds the override, so the run's saved config reproduces it.
   EXPECT_NE(c.resolved.find("epochs: 2"), std::string::npos);

@@ -5,7 +5,9 @@
 #include <set>
 
 #include "core/error.h"
-#include "data/dataset.h"
+#include "data/converters.h"
+#include "data/source.h"
+#include "tests/temp_dir.h"
 #include "distributed/mpi/mpi_communicator.h"
 #include "trainer/evaluator.h"
 #include "trainer/guards.h"
@@ -160,10 +162,9 @@ TEST(Evaluation, RunsInEvalModeSoDropoutIsOffAndResultsRepeat) {
   c.inFeatures = 6;
   c.numClasses = 3;
   auto m = makeModel(c);
-  data::SplitData split;
-  split.name = "mem";
-  split.features = torch::randn({50, 6});
-  split.labels = torch::randint(0, 3, {50});
+  testing::TempDir dir("eval_test");
+  data::writeSynthetic({50, 6, 3, 1}, dir.file("s.h5"));
+  data::SplitSource split(data::SourceSpec{{dir.file("s.h5")}, "train", "features", "labels", 3});
   dist::MpiCommunicator self(MPI_COMM_SELF, std::chrono::seconds(30));
   m->train();
   EvalResult a = evaluate(*m, split, {}, 16, self);

@@ -1,0 +1,118 @@
+// The streaming loader against a raw sequential read of the same bytes with the HDF5 C API,
+// over one synthetic file (made if missing; --gib sets its size), in one run:
+//   raw      H5Dread of train/features front to back in 8 MiB hyperslabs into one buffer
+//   loader   forge's SplitSource + DistributedSampler (shuffled) + BatchLoader, one rank,
+//            every batch taken: reading, shuffling, converting to normalized float32
+// Both run warm (the file in the page cache, the raw read first and last); the ratio is
+// loader bytes/s over the mean of the two raw runs. Peak RSS is the process's high-water
+// mark (getrusage) after the loader has streamed the whole epoch.
+//
+//   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64]
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "data/batch_loader.h"
+#include "data/converters.h"
+#include "data/hdf5_file.h"
+#include "data/sampler.h"
+#include "data/source.h"
+
+using namespace forge;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double peakRssMiB() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;
+}
+
+// Bytes/s of a plain front-to-back read of the features.
+double rawRead(const std::string& path, int64_t& bytes) {
+  data::H5Id file = data::openFileReadOnly(path);
+  data::H5Id ds = data::openDataset(file.get(), path, "train/features");
+  data::H5DatasetInfo info = data::datasetInfo(ds.get());
+  const hsize_t rows = info.dims[0];
+  const hsize_t rowBytes = info.dims[1] * info.typeSize;
+  const hsize_t per = std::max<hsize_t>(1, (8u << 20) / rowBytes);
+  std::vector<char> buf(per * rowBytes);
+  auto start = Clock::now();
+  for (hsize_t r = 0; r < rows; r += per) {
+    hsize_t n = std::min(per, rows - r);
+    data::readRows(ds.get(), H5T_NATIVE_FLOAT, r, n, buf.data());
+  }
+  bytes = static_cast<int64_t>(rows * rowBytes);
+  return bytes / seconds(start);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string file = "/tmp/forge_loader_bench.h5";
+  double gib = 4;
+  int64_t batch = 64;
+  double bufferMb = 64;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    if (k == "--file") file = argv[i + 1];
+    else if (k == "--gib") gib = std::stod(argv[i + 1]);
+    else if (k == "--batch") batch = std::stoll(argv[i + 1]);
+    else if (k == "--buffer-mb") bufferMb = std::stod(argv[i + 1]);
+    else {
+      std::fprintf(stderr, "unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  data::silenceHdf5Errors();
+  const int64_t features = 784;
+  const int64_t samples = static_cast<int64_t>(gib * (1ull << 30) / (features * 4)) + 1;
+  bool remake = true;
+  if (std::filesystem::exists(file)) {
+    data::SplitSource probe({{file}, "train", "features", "labels", 10});
+    remake = probe.size() != samples;
+  }
+  if (remake) {
+    std::printf("writing %s: %lld x %lld float32 (%.2f GiB) ...\n", file.c_str(), static_cast<long long>(samples),
+                static_cast<long long>(features), samples * features * 4.0 / (1ull << 30));
+    std::fflush(stdout);
+    data::SyntheticSpec spec{samples, features, 10, 1, nullptr};
+    data::writeSynthetic(spec, file);
+  }
+  int64_t bytes = 0;
+  double raw1 = rawRead(file, bytes);  // also warms the page cache
+  raw1 = rawRead(file, bytes);
+  std::printf("raw HDF5 sequential read   %.0f MiB/s  (%.2f GiB)\n", raw1 / (1 << 20), bytes / double(1ull << 30));
+
+  data::SplitSource source({{file}, "train", "features", "labels", 10});
+  const int64_t window = data::windowFor(static_cast<size_t>(bufferMb * (1 << 20)), source.rowBytes(), batch);
+  data::DistributedSampler sampler(source.blocks(), 0, 1, 7, true, false, window);
+  data::LoaderOptions o;
+  o.batchSize = batch;
+  o.window = window;
+  data::BatchLoader loader(source, data::Normalization{1.0, {0.1}, {2.0}}, o);
+  auto start = Clock::now();
+  loader.start(sampler.indices());
+  int64_t got = 0;
+  while (auto b = loader.next()) got += b->y.size(0);
+  double loaderRate = static_cast<double>(got) * source.rowBytes() / seconds(start);
+  double rss = peakRssMiB();
+  double raw2 = rawRead(file, bytes);
+  std::printf("raw HDF5 sequential read   %.0f MiB/s  (again, after the loader)\n", raw2 / (1 << 20));
+  std::printf("forge loader               %.0f MiB/s  (%lld samples, batch %lld, shuffled, normalized float32; "
+              "%lld reads for %lld rows)\n",
+              loaderRate / (1 << 20), static_cast<long long>(got), static_cast<long long>(batch),
+              static_cast<long long>(loader.readCalls()), static_cast<long long>(loader.rowsRead()));
+  std::printf("peak RSS                   %.0f MiB  (read buffer %.0f MiB, file %.2f GiB)\n", rss, bufferMb,
+              bytes / double(1ull << 30));
+  std::printf("ratio loader/raw = %.2f\n", loaderRate / ((raw1 + raw2) / 2));
+  std::printf("peak rss MiB = %.0f\n", rss);
+  return got == source.size() ? 0 : 1;
+}

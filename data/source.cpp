@@ -1,0 +1,214 @@
+#include "data/source.h"
+
+#include <glob.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "data/hdf5_file.h"
+
+namespace forge::data {
+
+struct SplitSource::File {
+  std::string path;
+  H5Id file;
+  H5Id features;
+  int64_t rows = 0;
+  int64_t firstGlobal = 0;
+  hsize_t chunkRows = 0;
+};
+
+SplitSource::~SplitSource() {
+  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  files_.clear();
+}
+SplitSource::SplitSource(SplitSource&&) noexcept = default;
+SplitSource& SplitSource::operator=(SplitSource&&) noexcept = default;
+
+std::vector<std::string> expandPaths(const std::vector<std::string>& patterns) {
+  std::vector<std::string> out;
+  for (const auto& p : patterns) {
+    if (p.find_first_of("*?[") == std::string::npos) {
+      out.push_back(p);  // a plain path: opening it reports what is wrong with it
+      continue;
+    }
+    glob_t g{};
+    int rc = ::glob(p.c_str(), 0, nullptr, &g);
+    if (rc == 0) {
+      std::vector<std::string> matches(g.gl_pathv, g.gl_pathv + g.gl_pathc);
+      std::sort(matches.begin(), matches.end());
+      out.insert(out.end(), matches.begin(), matches.end());
+    }
+    globfree(&g);
+    if (rc != 0) throw DataError(concat("data.path pattern '", p, "' matches no file"));
+  }
+  if (out.empty()) throw DataError("data.path names no file");
+  return out;
+}
+
+int SplitSource::files() const { return static_cast<int>(files_.size()); }
+
+SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
+  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  featuresName_ = spec.split + "/" + spec.features;
+  const std::string labelName = spec.split + "/" + spec.labels;
+  std::vector<at::Tensor> labelParts;
+  std::string firstPath;
+  for (const auto& path : expandPaths(spec.paths)) {
+    auto f = std::make_unique<File>();
+    f->path = path;
+    f->file = openFileReadOnly(path);
+    if (!objectExists(f->file.get(), spec.split)) {
+      throw DataError(concat("data file '", path, "' has no split group '", spec.split, "'"));
+    }
+    f->features = openDataset(f->file.get(), path, featuresName_);
+    H5Id lab = openDataset(f->file.get(), path, labelName);
+    H5DatasetInfo fi = datasetInfo(f->features.get());
+    H5DatasetInfo li = datasetInfo(lab.get());
+    auto where = [&](const std::string& ds) { return concat("data file '", path, "', dataset '", ds, "': "); };
+
+    at::ScalarType type;
+    if (fi.typeClass == H5T_INTEGER && fi.typeSize == 1 && !fi.isSigned) {
+      type = at::kByte;
+    } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 4) {
+      type = at::kFloat;
+    } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 8) {
+      type = at::kDouble;
+    } else {
+      throw DataError(where(featuresName_) + concat("unsupported feature type ", fi.typeName(),
+                                                    " (use uint8, float32 or float64)"));
+    }
+    if (li.typeClass != H5T_INTEGER) {
+      throw DataError(where(labelName) + concat("labels must be integers, found ", li.typeName()));
+    }
+    if (fi.dims.size() < 2) {
+      throw DataError(where(featuresName_) + "features need a sample dimension and at least one feature dimension");
+    }
+    if (li.dims.size() != 1) {
+      throw DataError(where(labelName) + concat("labels must be one-dimensional, found rank ", li.dims.size()));
+    }
+    if (fi.dims[0] != li.dims[0]) {
+      throw DataError(concat("data file '", path, "': '", featuresName_, "' has ", fi.dims[0], " samples but '",
+                             labelName, "' has ", li.dims[0]));
+    }
+    if (fi.dims[0] == 0) throw DataError(concat("data file '", path, "': split '", spec.split, "' is empty"));
+    std::vector<int64_t> shape(fi.dims.begin() + 1, fi.dims.end());
+    if (files_.empty()) {
+      sampleShape_ = shape;
+      type_ = type;
+      firstPath = path;
+      rowElements_ = 1;
+      for (int64_t d : shape) rowElements_ *= d;
+    } else if (shape != sampleShape_ || type != type_) {
+      throw DataError(where(featuresName_) + concat("samples are ", at::toString(type), " ", dimsText(shape), " but '",
+                                                    firstPath, "' holds ", at::toString(type_), " ",
+                                                    dimsText(sampleShape_), ": every file of a split must match"));
+    }
+    f->rows = static_cast<int64_t>(fi.dims[0]);
+    f->firstGlobal = size_;
+    f->chunkRows = chunkRows(f->features.get());
+
+    at::Tensor labels = at::empty({f->rows}, at::kLong);
+    readRows(lab.get(), H5T_NATIVE_INT64, 0, li.dims[0], labels.data_ptr());
+    if (spec.numClasses > 0) {
+      const int64_t* l = labels.data_ptr<int64_t>();
+      for (int64_t i = 0; i < f->rows; ++i) {
+        if (l[i] < 0 || l[i] >= spec.numClasses) {
+          throw DataError(where(labelName) + concat("label ", l[i], " at index ", i, " is outside [0, ",
+                                                    spec.numClasses, ") (model.num_classes is ", spec.numClasses, ")"));
+        }
+      }
+    }
+    labelParts.push_back(labels);
+
+    // Blocks: whole chunks, about 1 MiB each (at least one chunk).
+    int64_t per = static_cast<int64_t>(streamingChunkRows(rowBytes()));
+    if (f->chunkRows > 0) {
+      int64_t c = static_cast<int64_t>(f->chunkRows);
+      per = std::max<int64_t>(c, per / c * c);
+    }
+    for (int64_t r = 0; r < f->rows; r += per) {
+      blocks_.push_back(Block{static_cast<int>(files_.size()), r, std::min(per, f->rows - r), size_ + r});
+    }
+    size_ += f->rows;
+    files_.push_back(std::move(f));
+  }
+  labels_ = labelParts.size() == 1 ? labelParts[0] : at::cat(labelParts);
+  name_ = files_.size() == 1 ? concat(files_[0]->path, ":", spec.split)
+                             : concat(files_.size(), " files (", files_[0]->path, " ...):", spec.split);
+}
+
+int SplitSource::fileOf(int64_t sample) const {
+  // Files are few; the last one whose first sample is <= sample.
+  int f = 0;
+  while (f + 1 < static_cast<int>(files_.size()) && files_[f + 1]->firstGlobal <= sample) ++f;
+  return f;
+}
+
+int64_t SplitSource::fileEnd(int fileIndex) const {
+  return files_[fileIndex]->firstGlobal + files_[fileIndex]->rows;
+}
+
+std::string SplitSource::locate(int64_t sample) const {
+  const File& f = *files_[fileOf(sample)];
+  return concat("file '", f.path, "', dataset '", featuresName_, "', row ", sample - f.firstGlobal);
+}
+
+void SplitSource::read(int64_t first, int64_t count, void* out) const {
+  const File& f = *files_[fileOf(first)];
+  FORGE_CHECK_T(DataError, first - f.firstGlobal + count <= f.rows, "read of samples ", first, "..", first + count,
+                " crosses the end of '", f.path, "'");
+  hid_t mem = type_ == at::kByte ? H5T_NATIVE_UINT8 : type_ == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  readRows(f.features.get(), mem, static_cast<hsize_t>(first - f.firstGlobal), static_cast<hsize_t>(count), out);
+}
+
+FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count, double scale) {
+  FeatureSums s;
+  s.sum = at::zeros({source.rowElements()}, at::kDouble);
+  s.sumSq = at::zeros({source.rowElements()}, at::kDouble);
+  s.count = count;
+  const int64_t per = std::max<int64_t>(1, static_cast<int64_t>((8u << 20) / std::max<size_t>(1, source.rowBytes())));
+  int64_t pos = first;
+  const int64_t end = first + count;
+  while (pos < end) {
+    int64_t n = std::min({per, end - pos, source.fileEnd(source.fileOf(pos)) - pos});
+    at::Tensor raw = at::empty({n, source.rowElements()}, source.featureType());
+    source.read(pos, n, raw.data_ptr());
+    at::Tensor x = raw.to(at::kDouble);
+    if (scale != 1.0) x.mul_(scale);
+    s.sum += x.sum(0);
+    s.sumSq += (x * x).sum(0);
+    pos += n;
+  }
+  return s;
+}
+
+void writeFeatureStats(const std::string& path, const std::vector<double>& mean, const std::vector<double>& std) {
+  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  const std::string tmp = path + ".tmp";
+  {
+    H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    FORGE_H5_CHECK(file.get(), "cannot create '", tmp, "'");
+    std::vector<hsize_t> dims{mean.size()};
+    writeDataset(file.get(), "mean", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, dims, mean.size(), mean.data());
+    writeDataset(file.get(), "std", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, dims, std.size(), std.data());
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw DataError(concat("cannot rename '", tmp, "' to '", path, "'"));
+}
+
+void readFeatureStats(const std::string& path, std::vector<double>& mean, std::vector<double>& std) {
+  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  H5Id file = openFileReadOnly(path);
+  for (auto [name, out] : {std::pair<const char*, std::vector<double>*>{"mean", &mean}, {"std", &std}}) {
+    H5Id ds = openDataset(file.get(), path, name);
+    H5DatasetInfo info = datasetInfo(ds.get());
+    FORGE_CHECK_T(DataError, info.dims.size() == 1, path, ": '", name, "' must be one-dimensional");
+    out->resize(info.dims[0]);
+    readRows(ds.get(), H5T_NATIVE_DOUBLE, 0, info.dims[0], out->data());
+  }
+}
+
+}  // namespace forge::data

@@ -1,0 +1,100 @@
+// One split (train / test) of a data set stored in one or many HDF5 files, opened for
+// streaming. Layout of every file:
+//   <split>/<features>  N x D...  uint8, float32 or float64 (any sample shape: flat vectors,
+//                                 images C x H x W)
+//   <split>/<labels>    N         any integer type, values in [0, num_classes)
+// Several files (a list, or glob patterns) behave as one split: their samples are numbered
+// in file order. Every process opens its own files.
+//
+// Opening validates everything that can be checked without reading the features: a missing
+// file, group or dataset, an unsupported dtype, feature and label counts that differ, sample
+// shapes that differ between files, an empty split, a label out of [0, num_classes). Each is
+// a DataError naming the file and the dataset. Labels (8 bytes a sample) are held in memory;
+// features are only ever read in blocks, on demand.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace forge::data {
+
+struct SourceSpec {
+  std::vector<std::string> paths;  // files or glob patterns ("shards/part-*.h5"), in order
+  std::string split = "train";
+  std::string features = "features";
+  std::string labels = "labels";
+  int64_t numClasses = 0;  // > 0: labels are checked against [0, numClasses)
+};
+
+// A run of consecutive rows of one file: the unit of reading. Blocks are aligned to the
+// dataset's chunks and hold about 1 MiB, so a block read touches whole chunks only.
+struct Block {
+  int file = 0;
+  int64_t firstRow = 0;     // within the file
+  int64_t rows = 0;
+  int64_t firstGlobal = 0;  // sample index within the split
+};
+
+class SplitSource {
+ public:
+  explicit SplitSource(const SourceSpec& spec);
+  ~SplitSource();
+  SplitSource(SplitSource&&) noexcept;
+  SplitSource& operator=(SplitSource&&) noexcept;
+
+  int64_t size() const { return size_; }
+  const std::vector<int64_t>& sampleShape() const { return sampleShape_; }
+  int64_t rowElements() const { return rowElements_; }
+  size_t rowBytes() const { return rowElements_ * at::elementSize(type_); }
+  at::ScalarType featureType() const { return type_; }  // as stored: kByte, kFloat or kDouble
+  const at::Tensor& labels() const { return labels_; }  // int64, N
+  const std::vector<Block>& blocks() const { return blocks_; }
+  const std::string& name() const { return name_; }     // "<file>:<split>" or "<n> files:<split>"
+  const std::string& split() const { return split_; }
+  int files() const;
+
+  // Reads the features of samples [first, first + count) (which must lie in one file) into
+  // `out`, in the stored type. Thread-safe (HDF5 calls are serialized).
+  void read(int64_t first, int64_t count, void* out) const;
+  // Index of the file that holds `sample`, and the last sample + 1 of that file.
+  int fileOf(int64_t sample) const;
+  int64_t fileEnd(int fileIndex) const;
+  // "file 'a.h5', dataset 'train/features', row 17" for messages.
+  std::string locate(int64_t sample) const;
+
+ private:
+  struct File;
+  std::vector<std::unique_ptr<File>> files_;
+  std::vector<Block> blocks_;
+  std::vector<int64_t> sampleShape_;
+  int64_t rowElements_ = 0;
+  int64_t size_ = 0;
+  at::ScalarType type_ = at::kByte;
+  at::Tensor labels_;
+  std::string name_;
+  std::string split_;
+  std::string featuresName_;
+};
+
+// Expands each entry (a path or a glob pattern) in order; a pattern's matches are sorted.
+// DataError when a pattern matches nothing.
+std::vector<std::string> expandPaths(const std::vector<std::string>& patterns);
+
+// Per-feature sums over samples [first, first + count) of a split, for normalization
+// statistics: each rank sums its share, the sums are all-reduced, rank 0 stores the result.
+struct FeatureSums {
+  at::Tensor sum;    // float64, rowElements
+  at::Tensor sumSq;  // float64, rowElements
+  int64_t count = 0;
+};
+FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count, double scale);
+
+// Normalization statistics kept beside a run: datasets "mean" and "std" (float64, one value
+// per feature). Written to a temporary file and renamed into place.
+void writeFeatureStats(const std::string& path, const std::vector<double>& mean, const std::vector<double>& std);
+void readFeatureStats(const std::string& path, std::vector<double>& mean, std::vector<double>& std);
+
+}  // namespace forge::data
