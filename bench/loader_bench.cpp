@@ -7,8 +7,12 @@
 // loader bytes/s over the mean of the two raw runs. Peak RSS is the process's high-water
 // mark (getrusage) after the loader has streamed the whole epoch.
 //
-//   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64]
+// With --cold 1 the page cache is emptied before each timed read (root only), so both read
+// from storage.
+//
+//   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64] [--cold 1]
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -27,6 +31,19 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+bool gCold = false;
+
+// --cold: empties the page cache first, so that both sides read from storage (needs root).
+void maybeDropCaches() {
+  if (!gCold) return;
+  ::sync();
+  std::FILE* f = std::fopen("/proc/sys/vm/drop_caches", "w");
+  if (f == nullptr || std::fputs("3\n", f) < 0 || std::fclose(f) != 0) {
+    std::fprintf(stderr, "--cold: cannot drop the page cache (needs root); measuring warm\n");
+    gCold = false;
+  }
+}
+
 double seconds(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 double peakRssMiB() {
@@ -44,6 +61,7 @@ double rawRead(const std::string& path, int64_t& bytes) {
   const hsize_t rowBytes = info.dims[1] * info.typeSize;
   const hsize_t per = std::max<hsize_t>(1, (8u << 20) / rowBytes);
   std::vector<char> buf(per * rowBytes);
+  maybeDropCaches();
   auto start = Clock::now();
   for (hsize_t r = 0; r < rows; r += per) {
     hsize_t n = std::min(per, rows - r);
@@ -66,6 +84,7 @@ int main(int argc, char** argv) {
     else if (k == "--gib") gib = std::stod(argv[i + 1]);
     else if (k == "--batch") batch = std::stoll(argv[i + 1]);
     else if (k == "--buffer-mb") bufferMb = std::stod(argv[i + 1]);
+    else if (k == "--cold") gCold = std::string(argv[i + 1]) == "1";
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -86,20 +105,24 @@ int main(int argc, char** argv) {
     data::SyntheticSpec spec{samples, features, 10, 1, nullptr};
     data::writeSynthetic(spec, file);
   }
+  std::printf("peak RSS before streaming  %.0f MiB  (LibTorch and HDF5 loaded%s)\n", peakRssMiB(),
+              remake ? ", the file just written" : "");
   int64_t bytes = 0;
   double raw1 = rawRead(file, bytes);  // also warms the page cache
-  raw1 = rawRead(file, bytes);
+  if (!gCold) raw1 = rawRead(file, bytes);
   std::printf("raw HDF5 sequential read   %.0f MiB/s  (%.2f GiB)\n", raw1 / (1 << 20), bytes / double(1ull << 30));
 
   data::SplitSource source({{file}, "train", "features", "labels", 10});
-  const int64_t window = data::windowFor(static_cast<size_t>(bufferMb * (1 << 20)), source.rowBytes(), batch);
+  const int64_t window = data::windowFor(static_cast<size_t>(bufferMb * (1 << 20)), source.rowElements() * sizeof(float), batch);
   data::DistributedSampler sampler(source.blocks(), 0, 1, 7, true, false, window);
   data::LoaderOptions o;
   o.batchSize = batch;
   o.window = window;
   data::BatchLoader loader(source, data::Normalization{1.0, {0.1}, {2.0}}, o);
+  std::vector<int64_t> order = sampler.indices();
+  maybeDropCaches();
   auto start = Clock::now();
-  loader.start(sampler.indices());
+  loader.start(std::move(order));
   int64_t got = 0;
   while (auto b = loader.next()) got += b->y.size(0);
   double loaderRate = static_cast<double>(got) * source.rowBytes() / seconds(start);
@@ -110,6 +133,8 @@ int main(int argc, char** argv) {
               "%lld reads for %lld rows)\n",
               loaderRate / (1 << 20), static_cast<long long>(got), static_cast<long long>(batch),
               static_cast<long long>(loader.readCalls()), static_cast<long long>(loader.rowsRead()));
+  std::printf("  loader threads busy: reading %.2f s, gathering + converting %.2f s, of %.2f s\n", loader.readSeconds(),
+              loader.assembleSeconds(), static_cast<double>(got) * source.rowBytes() / loaderRate);
   std::printf("peak RSS                   %.0f MiB  (read buffer %.0f MiB, file %.2f GiB)\n", rss, bufferMb,
               bytes / double(1ull << 30));
   std::printf("ratio loader/raw = %.2f\n", loaderRate / ((raw1 + raw2) / 2));

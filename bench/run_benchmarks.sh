@@ -2,7 +2,7 @@
 # Runs forge's benchmarks, each against its baseline side by side in this one invocation
 # (machines are noisy: compare the ratios, not the absolute figures), and prints a summary.
 #   bench/run_benchmarks.sh            everything (about 3 minutes on 2 cores)
-#   bench/run_benchmarks.sh python     one of: python scaling loop allreduce ckpt
+#   bench/run_benchmarks.sh python     one of: python scaling loop allreduce ckpt loader
 # Needs a build (scripts/build.sh) and data/fashion_mnist.h5 (scripts/main-job.sh makes it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
@@ -67,6 +67,25 @@ if [ "$what" = all ] || [ "$what" = ckpt ]; then
   "$FORGE_BUILD/bench/ckpt_bench" --dir "$out/ckpt" | tee "$out/ckpt.log"
   summary+=("save throughput forge / dd with fsync (25M params + momentum): $(sed -n 's/^ratio save throughput forge\/dd = //p' "$out/ckpt.log")x   (target >= 0.7x)")
   summary+=("async save stall / sync save time: $(sed -n 's/^ratio stall async\/sync = //p' "$out/ckpt.log")   (target <= 0.1)")
+fi
+
+if [ "$what" = all ] || [ "$what" = loader ]; then
+  big="${FORGE_BENCH_BIG_FILE:-/tmp/forge_loader_bench.h5}"
+  echo "== streaming loader against a raw sequential HDF5 read of the same 4 GiB file ($big), warm page cache"
+  "$FORGE_BUILD/bench/loader_bench" --file "$big" --gib 4 | tee "$out/loader_warm.log"
+  summary+=("loader / raw HDF5 read, 4 GiB warm: $(sed -n 's/^ratio loader\/raw = //p' "$out/loader_warm.log")x   (target >= 0.8x)")
+  summary+=("peak RSS streaming 4 GiB: $(sed -n 's/^peak rss MiB = //p' "$out/loader_warm.log") MiB   (target < 512 MiB)")
+  if [ "$(id -u)" = 0 ]; then
+    echo "== the same from storage (page cache emptied before each read)"
+    "$FORGE_BUILD/bench/loader_bench" --file "$big" --gib 4 --cold 1 | tee "$out/loader_cold.log"
+    summary+=("loader / raw HDF5 read, 4 GiB cold: $(sed -n 's/^ratio loader\/raw = //p' "$out/loader_cold.log")x   (target >= 0.8x)")
+  fi
+  echo "== time waiting for data in the main job (2 ranks, $epochs epochs)"
+  mpirun -np 2 "${bind[@]}" "$forge" train configs/fashion_mnist_mlp.yaml --set run.dir="$out/wait" \
+    --set run.epochs=$epochs > "$out/wait.log"
+  share=$("$FORGE_PYTHON" -c "import json,sys; r=[json.loads(l)['data_wait_share'] for l in open(sys.argv[1])]; print(f'{100*max(r):.3f}')" "$out/wait/metrics.jsonl")
+  echo "largest share of an epoch rank 0 spent waiting for a batch: $share %"
+  summary+=("data wait / step time, main job (worst epoch): $share %   (target < 1 %)")
 fi
 
 echo

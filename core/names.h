@@ -21,6 +21,10 @@ inline constexpr const char* kFaultStallStep = "FORGE_FAULT_STALL_STEP";
 // Test-only: rank 0 sends itself SIGUSR1 at global step FORGE_FAULT_SIGNAL_STEP, so a
 // preemption lands at a known step (only one rank sees it: the others must agree).
 inline constexpr const char* kFaultSignalStep = "FORGE_FAULT_SIGNAL_STEP";
+// Test-only: the rank named by FORGE_FAULT_CRASH_RANK dies (SIGKILL, as the OOM killer
+// would) at the global step FORGE_FAULT_CRASH_STEP (default: the first).
+inline constexpr const char* kFaultCrashRank = "FORGE_FAULT_CRASH_RANK";
+inline constexpr const char* kFaultCrashStep = "FORGE_FAULT_CRASH_STEP";
 
 // Tuning: the largest single MPI_Allreduce the mpi backend issues (bytes; default 4 MiB).
 inline constexpr const char* kMpiChunkBytes = "FORGE_MPI_CHUNK_BYTES";

@@ -5,6 +5,10 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "core/error.h"
 #include "core/strings.h"
 
@@ -84,27 +88,113 @@ int64_t firstNonFinite(const T* row, int64_t n) {
   return -1;
 }
 
+// Which feature of row r is not finite (for the message; only called once one is known).
 int64_t firstNonFinite(const at::Tensor& rows, int64_t r, int64_t n) {
   if (rows.scalar_type() == at::kFloat) return firstNonFinite(rows.data_ptr<float>() + r * n, n);
   if (rows.scalar_type() == at::kDouble) return firstNonFinite(rows.data_ptr<double>() + r * n, n);
   return -1;  // integers are always finite
 }
 
+// out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
+struct Affine {
+  std::vector<float> a, b;
+  explicit Affine(const ExpandedNormalization& nm) : a(nm.mean.size()), b(nm.mean.size()) {
+    for (size_t j = 0; j < a.size(); ++j) {
+      a[j] = nm.scale * nm.invStd[j];
+      b[j] = -nm.mean[j] * nm.invStd[j];
+    }
+  }
+};
+
+// Converts one row; returns false when a value is not finite. NaN and Inf stay non-finite
+// through the affine map, so the check reads the output's exponent bits (all ones) in the
+// same pass. An integer OR reduction keeps the loop vectorized (a float sum would not be).
 template <typename T>
-void convertRow(const T* in, float* out, int64_t n, const ExpandedNormalization& nm) {
-  const float scale = nm.scale;
-  const float* mean = nm.mean.data();
-  const float* inv = nm.invStd.data();
-  for (int64_t j = 0; j < n; ++j) out[j] = (static_cast<float>(in[j]) * scale - mean[j]) * inv[j];
+inline bool convertRowImpl(const T* in, float* out, int64_t n, const float* a, const float* b) {
+  uint32_t bad = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    float v = static_cast<float>(in[j]) * a[j] + b[j];
+    out[j] = v;
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
 }
 
-void convert(const at::Tensor& rows, int64_t r, float* out, int64_t n, const ExpandedNormalization& nm) {
+// Built for AVX2 and for plain x86-64, chosen at load time by the CPU: the conversion is
+// the loader's hottest loop.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FORGE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FORGE_CLONES
+#endif
+FORGE_CLONES bool convertU8(const uint8_t* in, float* out, int64_t n, const float* a, const float* b) {
+  return convertRowImpl(in, out, n, a, b);
+}
+FORGE_CLONES bool convertF32(const float* in, float* out, int64_t n, const float* a, const float* b) {
+  return convertRowImpl(in, out, n, a, b);
+}
+FORGE_CLONES bool convertF64(const double* in, float* out, int64_t n, const float* a, const float* b) {
+  return convertRowImpl(in, out, n, a, b);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The same conversion with AVX2 and non-temporal stores: the converted rows go to a window
+// buffer far larger than the caches and are read back only later, so writing around the
+// caches saves the read-for-ownership of every line (the loader's largest memory cost).
+// `out` must be 32-byte aligned; the caller checks, and fences before handing rows out.
+__attribute__((target("avx2,fma"))) bool streamF32(const float* in, float* out, int64_t n, const float* a,
+                                                   const float* b) {
+  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
+  __m256i bad = _mm256_setzero_si256();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(in + j), _mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j));
+    _mm256_stream_ps(out + j, v);
+    __m256i e = _mm256_and_si256(_mm256_castps_si256(v), expMask);
+    bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(e, expMask));
+  }
+  bool ok = _mm256_testz_si256(bad, bad);
+  return convertRowImpl(in + j, out + j, n - j, a + j, b + j) && ok;
+}
+
+__attribute__((target("avx2,fma"))) void streamU8(const uint8_t* in, float* out, int64_t n, const float* a,
+                                                  const float* b) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j));
+    __m256 raw = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+    _mm256_stream_ps(out + j, _mm256_fmadd_ps(raw, _mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)));
+  }
+  convertRowImpl(in + j, out + j, n - j, a + j, b + j);
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+inline void fenceStreams() { _mm_sfence(); }
+#else
+const bool kHaveAvx2 = false;
+inline void fenceStreams() {}
+#endif
+
+bool convert(const at::Tensor& rows, int64_t r, float* out, int64_t n, const Affine& f, bool stream = false) {
+  stream = stream && kHaveAvx2 && reinterpret_cast<uintptr_t>(out) % 32 == 0;
   switch (rows.scalar_type()) {
-    case at::kByte: return convertRow(rows.data_ptr<uint8_t>() + r * n, out, n, nm);
-    case at::kFloat: return convertRow(rows.data_ptr<float>() + r * n, out, n, nm);
-    case at::kDouble: return convertRow(rows.data_ptr<double>() + r * n, out, n, nm);
+    case at::kByte:
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (stream) return streamU8(rows.data_ptr<uint8_t>() + r * n, out, n, f.a.data(), f.b.data()), true;
+#endif
+      convertU8(rows.data_ptr<uint8_t>() + r * n, out, n, f.a.data(), f.b.data());
+      return true;  // always finite
+    case at::kFloat:
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (stream) return streamF32(rows.data_ptr<float>() + r * n, out, n, f.a.data(), f.b.data());
+#endif
+      return convertF32(rows.data_ptr<float>() + r * n, out, n, f.a.data(), f.b.data());
+    case at::kDouble: return convertF64(rows.data_ptr<double>() + r * n, out, n, f.a.data(), f.b.data());
     default: FORGE_CHECK(false, "unsupported feature type ", rows.scalar_type());
   }
+  return false;
 }
 
 std::vector<int64_t> batchShape(int64_t n, const std::vector<int64_t>& sample) {
@@ -116,7 +206,7 @@ std::vector<int64_t> batchShape(int64_t n, const std::vector<int64_t>& sample) {
 }  // namespace
 
 Batch readBatch(const SplitSource& source, const Normalization& norm, const std::vector<int64_t>& indices) {
-  ExpandedNormalization nm = expandNormalization(norm, source.sampleShape());
+  Affine f(expandNormalization(norm, source.sampleShape()));
   std::vector<int64_t> sorted = sortedUnique(indices.data(), indices.data() + indices.size());
   at::Tensor rows = at::empty({static_cast<int64_t>(sorted.size()), source.rowElements()}, source.featureType());
   readRuns(source, sorted, rows);
@@ -126,19 +216,11 @@ Batch readBatch(const SplitSource& source, const Normalization& norm, const std:
   const int64_t* labels = source.labels().data_ptr<int64_t>();
   for (int64_t k = 0; k < n; ++k) {
     int64_t r = std::lower_bound(sorted.begin(), sorted.end(), indices[k]) - sorted.begin();
-    convert(rows, r, x.data_ptr<float>() + k * source.rowElements(), source.rowElements(), nm);
+    convert(rows, r, x.data_ptr<float>() + k * source.rowElements(), source.rowElements(), f);
     y.data_ptr<int64_t>()[k] = labels[indices[k]];
   }
   return Batch{x, y};
 }
-
-struct BatchLoader::Window {
-  int64_t first = 0;  // position in the order
-  int64_t count = 0;
-  std::vector<int64_t> sorted;
-  at::Tensor rows;
-  std::vector<char> bad;  // per sorted row: has a non-finite feature (skip mode)
-};
 
 BatchLoader::BatchLoader(const SplitSource& source, Normalization norm, LoaderOptions options)
     : source_(source), norm_(expandNormalization(norm, source.sampleShape())), opt_(options) {
@@ -160,14 +242,10 @@ void BatchLoader::stop() {
   }
   cv_.notify_all();
   if (reader_.joinable()) reader_.join();
-  if (assembler_.joinable()) assembler_.join();
   std::lock_guard<std::mutex> lock(mutex_);
-  windows_.clear();
   batches_.clear();
-  liveWindows_ = 0;
   stopRequested_ = false;
   readerDone_ = true;
-  assemblerDone_ = true;
   error_ = nullptr;
 }
 
@@ -179,53 +257,129 @@ void BatchLoader::start(std::vector<int64_t> order, int64_t skip) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     readerDone_ = false;
-    assemblerDone_ = false;
   }
   reader_ = std::thread(&BatchLoader::readLoop, this);
-  assembler_ = std::thread(&BatchLoader::assembleLoop, this);
 }
 
-void BatchLoader::readLoop() {
-  try {
-    const int64_t total = static_cast<int64_t>(order_.size());
-    const int64_t n = source_.rowElements();
-    for (int64_t first = skip_ / opt_.window * opt_.window; first < total; first += opt_.window) {
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return stopRequested_ || liveWindows_ < 2; });
-        if (stopRequested_) break;
-        ++liveWindows_;
+// A window buffer nobody else references (the batches handed out are views into it), or a
+// new one. Two exist normally; a caller that keeps batches of older windows alive gets more
+// rather than a deadlock.
+BatchLoader::Buffers BatchLoader::freeBuffers(std::unique_lock<std::mutex>& lock) {
+  const int64_t n = source_.rowElements();
+  while (true) {
+    for (auto& b : pool_) {
+      // Free: no window holds the tensor (its own count) and no batch views its memory (the
+      // storage's count: views are other tensors sharing it).
+      if (b.x.use_count() == 1 && b.x.storage().use_count() == 1 && b.y.use_count() == 1 &&
+          b.y.storage().use_count() == 1) {
+        return b;
       }
+    }
+    if (pool_.size() < 2 || (batches_.empty() && consumerWaiting_)) {
+      pool_.push_back(Buffers{at::empty({opt_.window, n}, at::kFloat), at::empty({opt_.window}, at::kLong)});
+      return pool_.back();
+    }
+    // Batches of the previous window are still in use; they are released as the caller
+    // takes new ones, which notifies.
+    cv_.wait_for(lock, std::chrono::milliseconds(1));
+    if (stopRequested_) return Buffers{};
+  }
+}
+
+// Two threads per epoch, a pipeline:
+//   reader     for each window of the order: sorts its samples, then reads them as
+//              contiguous runs (one HDF5 call per run of whole chunks, each sample once) into
+//              small staging buffers that stay in cache;
+//   converter  converts each staged row to normalized float32 straight into its shuffled
+//              position in the window's buffer, checking for NaN / Inf in the same pass;
+//              once a window is complete, its batches (contiguous slices of the buffer) go to
+//              the caller as views, with no further copy.
+// Reading from storage and converting in memory overlap; three staging buffers circulate.
+struct BatchLoader::Window {
+  int64_t first = 0;  // position of the window in the order
+  int64_t count = 0;
+  std::vector<std::pair<int64_t, int64_t>> slots;  // (sample, position in the window), by sample
+  Buffers buf;
+};
+
+struct BatchLoader::Staged {
+  std::shared_ptr<Window> window;  // null: the end of the epoch
+  size_t begin = 0, end = 0;       // slots of this run
+  int64_t runFirst = 0;            // first sample in the staging buffer
+  int staging = -1;                // which staging buffer; -1: the window is complete
+};
+
+void BatchLoader::readLoop() {
+  const int64_t total = static_cast<int64_t>(order_.size());
+  const int64_t stagingRows = std::max<int64_t>(1, static_cast<int64_t>((2u << 20) / std::max<size_t>(1, source_.rowBytes())));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    staging_.clear();
+    freeStaging_.clear();
+    for (int i = 0; i < 3; ++i) {
+      staging_.push_back(at::empty({stagingRows, source_.rowElements()}, source_.featureType()));
+      freeStaging_.push_back(i);
+    }
+    staged_.clear();
+  }
+  std::thread converter(&BatchLoader::convertLoop, this);
+  auto push = [&](Staged st) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      staged_.push_back(std::move(st));
+    }
+    cv_.notify_all();
+  };
+  try {
+    for (int64_t first = skip_ / opt_.window * opt_.window; first < total; first += opt_.window) {
       auto w = std::make_shared<Window>();
       w->first = first;
       w->count = std::min(opt_.window, total - first);
-      w->sorted = sortedUnique(order_.data() + first, order_.data() + first + w->count);
-      w->rows = at::empty({static_cast<int64_t>(w->sorted.size()), n}, source_.featureType());
-      readCalls_ += readRuns(source_, w->sorted, w->rows);
-      rowsRead_ += static_cast<int64_t>(w->sorted.size());
-      if (source_.featureType() != at::kByte) {
-        w->bad.assign(w->sorted.size(), 0);
-        for (size_t r = 0; r < w->sorted.size(); ++r) {
-          int64_t j = firstNonFinite(w->rows, static_cast<int64_t>(r), n);
-          if (j < 0) continue;
-          if (opt_.nonFinite == NonFinite::kError) {
-            throw DataError(concat("non-finite feature (NaN or Inf) at feature ", j, " of sample ", w->sorted[r],
-                                   " of ", source_.name(), " (", source_.locate(w->sorted[r]),
-                                   "): fix the data, or set data.non_finite: skip to leave such samples out"));
-          }
-          w->bad[r] = 1;
-        }
-      }
       {
-        std::lock_guard<std::mutex> lock(mutex_);
-        windows_.push_back(std::move(w));
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (stopRequested_ || error_) break;
+        w->buf = freeBuffers(lock);
+        if (stopRequested_ || !w->buf.x.defined()) break;
       }
-      cv_.notify_all();
+      w->slots.resize(w->count);
+      for (int64_t k = 0; k < w->count; ++k) w->slots[k] = {order_[first + k], k};
+      std::sort(w->slots.begin(), w->slots.end());
+      size_t i = 0;
+      while (i < w->slots.size()) {
+        // A run: consecutive samples of one file, at most a staging buffer.
+        const int64_t runFirst = w->slots[i].first;
+        const int64_t end = source_.fileEnd(source_.fileOf(runFirst));
+        size_t j = i;
+        int64_t last = runFirst;
+        while (j < w->slots.size() && w->slots[j].first - runFirst < stagingRows && w->slots[j].first < end &&
+               w->slots[j].first - last <= 1) {
+          last = w->slots[j].first;
+          ++j;
+        }
+        int staging;
+        {
+          std::unique_lock<std::mutex> lock(mutex_);
+          cv_.wait(lock, [&] { return stopRequested_ || error_ || !freeStaging_.empty(); });
+          if (stopRequested_ || error_) break;
+          staging = freeStaging_.back();
+          freeStaging_.pop_back();
+        }
+        auto r0 = std::chrono::steady_clock::now();
+        source_.read(runFirst, last - runFirst + 1, staging_[staging].data_ptr());
+        readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
+        ++readCalls_;
+        rowsRead_ += last - runFirst + 1;
+        push(Staged{w, i, j, runFirst, staging});
+        i = j;
+      }
+      push(Staged{w, 0, 0, 0, -1});
     }
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!error_) error_ = std::current_exception();
   }
+  push(Staged{});  // end of the epoch
+  converter.join();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     readerDone_ = true;
@@ -233,57 +387,98 @@ void BatchLoader::readLoop() {
   cv_.notify_all();
 }
 
-void BatchLoader::assembleLoop() {
+void BatchLoader::convertLoop() {
   try {
+    const int64_t total = static_cast<int64_t>(order_.size());
     const int64_t n = source_.rowElements();
     const int64_t* labels = source_.labels().data_ptr<int64_t>();
-    auto floatOptions = at::TensorOptions().dtype(at::kFloat).pinned_memory(opt_.pinMemory);
-    auto longOptions = at::TensorOptions().dtype(at::kLong).pinned_memory(opt_.pinMemory);
+    const Affine affine(norm_);
+    std::vector<char> bad;
     while (true) {
-      std::shared_ptr<Window> w;
+      Staged st;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return stopRequested_ || error_ || !windows_.empty() || readerDone_; });
+        cv_.wait(lock, [&] { return stopRequested_ || error_ || !staged_.empty(); });
         if (stopRequested_ || error_) break;
-        if (windows_.empty()) break;  // the reader is done and everything is assembled
-        w = windows_.front();
-        windows_.pop_front();
+        st = std::move(staged_.front());
+        staged_.pop_front();
       }
-      const int64_t total = static_cast<int64_t>(order_.size());
-      for (int64_t b0 = std::max(w->first, skip_); b0 < w->first + w->count; b0 += opt_.batchSize) {
-        int64_t b1 = std::min(b0 + opt_.batchSize, w->first + w->count);
-        if (b1 - b0 < opt_.batchSize && opt_.dropLast && b1 == total) break;
-        std::vector<int64_t> rows;
-        rows.reserve(b1 - b0);
-        for (int64_t p = b0; p < b1; ++p) {
-          int64_t r = std::lower_bound(w->sorted.begin(), w->sorted.end(), order_[p]) - w->sorted.begin();
-          if (!w->bad.empty() && w->bad[r]) {
-            ++skipped_;
-            continue;
+      if (!st.window) break;  // the end of the epoch
+      Window& w = *st.window;
+      auto t0 = std::chrono::steady_clock::now();
+      float* x = w.buf.x.data_ptr<float>();
+      int64_t* y = w.buf.y.data_ptr<int64_t>();
+      if (st.staging >= 0) {
+        const at::Tensor& rows = staging_[st.staging];
+        for (size_t k = st.begin; k < st.end; ++k) {
+          const int64_t sample = w.slots[k].first;
+          const int64_t pos = w.slots[k].second;
+          y[pos] = labels[sample];
+          if (!convert(rows, sample - st.runFirst, x + pos * n, n, affine, /*stream=*/true)) {
+            if (opt_.nonFinite == NonFinite::kError) {
+              throw DataError(concat("non-finite feature (NaN or Inf) at feature ",
+                                     firstNonFinite(rows, sample - st.runFirst, n), " of sample ", sample, " of ",
+                                     source_.name(), " (", source_.locate(sample),
+                                     "): fix the data, or set data.non_finite: skip to leave such samples out"));
+            }
+            if (bad.empty()) bad.assign(w.count, 0);
+            bad[pos] = 1;
           }
-          rows.push_back(r);
         }
-        if (rows.empty()) {
-          throw DataError(concat("every sample of a batch (positions ", b0, "..", b1, " of this rank's epoch in ",
-                                 source_.name(), ") has non-finite features"));
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          freeStaging_.push_back(st.staging);
         }
-        const int64_t m = static_cast<int64_t>(rows.size());
-        Batch batch{at::empty(batchShape(m, source_.sampleShape()), floatOptions), at::empty({m}, longOptions)};
-        float* x = batch.x.data_ptr<float>();
-        int64_t* y = batch.y.data_ptr<int64_t>();
-        for (int64_t k = 0; k < m; ++k) {
-          convert(w->rows, rows[k], x + k * n, n, norm_);
-          y[k] = labels[w->sorted[rows[k]]];
-        }
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return stopRequested_ || batches_.size() < opt_.prefetch; });
-        if (stopRequested_) break;
-        batches_.push_back(std::move(batch));
         cv_.notify_all();
+        assembleSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        continue;
       }
+      fenceStreams();  // the non-temporal stores are visible before any batch is handed out
+      // The window is complete: its batches are slices [b0, b1) of the buffer, without the
+      // rows skipped as non-finite (the good ones move up within their batch).
+      std::vector<Batch> out;
+      for (int64_t b0 = std::max(w.first, skip_) - w.first; b0 < w.count; b0 += opt_.batchSize) {
+        const int64_t b1 = std::min(b0 + opt_.batchSize, w.count);
+        if (b1 - b0 < opt_.batchSize && opt_.dropLast && w.first + b1 == total) break;
+        int64_t m = b1 - b0;
+        if (!bad.empty()) {
+          m = 0;
+          for (int64_t p = b0; p < b1; ++p) {
+            if (bad[p]) {
+              ++skipped_;
+              continue;
+            }
+            if (b0 + m != p) {
+              std::memcpy(x + (b0 + m) * n, x + p * n, n * sizeof(float));
+              y[b0 + m] = y[p];
+            }
+            ++m;
+          }
+          if (m == 0) {
+            throw DataError(concat("every sample of a batch (positions ", w.first + b0, "..", w.first + b1,
+                                   " of this rank's epoch in ", source_.name(), ") has non-finite features"));
+          }
+        }
+        std::vector<int64_t> shape = batchShape(m, source_.sampleShape());
+        Batch b{w.buf.x.narrow(0, b0, m).view(shape), w.buf.y.narrow(0, b0, m)};
+        if (opt_.pinMemory) {
+          // Copies to a GPU run asynchronously from page-locked memory that must stay
+          // untouched until they finish: such batches get their own pinned memory, whose
+          // reuse the CUDA host allocator orders after the copy.
+          Batch pinned{at::empty(shape, at::TensorOptions().dtype(at::kFloat).pinned_memory(true)),
+                       at::empty({m}, at::TensorOptions().dtype(at::kLong).pinned_memory(true))};
+          pinned.x.copy_(b.x);
+          pinned.y.copy_(b.y);
+          b = std::move(pinned);
+        }
+        out.push_back(std::move(b));
+      }
+      bad.clear();
+      st.window.reset();  // only the batches keep the buffer busy now
+      assembleSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        --liveWindows_;
+        for (auto& b : out) batches_.push_back(std::move(b));
       }
       cv_.notify_all();
     }
@@ -291,17 +486,16 @@ void BatchLoader::assembleLoop() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!error_) error_ = std::current_exception();
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    assemblerDone_ = true;
-  }
   cv_.notify_all();
 }
 
 std::optional<Batch> BatchLoader::next() {
   auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
-  cv_.wait(lock, [&] { return !batches_.empty() || assemblerDone_ || error_; });
+  consumerWaiting_ = true;
+  cv_.notify_all();  // the batch taken before this call is likely released now
+  cv_.wait(lock, [&] { return !batches_.empty() || readerDone_ || error_; });
+  consumerWaiting_ = false;
   waitSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (error_) std::rethrow_exception(error_);
   if (batches_.empty()) return std::nullopt;

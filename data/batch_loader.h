@@ -1,15 +1,14 @@
-// Streams batches of one split from its HDF5 files in background threads, so that the
+// Streams batches of one split from its HDF5 files in a background thread, so that the
 // training loop never waits for data and memory stays bounded by the configured buffer,
 // not by the size of the data set.
 //
-//   reader thread     reads the next shuffle window of the epoch's order (data/sampler.h):
-//                     the window's samples sorted into contiguous runs, one HDF5 read per
-//                     run (whole chunks; never one call per sample; nothing read twice in
-//                     an epoch), non-finite features detected as they arrive;
-//   assembler thread  gathers each batch from the window in visiting order, converts to
-//                     float32 and normalizes in one pass, optionally into pinned memory;
-//   the caller        takes batches from a bounded queue (next()).
-// At most two windows and `prefetch` batches exist at once.
+// For each shuffle window of the epoch's order (data/sampler.h) the thread reads the
+// window's samples as contiguous runs (one HDF5 read per run of whole chunks, into a small
+// staging buffer that stays in cache; never one call per sample; nothing read twice in an
+// epoch) and converts each row, in the same pass, to normalized float32 at its shuffled
+// position in a window buffer, checking for NaN / Inf as it goes. The window's batches are
+// then contiguous slices of that buffer, handed to the caller as views without another
+// copy. Two window buffers exist (one being filled while the caller trains on the other).
 //
 // A batch is (x, y): x float32 of shape B x sampleShape, x = (raw * scale - mean) / std
 // (mean and std per feature, per channel or one number); y int64 of shape B.
@@ -54,14 +53,14 @@ enum class NonFinite { kError, kSkip };
 struct LoaderOptions {
   int64_t batchSize = 64;
   bool dropLast = false;
-  size_t prefetch = 4;         // batches assembled ahead
+  size_t prefetch = 4;         // kept for the config; a whole window is assembled ahead
   int64_t window = 1 << 16;    // samples per read window (the sampler's shuffle window)
   bool pinMemory = false;      // page-locked batches, for non-blocking copies to a GPU
   NonFinite nonFinite = NonFinite::kError;
 };
 
-// Samples per window for a buffer of `bufferBytes` (two windows live at once): a multiple of
-// the batch size, at least one batch.
+// Samples per window for a buffer of `bufferBytes` (two windows of float32 samples live at
+// once; `rowBytes` is a converted sample's size): a multiple of the batch size, at least one.
 int64_t windowFor(size_t bufferBytes, size_t rowBytes, int64_t batchSize);
 
 // Reads the given samples at once (contiguous runs, one read each) into a batch; for shape
@@ -90,12 +89,20 @@ class BatchLoader {
   int64_t rowsRead() const { return rowsRead_.load(); }
   int64_t readCalls() const { return readCalls_.load(); }
   int64_t skippedNonFinite() const { return skipped_.load(); }
-
-  struct Window;
+  // Busy time of the two threads (reading; gathering and converting), for benchmarks.
+  double readSeconds() const { return readSeconds_; }
+  double assembleSeconds() const { return assembleSeconds_; }
 
  private:
+  struct Buffers {
+    at::Tensor x;  // window x rowElements float32: the converted samples in visiting order
+    at::Tensor y;  // window int64
+  };
+  struct Window;
+  struct Staged;
   void readLoop();
-  void assembleLoop();
+  void convertLoop();
+  Buffers freeBuffers(std::unique_lock<std::mutex>& lock);
 
   const SplitSource& source_;
   ExpandedNormalization norm_;
@@ -105,19 +112,22 @@ class BatchLoader {
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Window>> windows_;  // read, waiting for the assembler
-  int liveWindows_ = 0;                          // read or being read, not yet assembled
+  std::vector<Buffers> pool_;  // window buffers; batches handed out are views into them
   std::deque<Batch> batches_;
+  std::vector<at::Tensor> staging_;  // raw rows as read, three buffers of ~2 MiB
+  std::vector<int> freeStaging_;
+  std::deque<Staged> staged_;        // read, waiting for the converter
   bool stopRequested_ = false;
   bool readerDone_ = true;
-  bool assemblerDone_ = true;
+  bool consumerWaiting_ = false;
   std::exception_ptr error_;
   std::thread reader_;
-  std::thread assembler_;
   double waitSeconds_ = 0;
   std::atomic<int64_t> rowsRead_{0};
   std::atomic<int64_t> readCalls_{0};
   std::atomic<int64_t> skipped_{0};
+  double readSeconds_ = 0;      // written by the reader thread only
+  double assembleSeconds_ = 0;  // written by the converter thread only
 };
 
 }  // namespace forge::data

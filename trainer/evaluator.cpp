@@ -18,7 +18,7 @@ EvalResult evaluate(Model& model, const data::SplitSource& split, const data::No
   at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(device));
   data::LoaderOptions o;
   o.batchSize = batchSize;
-  o.window = data::windowFor(64u << 20, split.rowBytes(), batchSize);
+  o.window = data::windowFor(64u << 20, split.rowElements() * sizeof(float), batchSize);
   o.pinMemory = device.is_cuda();
   data::BatchLoader loader(split, norm, o);
   const bool any = last > first;

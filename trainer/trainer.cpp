@@ -102,7 +102,7 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     if (p.requires_grad()) params_.push_back(p);
   }
   optimizer_ = makeOptimizer(cfg_.optimizer, params_);
-  window_ = data::windowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)), train_->rowBytes(),
+  window_ = data::windowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)), train_->rowElements() * sizeof(float),
                             cfg_.data.batchSize);
   sampler_ = std::make_unique<data::DistributedSampler>(train_->blocks(), world_.rank, world_.size, cfg_.run.seed,
                                                          cfg_.data.shuffle, cfg_.data.dropLast, window_);
@@ -585,6 +585,13 @@ void Trainer::trainEpoch(int64_t epoch) {
 // responding at the named global step, as a hung process would, to prove that its peers
 // time out and the job ends instead of hanging.
 void Trainer::injectFault() const {
+  static const char* crashRank = std::getenv(env::kFaultCrashRank);
+  static const char* crashStep = std::getenv(env::kFaultCrashStep);
+  if (crashRank != nullptr && std::atoi(crashRank) == world_.rank &&
+      (crashStep == nullptr || std::atoll(crashStep) == globalStep_)) {
+    log::warn("fault", "injected fault: rank ", world_.rank, " dies (SIGKILL) at step ", globalStep_);
+    std::raise(SIGKILL);
+  }
   static const char* rank = std::getenv(env::kFaultStallRank);
   static const char* step = std::getenv(env::kFaultStallStep);
   if (rank == nullptr || std::atoi(rank) != world_.rank) return;

@@ -1,0 +1,131 @@
+"""forge under a real Slurm (a single-node cluster brought up on localhost for this test):
+  1. a 2-task job submitted with launch/forge.sbatch trains to the end, and its final
+     checkpoint equals, with zero tolerance, that of the same config run under mpirun;
+  2. preempted while it runs (the batch shell gets USR1, as --signal=B:USR1 delivers it),
+     the job saves, requeues itself, resumes from the checkpoint (the log shows the restart
+     count and the resumed step) and finishes with a final checkpoint equal to an
+     uninterrupted run's;
+  3. a job whose rank dies ends FAILED with a non-zero exit code, not in a hang.
+Exits 77 (skipped) without root or without Slurm installed."""
+import glob
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
+from harness import Harness, small_config  # noqa: E402
+from slurm_cluster import SlurmCluster, SlurmUnavailable  # noqa: E402
+
+import torch  # noqa: E402
+
+h = Harness()
+template = os.path.join(h.repo, "launch", "forge.sbatch")
+h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "6000", "--features", "32", "--classes", "4"])
+cfg = small_config(h, "job.yaml", "syn.h5", "unused", epochs=4, features=32)
+fp = re.compile(r"fingerprint ([0-9a-f]{16})")
+
+
+def final_checkpoint(run_dir):
+    files = sorted(glob.glob(h.path(run_dir, "checkpoints", "ckpt-*.pt")))
+    return files[-1] if files else None
+
+
+def same_checkpoint(a, b):
+    """Every tensor of the model and the optimizer equal, bit for bit, and the same position."""
+    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    if (ca["epoch"], ca["global_step"]) != (cb["epoch"], cb["global_step"]):
+        return False
+    for k in ca["model"]:
+        if not torch.equal(ca["model"][k], cb["model"][k]):
+            return False
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    return all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i] if torch.is_tensor(sa[i][k]))
+
+
+# The reference: the same config directly under mpirun.
+p = h.run(["train", cfg, "--set", "run.dir=ref"], ranks=2)
+ref_fp = fp.search(p.stdout).group(1)
+ref_ckpt = final_checkpoint("ref")
+
+try:
+    cluster = SlurmCluster(cpus=max(2, os.cpu_count()))
+except SlurmUnavailable as e:
+    print(f"skipped: {e}")
+    sys.exit(77)
+
+env = {"FORGE_BIN": h.forge}
+with cluster as c:
+    out = lambda j: open(h.path(f"job-{j}.out")).read() if os.path.exists(h.path(f"job-{j}.out")) else ""
+
+    # 1. A plain job, to the end.
+    start = time.time()
+    j = c.sbatch(["--ntasks-per-node=2", f"--output={h.path('job-%j.out')}", template, cfg, "--set",
+                  "run.dir=plain"], cwd=h.work, extra_env=env)
+    info = c.wait_for(j, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, 240)
+    log = out(j)
+    h.check(info["JobState"] == "COMPLETED", f"the sbatch job completes ({info['JobState']}, "
+            f"{time.time() - start:.0f} s)", log[-3000:] + c.logs())
+    m = fp.search(log)
+    h.check(m is not None and m.group(1) == ref_fp,
+            f"its final weights equal the mpirun run's (fingerprint {m.group(1) if m else None} vs {ref_fp})")
+    h.check(final_checkpoint("plain") and same_checkpoint(final_checkpoint("plain"), ref_ckpt),
+            "its final checkpoint equals the mpirun run's, tensor for tensor")
+    h.check("launcher slurm" in log and "SLURM_PROCID=0" in log and "SLURM_NTASKS=2" in log,
+            "the startup log names the launcher and Slurm's rank variables", log[:2000])
+
+    # 2. Preempted mid-run: the batch shell gets USR1 and passes it on; the job requeues.
+    longer = ["--set", "run.epochs=8"]
+    p = h.run(["train", cfg, "--set", "run.dir=ref8", *longer], ranks=2)
+    ref8_fp, ref8_ckpt = fp.search(p.stdout).group(1), final_checkpoint("ref8")
+    start = time.time()
+    j = c.sbatch(["--ntasks-per-node=2", f"--output={h.path('job-%j.out')}", template, cfg, "--set",
+                  "run.dir=pre", *longer], cwd=h.work, extra_env=env)
+    c.wait_for(j, {"RUNNING"}, 120)
+    deadline = time.time() + 120
+    while "epoch 2/8" not in out(j) and time.time() < deadline:  # well into training
+        time.sleep(0.2)
+    sent = c.run(["scancel", "--signal=USR1", "--batch", j])
+    h.check(sent.returncode == 0, "the preemption signal is delivered to the batch shell", sent.stderr)
+    # The job saves, exits 75, requeues itself, runs again and completes.
+    deadline = time.time() + 300
+    info = {}
+    while time.time() < deadline:
+        info = c.job(j)
+        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and "[sbatch] job" in out(j) \
+                and (int(info.get("Restarts", "0")) > 0 or info.get("JobState") != "COMPLETED"):
+            break
+        time.sleep(0.5)
+    log = out(j)
+    h.check(info.get("JobState") == "COMPLETED" and info.get("Restarts") == "1",
+            f"the preempted job requeues once and completes ({info.get('JobState')}, restarts "
+            f"{info.get('Restarts')}, {time.time() - start:.0f} s)", log[-3000:] + c.logs())
+    h.check("USR1: passing it to the ranks" in log and "exit 75 = please requeue" in log.replace("exit 75 = please", "exit 75 = please"),
+            "the ranks are told, save and exit 75", log[-3000:])
+    h.check(re.search(r"\[sbatch\] job \d+ restart 1 ", log) is not None, "the log shows the restart count",
+            log[-3000:])
+    resumed = re.search(r"resumed from \S+ at epoch (\d+) step (\d+) \(global step (\d+)\)", log)
+    h.check(resumed is not None and int(resumed.group(3)) > 0,
+            f"the requeued job resumes from the saved step (global step {resumed.group(3) if resumed else None})",
+            log[-3000:])
+    m = fp.search(log)
+    h.check(m is not None and m.group(1) == ref8_fp,
+            f"the resumed job's final weights equal an uninterrupted run's ({m.group(1) if m else None} vs {ref8_fp})")
+    h.check(final_checkpoint("pre") and same_checkpoint(final_checkpoint("pre"), ref8_ckpt),
+            "and so does its final checkpoint, tensor for tensor, with zero tolerance")
+
+    # 3. A rank dies: the job ends FAILED with a non-zero exit code, not in a hang.
+    start = time.time()
+    j = c.sbatch(["--ntasks-per-node=2", f"--output={h.path('job-%j.out')}", template, cfg, "--set",
+                  "run.dir=crash"], cwd=h.work,
+                 extra_env=dict(env, FORGE_FAULT_CRASH_RANK="1", FORGE_FAULT_CRASH_STEP="20"))
+    info = c.wait_for(j, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"}, 180)
+    h.check(info["JobState"] == "FAILED" and info.get("ExitCode", "0:0") != "0:0",
+            f"a job whose rank dies ends {info['JobState']} with exit code {info.get('ExitCode')} "
+            f"after {time.time() - start:.0f} s", out(j)[-3000:])
+    h.check("injected fault: rank 1 dies" in out(j), "the dead rank is named in the log", out(j)[-2000:])
+
+h.check(not subprocess.run(["pgrep", "-f", f"slurm.conf|{cluster.dir}"], capture_output=True).stdout.strip(),
+        "every daemon the test started is gone")
+h.finish()
