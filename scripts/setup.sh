@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what forge needs on Debian 12 and skips what is already there:
 #   - system packages with apt (compilers, CMake, Open MPI, yaml-cpp, HDF5, GoogleTest,
-#     the Fashion-MNIST data set);
+#     the Fashion-MNIST data set, and Slurm with munge for the tests that bring up a
+#     single-node Slurm; the install starts none of their daemons);
 #   - a Python virtual environment outside the clone with the pinned torch wheel (its
 #     LibTorch is what forge links against) and the packages the tests use.
 set -euo pipefail
@@ -9,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config python3 python3-venv
   libopenmpi-dev openmpi-bin libyaml-cpp-dev libhdf5-dev libgtest-dev zlib1g-dev
-  dataset-fashion-mnist)
+  dataset-fashion-mnist slurm-wlm munge)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -34,14 +34,17 @@ def final_checkpoint(run_dir):
 
 def same_checkpoint(a, b):
     """Every tensor of the model and the optimizer equal, bit for bit, and the same position."""
-    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)  # Python reads them as is
     if (ca["epoch"], ca["global_step"]) != (cb["epoch"], cb["global_step"]):
         return False
-    for k in ca["model"]:
-        if not torch.equal(ca["model"][k], cb["model"][k]):
-            return False
-    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
-    return all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i] if torch.is_tensor(sa[i][k]))
+    ma, mb = ca["model_state_dict"], cb["model_state_dict"]
+    if ma.keys() != mb.keys() or not all(torch.equal(ma[k], mb[k]) for k in ma):
+        return False
+    if not all(torch.equal(x, y) for x, y in zip(ca["rng_states"], cb["rng_states"])):
+        return False
+    sa, sb = ca["optimizer_state_dict"]["state"], cb["optimizer_state_dict"]["state"]
+    return sa.keys() == sb.keys() and all(
+        torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i] if torch.is_tensor(sa[i][k]))
 
 
 # The reference: the same config directly under mpirun.
@@ -101,7 +104,7 @@ with cluster as c:
     h.check(info.get("JobState") == "COMPLETED" and info.get("Restarts") == "1",
             f"the preempted job requeues once and completes ({info.get('JobState')}, restarts "
             f"{info.get('Restarts')}, {time.time() - start:.0f} s)", log[-3000:] + c.logs())
-    h.check("USR1: passing it to the ranks" in log and "exit 75 = please requeue" in log.replace("exit 75 = please", "exit 75 = please"),
+    h.check("USR1: passing it to the ranks" in log and "exit 75 = please requeue" in log,
             "the ranks are told, save and exit 75", log[-3000:])
     h.check(re.search(r"\[sbatch\] job \d+ restart 1 ", log) is not None, "the log shows the restart count",
             log[-3000:])
