@@ -281,7 +281,9 @@ BatchLoader::Buffers BatchLoader::freeBuffers(std::unique_lock<std::mutex>& lock
     }
     // Batches of the previous window are still in use; they are released as the caller
     // takes new ones, which notifies.
+    readerWantsBuffer_ = true;
     cv_.wait_for(lock, std::chrono::milliseconds(1));
+    readerWantsBuffer_ = false;
     if (stopRequested_) return Buffers{};
   }
 }
@@ -298,7 +300,12 @@ BatchLoader::Buffers BatchLoader::freeBuffers(std::unique_lock<std::mutex>& lock
 struct BatchLoader::Window {
   int64_t first = 0;  // position of the window in the order
   int64_t count = 0;
-  std::vector<std::pair<int64_t, int64_t>> slots;  // (sample, position in the window), by sample
+  // (sample << shift | position in the window), ascending: sorting one integer per sample
+  // keeps this off the reader's critical path.
+  std::vector<uint64_t> slots;
+  int shift = 0;
+  int64_t sample(size_t k) const { return static_cast<int64_t>(slots[k] >> shift); }
+  int64_t position(size_t k) const { return static_cast<int64_t>(slots[k] & ((uint64_t{1} << shift) - 1)); }
   Buffers buf;
 };
 
@@ -311,7 +318,7 @@ struct BatchLoader::Staged {
 
 void BatchLoader::readLoop() {
   const int64_t total = static_cast<int64_t>(order_.size());
-  const int64_t stagingRows = std::max<int64_t>(1, static_cast<int64_t>((2u << 20) / std::max<size_t>(1, source_.rowBytes())));
+  const int64_t stagingRows = std::max<int64_t>(1, static_cast<int64_t>((4u << 20) / std::max<size_t>(1, source_.rowBytes())));
   {
     std::lock_guard<std::mutex> lock(mutex_);
     staging_.clear();
@@ -341,19 +348,23 @@ void BatchLoader::readLoop() {
         w->buf = freeBuffers(lock);
         if (stopRequested_ || !w->buf.x.defined()) break;
       }
+      w->shift = 1;
+      while ((int64_t{1} << w->shift) < w->count) ++w->shift;
       w->slots.resize(w->count);
-      for (int64_t k = 0; k < w->count; ++k) w->slots[k] = {order_[first + k], k};
+      for (int64_t k = 0; k < w->count; ++k) {
+        w->slots[k] = (static_cast<uint64_t>(order_[first + k]) << w->shift) | static_cast<uint64_t>(k);
+      }
       std::sort(w->slots.begin(), w->slots.end());
       size_t i = 0;
       while (i < w->slots.size()) {
         // A run: consecutive samples of one file, at most a staging buffer.
-        const int64_t runFirst = w->slots[i].first;
+        const int64_t runFirst = w->sample(i);
         const int64_t end = source_.fileEnd(source_.fileOf(runFirst));
         size_t j = i;
         int64_t last = runFirst;
-        while (j < w->slots.size() && w->slots[j].first - runFirst < stagingRows && w->slots[j].first < end &&
-               w->slots[j].first - last <= 1) {
-          last = w->slots[j].first;
+        while (j < w->slots.size() && w->sample(j) - runFirst < stagingRows && w->sample(j) < end &&
+               w->sample(j) - last <= 1) {
+          last = w->sample(j);
           ++j;
         }
         int staging;
@@ -411,8 +422,8 @@ void BatchLoader::convertLoop() {
       if (st.staging >= 0) {
         const at::Tensor& rows = staging_[st.staging];
         for (size_t k = st.begin; k < st.end; ++k) {
-          const int64_t sample = w.slots[k].first;
-          const int64_t pos = w.slots[k].second;
+          const int64_t sample = w.sample(k);
+          const int64_t pos = w.position(k);
           y[pos] = labels[sample];
           if (!convert(rows, sample - st.runFirst, x + pos * n, n, affine, /*stream=*/true)) {
             if (opt_.nonFinite == NonFinite::kError) {
@@ -492,17 +503,20 @@ void BatchLoader::convertLoop() {
 std::optional<Batch> BatchLoader::next() {
   auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
-  consumerWaiting_ = true;
-  cv_.notify_all();  // the batch taken before this call is likely released now
-  cv_.wait(lock, [&] { return !batches_.empty() || readerDone_ || error_; });
-  consumerWaiting_ = false;
+  // The batch taken before this call is likely released now: tell a reader waiting for a
+  // buffer (only then: waking the threads for nothing costs more than the wait it measures).
+  if (readerWantsBuffer_) cv_.notify_all();
+  if (batches_.empty() && !readerDone_ && !error_) {
+    consumerWaiting_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !batches_.empty() || readerDone_ || error_; });
+    consumerWaiting_ = false;
+  }
   waitSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (error_) std::rethrow_exception(error_);
   if (batches_.empty()) return std::nullopt;
   Batch b = std::move(batches_.front());
   batches_.pop_front();
-  lock.unlock();
-  cv_.notify_all();
   return b;
 }
 

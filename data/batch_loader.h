@@ -119,7 +119,8 @@ class BatchLoader {
   std::deque<Staged> staged_;        // read, waiting for the converter
   bool stopRequested_ = false;
   bool readerDone_ = true;
-  bool consumerWaiting_ = false;
+  bool consumerWaiting_ = false;    // the caller waits in next() for a batch
+  bool readerWantsBuffer_ = false;  // the reader waits for a window buffer to be released
   std::exception_ptr error_;
   std::thread reader_;
   double waitSeconds_ = 0;

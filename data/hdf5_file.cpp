@@ -45,7 +45,11 @@ H5Id openDataset(hid_t file, const std::string& filePath, const std::string& nam
   if (!objectExists(file, name)) {
     throw DataError(concat("data file '", filePath, "' has no dataset '", name, "'"));
   }
-  hid_t id = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  // No chunk cache: forge reads whole chunks once each, straight into its own buffers, so a
+  // cache would only add a copy (and chunks of ~1 MiB do not fit HDF5's default 1 MiB one).
+  H5Id dapl(H5Pcreate(H5P_DATASET_ACCESS));
+  if (dapl.valid()) H5Pset_chunk_cache(dapl.get(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT);
+  hid_t id = H5Dopen2(file, name.c_str(), dapl.valid() ? dapl.get() : H5P_DEFAULT);
   if (id < 0) throw DataError(concat("data file '", filePath, "': '", name, "' is not a dataset"));
   return H5Id(id);
 }

@@ -10,7 +10,8 @@
 #
 # Each rank gets cores-on-its-node / ranks-on-its-node intra-op threads (forge decides;
 # set run.threads in the config to override). When root, Open MPI's consent variables are
-# set; on one machine, more ranks than cores are allowed (--oversubscribe).
+# set; on one machine, more ranks than cores are allowed (--oversubscribe). With a
+# hostfile, FORGE_*, OMP_*, NCCL_* and CUDA_* variables are passed to every rank (-x).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ranks=2
@@ -35,8 +36,12 @@ if [ "$(id -u)" = 0 ]; then
 fi
 args=(-np "$ranks")
 if [ -n "$hostfile" ]; then
-  # Across machines Open MPI's default mapping and binding apply.
+  # Across machines Open MPI's default mapping and binding apply, and only the variables
+  # named with -x reach the remote ranks: forge's own and the usual runtime knobs.
   args+=(--hostfile "$hostfile")
+  while IFS='=' read -r name _; do
+    case "$name" in FORGE_*|OMP_*|NCCL_*|CUDA_*) args+=(-x "$name") ;; esac
+  done < <(env)
 else
   cores=$(nproc)
   if [ "$ranks" -le "$cores" ]; then

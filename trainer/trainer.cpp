@@ -129,6 +129,20 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   if (world_.rank == 0) prepareRunDir(resume);
 }
 
+// Starts streaming `epoch` (from the resumed position when it is the current one).
+void Trainer::startLoader(int64_t epoch) {
+  sampler_->setEpoch(epoch);
+  std::vector<int64_t> indices = sampler_->indices();
+  int64_t skip = 0;
+  if (epoch == epoch_) {
+    // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
+    skip = std::min<int64_t>(static_cast<int64_t>(indices.size()),
+                             step_ * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize);
+  }
+  loader_->start(std::move(indices), skip);
+  loaderEpoch_ = epoch;
+}
+
 void Trainer::makeLoader() {
   data::LoaderOptions o;
   o.batchSize = cfg_.data.batchSize;
@@ -138,6 +152,7 @@ void Trainer::makeLoader() {
   o.pinMemory = device_.is_cuda();
   o.nonFinite = cfg_.data.nonFinite == "skip" ? data::NonFinite::kSkip : data::NonFinite::kError;
   loader_ = std::make_unique<data::BatchLoader>(*train_, norm_, o);
+  loaderEpoch_ = -1;
 }
 
 // Before any training: samples must be what the model takes (the shape probe would also
@@ -429,12 +444,8 @@ void Trainer::trainEpoch(int64_t epoch) {
     if (step_ > 0) restoreRngState(pendingRngState_);
     pendingRngState_ = at::Tensor();
   }
-  sampler_->setEpoch(epoch);
-  std::vector<int64_t> indices = sampler_->indices();
+  if (loaderEpoch_ != epoch) startLoader(epoch);
   const int64_t k = cfg_.optimizer.accumulateSteps;
-  // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
-  int64_t skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), step_ * k * cfg_.data.batchSize);
-  loader_->start(std::move(indices), skip);
 
   auto start = Clock::now();
   auto lastReport = start;
@@ -519,6 +530,8 @@ void Trainer::trainEpoch(int64_t epoch) {
     }
   }
   if (loader_->next()) throw Error(concat("rank ", world_.rank, " has batches left at the end of epoch ", epoch + 1));
+  // The next epoch's first window is read while this one is evaluated and saved.
+  if (epoch + 1 < cfg_.run.epochs) startLoader(epoch + 1);
   double trainSeconds = secondsSince(start);
   if (int64_t skipped = loader_->skippedNonFinite() - skippedBefore) {
     log::warn("data", "left out ", skipped, " sample(s) with non-finite features in epoch ", epoch + 1,
@@ -604,6 +617,8 @@ TrainSummary Trainer::run() {
   auto start = Clock::now();
   resumeFrom();
   resolveFeatureStats();
+  // The first window is read while the replicas are synchronized.
+  if (epoch_ < cfg_.run.epochs) startLoader(epoch_);
   // A fresh run owns its metrics file; a resumed one appends to it.
   if (world_.rank == 0 && globalStep_ == 0) fs::remove(metricsPath_);
   dist::SyncOptions sync;

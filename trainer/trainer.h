@@ -58,6 +58,7 @@ class Trainer {
   void trimMetrics() const;
   static bool hasBatchNorm(const torch::nn::Module& m);
   void makeLoader();
+  void startLoader(int64_t epoch);
   void checkInputShape() const;
   void resolveFeatureStats();
   void trainEpoch(int64_t epoch);
@@ -77,6 +78,7 @@ class Trainer {
   std::unique_ptr<data::SplitSource> train_;
   std::unique_ptr<data::SplitSource> eval_;
   int64_t window_ = 0;  // samples per read / shuffle window
+  int64_t loaderEpoch_ = -1;  // the epoch the loader streams
   data::Normalization norm_;
   std::shared_ptr<Model> model_;
   std::vector<at::Tensor> params_;
