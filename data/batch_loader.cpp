@@ -89,10 +89,13 @@ int64_t firstNonFinite(const T* row, int64_t n) {
 }
 
 // Which feature of row r is not finite (for the message; only called once one is known).
-int64_t firstNonFinite(const at::Tensor& rows, int64_t r, int64_t n) {
-  if (rows.scalar_type() == at::kFloat) return firstNonFinite(rows.data_ptr<float>() + r * n, n);
-  if (rows.scalar_type() == at::kDouble) return firstNonFinite(rows.data_ptr<double>() + r * n, n);
+int64_t firstNonFinite(const void* base, at::ScalarType type, int64_t r, int64_t n) {
+  if (type == at::kFloat) return firstNonFinite(static_cast<const float*>(base) + r * n, n);
+  if (type == at::kDouble) return firstNonFinite(static_cast<const double*>(base) + r * n, n);
   return -1;  // integers are always finite
+}
+int64_t firstNonFinite(const at::Tensor& rows, int64_t r, int64_t n) {
+  return firstNonFinite(rows.data_ptr(), rows.scalar_type(), r, n);
 }
 
 // out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
@@ -177,24 +180,34 @@ const bool kHaveAvx2 = false;
 inline void fenceStreams() {}
 #endif
 
-bool convert(const at::Tensor& rows, int64_t r, float* out, int64_t n, const Affine& f, bool stream = false) {
+// Row r of stored rows at `base` (type `type`, n values a row) into `out`, normalized.
+bool convert(const void* base, at::ScalarType type, int64_t r, float* out, int64_t n, const Affine& f,
+             bool stream = false) {
   stream = stream && kHaveAvx2 && reinterpret_cast<uintptr_t>(out) % 32 == 0;
-  switch (rows.scalar_type()) {
-    case at::kByte:
+  switch (type) {
+    case at::kByte: {
+      const uint8_t* in = static_cast<const uint8_t*>(base) + r * n;
 #if defined(__x86_64__) && defined(__GNUC__)
-      if (stream) return streamU8(rows.data_ptr<uint8_t>() + r * n, out, n, f.a.data(), f.b.data()), true;
+      if (stream) return streamU8(in, out, n, f.a.data(), f.b.data()), true;
 #endif
-      convertU8(rows.data_ptr<uint8_t>() + r * n, out, n, f.a.data(), f.b.data());
+      convertU8(in, out, n, f.a.data(), f.b.data());
       return true;  // always finite
-    case at::kFloat:
+    }
+    case at::kFloat: {
+      const float* in = static_cast<const float*>(base) + r * n;
 #if defined(__x86_64__) && defined(__GNUC__)
-      if (stream) return streamF32(rows.data_ptr<float>() + r * n, out, n, f.a.data(), f.b.data());
+      if (stream) return streamF32(in, out, n, f.a.data(), f.b.data());
 #endif
-      return convertF32(rows.data_ptr<float>() + r * n, out, n, f.a.data(), f.b.data());
-    case at::kDouble: return convertF64(rows.data_ptr<double>() + r * n, out, n, f.a.data(), f.b.data());
-    default: FORGE_CHECK(false, "unsupported feature type ", rows.scalar_type());
+      return convertF32(in, out, n, f.a.data(), f.b.data());
+    }
+    case at::kDouble: return convertF64(static_cast<const double*>(base) + r * n, out, n, f.a.data(), f.b.data());
+    default: FORGE_CHECK(false, "unsupported feature type ", type);
   }
   return false;
+}
+
+bool convert(const at::Tensor& rows, int64_t r, float* out, int64_t n, const Affine& f, bool stream = false) {
+  return convert(rows.data_ptr(), rows.scalar_type(), r, out, n, f, stream);
 }
 
 std::vector<int64_t> batchShape(int64_t n, const std::vector<int64_t>& sample) {
@@ -254,6 +267,7 @@ void BatchLoader::start(std::vector<int64_t> order, int64_t skip) {
   FORGE_CHECK(skip % opt_.batchSize == 0, "a loader starts at a batch boundary, not at sample ", skip);
   order_ = std::move(order);
   skip_ = std::min<int64_t>(skip, static_cast<int64_t>(order_.size()));
+  skipped_ = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     readerDone_ = false;
@@ -312,8 +326,9 @@ struct BatchLoader::Window {
 struct BatchLoader::Staged {
   std::shared_ptr<Window> window;  // null: the end of the epoch
   size_t begin = 0, end = 0;       // slots of this run
-  int64_t runFirst = 0;            // first sample in the staging buffer
-  int staging = -1;                // which staging buffer; -1: the window is complete
+  int64_t runFirst = 0;            // first sample of the run
+  int staging = -1;                // the staging buffer holding the run
+  bool windowDone = false;         // the window is complete (no rows)
 };
 
 void BatchLoader::readLoop() {
@@ -367,6 +382,7 @@ void BatchLoader::readLoop() {
           last = w->sample(j);
           ++j;
         }
+        const int64_t rows = last - runFirst + 1;
         int staging;
         {
           std::unique_lock<std::mutex> lock(mutex_);
@@ -376,14 +392,14 @@ void BatchLoader::readLoop() {
           freeStaging_.pop_back();
         }
         auto r0 = std::chrono::steady_clock::now();
-        source_.read(runFirst, last - runFirst + 1, staging_[staging].data_ptr());
+        source_.read(runFirst, rows, staging_[staging].data_ptr());
         readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
         ++readCalls_;
-        rowsRead_ += last - runFirst + 1;
-        push(Staged{w, i, j, runFirst, staging});
+        rowsRead_ += rows;
+        push(Staged{w, i, j, runFirst, staging, false});
         i = j;
       }
-      push(Staged{w, 0, 0, 0, -1});
+      push(Staged{w, 0, 0, 0, -1, true});
     }
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -419,16 +435,17 @@ void BatchLoader::convertLoop() {
       auto t0 = std::chrono::steady_clock::now();
       float* x = w.buf.x.data_ptr<float>();
       int64_t* y = w.buf.y.data_ptr<int64_t>();
-      if (st.staging >= 0) {
-        const at::Tensor& rows = staging_[st.staging];
+      if (!st.windowDone) {
+        const void* rows = staging_[st.staging].data_ptr();
+        const at::ScalarType type = source_.featureType();
         for (size_t k = st.begin; k < st.end; ++k) {
           const int64_t sample = w.sample(k);
           const int64_t pos = w.position(k);
           y[pos] = labels[sample];
-          if (!convert(rows, sample - st.runFirst, x + pos * n, n, affine, /*stream=*/true)) {
+          if (!convert(rows, type, sample - st.runFirst, x + pos * n, n, affine, /*stream=*/true)) {
             if (opt_.nonFinite == NonFinite::kError) {
               throw DataError(concat("non-finite feature (NaN or Inf) at feature ",
-                                     firstNonFinite(rows, sample - st.runFirst, n), " of sample ", sample, " of ",
+                                     firstNonFinite(rows, type, sample - st.runFirst, n), " of sample ", sample, " of ",
                                      source_.name(), " (", source_.locate(sample),
                                      "): fix the data, or set data.non_finite: skip to leave such samples out"));
             }

@@ -88,7 +88,7 @@ class BatchLoader {
   double waitSeconds() const { return waitSeconds_; }  // time next() spent waiting, in total
   int64_t rowsRead() const { return rowsRead_.load(); }
   int64_t readCalls() const { return readCalls_.load(); }
-  int64_t skippedNonFinite() const { return skipped_.load(); }
+  int64_t skippedNonFinite() const { return skipped_.load(); }  // in the stream since start()
   // Busy time of the two threads (reading; gathering and converting), for benchmarks.
   double readSeconds() const { return readSeconds_; }
   double assembleSeconds() const { return assembleSeconds_; }

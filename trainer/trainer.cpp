@@ -457,7 +457,6 @@ void Trainer::trainEpoch(int64_t epoch) {
   int64_t stepsThisEpoch = 0;
   const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
   double waitBefore = loader_->waitSeconds();
-  const int64_t skippedBefore = loader_->skippedNonFinite();
   double commBefore = sync_->commWaitSeconds();
   std::vector<std::pair<std::string, at::Tensor>> before;
   while (step_ < stepsPerEpoch_) {
@@ -530,10 +529,11 @@ void Trainer::trainEpoch(int64_t epoch) {
     }
   }
   if (loader_->next()) throw Error(concat("rank ", world_.rank, " has batches left at the end of epoch ", epoch + 1));
+  const int64_t skipped = loader_->skippedNonFinite();  // this epoch's, before the next one starts
   // The next epoch's first window is read while this one is evaluated and saved.
   if (epoch + 1 < cfg_.run.epochs) startLoader(epoch + 1);
   double trainSeconds = secondsSince(start);
-  if (int64_t skipped = loader_->skippedNonFinite() - skippedBefore) {
+  if (skipped > 0) {
     log::warn("data", "left out ", skipped, " sample(s) with non-finite features in epoch ", epoch + 1,
               " on this rank (data.non_finite: skip)");
   }
