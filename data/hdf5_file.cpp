@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace forge::data {
 
@@ -70,18 +71,28 @@ H5DatasetInfo datasetInfo(hid_t dataset) {
   return info;
 }
 
-void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* out) {
+namespace {
+
+// Rows [first, first + count) of a dataset whose leading dimension is rows: the selection
+// in the file and the matching memory space.
+std::pair<H5Id, H5Id> rowSelection(hid_t dataset, hsize_t first, hsize_t count) {
   H5Id fileSpace(H5Dget_space(dataset));
   FORGE_H5_CHECK(fileSpace.get(), "cannot read dataspace");
   int rank = H5Sget_simple_extent_ndims(fileSpace.get());
-  std::vector<hsize_t> dims(rank), start(rank, 0), counts(rank);
-  H5Sget_simple_extent_dims(fileSpace.get(), dims.data(), nullptr);
-  counts = dims;
+  std::vector<hsize_t> start(rank, 0), counts(rank);
+  H5Sget_simple_extent_dims(fileSpace.get(), counts.data(), nullptr);
   start[0] = first;
   counts[0] = count;
   FORGE_H5_CHECK(H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), nullptr, counts.data(), nullptr),
                  "cannot select rows ", first, "..", first + count);
   H5Id memSpace(H5Screate_simple(rank, counts.data(), nullptr));
+  return {std::move(fileSpace), std::move(memSpace)};
+}
+
+}  // namespace
+
+void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* out) {
+  auto [fileSpace, memSpace] = rowSelection(dataset, first, count);
   FORGE_H5_CHECK(H5Dread(dataset, memType, memSpace.get(), fileSpace.get(), H5P_DEFAULT, out), "cannot read rows ",
                  first, "..", first + count);
 }
@@ -120,16 +131,7 @@ H5Id createRowsDataset(hid_t file, const std::string& name, hid_t fileType, cons
 
 void writeRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, const void* data) {
   if (count == 0) return;
-  H5Id fileSpace(H5Dget_space(dataset));
-  int rank = H5Sget_simple_extent_ndims(fileSpace.get());
-  std::vector<hsize_t> dims(rank), start(rank, 0);
-  H5Sget_simple_extent_dims(fileSpace.get(), dims.data(), nullptr);
-  std::vector<hsize_t> counts = dims;
-  start[0] = first;
-  counts[0] = count;
-  FORGE_H5_CHECK(H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), nullptr, counts.data(), nullptr),
-                 "cannot select rows ", first, "..", first + count);
-  H5Id memSpace(H5Screate_simple(rank, counts.data(), nullptr));
+  auto [fileSpace, memSpace] = rowSelection(dataset, first, count);
   FORGE_H5_CHECK(H5Dwrite(dataset, memType, memSpace.get(), fileSpace.get(), H5P_DEFAULT, data), "cannot write rows ",
                  first, "..", first + count, " (disk full?)");
 }

@@ -10,9 +10,11 @@ import sys
 
 import h5py
 import torch
-import torch.nn as nn
 
 from harness import Harness
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from reference_mlp import MLP  # noqa: E402  the Python class with forge's layer names
 
 h = Harness()
 if not torch.cuda.is_available():
@@ -41,18 +43,6 @@ h.check(acc is not None and acc > 80, f"fp32 on the GPU learns (final accuracy {
 
 # Python reads the checkpoint written from GPU memory and predicts what forge reported.
 ck = torch.load(sorted(glob.glob(h.path("fp32", "checkpoints", "ckpt-*.pt")))[-1], weights_only=True)
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 256)
-        self.bn1 = nn.BatchNorm1d(256)
-        self.dropout = nn.Dropout(0.3)
-        self.fc2 = nn.Linear(256, 10)
-
-    def forward(self, x):
-        return self.fc2(self.dropout(torch.relu(self.bn1(self.fc1(x)))))
 
 
 model = MLP()

@@ -2,30 +2,19 @@
 torch.load(weights_only=True), loads it into the Python class with the same layers, and
 predicts exactly what `forge eval` reports."""
 import glob
+import os
 import re
+import sys
 
 import h5py
 import torch
-import torch.nn as nn
 
 from harness import Harness
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from reference_mlp import MLP  # noqa: E402  the reference classifier, as the tutorial writes it
+
 h = Harness()
-
-
-class MLP(nn.Module):
-    """The reference classifier, as the widely copied tutorial writes it."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 256)
-        self.bn1 = nn.BatchNorm1d(256)
-        self.dropout = nn.Dropout(0.3)
-        self.fc2 = nn.Linear(256, 10)
-
-    def forward(self, x):
-        return self.fc2(self.dropout(torch.relu(self.bn1(self.fc1(x.flatten(1))))))
-
 
 model = MLP()
 h.check(sum(p.numel() for p in model.parameters() if p.requires_grad) == 204042,
@@ -84,7 +73,7 @@ python_model.eval()
 with torch.no_grad():
     logits = python_model(x)
     py2 = 100.0 * (logits.argmax(1) == y).sum().item() / len(y)
-    py_loss = nn.functional.cross_entropy(logits, y).item()
+    py_loss = torch.nn.functional.cross_entropy(logits, y).item()
 ev = h.run(["eval", cfg, "--checkpoint", "python.pt"] + sets).stdout
 m = re.search(r"accuracy\s+([0-9.]+)%", ev)
 lm = re.search(r"loss\s+([0-9.]+)", ev)
