@@ -210,6 +210,30 @@ bool convert(const at::Tensor& rows, int64_t r, float* out, int64_t n, const Aff
   return convert(rows.data_ptr(), rows.scalar_type(), r, out, n, f, stream);
 }
 
+// Ascending LSD radix sort of 64-bit keys, 11 bits a pass, only as many passes as the
+// largest key needs: a window's keys (sample << shift | position) sort in a few linear
+// passes instead of std::sort's n log n comparisons, which were a tenth of the reader's time.
+void radixSort(std::vector<uint64_t>& keys, std::vector<uint64_t>& scratch) {
+  uint64_t maxKey = 0;
+  for (uint64_t k : keys) maxKey = std::max(maxKey, k);
+  scratch.resize(keys.size());
+  constexpr int kBits = 11;
+  constexpr size_t kBuckets = size_t{1} << kBits;
+  std::vector<size_t> count(kBuckets);
+  for (int shift = 0; shift < 64 && (maxKey >> shift) != 0; shift += kBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (uint64_t k : keys) ++count[(k >> shift) & (kBuckets - 1)];
+    size_t sum = 0;
+    for (auto& c : count) {
+      size_t n = c;
+      c = sum;
+      sum += n;
+    }
+    for (uint64_t k : keys) scratch[count[(k >> shift) & (kBuckets - 1)]++] = k;
+    keys.swap(scratch);
+  }
+}
+
 std::vector<int64_t> batchShape(int64_t n, const std::vector<int64_t>& sample) {
   std::vector<int64_t> s{n};
   s.insert(s.end(), sample.begin(), sample.end());
@@ -345,6 +369,7 @@ void BatchLoader::readLoop() {
     staged_.clear();
   }
   std::thread converter(&BatchLoader::convertLoop, this);
+  std::vector<uint64_t> scratch;  // for sorting each window's samples
   auto push = [&](Staged st) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -369,7 +394,7 @@ void BatchLoader::readLoop() {
       for (int64_t k = 0; k < w->count; ++k) {
         w->slots[k] = (static_cast<uint64_t>(order_[first + k]) << w->shift) | static_cast<uint64_t>(k);
       }
-      std::sort(w->slots.begin(), w->slots.end());
+      radixSort(w->slots, scratch);
       size_t i = 0;
       while (i < w->slots.size()) {
         // A run: consecutive samples of one file, at most a staging buffer.
