@@ -54,6 +54,37 @@ void AsyncSaver::submit(std::function<void()> write) {
   });
 }
 
+void AsyncSaver::submitSnapshot(Checkpoint live, std::function<void(const Checkpoint&)> write) {
+  wait();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    snapshotPending_ = true;
+  }
+  thread_ = std::thread([this, live = std::move(live), write = std::move(write)]() mutable {
+    auto snapshotDone = [this] {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        snapshotPending_ = false;
+      }
+      cv_.notify_all();
+    };
+    try {
+      Checkpoint copy = deepCopy(live);
+      live = Checkpoint{};  // drop the references to the live tensors
+      snapshotDone();
+      write(copy);
+    } catch (...) {
+      error_ = std::current_exception();
+      snapshotDone();
+    }
+  });
+}
+
+void AsyncSaver::waitForSnapshot() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [this] { return !snapshotPending_; });
+}
+
 void AsyncSaver::wait() {
   if (thread_.joinable()) thread_.join();
   if (error_) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "core/log.h"
@@ -371,8 +372,15 @@ std::string Trainer::saveCheckpoint(bool isBest) {
     log::info("ckpt", "saved ", written, isBest ? " and best.pt" : "", " in ", formatDuration(secondsSince(start)));
   };
   if (cfg_.checkpoint.async) {
-    // Training waits only for the copy; the previous save, if still running, first.
-    asyncSaver_.submit([write, copy = ckpt::deepCopy(ck)] { write(copy); });
+    // The background thread copies the parameters and optimizer state while the next
+    // forward and backward run; the loop waits for that copy before the optimizer step
+    // changes them. Buffers change in forward already: they are copied here (they are small).
+    std::set<std::string> buffers;
+    for (const auto& b : model_->named_buffers()) buffers.insert(b.key());
+    for (auto& [name, t] : ck.modelState) {
+      if (buffers.count(name)) t = t.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+    }
+    asyncSaver_.submitSnapshot(std::move(ck), write);
   } else if (device_.is_cuda()) {
     write(ckpt::deepCopy(ck));  // one copy to host memory, then the same file as on the CPU
   } else {
@@ -502,6 +510,7 @@ void Trainer::trainEpoch(int64_t epoch) {
       correct += logits.detach().argmax(1).eq(y).sum();
       seen += n;
     }
+    asyncSaver_.waitForSnapshot();  // an asynchronous save's copy of what step() changes
     optimizer_->step();
     if (!checkedFirstStep_) {
       // Parameters without any gradient were already named by the synchronizer.
