@@ -82,6 +82,8 @@ uint64_t checksumOf(const Checkpoint& ck) {
   h.text(ck.bestMetricName);
   h.text(ck.forgeVersion);
   for (const auto& r : ck.rngStates) h.tensor(r);
+  if (!ck.schedule.isNone()) h.ivalue(ck.schedule);
+  if (!ck.sampler.isNone()) h.ivalue(ck.sampler);
   return h.h;
 }
 
@@ -126,6 +128,8 @@ IValue toIValue(const Checkpoint& ck) {
   c10::impl::GenericList rng(c10::AnyType::get());  // untyped: weights_only refuses typed lists
   for (const auto& r : ck.rngStates) rng.push_back(r);
   d.insert("rng_states", rng);
+  if (!ck.schedule.isNone()) d.insert("lr_schedule", ck.schedule);
+  if (!ck.sampler.isNone()) d.insert("sampler", ck.sampler);
   d.insert("checksum", static_cast<int64_t>(checksumOf(ck)));
   return d;
 }
@@ -162,6 +166,12 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
       if (!r.isTensor()) throw CheckpointError(concat("checkpoint '", source, "': 'rng_states' holds a non-tensor"));
       ck.rngStates.push_back(r.toTensor());
     }
+  }
+  for (auto [key, out] : {std::pair<const char*, IValue*>{"lr_schedule", &ck.schedule}, {"sampler", &ck.sampler}}) {
+    auto it = d.find(key);
+    if (it == d.end()) continue;
+    if (!it->value().isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "': '", key, "' is not a dict"));
+    *out = it->value();
   }
   int64_t stored = intField(d, "checksum", source);
   if (static_cast<uint64_t>(stored) != checksumOf(ck)) {

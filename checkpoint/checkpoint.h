@@ -7,6 +7,10 @@
 //   best_metric, best_metric_name
 //   world_size, config (resolved YAML text), forge_version
 //   rng_states            [uint8 tensor per rank]: the generators dropout draws from
+//   lr_schedule           {name, base_lr, warmup_steps, ..., global_step, lr}: the schedule
+//                         and where it stands (the LR is a pure function of these)
+//   sampler               {seed, epoch, position, world_size, shuffle, drop_last, window,
+//                         samples_per_rank}: the data order and how far each rank got in it
 //   checksum              FNV-1a over the fields above (tensor bytes included)
 #pragma once
 
@@ -33,6 +37,9 @@ struct Checkpoint {
   std::string forgeVersion;
   // Each rank's CPU generator state (uint8 tensors, rank order); empty when not recorded.
   std::vector<at::Tensor> rngStates;
+  // {str: scalar} dicts (None when not recorded, as in checkpoints of earlier versions).
+  c10::IValue schedule;
+  c10::IValue sampler;
 };
 
 c10::IValue toIValue(const Checkpoint& ck);

@@ -311,6 +311,25 @@ void Trainer::resumeFrom() {
     // Restored at the start of the (mid-)epoch, after the per-epoch reseed.
     pendingRngState_ = ck.rngStates[world_.rank];
   }
+  if (ck.sampler.isGenericDict() && step_ > 0 && ck.worldSize == world_.size) {
+    // Mid-epoch, the rest of the epoch follows the saved order only if nothing that shapes
+    // the order changed.
+    auto saved = ck.sampler.toGenericDict();
+    std::string changed;
+    auto differs = [&](const char* key, const c10::IValue& now) {
+      auto it = saved.find(key);
+      if (it != saved.end() && !(it->value() == now)) changed += concat(changed.empty() ? "" : ", ", key);
+    };
+    differs("seed", static_cast<int64_t>(cfg_.run.seed));
+    differs("shuffle", cfg_.data.shuffle);
+    differs("drop_last", cfg_.data.dropLast);
+    differs("window", window_);
+    if (!changed.empty()) {
+      log::warn("ckpt", "the config changes the data order (", changed, " differ from the checkpoint's; "
+                "data.buffer_mb sets the window): the rest of the interrupted epoch sees other batches than the "
+                "uninterrupted run would have");
+    }
+  }
   if (ck.worldSize != world_.size) {
     // Positions are in optimizer steps, whose size depends on the world size: carry over the
     // samples seen instead, and re-derive the global step so the schedule stays on course.
@@ -353,6 +372,30 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
   ck.worldSize = world_.size;
   ck.config = cfg_.resolved;
   ck.forgeVersion = FORGE_VERSION;
+  // The schedule and the data order are pure functions of these: recorded so that a resume
+  // can tell when its config would change them, and for anyone reading the file.
+  c10::impl::GenericDict schedule(c10::StringType::get(), c10::AnyType::get());
+  schedule.insert("name", cfg_.schedule.name);
+  schedule.insert("base_lr", cfg_.optimizer.lr);
+  schedule.insert("warmup_steps", cfg_.schedule.warmupSteps);
+  schedule.insert("step_epochs", cfg_.schedule.stepEpochs);
+  schedule.insert("gamma", cfg_.schedule.gamma);
+  schedule.insert("min_lr", cfg_.schedule.minLr);
+  schedule.insert("steps_per_epoch", stepsPerEpoch_);
+  schedule.insert("epochs", cfg_.run.epochs);
+  schedule.insert("global_step", globalStep_);
+  schedule.insert("lr", schedule_->at(globalStep_, epoch_));
+  ck.schedule = schedule;
+  c10::impl::GenericDict sampler(c10::StringType::get(), c10::AnyType::get());
+  sampler.insert("seed", static_cast<int64_t>(cfg_.run.seed));
+  sampler.insert("epoch", epoch_);
+  sampler.insert("position", step_ * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize);
+  sampler.insert("world_size", static_cast<int64_t>(world_.size));
+  sampler.insert("shuffle", cfg_.data.shuffle);
+  sampler.insert("drop_last", cfg_.data.dropLast);
+  sampler.insert("window", window_);
+  sampler.insert("samples_per_rank", sampler_->samplesPerRank());
+  ck.sampler = sampler;
   return ck;
 }
 

@@ -35,6 +35,16 @@ class CheckpointTest : public ::testing::Test {
     ck.worldSize = 2;
     ck.config = "run:\n  epochs: 3\n";
     ck.forgeVersion = "test";
+    c10::impl::GenericDict schedule(c10::StringType::get(), c10::AnyType::get());
+    schedule.insert("name", std::string("cosine"));
+    schedule.insert("global_step", ck.globalStep);
+    schedule.insert("lr", 0.0125);
+    ck.schedule = schedule;
+    c10::impl::GenericDict sampler(c10::StringType::get(), c10::AnyType::get());
+    sampler.insert("seed", int64_t{42});
+    sampler.insert("position", int64_t{192});
+    sampler.insert("shuffle", true);
+    ck.sampler = sampler;
     return ck;
   }
 
@@ -66,6 +76,18 @@ TEST_F(CheckpointTest, SaveThenLoadGivesIdenticalTensorsAndFields) {
   EXPECT_DOUBLE_EQ(back.bestMetric, 0.875);
   EXPECT_EQ(back.worldSize, 2);
   EXPECT_EQ(back.config, ck.config);
+  ASSERT_TRUE(back.schedule.isGenericDict() && back.sampler.isGenericDict());
+  EXPECT_EQ(back.schedule.toGenericDict().at("name").toStringRef(), "cosine");
+  EXPECT_DOUBLE_EQ(back.schedule.toGenericDict().at("lr").toDouble(), 0.0125);
+  EXPECT_EQ(back.sampler.toGenericDict().at("position").toInt(), 192);
+  EXPECT_TRUE(back.sampler.toGenericDict().at("shuffle").toBool());
+  // The checksum covers them: a sampler position changed after the fact does not verify.
+  {
+    Checkpoint tampered = sample(2);
+    c10::IValue v = toIValue(tampered);
+    v.toGenericDict().at("sampler").toGenericDict().insert_or_assign("position", int64_t{193});
+    EXPECT_THROW(fromIValue(v, "tampered"), CheckpointError);
+  }
   // The atomic write leaves no temporary file behind.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator{}), 1);
 }

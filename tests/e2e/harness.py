@@ -101,3 +101,37 @@ def final_accuracy(stdout):
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def final_checkpoint(h, run_dir):
+    """The newest step/epoch checkpoint of a run dir (None when there is none)."""
+    import glob
+    files = sorted(glob.glob(h.path(run_dir, "checkpoints", "ckpt-*.pt")))
+    return files[-1] if files else None
+
+
+def same_checkpoint(a, b):
+    """(True, "") when two forge checkpoints hold the same position and, bit for bit, the same
+    parameters, buffers, optimizer state and generator states; else (False, what differs)."""
+    import torch
+    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    for key in ("epoch", "step", "global_step"):
+        if ca[key] != cb[key]:
+            return False, f"{key} {ca[key]} vs {cb[key]}"
+    ma, mb = ca["model_state_dict"], cb["model_state_dict"]
+    if ma.keys() != mb.keys():
+        return False, "model keys"
+    for k in ma:
+        if not torch.equal(ma[k], mb[k]):
+            return False, f"model tensor {k}"
+    sa, sb = ca["optimizer_state_dict"]["state"], cb["optimizer_state_dict"]["state"]
+    if sa.keys() != sb.keys():
+        return False, "optimizer state keys"
+    for i in sa:
+        for k, v in sa[i].items():
+            if torch.is_tensor(v) and not torch.equal(v, sb[i][k]):
+                return False, f"optimizer state {i}.{k}"
+    if len(ca["rng_states"]) != len(cb["rng_states"]) or not all(
+            torch.equal(x, y) for x, y in zip(ca["rng_states"], cb["rng_states"])):
+        return False, "generator states"
+    return True, ""

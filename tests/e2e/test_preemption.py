@@ -1,7 +1,9 @@
 """Preemption: on SIGUSR1 the ranks agree at a step boundary, rank 0 saves, every rank
-exits 75 ("saved, please requeue"), and the run resumed with --resume auto ends with
-weights bit-identical to a run that was never interrupted (mid-epoch, dropout and
-BatchNorm included)."""
+exits 75 ("saved, please requeue"), and the run resumed with --resume auto ends with a
+final checkpoint equal, tensor for tensor with zero tolerance (parameters, buffers,
+optimizer state, generator states), to a run that was never interrupted (mid-epoch,
+dropout and BatchNorm included); likewise after kill -9 and a resume from the last step
+checkpoint, for the MLP and the CNN, on 2 ranks and on 1."""
 import glob
 import json
 import os
@@ -11,7 +13,7 @@ import signal
 import subprocess
 import time
 
-from harness import Harness, small_config
+from harness import Harness, final_checkpoint, same_checkpoint, small_config
 
 h = Harness()
 h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "4000", "--features", "16", "--classes", "4"])
@@ -40,6 +42,8 @@ m = fp.search(p.stdout)
 h.check(m is not None and m.group(1) == reference,
         f"resumed weights are bit-identical to the uninterrupted run ({m.group(1) if m else None} vs {reference})",
         p.stdout)
+ok, diff = same_checkpoint(final_checkpoint(h, "whole"), final_checkpoint(h, "cut"))
+h.check(ok, "SIGUSR1, 2 ranks: the final checkpoints are equal tensor for tensor, optimizer state included", diff)
 
 # 2. SIGKILL of a rank at a random moment, then --resume auto from the last step
 # checkpoint: still bit-identical (step checkpoints carry every rank's generator state).
@@ -65,6 +69,8 @@ p = h.run(["train", cfg, "--set", "run.dir=killed", *steps, "--resume", "auto"],
 m = fp.search(p.stdout)
 h.check("resumed from" in p.stdout and m is not None and m.group(1) == reference,
         "after kill -9 and --resume auto the weights are bit-identical to the uninterrupted run", p.stdout[-1500:])
+ok, diff = same_checkpoint(final_checkpoint(h, "whole_k"), final_checkpoint(h, "killed"))
+h.check(ok, "kill -9, 2 ranks: the final checkpoints are equal tensor for tensor, optimizer state included", diff)
 
 # 3. The CNN, preempted mid-epoch, resumed: bit-identical as well.
 h.run(["data", "synthetic", "--out", "img.h5", "--samples", "1200", "--features", "784", "--classes", "10"])
@@ -80,6 +86,8 @@ p = h.run(["train", *cnn, "--set", "run.dir=cnn_cut", "--resume", "auto"], ranks
 m = fp.search(p.stdout)
 h.check(m is not None and m.group(1) == cnn_ref, "the resumed CNN ends bit-identical to the uninterrupted one",
         (m.group(1) if m else None, cnn_ref))
+ok, diff = same_checkpoint(final_checkpoint(h, "cnn_whole"), final_checkpoint(h, "cnn_cut"))
+h.check(ok, "CNN, SIGUSR1: the final checkpoints are equal tensor for tensor", diff)
 
 # 4. One rank, no mpirun: preempted mid-epoch and resumed, bit-identical too.
 solo_ref = fp.search(h.run(["train", cfg, "--set", "run.dir=solo_whole"]).stdout).group(1)
@@ -89,6 +97,20 @@ del os.environ["FORGE_FAULT_SIGNAL_STEP"]
 h.check(p.returncode == 75, f"one rank alone is preempted too (exit {p.returncode})", p.stdout[-1500:])
 m = fp.search(h.run(["train", cfg, "--set", "run.dir=solo_cut", "--resume", "auto"]).stdout)
 h.check(m is not None and m.group(1) == solo_ref, "and resumes bit-identical", (m.group(1) if m else None, solo_ref))
+ok, diff = same_checkpoint(final_checkpoint(h, "solo_whole"), final_checkpoint(h, "solo_cut"))
+h.check(ok, "1 rank, SIGUSR1: the final checkpoints are equal tensor for tensor", diff)
+
+# 4b. The CNN on 1 rank, killed with SIGKILL at a step checkpoint and resumed from it.
+cnn_steps = ["--set", "checkpoint.every_steps=1", "--set", "checkpoint.keep_last=2"]
+h.run(["train", *cnn, "--set", "run.dir=cnn_solo_whole", *cnn_steps])
+os.environ["FORGE_FAULT_CRASH_RANK"] = "0"
+os.environ["FORGE_FAULT_CRASH_STEP"] = "13"
+p = h.run(["train", *cnn, "--set", "run.dir=cnn_solo_killed", *cnn_steps], expect_rc=None)
+del os.environ["FORGE_FAULT_CRASH_RANK"], os.environ["FORGE_FAULT_CRASH_STEP"]
+h.check(p.returncode == -signal.SIGKILL, f"the 1-rank CNN run dies of SIGKILL at step 13 ({p.returncode})")
+h.run(["train", *cnn, "--set", "run.dir=cnn_solo_killed", *cnn_steps, "--resume", "auto"])
+ok, diff = same_checkpoint(final_checkpoint(h, "cnn_solo_whole"), final_checkpoint(h, "cnn_solo_killed"))
+h.check(ok, "CNN, kill -9, 1 rank: resumed from the last step checkpoint, the final checkpoints are equal", diff)
 
 # 5. A real SIGUSR1 to mpirun, which forwards it to every rank.
 long_cfg = small_config(h, "long.yaml", "syn.h5", "long", epochs=500)

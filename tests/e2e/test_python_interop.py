@@ -34,6 +34,9 @@ h.check(isinstance(ck, dict), "torch.load(weights_only=True) returns a dict")
 for key in ["model_state_dict", "optimizer_state_dict", "epoch", "best_metric"]:
     h.check(key in ck, f"the checkpoint has '{key}'")
 h.check(ck["epoch"] == 2 and ck["world_size"] == 2, "epoch and world size", {k: ck[k] for k in ("epoch", "world_size")})
+h.check(ck["lr_schedule"]["name"] == "cosine" and ck["lr_schedule"]["global_step"] == ck["global_step"]
+        and ck["sampler"]["world_size"] == 2 and ck["sampler"]["seed"] == 42 and ck["sampler"]["position"] == 0,
+        "the LR schedule's and the sampler's state are in the file", {k: ck.get(k) for k in ("lr_schedule", "sampler")})
 expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
 got = {k: tuple(v.shape) for k, v in ck["model_state_dict"].items()}
 h.check(got == expected, "state dict keys and shapes equal the Python class's", (got, expected))

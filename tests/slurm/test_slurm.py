@@ -16,9 +16,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
 from harness import Harness, small_config  # noqa: E402
+from harness import final_checkpoint as harness_final_checkpoint  # noqa: E402
+from harness import same_checkpoint as harness_same_checkpoint  # noqa: E402
 from slurm_cluster import SlurmCluster, SlurmUnavailable  # noqa: E402
 
-import torch  # noqa: E402
 
 h = Harness()
 template = os.path.join(h.repo, "launch", "forge.sbatch")
@@ -28,23 +29,11 @@ fp = re.compile(r"fingerprint ([0-9a-f]{16})")
 
 
 def final_checkpoint(run_dir):
-    files = sorted(glob.glob(h.path(run_dir, "checkpoints", "ckpt-*.pt")))
-    return files[-1] if files else None
+    return harness_final_checkpoint(h, run_dir)
 
 
 def same_checkpoint(a, b):
-    """Every tensor of the model and the optimizer equal, bit for bit, and the same position."""
-    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)  # Python reads them as is
-    if (ca["epoch"], ca["global_step"]) != (cb["epoch"], cb["global_step"]):
-        return False
-    ma, mb = ca["model_state_dict"], cb["model_state_dict"]
-    if ma.keys() != mb.keys() or not all(torch.equal(ma[k], mb[k]) for k in ma):
-        return False
-    if not all(torch.equal(x, y) for x, y in zip(ca["rng_states"], cb["rng_states"])):
-        return False
-    sa, sb = ca["optimizer_state_dict"]["state"], cb["optimizer_state_dict"]["state"]
-    return sa.keys() == sb.keys() and all(
-        torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i] if torch.is_tensor(sa[i][k]))
+    return harness_same_checkpoint(a, b)[0]
 
 
 # The reference: the same config directly under mpirun.
