@@ -68,7 +68,9 @@ with cluster as c:
             "the startup log names the launcher and Slurm's rank variables", log[:2000])
 
     # 2. Preempted mid-run: the batch shell gets USR1 and passes it on; the job requeues.
-    longer = ["--set", "run.epochs=8"]
+    # Long enough (a wider model on more samples, several seconds) to be signalled mid-run.
+    h.run(["data", "synthetic", "--out", "syn_big.h5", "--samples", "24000", "--features", "32", "--classes", "4"])
+    longer = ["--set", "run.epochs=8", "--set", "model.hidden=1024", "--set", "data.path=syn_big.h5"]
     p = h.run(["train", cfg, "--set", "run.dir=ref8", *longer], ranks=2)
     ref8_fp, ref8_ckpt = fp.search(p.stdout).group(1), final_checkpoint("ref8")
     start = time.time()
@@ -76,7 +78,7 @@ with cluster as c:
                   "run.dir=pre", *longer], cwd=h.work, extra_env=env)
     c.wait_for(j, {"RUNNING"}, 120)
     deadline = time.time() + 120
-    while "epoch 2/8" not in out(j) and time.time() < deadline:  # well into training
+    while "epoch 1/8" not in out(j) and time.time() < deadline:  # into training
         time.sleep(0.2)
     sent = c.run(["scancel", "--signal=USR1", "--batch", j])
     h.check(sent.returncode == 0, "the preemption signal is delivered to the batch shell", sent.stderr)
@@ -85,8 +87,9 @@ with cluster as c:
     info = {}
     while time.time() < deadline:
         info = c.job(j)
-        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and "[sbatch] job" in out(j) \
-                and (int(info.get("Restarts", "0")) > 0 or info.get("JobState") != "COMPLETED"):
+        # Done: a final state, and the script's last line ("forge exited") in the output (a
+        # requeued job passes through COMPLETED-like states before it runs again).
+        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and "[sbatch] forge exited" in out(j):
             break
         time.sleep(0.5)
     log = out(j)
