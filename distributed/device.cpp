@@ -1,5 +1,12 @@
 #include "distributed/device.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "distributed/communicator.h"
+
 #include "core/error.h"
 #include "core/strings.h"
 
@@ -55,10 +62,18 @@ int cudaDeviceFor(int localRank, int localSize, int visible) {
   return localRank % visible;
 }
 
-DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world) {
+DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world, bool boundPerRank) {
   DeviceChoice c;
   if (wanted == "cpu") return c;
   int visible = visibleCudaDevices();
+  if (boundPerRank && visible > 0 && (wanted == "auto" || wanted == "cuda")) {
+    // Each rank sees only its own GPUs: the first of them is this rank's.
+#ifdef FORGE_WITH_CUDA
+    c10::cuda::set_device(0);
+#endif
+    c.device = c10::Device(c10::kCUDA, 0);
+    return c;
+  }
   if (wanted == "auto") {
     if (visible == 0) {
       c.why = builtWithCuda() ? "no GPU visible" : "built without CUDA";
@@ -77,6 +92,27 @@ DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world) {
 #endif
   c.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
   return c;
+}
+
+bool gpusBoundPerRank(Communicator& comm) {
+  auto hash = [](const std::string& text) {
+    uint64_t h = 1469598103934665603ULL;
+    for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ULL;
+    return static_cast<int64_t>(h & 0x7fffffffffffffffULL);
+  };
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES");
+  at::Tensor mine = at::tensor({hash(host), cvd != nullptr && *cvd != '\0' ? hash(cvd) : int64_t{-1}}, at::kLong);
+  at::Tensor all = at::empty({2 * comm.size()}, at::kLong);
+  comm.allGather(mine, all);
+  const int64_t* v = all.data_ptr<int64_t>();
+  std::set<int64_t> seen;
+  for (int r = 0; r < comm.size(); ++r) {
+    if (v[2 * r] != v[0 + 2 * comm.rank()]) continue;  // another node
+    if (v[2 * r + 1] < 0 || !seen.insert(v[2 * r + 1]).second) return false;
+  }
+  return true;
 }
 
 std::string describeDevice(const c10::Device& device) {

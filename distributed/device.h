@@ -31,7 +31,15 @@ struct DeviceChoice {
   c10::Device device{c10::kCPU};
   std::string why;  // for "auto": why the CPU was chosen ("" otherwise)
 };
-DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world);
+// `boundPerRank`: the launcher gave each rank its own GPUs (distinct CUDA_VISIBLE_DEVICES
+// per rank on the node, as Slurm's --gpus-per-task does): each rank takes its first visible
+// GPU, whatever the count of ranks on the node.
+DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world, bool boundPerRank = false);
+
+// Collective over `comm`: true when every rank on this node has CUDA_VISIBLE_DEVICES set and
+// no two of them have the same value (see boundPerRank above).
+class Communicator;
+bool gpusBoundPerRank(Communicator& comm);
 
 // "cpu", or "cuda:<i> (<GPU name>)".
 std::string describeDevice(const c10::Device& device);

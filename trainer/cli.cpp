@@ -257,8 +257,9 @@ struct Distributed {
     comm = mpiComm.get();
     std::string backend;
     std::string why;
+    const bool boundPerRank = cfg.run.device != "cpu" && dist::gpusBoundPerRank(*mpiComm);
     agreeOnSetup(*mpiComm, [&] {
-      dist::DeviceChoice choice = dist::selectDevice(cfg.run.device, world);
+      dist::DeviceChoice choice = dist::selectDevice(cfg.run.device, world, boundPerRank);
       device = choice.device;
       why = choice.why;
       backend = cfg.distributed.backend;

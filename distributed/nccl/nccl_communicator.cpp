@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -65,6 +66,7 @@ ncclDataType_t ncclType(const at::Tensor& t) {
     case at::kLong: return ncclInt64;
     case at::kByte: return ncclUint8;
     case at::kChar: return ncclInt8;
+    case at::kBool: return ncclUint8;  // sum of bools is meaningless; max/min work (logical or/and)
     default:
       throw CommError(concat("the nccl backend cannot reduce tensors of type ", t.scalar_type()));
   }
@@ -111,42 +113,64 @@ struct NcclCommunicator::State {
   c10::Device device{c10::kCUDA, 0};
   std::optional<c10::cuda::CUDAStream> stream;
   std::mutex mutex;  // enqueueing (the main thread or autograd's device thread) and abort
-  bool aborted = false;
-  bool failed = false;
+  std::atomic<bool> aborted{false};
+  std::atomic<bool> failed{false};
 
-  void abortComm() noexcept {
-    std::lock_guard<std::mutex> lock(mutex);
+  // Aborts once; `comm` is gone afterwards (ncclCommAbort frees it), so every later use
+  // checks `aborted` first. The caller holds `mutex`.
+  void abortLocked() noexcept {
+    failed = true;
     if (comm != nullptr && !aborted) {
       ncclCommAbort(comm);  // frees the GPU from collectives that can never finish
       aborted = true;
+      comm = nullptr;
     }
   }
+  void abortComm() noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    abortLocked();
+  }
 
-  // Polls a non-blocking communicator until the call it is working on has finished.
-  void settle(const char* call, Clock::time_point deadline, const char* file, int line) {
+  [[noreturn]] void throwAborted(const char* op) const {
+    throw CommError(concat("[rank ", rank, "] ", op, ": the NCCL communicator was aborted after an earlier error"));
+  }
+
+  // Polls a non-blocking communicator until the call it is working on has finished. The
+  // caller holds `mutex`: nothing else may touch the communicator (or its stream) meanwhile,
+  // as NCCL requires of a call that returned ncclInProgress.
+  void settleLocked(const char* call, Clock::time_point deadline, const char* file, int line) {
+    if (aborted) throwAborted(call);
     ncclResult_t state = ncclInProgress;
     while (true) {
-      ncclCommGetAsyncError(comm, &state);
+      ncclResult_t rc = ncclCommGetAsyncError(comm, &state);
+      if (rc != ncclSuccess) state = rc;
       if (state != ncclInProgress) break;
       if (Clock::now() > deadline) {
-        failed = true;
-        abortComm();
+        abortLocked();
         throw CommTimeout(concat("[rank ", rank, "] timeout in ", call,
                                  " (a peer rank is dead, stuck, or never joined)"));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
     if (state != ncclSuccess) {
-      failed = true;
       std::string msg = nccl::errorMessage(rank, call, file, line, state, comm);
-      abortComm();
+      abortLocked();
       throw CommError(msg);
     }
   }
 
+  // Checks a call's result; on failure the communicator is aborted (NCCL's rule after an
+  // error) before the error is thrown. The caller holds `mutex`.
+  void checkLocked(ncclResult_t r, const char* call, const char* file, int line) {
+    if (r == ncclSuccess || r == ncclInProgress) return;
+    std::string msg = nccl::errorMessage(rank, call, file, line, r, comm);
+    abortLocked();
+    throw CommError(msg);
+  }
+
   ~State() {
-    if (comm == nullptr) return;
-    if (failed || aborted) {
+    if (comm == nullptr) return;  // never made, or aborted (and freed) already
+    if (failed) {
       abortComm();
       return;
     }
@@ -183,23 +207,27 @@ class NcclWork final : public Work {
     if (finished_) return;
     NcclCommunicator::State& s = *state_;
     for (int spins = 0;; ++spins) {
+      // After an abort the kernels exit early and the event completes: that is no result.
+      if (s.aborted) s.throwAborted(op_);
       cudaError_t q = cudaEventQuery(done_.get());
       if (q == cudaSuccess) break;
       if (q != cudaErrorNotReady) {
-        s.failed = true;
         s.abortComm();
         nccl::throwCudaError(s.rank, "cudaEventQuery", __FILE__, __LINE__, q);
       }
-      ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(s.comm, &async);
-      if (async != ncclSuccess && async != ncclInProgress) {
-        s.failed = true;
-        std::string msg = nccl::errorMessage(s.rank, op_, __FILE__, __LINE__, async, s.comm);
-        s.abortComm();
-        throw CommError(concat(msg, " (", op_, " #", seq_, ")"));
+      {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        if (s.aborted) s.throwAborted(op_);
+        ncclResult_t async = ncclSuccess;
+        ncclResult_t rc = ncclCommGetAsyncError(s.comm, &async);
+        if (rc != ncclSuccess) async = rc;
+        if (async != ncclSuccess && async != ncclInProgress) {
+          std::string msg = nccl::errorMessage(s.rank, op_, __FILE__, __LINE__, async, s.comm);
+          s.abortLocked();
+          throw CommError(concat(msg, " (", op_, " #", seq_, ")"));
+        }
       }
       if (Clock::now() > deadline) {
-        s.failed = true;
         s.abortComm();
         throw CommTimeout(concat("timeout in ", op_, " #", seq_, " after ", seconds(Clock::now() - started_),
                                  " s (a peer rank is dead, stuck, or issued a different collective); "
@@ -219,7 +247,7 @@ class NcclWork final : public Work {
     keep_.clear();
   }
 
-  bool test() override { return finished_ || cudaEventQuery(done_.get()) == cudaSuccess; }
+  bool test() override { return finished_ || (!state_->aborted && cudaEventQuery(done_.get()) == cudaSuccess); }
   Clock::time_point startedAt() const override { return started_; }
 
  private:
@@ -264,8 +292,10 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, c10::Device device, 
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;  // every call returns at once; we poll against our own deadline
-  FORGE_NCCL_CHECK(rank_, nullptr, ncclCommInitRankConfig(&s.comm, size_, id, rank_, &config));
-  s.settle("ncclCommInitRankConfig", deadline, __FILE__, __LINE__);
+  std::lock_guard<std::mutex> lock(s.mutex);
+  ncclResult_t r = ncclCommInitRankConfig(&s.comm, size_, id, rank_, &config);
+  s.checkLocked(r, "ncclCommInitRankConfig", __FILE__, __LINE__);
+  s.settleLocked("ncclCommInitRankConfig", deadline, __FILE__, __LINE__);
   // High priority: a bucket's all-reduce should not queue behind backward's kernels.
   s.stream.emplace(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index()));
 }
@@ -285,9 +315,7 @@ template <typename Launch>
 std::unique_ptr<Work> NcclCommunicator::enqueue(const char* op, std::vector<at::Tensor> keep, Launch launch) {
   State& s = *state_;
   std::unique_lock<std::mutex> lock(s.mutex);
-  if (s.aborted) {
-    throw CommError(concat("[rank ", rank_, "] ", op, ": the NCCL communicator was aborted after an earlier error"));
-  }
+  if (s.aborted) s.throwAborted(op);
   // Gradient hooks run on autograd's device thread; make this rank's GPU current there too.
   c10::cuda::CUDAGuard guard(s.device);
   cudaStream_t producer = c10::cuda::getCurrentCUDAStream(s.device.index()).stream();
@@ -301,12 +329,11 @@ std::unique_ptr<Work> NcclCommunicator::enqueue(const char* op, std::vector<at::
   }
   for (const auto& t : keep) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), *s.stream);
   ncclResult_t r = launch(s.comm, comm);
-  if (r != ncclSuccess && r != ncclInProgress) nccl::throwNcclError(rank_, op, __FILE__, __LINE__, r, s.comm);
+  s.checkLocked(r, op, __FILE__, __LINE__);
   if (r == ncclInProgress) {
-    // The non-blocking communicator is still enqueueing; it finishes in microseconds.
-    lock.unlock();  // settle() may abort, which takes the lock
-    s.settle(op, Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout()), __FILE__, __LINE__);
-    lock.lock();
+    // The non-blocking communicator is still enqueueing (microseconds); the lock stays held,
+    // so no other call reaches the communicator or its stream until it is done.
+    s.settleLocked(op, Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout()), __FILE__, __LINE__);
   }
   FORGE_CUDA_CHECK(rank_, cudaEventRecord(work->doneEvent(), comm));
   return work;
@@ -357,7 +384,6 @@ std::unique_ptr<Work> NcclCommunicator::barrierAsync() {
 }
 
 void NcclCommunicator::abort(int exitCode) noexcept {
-  state_->failed = true;
   state_->abortComm();
   bootstrap_.abort(exitCode);
   std::_Exit(exitCode);  // not reached: the bootstrap's abort ends the job

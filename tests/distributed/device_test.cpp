@@ -1,8 +1,12 @@
 // Device choice and the NCCL backend's error text: pure functions, checked on every machine.
 #include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cstdlib>
 
 #include "core/error.h"
 #include "distributed/device.h"
+#include "distributed/mpi/mpi_communicator.h"
 #ifdef FORGE_WITH_NCCL
 #include "distributed/nccl/nccl_check.h"
 #endif
@@ -43,6 +47,19 @@ TEST(Device, AutoFallsBackToTheCpuAndSaysWhy) {
   if (visibleCudaDevices() == 0) {
     EXPECT_THROW(selectDevice("cuda", WorldInfo{}), ConfigError);
   }
+}
+
+TEST(Device, RanksBoundToTheirOwnGpusByTheLauncherAreRecognized) {
+  MpiCommunicator self(MPI_COMM_SELF, std::chrono::seconds(30));
+  const char* before = std::getenv("CUDA_VISIBLE_DEVICES");
+  std::string saved = before ? before : "";
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  EXPECT_FALSE(gpusBoundPerRank(self)) << "no CUDA_VISIBLE_DEVICES: all GPUs are shared";
+  setenv("CUDA_VISIBLE_DEVICES", "3", 1);
+  EXPECT_TRUE(gpusBoundPerRank(self)) << "a rank alone with its own list";
+  if (before) setenv("CUDA_VISIBLE_DEVICES", saved.c_str(), 1); else unsetenv("CUDA_VISIBLE_DEVICES");
+  // Bound per rank, but no GPU visible at all: the usual rules (auto -> CPU).
+  if (visibleCudaDevices() == 0) EXPECT_TRUE(selectDevice("auto", WorldInfo{}, true).device.is_cpu());
 }
 
 TEST(Device, ConfigRejectsGpuOnlySettingsOnTheCpu) {
