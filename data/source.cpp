@@ -18,6 +18,10 @@ struct SplitSource::File {
   int64_t rows = 0;
   int64_t firstGlobal = 0;
   hsize_t chunkRows = 0;
+  // Chunks stored exactly as forge reads them (no filter, the native type, whole rows) are
+  // read with H5Dread_chunk: the bytes straight into forge's buffer, without HDF5's
+  // selection and conversion machinery.
+  bool rawChunks = false;
 };
 
 SplitSource::~SplitSource() {
@@ -109,6 +113,17 @@ SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
     f->rows = static_cast<int64_t>(fi.dims[0]);
     f->firstGlobal = size_;
     f->chunkRows = chunkRows(f->features.get());
+    if (f->chunkRows > 0) {
+      H5Id dcpl(H5Dget_create_plist(f->features.get()));
+      H5Id stored(H5Dget_type(f->features.get()));
+      hid_t native = type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+      std::vector<hsize_t> chunk(fi.dims.size());
+      bool wholeRows = dcpl.valid() && H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) ==
+                                           static_cast<int>(chunk.size());
+      for (size_t d = 1; wholeRows && d < chunk.size(); ++d) wholeRows = chunk[d] == fi.dims[d];
+      f->rawChunks = wholeRows && H5Pget_nfilters(dcpl.get()) == 0 && stored.valid() &&
+                     H5Tequal(stored.get(), native) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr;
+    }
 
     at::Tensor labels = at::empty({f->rows}, at::kLong);
     readRows(lab.get(), H5T_NATIVE_INT64, 0, li.dims[0], labels.data_ptr());
@@ -162,7 +177,30 @@ void SplitSource::read(int64_t first, int64_t count, void* out) const {
                 " crosses the end of '", f.path, "'");
   hid_t mem = type_ == at::kByte ? H5T_NATIVE_UINT8 : type_ == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
   std::lock_guard<std::mutex> lock(hdf5Mutex());
-  readRows(f.features.get(), mem, static_cast<hsize_t>(first - f.firstGlobal), static_cast<hsize_t>(count), out);
+  int64_t row = first - f.firstGlobal;
+  const int64_t end = row + count;
+  auto* dst = static_cast<char*>(out);
+  if (f.rawChunks) {
+    // Whole chunks inside the range go straight in; the rest (a partial first or last
+    // chunk, the dataset's last chunk) through the normal read.
+    const int64_t c = static_cast<int64_t>(f.chunkRows);
+    const int64_t headEnd = std::min(end, (row + c - 1) / c * c);
+    if (headEnd > row) {
+      readRows(f.features.get(), mem, static_cast<hsize_t>(row), static_cast<hsize_t>(headEnd - row), dst);
+      dst += (headEnd - row) * rowBytes();
+      row = headEnd;
+    }
+    std::vector<hsize_t> offset(sampleShape_.size() + 1, 0);
+    while (row + c <= end && row + c <= f.rows) {
+      offset[0] = static_cast<hsize_t>(row);
+      uint32_t filters = 0;
+      FORGE_H5_CHECK(H5Dread_chunk(f.features.get(), H5P_DEFAULT, offset.data(), &filters, dst), "cannot read the chunk at row ",
+                     row, " of '", f.path, "'");
+      dst += c * rowBytes();
+      row += c;
+    }
+  }
+  if (end > row) readRows(f.features.get(), mem, static_cast<hsize_t>(row), static_cast<hsize_t>(end - row), dst);
 }
 
 FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count, double scale) {
