@@ -94,9 +94,7 @@ int64_t firstNonFinite(const void* base, at::ScalarType type, int64_t r, int64_t
   if (type == at::kDouble) return firstNonFinite(static_cast<const double*>(base) + r * n, n);
   return -1;  // integers are always finite
 }
-int64_t firstNonFinite(const at::Tensor& rows, int64_t r, int64_t n) {
-  return firstNonFinite(rows.data_ptr(), rows.scalar_type(), r, n);
-}
+
 
 // out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
 struct Affine {
@@ -206,9 +204,6 @@ bool convert(const void* base, at::ScalarType type, int64_t r, float* out, int64
   return false;
 }
 
-bool convert(const at::Tensor& rows, int64_t r, float* out, int64_t n, const Affine& f, bool stream = false) {
-  return convert(rows.data_ptr(), rows.scalar_type(), r, out, n, f, stream);
-}
 
 // Ascending LSD radix sort of 64-bit keys, 11 bits a pass, only as many passes as the
 // largest key needs: a window's keys (sample << shift | position) sort in a few linear
@@ -253,7 +248,8 @@ Batch readBatch(const SplitSource& source, const Normalization& norm, const std:
   const int64_t* labels = source.labels().data_ptr<int64_t>();
   for (int64_t k = 0; k < n; ++k) {
     int64_t r = std::lower_bound(sorted.begin(), sorted.end(), indices[k]) - sorted.begin();
-    convert(rows, r, x.data_ptr<float>() + k * source.rowElements(), source.rowElements(), f);
+    convert(rows.data_ptr(), rows.scalar_type(), r, x.data_ptr<float>() + k * source.rowElements(),
+            source.rowElements(), f);
     y.data_ptr<int64_t>()[k] = labels[indices[k]];
   }
   return Batch{x, y};

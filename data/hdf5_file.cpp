@@ -144,14 +144,7 @@ H5Id createGroup(hid_t file, const std::string& name) {
 
 void writeDataset(hid_t file, const std::string& name, hid_t fileType, hid_t memType,
                   const std::vector<hsize_t>& dims, hsize_t chunkRows, const void* data) {
-  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
-  FORGE_H5_CHECK(space.get(), "cannot create dataspace for '", name, "'");
-  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
-  std::vector<hsize_t> chunk = dims;
-  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(chunkRows, dims[0]));
-  if (dims[0] > 0) FORGE_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), "chunking");
-  H5Id ds(H5Dcreate2(file, name.c_str(), fileType, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
-  FORGE_H5_CHECK(ds.get(), "cannot create dataset '", name, "'");
+  H5Id ds = createRowsDataset(file, name, fileType, dims, chunkRows);
   if (dims[0] > 0) FORGE_H5_CHECK(H5Dwrite(ds.get(), memType, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "cannot write '", name, "'");
 }
 

@@ -130,6 +130,10 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   if (world_.rank == 0) prepareRunDir(resume);
 }
 
+// Samples of this rank's share of the current epoch already trained on: the sampler's
+// position (step_ optimizer steps of accumulate_steps batches).
+int64_t Trainer::samplesDone() const { return step_ * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize; }
+
 // Starts streaming `epoch` (from the resumed position when it is the current one).
 void Trainer::startLoader(int64_t epoch) {
   sampler_->setEpoch(epoch);
@@ -137,8 +141,7 @@ void Trainer::startLoader(int64_t epoch) {
   int64_t skip = 0;
   if (epoch == epoch_) {
     // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
-    skip = std::min<int64_t>(static_cast<int64_t>(indices.size()),
-                             step_ * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize);
+    skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), samplesDone());
   }
   loader_->start(std::move(indices), skip);
   loaderEpoch_ = epoch;
@@ -389,7 +392,7 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
   c10::impl::GenericDict sampler(c10::StringType::get(), c10::AnyType::get());
   sampler.insert("seed", static_cast<int64_t>(cfg_.run.seed));
   sampler.insert("epoch", epoch_);
-  sampler.insert("position", step_ * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize);
+  sampler.insert("position", samplesDone());
   sampler.insert("world_size", static_cast<int64_t>(world_.size));
   sampler.insert("shuffle", cfg_.data.shuffle);
   sampler.insert("drop_last", cfg_.data.dropLast);

@@ -59,6 +59,7 @@ class Trainer {
   static bool hasBatchNorm(const torch::nn::Module& m);
   void makeLoader();
   void startLoader(int64_t epoch);
+  int64_t samplesDone() const;
   void checkInputShape() const;
   void resolveFeatureStats();
   void trainEpoch(int64_t epoch);
