@@ -10,6 +10,8 @@ find_package(yaml-cpp REQUIRED)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(ZLIB REQUIRED)
 find_package(Threads REQUIRED)
+# TensorBoard event files are protobuf messages (trainer/tensorboard/event.proto).
+find_package(Protobuf REQUIRED)
 
 # The torch wheel keeps CUDA, cuDNN and NCCL in sibling nvidia-* packages and finds them at
 # run time through its own RPATH. The linker must see the same copies when it resolves

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <vector>
 
 namespace forge::log {
 namespace {
@@ -12,6 +13,28 @@ std::mutex g_mutex;
 int g_rank = 0;
 int g_size = 1;
 std::ofstream g_tee;
+std::vector<std::string> g_early;  // rank 0's lines before teeTo
+constexpr size_t kEarlyLines = 2000;
+std::string g_status;  // the status line being shown ("" = none)
+
+// Caller holds g_mutex.
+void eraseStatus() {
+  if (g_status.empty()) return;
+  std::fputs("\r\033[K", stdout);
+  std::fflush(stdout);
+}
+void drawStatus() {
+  if (g_status.empty()) return;
+  std::fputs(("\r" + g_status + "\033[K").c_str(), stdout);
+  std::fflush(stdout);
+}
+void keep(const std::string& text) {
+  if (g_tee.is_open()) {
+    g_tee << text << std::flush;
+  } else if (g_rank == 0 && g_early.size() < kEarlyLines) {
+    g_early.push_back(text);
+  }
+}
 
 std::string prefix(const std::string& tag) {
   return tag.empty() ? std::string() : "[" + tag + "] ";
@@ -32,31 +55,53 @@ void teeTo(const std::string& path) {
   if (g_rank != 0) return;
   g_tee.close();
   g_tee.open(path, std::ios::app);
+  for (const auto& line : g_early) g_tee << line;
+  g_tee << std::flush;
+  g_early.clear();
+}
+
+void setStatus(const std::string& line) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_rank != 0) return;
+  g_status = line;
+  drawStatus();
+}
+
+void clearStatus() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  eraseStatus();
+  g_status.clear();
 }
 
 void infoLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_rank != 0) return;
   std::string text = prefix(tag) + line + "\n";
+  eraseStatus();
   std::fwrite(text.data(), 1, text.size(), stdout);
   std::fflush(stdout);
-  if (g_tee.is_open()) g_tee << text << std::flush;
+  drawStatus();
+  keep(text);
 }
 
 void warnLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   std::string text = "[rank " + std::to_string(g_rank) + "] " + prefix(tag) + "warning: " + line + "\n";
+  eraseStatus();
   std::fwrite(text.data(), 1, text.size(), stderr);
   std::fflush(stderr);
-  if (g_tee.is_open()) g_tee << text << std::flush;
+  drawStatus();
+  keep(text);
 }
 
 void errorLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   std::string text = "[rank " + std::to_string(g_rank) + "] " + prefix(tag) + line + "\n";
+  eraseStatus();
   std::fwrite(text.data(), 1, text.size(), stderr);
   std::fflush(stderr);
-  if (g_tee.is_open()) g_tee << text << std::flush;
+  drawStatus();
+  keep(text);
 }
 
 }  // namespace forge::log

@@ -15,8 +15,15 @@ namespace forge::log {
 void setRank(int rank, int size);
 int rank();
 
-// Adds a file (e.g. RUN_DIR/forge.log) that receives a copy of what rank 0 prints.
+// Adds a file (e.g. RUN_DIR/forge.log) that receives a copy of what rank 0 prints, from
+// the start: lines printed before the call (up to a bound) are written to it first.
 void teeTo(const std::string& path);
+
+// Rank 0, on a terminal: a live status line (a progress bar) below the log. It is redrawn in
+// place ("\r", erase to end of line); a log line printed meanwhile clears it, prints, and
+// draws it again. Never written to the tee file. clearStatus() removes it for good.
+void setStatus(const std::string& line);
+void clearStatus();
 
 void infoLine(const std::string& tag, const std::string& line);
 void warnLine(const std::string& tag, const std::string& line);

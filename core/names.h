@@ -13,6 +13,10 @@ inline constexpr const char* kSlurmLocalId = "SLURM_LOCALID";
 inline constexpr const char* kSlurmNtasks = "SLURM_NTASKS";
 inline constexpr const char* kSlurmJobId = "SLURM_JOB_ID";
 
+// Whether rank 0's stdout reaches a terminal ("1") or a file or pipe ("0"): set by
+// launch/mpirun.sh, since Open MPI hands ranks a pseudo-terminal either way. Unset: forge
+// asks isatty(), except under mpirun, where it assumes a log file.
+inline constexpr const char* kTerminal = "FORGE_TERMINAL";
 
 // Test-only fault injection: the rank named by FORGE_FAULT_STALL_RANK stops responding
 // (sleeps forever) at the global step FORGE_FAULT_STALL_STEP (default: the first).

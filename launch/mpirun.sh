@@ -35,6 +35,12 @@ if [ "$(id -u)" = 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 args=(-np "$ranks")
+# mpirun gives ranks a pseudo-terminal whether or not its own output is one; forge learns
+# from this whether a live progress bar reaches a person or a log file.
+if [ -z "${FORGE_TERMINAL:-}" ]; then
+  if [ -t 1 ]; then export FORGE_TERMINAL=1; else export FORGE_TERMINAL=0; fi
+fi
+[ -n "$hostfile" ] || args+=(-x FORGE_TERMINAL)
 if [ -n "$hostfile" ]; then
   # Across machines Open MPI's default mapping and binding apply, and only the variables
   # named with -x reach the remote ranks: forge's own and the usual runtime knobs.

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "core/table.h"
 #include "data/converters.h"
 #include "distributed/device.h"
 #include "distributed/mpi/mpi_communicator.h"
@@ -27,6 +28,7 @@
 #include "distributed/world.h"
 #include "trainer/guards.h"
 #include "trainer/models/model_registry.h"
+#include "trainer/plot.h"
 #include "trainer/preemption.h"
 #include "trainer/trainer.h"
 
@@ -44,9 +46,13 @@ commands:
                          write a learnable synthetic classification set
   train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]
                          train; alone, under `mpirun -np N`, or under `srun`
-  eval CONFIG.yaml --checkpoint PATH [--set key=value ...]
-                         test-split loss and accuracy of a checkpoint
-  ckpt inspect PATH      what a checkpoint holds
+  eval CONFIG.yaml --checkpoint PATH [--set key=value ...] [--json]
+                         eval-split loss and accuracy of a checkpoint, per class
+  ckpt inspect PATH [--json]
+                         what a checkpoint holds
+  plot RUN_DIR... [--out FILE.png]
+                         loss, accuracy, learning rate and throughput curves of
+                         one run or several side by side, as a PNG (gnuplot)
 
 `forge <command> --help` describes a command's options.
 Exit codes: 0 done, 1 internal error, 2 bad config / data / usage, 3 communication
@@ -82,20 +88,43 @@ const char* kTrainHelp = R"(usage: forge train CONFIG.yaml [--set key=value ...]
   --resume PATH      continue from that checkpoint
 
 Runs alone (1 rank), under `mpirun -np N forge train ...`, or under `srun`.
-Writes RUN_DIR/config.yaml, RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/.
+Writes, in RUN_DIR (run.dir):
+  config.yaml      the config as resolved (file + overrides)
+  forge.log        what rank 0 printed (sessions of a resumed run follow each other)
+  metrics.jsonl    a "step" record every log.every_steps steps and an "epoch" record
+                   per epoch: losses, accuracies, lr, samples/s, data-wait and
+                   communication shares; metrics.csv holds the same rows
+  tb/              the same as TensorBoard scalars: tensorboard --logdir runs/
+  summary.json     the end-of-run summary
+  checkpoints/     ckpt-e<epoch>-s<global step>.pt and best.pt
+Progress (log.progress): a live bar on a terminal, a plain line every log.every_s
+seconds otherwise (log files); `forge plot RUN_DIR` draws the curves.
 )";
 
-const char* kEvalHelp = R"(usage: forge eval CONFIG.yaml --checkpoint PATH [--set key=value ...]
+const char* kEvalHelp = R"(usage: forge eval CONFIG.yaml --checkpoint PATH [--set key=value ...] [--json]
 
 Loads the model state of PATH (a forge checkpoint, or a state dict saved by Python with
 torch.save(model.state_dict(), PATH)) into the model the config describes and reports loss
-and accuracy on the config's eval split (data.eval_split, default "test").
+and accuracy on the config's eval split (data.eval_split, default "test"), overall and per
+class. --json prints the same as one JSON object.
 )";
 
 const char* kCkptHelp = R"(usage: forge ckpt inspect PATH [--json]
 
-Prints the checkpoint's epoch, step, best metric, world size, forge version, and the name,
-shape and type of every tensor it holds. The file is verified (checksum) first.
+Prints the checkpoint's epoch, step, best metric, world size, forge version, LR schedule
+and sampler position, and the name, shape, type and size of every tensor it holds. The
+file is verified (checksum) first. --json prints the same as one JSON object.
+)";
+
+const char* kPlotHelp = R"(usage: forge plot RUN_DIR... [--out FILE.png] [--title TEXT] [--size WxH]
+
+Draws the curves of one run, or of several runs in one picture (one colour per run), from
+each RUN_DIR/metrics.csv: loss and accuracy per epoch (train solid, eval dashed; the
+training loss of the step records faint behind), learning rate and samples/s.
+  --out FILE.png   default: RUN_DIR/curves.png for one run, ./curves.png for several
+  --title TEXT     default: the run names
+  --size WxH       pixels, default 1600x1000
+Needs gnuplot with the pngcairo terminal (Debian: gnuplot-nox).
 )";
 
 struct Args {
@@ -365,8 +394,6 @@ int cmdTrain(int argc, char** argv) {
   Config cfg = configFrom(a, kTrainHelp, "train");
   std::string resume = a.one("resume");
   Distributed d(&argc, &argv, cfg);
-  log::info("train", "config ", cfg.sourcePath, a.has("set") ? " with overrides" : "", ", run dir ", cfg.run.dir,
-            resume.empty() ? ", fresh start" : ", resume " + resume);
   std::unique_ptr<Trainer> trainer;
   installPreemptionHandlers();
   agreeOnSetup(*d.comm, [&] { trainer = std::make_unique<Trainer>(cfg, *d.comm, d.world, resume, d.device); });
@@ -377,7 +404,7 @@ int cmdTrain(int argc, char** argv) {
 }
 
 int cmdEval(int argc, char** argv) {
-  Args a = parseArgs(argc, argv, 2, {"set", "checkpoint"}, {}, kEvalHelp);
+  Args a = parseArgs(argc, argv, 2, {"set", "checkpoint"}, {"json"}, kEvalHelp);
   if (a.help) return std::cout << kEvalHelp, 0;
   Config cfg = configFrom(a, kEvalHelp, "eval");
   if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
@@ -404,22 +431,40 @@ int cmdEval(int argc, char** argv) {
       data::readFeatureStats(stats, norm.mean, norm.std);
     }
     EvalResult r = evaluate(*model, *split, norm, cfg.data.evalBatchSize, *d.comm, d.device);
-    if (d.world.rank == 0) {
-      std::cout << std::left << std::setw(12) << "checkpoint" << a.one("checkpoint") << "\n"
-                << std::setw(12) << "split" << split->name() << "\n"
-                << std::setw(12) << "samples" << withThousands(r.samples) << "\n"
-                << std::setw(12) << "loss" << std::fixed << std::setprecision(4) << r.loss << "\n"
-                << std::setw(12) << "accuracy" << std::setprecision(2) << 100.0 * r.accuracy << "%\n";
+    if (d.world.rank != 0) return 0;
+    if (a.has("json")) {
+      std::string classes;
+      for (size_t c = 0; c < r.classSamples.size(); ++c) {
+        classes += concat(c ? ", " : "", "{\"class\": ", c, ", \"samples\": ", r.classSamples[c], ", \"correct\": ",
+                          r.classCorrect[c], ", \"accuracy\": ",
+                          jsonNumber(r.classSamples[c] ? double(r.classCorrect[c]) / r.classSamples[c] : NAN), "}");
+      }
+      std::cout << "{\"checkpoint\": " << jsonQuote(a.one("checkpoint")) << ", \"split\": " << jsonQuote(split->name())
+                << ", \"samples\": " << r.samples << ", \"loss\": " << jsonNumber(r.loss)
+                << ", \"accuracy\": " << jsonNumber(r.accuracy) << ", \"classes\": [" << classes << "]}\n";
+      return 0;
     }
+    char loss[32], acc[32];
+    std::snprintf(loss, sizeof loss, "%.4f", r.loss);
+    std::snprintf(acc, sizeof acc, "%.2f%%", 100.0 * r.accuracy);
+    std::cout << Table({"", ""})
+                     .row({"checkpoint", a.one("checkpoint")})
+                     .row({"split", split->name()})
+                     .row({"samples", withThousands(r.samples)})
+                     .row({"loss", loss})
+                     .row({"accuracy", acc})
+                     .str()
+              << "\n";
+    using A = Table::Align;
+    Table perClass({"class", "samples", "correct", "accuracy"}, {A::kRight, A::kRight, A::kRight, A::kRight});
+    for (size_t c = 0; c < r.classSamples.size(); ++c) {
+      std::snprintf(acc, sizeof acc, "%.2f%%", r.classSamples[c] ? 100.0 * r.classCorrect[c] / r.classSamples[c] : 0.0);
+      perClass.row({std::to_string(c), withThousands(r.classSamples[c]), withThousands(r.classCorrect[c]),
+                    r.classSamples[c] ? acc : "-"});
+    }
+    std::cout << perClass.str();
     return 0;
   });
-}
-
-std::string shapeOf(const at::Tensor& t) {
-  std::ostringstream s;
-  s << "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s << (i ? ", " : "") << t.size(i);
-  return s.str() + "]";
 }
 
 int cmdCkpt(int argc, char** argv) {
@@ -433,11 +478,19 @@ int cmdCkpt(int argc, char** argv) {
   if (a.positional.size() != 1) usage("forge ckpt inspect takes one PATH", kCkptHelp);
   const std::string path = a.positional[0];
   ckpt::Checkpoint ck = ckpt::load(path);
-  std::vector<std::tuple<std::string, std::string, std::string>> rows;
-  int64_t elements = 0;
+  struct Row {
+    std::string name;
+    std::vector<int64_t> shape;
+    std::string dtype;
+    int64_t bytes;
+  };
+  std::vector<Row> rows;
+  int64_t modelElements = 0, modelBytes = 0, optimizerBytes = 0;
   for (const auto& [name, t] : ck.modelState) {
-    rows.emplace_back("model_state_dict." + name, shapeOf(t), std::string(c10::toString(t.scalar_type())));
-    elements += t.numel();
+    rows.push_back({"model_state_dict." + name, t.sizes().vec(), std::string(c10::toString(t.scalar_type())),
+                    static_cast<int64_t>(t.nbytes())});
+    modelElements += t.numel();
+    modelBytes += t.nbytes();
   }
   if (ck.optimizerState.isGenericDict()) {
     auto d = ck.optimizerState.toGenericDict();
@@ -446,45 +499,110 @@ int cmdCkpt(int argc, char** argv) {
         for (const auto& e : kv.value().toGenericDict()) {
           if (!e.value().isTensor()) continue;
           const at::Tensor& t = e.value().toTensor();
-          rows.emplace_back(concat("optimizer_state_dict.state.", kv.key().toInt(), ".", e.key().toStringRef()), shapeOf(t),
-                            std::string(c10::toString(t.scalar_type())));
+          rows.push_back({concat("optimizer_state_dict.state.", kv.key().toInt(), ".", e.key().toStringRef()),
+                          t.sizes().vec(), std::string(c10::toString(t.scalar_type())), static_cast<int64_t>(t.nbytes())});
+          optimizerBytes += t.nbytes();
         }
       }
     }
   }
+  // The schedule and sampler dicts hold scalars: name -> printable value.
+  auto scalars = [](const c10::IValue& v) {
+    std::vector<std::pair<std::string, c10::IValue>> out;
+    if (!v.isGenericDict()) return out;
+    for (const auto& kv : v.toGenericDict()) out.emplace_back(kv.key().toStringRef(), kv.value());
+    return out;
+  };
+  auto text = [](const c10::IValue& v) -> std::string {
+    if (v.isString()) return v.toStringRef();
+    if (v.isInt()) return std::to_string(v.toInt());
+    if (v.isBool()) return v.toBool() ? "true" : "false";
+    if (v.isDouble()) return jsonNumber(v.toDouble());
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  auto json = [&](const c10::IValue& v) -> std::string {
+    if (v.isString()) return jsonQuote(v.toStringRef());
+    if (v.isDouble()) return jsonNumber(v.toDouble());
+    return text(v);
+  };
+  const auto schedule = scalars(ck.schedule);
+  const auto sampler = scalars(ck.sampler);
+
   if (a.has("json")) {
-    std::cout << "{\"path\": \"" << path << "\", \"epoch\": " << ck.epoch << ", \"step\": " << ck.step
-              << ", \"global_step\": " << ck.globalStep << ", \"best_metric\": "
-              << (std::isnan(ck.bestMetric) ? std::string("null") : std::to_string(ck.bestMetric))
-              << ", \"best_metric_name\": \"" << ck.bestMetricName << "\", \"world_size\": " << ck.worldSize
-              << ", \"forge_version\": \"" << ck.forgeVersion << "\", \"tensors\": [";
+    auto object = [&](const std::vector<std::pair<std::string, c10::IValue>>& kvs) {
+      std::string o = "{";
+      for (size_t i = 0; i < kvs.size(); ++i) o += concat(i ? ", " : "", jsonQuote(kvs[i].first), ": ", json(kvs[i].second));
+      return o + "}";
+    };
+    std::cout << "{\"path\": " << jsonQuote(path) << ", \"epoch\": " << ck.epoch << ", \"step\": " << ck.step
+              << ", \"global_step\": " << ck.globalStep << ", \"best_metric\": " << jsonNumber(ck.bestMetric)
+              << ", \"best_metric_name\": " << jsonQuote(ck.bestMetricName) << ", \"world_size\": " << ck.worldSize
+              << ", \"forge_version\": " << jsonQuote(ck.forgeVersion) << ", \"rng_states\": " << ck.rngStates.size()
+              << ", \"lr_schedule\": " << object(schedule) << ", \"sampler\": " << object(sampler)
+              << ", \"model_elements\": " << modelElements << ", \"model_bytes\": " << modelBytes
+              << ", \"optimizer_bytes\": " << optimizerBytes << ", \"config\": " << jsonQuote(ck.config)
+              << ", \"tensors\": [";
     for (size_t i = 0; i < rows.size(); ++i) {
-      std::cout << (i ? ", " : "") << "{\"name\": \"" << std::get<0>(rows[i]) << "\", \"shape\": "
-                << std::get<1>(rows[i]) << ", \"dtype\": \"" << std::get<2>(rows[i]) << "\"}";
+      std::cout << (i ? ", " : "") << "{\"name\": " << jsonQuote(rows[i].name) << ", \"shape\": " << dimsText(rows[i].shape)
+                << ", \"dtype\": " << jsonQuote(rows[i].dtype) << ", \"bytes\": " << rows[i].bytes << "}";
     }
     std::cout << "]}\n";
     return 0;
   }
-  std::cout << std::left << std::setw(14) << "checkpoint" << path << "\n"
-            << std::setw(14) << "epoch" << ck.epoch << "\n"
-            << std::setw(14) << "step" << ck.step << " (global " << ck.globalStep << ")\n"
-            << std::setw(14) << "best metric";
-  if (std::isnan(ck.bestMetric)) {
-    std::cout << "none\n";
-  } else {
-    std::cout << ck.bestMetricName << " = " << ck.bestMetric << "\n";
+  auto mib = [](int64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f MiB", bytes / 1048576.0);
+    return std::string(buf);
+  };
+  Table head({"", ""});
+  head.row({"checkpoint", path})
+      .row({"epoch", concat(ck.epoch, " complete")})
+      .row({"step", concat(ck.step, " in the next epoch (global step ", ck.globalStep, ")")})
+      .row({"best metric", std::isnan(ck.bestMetric) ? std::string("none")
+                                                     : concat(ck.bestMetricName, " = ", jsonNumber(ck.bestMetric))})
+      .row({"world size", concat(ck.worldSize, " (", ck.rngStates.size(), " RNG state(s))")})
+      .row({"forge", ck.forgeVersion})
+      .row({"model", concat(withThousands(modelElements), " elements in ", ck.modelState.size(), " tensors, ",
+                            mib(modelBytes))})
+      .row({"optimizer", mib(optimizerBytes) + " of state"});
+  std::string line;
+  for (const auto& [k, v] : schedule) line += concat(line.empty() ? "" : ", ", k, " ", text(v));
+  if (!line.empty()) head.row({"lr schedule", line});
+  line.clear();
+  for (const auto& [k, v] : sampler) line += concat(line.empty() ? "" : ", ", k, " ", text(v));
+  if (!line.empty()) head.row({"sampler", line});
+  std::cout << head.str() << "\n";
+  using A = Table::Align;
+  Table tensors({"tensor", "shape", "dtype", "bytes"}, {A::kLeft, A::kLeft, A::kLeft, A::kRight});
+  for (const auto& r : rows) tensors.row({r.name, dimsText(r.shape), r.dtype, withThousands(r.bytes)});
+  std::cout << tensors.str();
+  return 0;
+}
+
+int cmdPlot(int argc, char** argv) {
+  Args a = parseArgs(argc, argv, 2, {"out", "title", "size"}, {}, kPlotHelp);
+  if (a.help || a.positional.empty()) {
+    std::cout << kPlotHelp;
+    return a.help ? 0 : 2;
   }
-  std::cout << std::setw(14) << "world size" << ck.worldSize << "\n"
-            << std::setw(14) << "forge" << ck.forgeVersion << "\n"
-            << std::setw(14) << "model" << withThousands(elements) << " elements in " << ck.modelState.size()
-            << " tensors\n\n";
-  size_t w = 4;
-  for (const auto& r : rows) w = std::max(w, std::get<0>(r).size());
-  std::cout << std::setw(static_cast<int>(w) + 2) << "name" << std::setw(16) << "shape" << "dtype\n";
-  for (const auto& r : rows) {
-    std::cout << std::setw(static_cast<int>(w) + 2) << std::get<0>(r) << std::setw(16) << std::get<1>(r)
-              << std::get<2>(r) << "\n";
+  PlotOptions o;
+  o.runDirs = a.positional;
+  o.title = a.one("title");
+  o.out = a.one("out", o.runDirs.size() == 1 ? (std::filesystem::path(o.runDirs[0]) / "curves.png").string()
+                                              : std::string("curves.png"));
+  if (a.has("size")) {
+    auto wh = split(a.one("size"), 'x');
+    if (wh.size() != 2) usage(concat("--size takes WxH in pixels, e.g. 1600x1000, got '", a.one("size"), "'"), kPlotHelp);
+    o.width = static_cast<int>(parseInt(wh[0], "size"));
+    o.height = static_cast<int>(parseInt(wh[1], "size"));
+    if (o.width < 200 || o.height < 150 || o.width > 10000 || o.height > 10000) {
+      usage("--size must be between 200x150 and 10000x10000 pixels", kPlotHelp);
+    }
   }
+  plotRuns(o);
+  std::cout << "wrote " << o.out << " (" << o.width << "x" << o.height << ", " << o.runDirs.size() << " run(s))\n";
   return 0;
 }
 
@@ -504,7 +622,8 @@ int runCli(int argc, char** argv) {
   if (cmd == "train") return cmdTrain(argc, argv);
   if (cmd == "eval") return cmdEval(argc, argv);
   if (cmd == "ckpt") return cmdCkpt(argc, argv);
-  std::string hint = nearest(cmd, {"data", "train", "eval", "ckpt"});
+  if (cmd == "plot") return cmdPlot(argc, argv);
+  std::string hint = nearest(cmd, {"data", "train", "eval", "ckpt", "plot"});
   usage(concat("unknown command '", cmd, "'", hint.empty() ? "" : concat(" (did you mean '", hint, "'?)")), kMainHelp);
 }
 

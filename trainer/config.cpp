@@ -14,7 +14,7 @@ namespace forge::train {
 namespace {
 
 const std::vector<std::string> kSections = {"run", "model", "data", "optimizer", "schedule", "checkpoint",
-                                            "distributed"};
+                                            "distributed", "log"};
 const std::map<std::string, std::vector<std::string>> kKeys = {
     {"run", {"dir", "seed", "epochs", "threads", "device", "precision"}},
     {"data",
@@ -28,6 +28,7 @@ const std::map<std::string, std::vector<std::string>> kKeys = {
     {"distributed",
      {"backend", "timeout_s", "bucket_cap_mb", "first_bucket_cap_mb", "rebuild_buckets", "overlap",
       "allow_unused_parameters", "broadcast_buffers"}},
+    {"log", {"progress", "every_s", "every_steps", "tensorboard"}},
 };
 
 // Where a value came from: the file (with line) or a --set option.
@@ -228,12 +229,13 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
     if (std::find(kSections.begin(), kSections.end(), key) != kSections.end()) continue;
     std::string hint = nearest(key, kSections);
     fail(src.where(key, kv.first.Mark()),
-         concat("unknown key '", key, "'", hint.empty() ? " (valid sections: run, model, data, optimizer, schedule, checkpoint, distributed)"
+         concat("unknown key '", key, "'", hint.empty() ? " (valid sections: run, model, data, optimizer, schedule, checkpoint, distributed, log)"
                                                        : concat(" (did you mean '", hint, "'?)")));
   }
 
   Config c;
   c.sourcePath = sourceName;
+  c.overrides = overrides;
 
   Section run(root["run"], "run", src);
   run.rejectUnknown(kKeys.at("run"));
@@ -371,6 +373,16 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   dist.require(!(c.distributed.backend == "nccl" && c.run.device == "cpu"), "backend",
                "nccl works on CUDA tensors: set run.device: cuda (or auto), or backend: mpi");
   dist.require(c.distributed.timeoutS > 0, "timeout_s", "must be positive");
+
+  Section lg(root["log"], "log", src);
+  lg.rejectUnknown(kKeys.at("log"));
+  lg.read("progress", c.log.progress);
+  lg.read("every_s", c.log.everyS);
+  lg.read("every_steps", c.log.everySteps);
+  lg.read("tensorboard", c.log.tensorboard);
+  lg.requireOneOf("progress", c.log.progress, {"auto", "bar", "lines", "off"}, "a progress mode");
+  lg.require(c.log.everyS > 0, "every_s", "must be positive (seconds between progress lines)");
+  lg.require(c.log.everySteps >= 0, "every_steps", "must be 0 (off) or positive");
 
   YAML::Emitter out;
   out << root;

@@ -95,6 +95,14 @@ struct DistributedConfig {
   bool broadcastBuffers = true;    // buffers (BatchNorm statistics) follow rank 0 each step
 };
 
+struct LogConfig {
+  // auto: a live bar on a terminal, plain lines otherwise (log files) | bar | lines | off
+  std::string progress = "auto";
+  double everyS = 10;         // lines mode: seconds between progress lines
+  int64_t everySteps = 50;    // a step record in metrics.jsonl / .csv / TensorBoard every N steps; 0 = off
+  bool tensorboard = true;    // RUN_DIR/tb/events.out.tfevents.*
+};
+
 struct Config {
   RunConfig run;
   ModelConfig model;
@@ -103,8 +111,10 @@ struct Config {
   ScheduleConfig schedule;
   CheckpointConfig checkpoint;
   DistributedConfig distributed;
+  LogConfig log;
 
   std::string sourcePath;  // the YAML file it came from
+  std::vector<std::string> overrides;  // the --set options, as given
   std::string resolved;    // the YAML text after overrides (saved with the run)
 };
 

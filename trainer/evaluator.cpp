@@ -16,6 +16,7 @@ EvalResult evaluate(Model& model, const data::SplitSource& split, const data::No
   // Sums stay on the device until the end: no host round trip per batch.
   at::Tensor lossSum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
   at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor classSamples, classCorrect;  // [classes], once the first batch tells how many
   data::LoaderOptions o;
   o.batchSize = batchSize;
   o.window = data::windowFor(64u << 20, split.rowElements() * sizeof(float), batchSize);
@@ -29,16 +30,40 @@ EvalResult evaluate(Model& model, const data::SplitSource& split, const data::No
     at::Tensor logits = model.forward(x).to(at::kFloat);
     lossSum += torch::nn::functional::cross_entropy(
         logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    correct += logits.argmax(1).eq(y).sum();
+    at::Tensor hit = logits.argmax(1).eq(y);
+    correct += hit.sum();
+    const int64_t classes = logits.size(1);
+    if (!classSamples.defined()) {
+      classSamples = at::zeros({classes}, at::TensorOptions().dtype(at::kLong).device(device));
+      classCorrect = at::zeros_like(classSamples);
+    }
+    classSamples += at::bincount(y, {}, classes).narrow(0, 0, classes);
+    classCorrect += at::bincount(y.masked_select(hit), {}, classes).narrow(0, 0, classes);
   }
-  at::Tensor sums = at::tensor({lossSum.item<double>(), static_cast<double>(correct.item<int64_t>()),
-                                static_cast<double>(last - first)}, at::kDouble);
+  // Every rank must contribute the same number of values, also one without any sample.
+  const int64_t classes = [&] {
+    at::Tensor c = at::full({1}, classSamples.defined() ? classSamples.numel() : 0, at::kLong);
+    comm.allReduce(c, dist::ReduceOp::kMax);
+    return c.item<int64_t>();
+  }();
+  at::Tensor sums = at::zeros({3 + 2 * classes}, at::kDouble);
+  sums[0] = lossSum.item<double>();
+  sums[1] = static_cast<double>(correct.item<int64_t>());
+  sums[2] = static_cast<double>(last - first);
+  if (classSamples.defined() && classSamples.numel() == classes) {
+    sums.narrow(0, 3, classes).copy_(classSamples.cpu());
+    sums.narrow(0, 3 + classes, classes).copy_(classCorrect.cpu());
+  }
   comm.allReduce(sums, dist::ReduceOp::kSum);
   model.train(wasTraining);
   EvalResult r;
   r.samples = static_cast<int64_t>(sums[2].item<double>());
   r.loss = sums[0].item<double>() / std::max<double>(1, r.samples);
   r.accuracy = sums[1].item<double>() / std::max<double>(1, r.samples);
+  for (int64_t c = 0; c < classes; ++c) {
+    r.classSamples.push_back(static_cast<int64_t>(sums[3 + c].item<double>()));
+    r.classCorrect.push_back(static_cast<int64_t>(sums[3 + classes + c].item<double>()));
+  }
   return r;
 }
 

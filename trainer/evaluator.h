@@ -14,6 +14,9 @@ struct EvalResult {
   double loss = 0;      // mean cross-entropy per sample
   double accuracy = 0;  // fraction in [0, 1]
   int64_t samples = 0;  // over all ranks
+  // Per class (by label): samples and correctly predicted ones, over all ranks.
+  std::vector<int64_t> classSamples;
+  std::vector<int64_t> classCorrect;
 };
 
 EvalResult evaluate(Model& model, const data::SplitSource& split, const data::Normalization& norm, int64_t batchSize,

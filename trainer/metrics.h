@@ -1,25 +1,62 @@
-// RUN_DIR/metrics.jsonl: one JSON object per line, appended by rank 0.
+// What a run records, by rank 0, in its run dir:
+//   metrics.jsonl  one JSON object per line: a "step" record every log.every_steps optimizer
+//                  steps and an "epoch" record after each epoch's evaluation;
+//   metrics.csv    the same records, one row each, columns kMetricColumns (empty cell = the
+//                  field does not apply, e.g. eval_loss of a step record);
+//   tb/            the same values as TensorBoard scalars "<type>/<field>" at global_step.
+// A resumed run appends to all three after dropping records past its position.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
+#include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace forge::train {
 
-// A flat JSON object built field by field; non-finite numbers are written as null.
-class JsonLine {
- public:
-  JsonLine& add(const std::string& key, double value);
-  JsonLine& add(const std::string& key, int64_t value);
-  JsonLine& add(const std::string& key, const std::string& value);
-  std::string str() const;
+class TensorBoardWriter;
 
- private:
-  std::vector<std::pair<std::string, std::string>> fields_;  // key, encoded value
+// The record fields, in CSV column order. "epoch" is 1-based: the epoch the record belongs
+// to; "step" counts optimizer steps within it; shares are fractions of the training time
+// since the previous record of the same type.
+extern const std::vector<std::string> kMetricColumns;
+
+struct MetricsRecord {
+  std::string type;  // "step" | "epoch"
+  int64_t epoch = 0;
+  int64_t step = 0;
+  int64_t globalStep = 0;
+  double wallTime = 0;  // Unix seconds
+  // Values by name (the columns after "wall_time"); NaN = absent.
+  double trainLoss = NAN, trainAccuracy = NAN, evalLoss = NAN, evalAccuracy = NAN, lr = NAN;
+  double samplesPerS = NAN, dataWaitShare = NAN, commShare = NAN, seconds = NAN;
+
+  // (column, value) of the numeric fields that are present, in column order.
+  std::vector<std::pair<std::string, double>> values() const;
 };
 
-// Appends one line and flushes it (a crash loses at most the line being written).
-void appendLine(const std::string& path, const std::string& line);
+class MetricsLog {
+ public:
+  // `tensorboard`: also write RUN_DIR/tb/. `resumedAt` >= 0: a resumed run at that global
+  // step; the files are trimmed to it (and TensorBoard told to drop later points); -1: a
+  // fresh run, which starts the files anew.
+  MetricsLog(const std::string& runDir, bool tensorboard, int64_t resumedAt);
+  ~MetricsLog();
+
+  // Appends and flushes: a crash loses at most the record being written.
+  void write(const MetricsRecord& r);
+
+  const std::string& jsonlPath() const { return jsonl_; }
+
+ private:
+  std::string jsonl_;
+  std::string csv_;
+  std::unique_ptr<TensorBoardWriter> tb_;
+};
+
+// Drops the lines of a metrics file (.jsonl or .csv, whose header stays) whose global step
+// is past `globalStep`. A missing file is left missing.
+void trimMetricsFile(const std::string& path, int64_t globalStep);
 
 }  // namespace forge::train

@@ -7,13 +7,18 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
+#include <sstream>
 #include <set>
 #include <thread>
+
 
 #include "core/log.h"
 #include "core/names.h"
 #include "core/strings.h"
+#include "core/table.h"
+#include "distributed/device.h"
 #include "distributed/replicas.h"
 #include "trainer/guards.h"
 #include "checkpoint/python_state_dict.h"
@@ -26,11 +31,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-constexpr double kProgressEverySeconds = 10.0;
 constexpr int64_t kPreemptionCheckEverySteps = 8;
 constexpr const char* kBestMetricName = "eval_accuracy";
 
 double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double unixSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 // Dropout and other random layers draw from a per-rank stream: ranks must not drop the
 // same units, and the stream must be reproducible from (seed, rank).
@@ -73,7 +81,11 @@ int threadsPerRank(int configured, const dist::WorldInfo& world) {
 
 Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume,
                  c10::Device device)
-    : cfg_(std::move(cfg)), comm_(comm), world_(world), device_(device) {
+    : cfg_(std::move(cfg)),
+      comm_(comm),
+      world_(world),
+      device_(device),
+      progress_(Progress::resolve(cfg_.log.progress, Progress::stdoutIsTerminal()), cfg_.log.everyS) {
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
   data::SourceSpec spec{cfg_.data.paths, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels,
                         cfg_.model.numClasses};
@@ -117,7 +129,6 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   schedule_ = std::make_unique<LrSchedule>(cfg_.schedule, cfg_.optimizer.lr, stepsPerEpoch_, cfg_.run.epochs);
   checkpoints_ = std::make_unique<ckpt::CheckpointDir>((fs::path(cfg_.run.dir) / "checkpoints").string(),
                                                        static_cast<int>(cfg_.checkpoint.keepLast));
-  metricsPath_ = (fs::path(cfg_.run.dir) / "metrics.jsonl").string();
   if (hasBatchNorm(*model_)) {
     // Training-mode BatchNorm needs two samples per batch to form statistics.
     int64_t lastBatch = sampler_->samplesPerRank() % cfg_.data.batchSize;
@@ -281,6 +292,10 @@ void Trainer::prepareRunDir(const std::string& resume) {
                              checkpoints_->list().front(), "): continue it with --resume auto, or train afresh "
                              "in another run.dir (or delete that one)"));
   }
+  // What rank 0 printed, from the first line on; a resumed run's sessions follow each other.
+  const std::string logPath = (fs::path(cfg_.run.dir) / "forge.log").string();
+  if (resumePath_.empty()) fs::remove(logPath, ec);
+  log::teeTo(logPath);
 }
 
 Trainer::~Trainer() = default;
@@ -296,8 +311,10 @@ void Trainer::resumeFrom() {
   path.assign(static_cast<const char*>(chars.data_ptr()), chars.numel());
   if (path.empty()) {
     log::info("ckpt", "no checkpoint in ", checkpoints_->dir(), ": starting fresh");
+    freshOrResumed_ = "fresh start";
     return;
   }
+  resumed_ = true;
   ckpt::Checkpoint ck = ckpt::load(path);
   loadModelStateDict(*model_, ck.modelState, path);
   try {
@@ -342,25 +359,9 @@ void Trainer::resumeFrom() {
     log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
               ck.step > 0 ? ": the order of the rest of the interrupted epoch changes" : "");
   }
-  if (world_.rank == 0) trimMetrics();
-  log::info("ckpt", "resumed from ", path, " at epoch ", epoch_, " step ", step_, " (global step ", globalStep_, ")");
-}
-
-// Records past the resumed position belong to the run being replaced.
-void Trainer::trimMetrics() const {
-  std::ifstream in(metricsPath_);
-  if (!in) return;
-  std::vector<std::string> keep;
-  std::string line;
-  static const std::regex kStep(R"("global_step": (\d+))");
-  while (std::getline(in, line)) {
-    std::smatch m;
-    if (std::regex_search(line, m, kStep) && std::stoll(m[1]) > globalStep_) continue;
-    keep.push_back(line);
-  }
-  in.close();
-  std::ofstream out(metricsPath_, std::ios::trunc);
-  for (const auto& l : keep) out << l << "\n";
+  freshOrResumed_ = concat("resumed from ", path, " at epoch ", epoch_, " step ", step_, " (global step ",
+                           globalStep_, ")");
+  log::info("ckpt", freshOrResumed_);
 }
 
 ckpt::Checkpoint Trainer::makeCheckpoint() const {
@@ -405,6 +406,11 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
 // Collective (every rank gathers its generator state to the others); rank 0 writes.
 std::string Trainer::saveCheckpoint(bool isBest) {
   auto start = Clock::now();
+  struct Timed {  // the training thread's time in here, on every path out
+    double& total;
+    Clock::time_point t0 = Clock::now();
+    ~Timed() { total += secondsSince(t0); }
+  } timed{checkpointSeconds_};
   at::Tensor mine = currentRngState();
   at::Tensor all = at::empty({mine.numel() * world_.size}, at::kByte);
   comm_.allGather(mine, all);
@@ -502,7 +508,6 @@ void Trainer::trainEpoch(int64_t epoch) {
   const int64_t k = cfg_.optimizer.accumulateSteps;
 
   auto start = Clock::now();
-  auto lastReport = start;
   // Sums stay on the device: reading them each step would stall a GPU's queue every step.
   auto sumOptions = at::TensorOptions().dtype(at::kDouble).device(device_);
   at::Tensor lossSum = at::zeros({}, sumOptions);
@@ -512,6 +517,8 @@ void Trainer::trainEpoch(int64_t epoch) {
   const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
   double waitBefore = loader_->waitSeconds();
   double commBefore = sync_->commWaitSeconds();
+  double ckptBefore = checkpointSeconds_;
+  mark_ = StepMark{0, 0, 0, waitBefore, commBefore, start};
   std::vector<std::pair<std::string, at::Tensor>> before;
   while (step_ < stepsPerEpoch_) {
     if (preemptionAgreed()) {
@@ -556,7 +563,11 @@ void Trainer::trainEpoch(int64_t epoch) {
       correct += logits.detach().argmax(1).eq(y).sum();
       seen += n;
     }
-    asyncSaver_.waitForSnapshot();  // an asynchronous save's copy of what step() changes
+    {
+      auto waitStart = Clock::now();
+      asyncSaver_.waitForSnapshot();  // an asynchronous save's copy of what step() changes
+      checkpointSeconds_ += secondsSince(waitStart);
+    }
     optimizer_->step();
     if (!checkedFirstStep_) {
       // Parameters without any gradient were already named by the synchronizer.
@@ -576,18 +587,32 @@ void Trainer::trainEpoch(int64_t epoch) {
     if (cfg_.checkpoint.everySteps > 0 && globalStep_ % cfg_.checkpoint.everySteps == 0 && step_ < stepsPerEpoch_) {
       saveCheckpoint(false);
     }
-    if (world_.rank == 0 && secondsSince(lastReport) >= kProgressEverySeconds) {
-      lastReport = Clock::now();
-      double elapsed = secondsSince(start);
-      log::info("train", "epoch ", epoch + 1, "/", cfg_.run.epochs, " step ", step_, "/", stepsPerEpoch_, " loss ",
-                lossSum.item<double>() / seen, " lr ", lr, " ", static_cast<int64_t>(seen * world_.size / elapsed), " samples/s");
+    if (world_.rank == 0 && cfg_.log.everySteps > 0 && globalStep_ % cfg_.log.everySteps == 0) {
+      writeStepRecord(epoch, lossSum.item<double>(), correct.item<double>(), seen, lr);
+    }
+    if (world_.rank == 0 && progress_.due()) {
+      ProgressState p;
+      p.epoch = epoch + 1;
+      p.epochs = cfg_.run.epochs;
+      p.step = step_;
+      p.steps = stepsPerEpoch_;
+      p.elapsed = secondsSince(start);
+      p.loss = lossSum.item<double>() / std::max(1.0, seen);
+      p.samplesPerS = seen * world_.size / std::max(1e-9, p.elapsed);
+      p.dataWaitShare = (loader_->waitSeconds() - waitBefore) / std::max(1e-9, p.elapsed);
+      progress_.update(p);
     }
   }
+  if (world_.rank == 0) progress_.endEpoch();
   if (loader_->next()) throw Error(concat("rank ", world_.rank, " has batches left at the end of epoch ", epoch + 1));
   const int64_t skipped = loader_->skippedNonFinite();  // this epoch's, before the next one starts
   // The next epoch's first window is read while this one is evaluated and saved.
   if (epoch + 1 < cfg_.run.epochs) startLoader(epoch + 1);
   double trainSeconds = secondsSince(start);
+  trainLoopSeconds_ += trainSeconds;
+  dataWaitSeconds_ += loader_->waitSeconds() - waitBefore;
+  commSeconds_ += sync_->commWaitSeconds() - commBefore;
+  checkpointInLoopSeconds_ += checkpointSeconds_ - ckptBefore;
   if (skipped > 0) {
     log::warn("data", "left out ", skipped, " sample(s) with non-finite features in epoch ", epoch + 1,
               " on this rank (data.non_finite: skip)");
@@ -609,7 +634,11 @@ void Trainer::trainEpoch(int64_t epoch) {
   at::Tensor sums = at::tensor({lossSum.item<double>(), correct.item<double>(), seen}, at::kDouble);
   comm_.allReduce(sums, dist::ReduceOp::kSum);
   double globalSeen = std::max(1.0, sums[2].item<double>());
+  samplesSession_ += sums[2].item<double>();
+  ++epochsSession_;
+  auto evalStart = Clock::now();
   EvalResult ev = evaluate(*model_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
+  evalSeconds_ += secondsSince(evalStart);
 
   epoch_ = epoch + 1;
   step_ = 0;
@@ -630,23 +659,183 @@ void Trainer::trainEpoch(int64_t epoch) {
                   cfg_.data.evalSplit.c_str(), ev.loss, 100.0 * ev.accuracy, schedule_->at(globalStep_ - 1, epoch),
                   withThousands(static_cast<long long>(samplesPerSec)).c_str(), formatDuration(trainSeconds).c_str());
     log::info("train", line);
-    appendLine(metricsPath_, JsonLine()
-                                 .add("type", std::string("epoch"))
-                                 .add("epoch", epoch_)
-                                 .add("global_step", globalStep_)
-                                 .add("train_loss", sums[0].item<double>() / globalSeen)
-                                 .add("train_accuracy", sums[1].item<double>() / globalSeen)
-                                 .add("eval_loss", ev.loss)
-                                 .add("eval_accuracy", ev.accuracy)
-                                 .add("lr", schedule_->at(globalStep_ - 1, epoch))
-                                 .add("samples_per_s", samplesPerSec)
-                                 .add("data_wait_share", waitShare)
-                                 .add("comm_share", commShare)
-                                 .add("epoch_seconds", trainSeconds)
-                                 .str());
+    MetricsRecord r;
+    r.type = "epoch";
+    r.epoch = epoch_;
+    r.step = stepsPerEpoch_;
+    r.globalStep = globalStep_;
+    r.wallTime = unixSeconds();
+    r.trainLoss = sums[0].item<double>() / globalSeen;
+    r.trainAccuracy = sums[1].item<double>() / globalSeen;
+    r.evalLoss = ev.loss;
+    r.evalAccuracy = ev.accuracy;
+    r.lr = schedule_->at(globalStep_ - 1, epoch);
+    r.samplesPerS = samplesPerSec;
+    r.dataWaitShare = waitShare;
+    r.commShare = commShare;
+    r.seconds = trainSeconds;
+    metrics_->write(r);
   }
   bool periodic = cfg_.checkpoint.everyEpochs > 0 && epoch_ % cfg_.checkpoint.everyEpochs == 0;
   if (periodic || epoch_ == cfg_.run.epochs || isBest) saveCheckpoint(isBest);
+}
+
+// Rank 0: a "step" record over the steps since the previous one. The loss and accuracy are
+// rank 0's batches' (reading every rank's would add a collective); the epoch records are
+// over all ranks.
+void Trainer::writeStepRecord(int64_t epoch, double lossSum, double correct, double seen, double lr) {
+  const double elapsed = std::max(1e-9, secondsSince(mark_.at));
+  const double n = std::max(1.0, seen - mark_.seen);
+  MetricsRecord r;
+  r.type = "step";
+  r.epoch = epoch + 1;
+  r.step = step_;
+  r.globalStep = globalStep_;
+  r.wallTime = unixSeconds();
+  r.trainLoss = (lossSum - mark_.lossSum) / n;
+  r.trainAccuracy = (correct - mark_.correct) / n;
+  r.lr = lr;
+  r.samplesPerS = (seen - mark_.seen) * world_.size / elapsed;
+  r.dataWaitShare = (loader_->waitSeconds() - mark_.dataWait) / elapsed;
+  r.commShare = (sync_->commWaitSeconds() - mark_.comm) / elapsed;
+  r.seconds = elapsed;
+  metrics_->write(r);
+  mark_ = StepMark{lossSum, correct, seen, loader_->waitSeconds(), sync_->commWaitSeconds(), Clock::now()};
+}
+
+namespace {
+
+// A module as `print(model)` shows it, without the C++ namespace.
+std::string describeModule(const torch::nn::Module& m) {
+  std::ostringstream os;
+  m.pretty_print(os);
+  std::string text = os.str();
+  for (const std::string ns : {"torch::nn::", "forge::train::"}) {
+    for (size_t at; (at = text.find(ns)) != std::string::npos;) text.erase(at, ns.size());
+  }
+  return text;
+}
+
+}  // namespace
+
+// Rank 0, once the starting point is known: what this run is, in one screen.
+void Trainer::logStartupSummary() const {
+  if (world_.rank != 0) return;
+  std::string overrides;
+  for (const auto& o : cfg_.overrides) overrides += concat(overrides.empty() ? "" : ", ", o);
+  log::info("train", "config ", cfg_.sourcePath, overrides.empty() ? " (no overrides)" : " with --set " + overrides,
+            "; run dir ", cfg_.run.dir, " (", freshOrResumed_, ")");
+  // The layers in forward order, as print(model) lists them, with their parameter counts.
+  Table layers({"layer", "module", "parameters"}, {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight});
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> children;
+  for (const auto& c : model_->named_children()) children[c.key()] = c.value();
+  int64_t total = 0, trainable = 0;
+  for (const auto& p : model_->parameters()) {
+    total += p.numel();
+    if (p.requires_grad()) trainable += p.numel();
+  }
+  std::set<std::string> shown;
+  for (const auto& stage : model_->stages()) {
+    auto it = children.find(stage.name);
+    if (it == children.end()) {
+      layers.row({stage.name, "(function)", "-"});
+      continue;
+    }
+    int64_t n = 0;
+    for (const auto& p : it->second->parameters()) n += p.numel();
+    layers.row({stage.name, describeModule(*it->second), withThousands(n)});
+    shown.insert(stage.name);
+  }
+  for (const auto& [name, child] : children) {  // registered but not a stage of forward
+    if (shown.count(name)) continue;
+    int64_t n = 0;
+    for (const auto& p : child->parameters()) n += p.numel();
+    layers.row({name + " (unused)", describeModule(*child), withThousands(n)});
+  }
+  log::info("train", "model ", cfg_.model.name, ": ", withThousands(trainable), " trainable parameters",
+            total != trainable ? concat(" (", withThousands(total), " in all)") : std::string(), ", on ",
+            dist::describeDevice(device_), cfg_.run.precision == "bf16" ? " with bf16 autocast" : "");
+  for (const auto& l : layers.lines("    ")) log::info("train", l);
+  const int64_t perRank = sampler_->samplesPerRank();
+  const int64_t evalPerRank = (eval_->size() + world_.size - 1) / world_.size;
+  log::info("data", train_->name(), ": ", withThousands(train_->size()), " samples",
+            train_->files() > 1 ? concat(" in ", train_->files(), " files") : std::string(), ", ",
+            withThousands(perRank), " per rank, ", stepsPerEpoch_, " steps of ", cfg_.data.batchSize, " per rank",
+            cfg_.optimizer.accumulateSteps > 1 ? concat(" x ", cfg_.optimizer.accumulateSteps, " micro-batches")
+                                               : std::string(),
+            " (global batch ", cfg_.data.batchSize * cfg_.optimizer.accumulateSteps * world_.size, ")");
+  log::info("data", eval_->name(), ": ", withThousands(eval_->size()), " samples, up to ", withThousands(evalPerRank),
+            " per rank, evaluated after every epoch");
+  log::info("train", world_.size, " rank(s); ", cfg_.run.epochs, " epoch(s) of ", stepsPerEpoch_, " steps; optimizer ",
+            cfg_.optimizer.name, " lr ", cfg_.optimizer.lr, ", schedule ", cfg_.schedule.name, "; metrics in ",
+            metrics_->jsonlPath(), cfg_.log.tensorboard ? concat(" (and .csv, ", cfg_.run.dir, "/tb/)") : " (and .csv)");
+}
+
+// Rank 0, at the end: how the run went and where the time went.
+void Trainer::logEndSummary(const TrainSummary& s) const {
+  if (world_.rank != 0) return;
+  auto pct = [&](double part) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * part / std::max(1e-9, s.seconds));
+    return std::string(buf);
+  };
+  auto acc = [](double a) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * a);
+    return std::string(buf);
+  };
+  Table t({"", ""});
+  if (!std::isnan(s.bestMetric)) {
+    t.row({"best " + std::string(kBestMetricName), concat(acc(s.bestMetric), s.bestEpoch > 0
+                                                                                ? concat(" after epoch ", s.bestEpoch)
+                                                                                : std::string(" (an earlier session)"))});
+  }
+  char loss[32];
+  std::snprintf(loss, sizeof loss, "%.4f", s.finalEval.loss);
+  t.row({"final " + cfg_.data.evalSplit, concat(acc(s.finalEval.accuracy), " accuracy, loss ", loss, " (",
+                                                withThousands(s.finalEval.samples), " samples)")});
+  t.row({"time", concat(formatDuration(s.seconds), " this session (", s.epochsThisSession, " epoch(s) trained)")});
+  if (s.epochsThisSession > 0) {
+    t.row({"throughput", concat(withThousands(std::llround(s.samplesPerS)), " samples/s on average, ", world_.size,
+                                " rank(s)")});
+  }
+  t.row({"time shares", concat("compute ", pct(s.computeSeconds), ", communication ", pct(s.commSeconds),
+                               ", data wait ", pct(s.dataWaitSeconds), ", checkpoint ", pct(s.checkpointSeconds),
+                               ", evaluation ", pct(s.evalSeconds), ", setup and other ", pct(s.otherSeconds))});
+  log::info("train", "summary:");
+  for (const auto& l : t.lines("    ")) log::info("train", l);
+}
+
+// Rank 0: the end-of-run summary for scripts, RUN_DIR/summary.json (replaced each session).
+void Trainer::writeSummaryJson(const TrainSummary& s) const {
+  char fp[32];
+  std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(s.fingerprint));
+  std::string j = concat("{\n  \"epochs\": ", epoch_, ",\n  \"global_step\": ", globalStep_,
+                         ",\n  \"best_metric_name\": ", jsonQuote(kBestMetricName),
+                         ",\n  \"best_metric\": ", jsonNumber(s.bestMetric), ",\n  \"best_epoch\": ", s.bestEpoch,
+                         ",\n  \"final_eval_loss\": ", jsonNumber(s.finalEval.loss),
+                         ",\n  \"final_eval_accuracy\": ", jsonNumber(s.finalEval.accuracy),
+                         ",\n  \"fingerprint\": ", jsonQuote(fp), ",\n  \"world_size\": ", world_.size,
+                         ",\n  \"session_seconds\": ", jsonNumber(s.seconds),
+                         ",\n  \"session_epochs\": ", s.epochsThisSession,
+                         ",\n  \"samples_per_s\": ", jsonNumber(s.samplesPerS), ",\n  \"seconds\": {",
+                         "\"compute\": ", jsonNumber(s.computeSeconds), ", \"communication\": ",
+                         jsonNumber(s.commSeconds), ", \"data_wait\": ", jsonNumber(s.dataWaitSeconds),
+                         ", \"checkpoint\": ", jsonNumber(s.checkpointSeconds), ", \"evaluation\": ",
+                         jsonNumber(s.evalSeconds), ", \"other\": ", jsonNumber(s.otherSeconds), "}\n}\n");
+  const fs::path path = fs::path(cfg_.run.dir) / "summary.json";
+  const fs::path tmp = fs::path(cfg_.run.dir) / "summary.json.tmp";
+  {
+    std::ofstream out(tmp);
+    out << j;
+    if (!out.flush()) {
+      log::warn("train", "cannot write ", tmp.string(), " (disk full?): no summary.json this time");
+      return;
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) log::warn("train", "cannot rename ", tmp.string(), ": ", ec.message());
 }
 
 // Test-only fault injection (env::kFaultStallRank / kFaultStallStep): the named rank stops
@@ -674,8 +863,8 @@ TrainSummary Trainer::run() {
   resolveFeatureStats();
   // The first window is read while the replicas are synchronized.
   if (epoch_ < cfg_.run.epochs) startLoader(epoch_);
-  // A fresh run owns its metrics file; a resumed one appends to it.
-  if (world_.rank == 0 && globalStep_ == 0) fs::remove(metricsPath_);
+  // A fresh run owns its metrics files; a resumed one appends to them.
+  if (world_.rank == 0) metrics_ = std::make_unique<MetricsLog>(cfg_.run.dir, cfg_.log.tensorboard, resumed_ ? globalStep_ : -1);
   dist::SyncOptions sync;
   sync.bucketCapBytes = static_cast<size_t>(cfg_.distributed.bucketCapMb * (1 << 20));
   sync.firstBucketCapBytes = static_cast<size_t>(cfg_.distributed.firstBucketCapMb * (1 << 20));
@@ -685,14 +874,7 @@ TrainSummary Trainer::run() {
   sync_ = std::make_unique<dist::GradientSynchronizer>(model_, comm_, sync);
   sync_->broadcastState();
 
-  log::info("train", "model ", cfg_.model.name, ": ", withThousands(static_cast<long long>([&] {
-              int64_t n = 0;
-              for (auto& p : params_) n += p.numel();
-              return n;
-            }())),
-            " trainable parameters; ", withThousands(train_->size()), " training samples",
-            train_->files() > 1 ? concat(" in ", train_->files(), " files") : std::string(), ", ",
-            withThousands(sampler_->samplesPerRank()), " per rank, ", stepsPerEpoch_, " steps per epoch");
+  logStartupSummary();
   if (epoch_ >= cfg_.run.epochs) {
     log::info("train", "all ", cfg_.run.epochs, " epochs are already done (raise run.epochs to train on, or "
               "use another run.dir to train afresh)");
@@ -703,9 +885,15 @@ TrainSummary Trainer::run() {
     preemptWork_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
     preemptWork_.reset();
   }
-  asyncSaver_.wait();
+  {
+    auto waitStart = Clock::now();
+    asyncSaver_.wait();
+    checkpointSeconds_ += secondsSince(waitStart);
+  }
   TrainSummary s;
+  auto evalStart = Clock::now();
   s.finalEval = evaluate(*model_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
+  evalSeconds_ += secondsSince(evalStart);
   s.fingerprint = dist::verifyReplicas(*model_, comm_);
   s.bestMetric = bestMetric_;
   s.bestEpoch = bestEpoch_;
@@ -718,6 +906,17 @@ TrainSummary Trainer::run() {
                 100.0 * s.finalEval.accuracy, s.finalEval.loss, static_cast<long long>(cfg_.run.epochs),
                 formatDuration(s.seconds).c_str());
   log::info("train", line);
+  s.epochsThisSession = epochsSession_;
+  s.samplesPerS = samplesSession_ / std::max(1e-9, trainLoopSeconds_);
+  s.dataWaitSeconds = dataWaitSeconds_;
+  s.commSeconds = commSeconds_;
+  s.checkpointSeconds = checkpointSeconds_;
+  s.evalSeconds = evalSeconds_;
+  s.computeSeconds = std::max(0.0, trainLoopSeconds_ - dataWaitSeconds_ - commSeconds_ - checkpointInLoopSeconds_);
+  s.otherSeconds = std::max(0.0, s.seconds - s.computeSeconds - s.commSeconds - s.dataWaitSeconds -
+                                     s.checkpointSeconds - s.evalSeconds);
+  logEndSummary(s);
+  if (world_.rank == 0) writeSummaryJson(s);
   return s;
 }
 

@@ -21,6 +21,8 @@
 #include "distributed/world.h"
 #include "trainer/config.h"
 #include "trainer/evaluator.h"
+#include "trainer/metrics.h"
+#include "trainer/progress.h"
 #include "trainer/models/model.h"
 #include "trainer/optim.h"
 
@@ -32,6 +34,11 @@ struct TrainSummary {
   int64_t bestEpoch = 0;
   uint64_t fingerprint = 0;  // of the final parameters and buffers, equal on every rank
   double seconds = 0;
+  // This session's time, by where it went (seconds; they add up to `seconds`).
+  double computeSeconds = 0, commSeconds = 0, dataWaitSeconds = 0, checkpointSeconds = 0, evalSeconds = 0,
+         otherSeconds = 0;
+  double samplesPerS = 0;  // training samples over all ranks / training time, this session
+  int64_t epochsThisSession = 0;
 };
 
 class Trainer {
@@ -55,7 +62,10 @@ class Trainer {
  private:
   void prepareRunDir(const std::string& resume);
   void resumeFrom();
-  void trimMetrics() const;
+  void logStartupSummary() const;
+  void logEndSummary(const TrainSummary& s) const;
+  void writeSummaryJson(const TrainSummary& s) const;
+  void writeStepRecord(int64_t epoch, double lossSum, double correct, double seen, double lr);
   static bool hasBatchNorm(const torch::nn::Module& m);
   void makeLoader();
   void startLoader(int64_t epoch);
@@ -99,7 +109,19 @@ class Trainer {
   double bestMetric_ = std::nan("");
   int64_t bestEpoch_ = 0;
   bool checkedFirstStep_ = false;
-  std::string metricsPath_;
+  std::unique_ptr<MetricsLog> metrics_;  // rank 0
+  Progress progress_;
+  bool resumed_ = false;
+  std::string freshOrResumed_;  // for the startup summary
+  // This session's time and samples, for the end-of-run summary.
+  double trainLoopSeconds_ = 0, dataWaitSeconds_ = 0, commSeconds_ = 0, checkpointSeconds_ = 0,
+         checkpointInLoopSeconds_ = 0, evalSeconds_ = 0, samplesSession_ = 0;
+  int64_t epochsSession_ = 0;
+  // The previous step record's position in the epoch's running sums.
+  struct StepMark {
+    double lossSum = 0, correct = 0, seen = 0, dataWait = 0, comm = 0;
+    std::chrono::steady_clock::time_point at;
+  } mark_;
   std::string resumePath_;  // rank 0: the checkpoint to resume from ("" = fresh)
   at::Tensor pendingRngState_;  // this rank's generator state from the checkpoint, to restore
   std::unique_ptr<dist::Work> preemptWork_;

@@ -1,0 +1,109 @@
+#include "trainer/tensorboard/tensorboard.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "event.pb.h"  // generated from event.proto
+
+namespace forge::train {
+namespace {
+
+// Reflected Castagnoli polynomial.
+constexpr uint32_t kPoly = 0x82F63B78u;
+
+std::array<uint32_t, 256> makeTable() {
+  std::array<uint32_t, 256> t{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ kPoly : c >> 1;
+    t[i] = c;
+  }
+  return t;
+}
+
+double nowSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+uint32_t crc32c(const void* data, size_t n) {
+  static const std::array<uint32_t, 256> table = makeTable();
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint32_t c = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+uint32_t maskedCrc32c(const void* data, size_t n) {
+  uint32_t c = crc32c(data, n);
+  return ((c >> 15) | (c << 17)) + 0xA282EAD8u;
+}
+
+TensorBoardWriter::TensorBoardWriter(const std::string& dir, int64_t firstStep) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error(concat("cannot create the TensorBoard folder '", dir, "': ", ec.message()));
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const double now = nowSeconds();
+  const std::string base = (std::filesystem::path(dir) /
+                            concat("events.out.tfevents.", static_cast<int64_t>(now), ".", host, ".", getpid()))
+                               .string();
+  path_ = base;
+  for (int n = 1; std::filesystem::exists(path_); ++n) path_ = concat(base, ".", n);  // a second writer this second
+  file_ = std::fopen(path_.c_str(), "wb");
+  if (file_ == nullptr) throw Error(concat("cannot create '", path_, "': ", std::strerror(errno)));
+
+  tensorboard::Event version;
+  version.set_wall_time(now);
+  version.set_file_version("brain.Event:2");
+  record(version.SerializeAsString());
+  tensorboard::Event start;
+  start.set_wall_time(now);
+  start.set_step(firstStep);
+  start.mutable_session_log()->set_status(tensorboard::SessionLog::START);
+  record(start.SerializeAsString());
+  flush();
+}
+
+TensorBoardWriter::~TensorBoardWriter() {
+  if (file_ != nullptr && std::fclose(file_) != 0) {
+    log::warn("metrics", "closing ", path_, " failed: ", std::strerror(errno));
+  }
+}
+
+void TensorBoardWriter::scalar(const std::string& tag, double value, int64_t step, double wallTime) {
+  tensorboard::Event e;
+  e.set_wall_time(wallTime);
+  e.set_step(step);
+  auto* v = e.mutable_summary()->add_value();
+  v->set_tag(tag);
+  v->set_simple_value(static_cast<float>(value));
+  record(e.SerializeAsString());
+}
+
+void TensorBoardWriter::record(const std::string& payload) {
+  // Little-endian on every machine forge builds for (x86-64, aarch64).
+  const uint64_t length = payload.size();
+  const uint32_t lengthCrc = maskedCrc32c(&length, sizeof length);
+  const uint32_t dataCrc = maskedCrc32c(payload.data(), payload.size());
+  bool ok = std::fwrite(&length, sizeof length, 1, file_) == 1 &&
+            std::fwrite(&lengthCrc, sizeof lengthCrc, 1, file_) == 1 &&
+            (payload.empty() || std::fwrite(payload.data(), payload.size(), 1, file_) == 1) &&
+            std::fwrite(&dataCrc, sizeof dataCrc, 1, file_) == 1;
+  if (!ok) throw Error(concat("cannot write to '", path_, "': ", std::strerror(errno)));
+}
+
+void TensorBoardWriter::flush() {
+  if (std::fflush(file_) != 0) throw Error(concat("cannot write to '", path_, "': ", std::strerror(errno)));
+}
+
+}  // namespace forge::train
