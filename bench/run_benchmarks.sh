@@ -20,7 +20,7 @@ summary=()
 
 # Mean samples/s over the epochs after the first (which warms up) in a forge run dir.
 forge_rate() {
-  "$FORGE_PYTHON" -c "import json,sys; r=[json.loads(l)['samples_per_s'] for l in open(sys.argv[1])][1:]; print(sum(r)/len(r))" "$1/metrics.jsonl"
+  "$FORGE_PYTHON" -c "import json,sys; r=[e['samples_per_s'] for e in map(json.loads, open(sys.argv[1])) if e['type']=='epoch'][1:]; print(sum(r)/len(r))" "$1/metrics.jsonl"
 }
 ratio() { "$FORGE_PYTHON" -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
 
@@ -83,7 +83,7 @@ if [ "$what" = all ] || [ "$what" = loader ]; then
   echo "== time waiting for data in the main job (2 ranks, $epochs epochs)"
   mpirun -np 2 "${bind[@]}" "$forge" train configs/fashion_mnist_mlp.yaml --set run.dir="$out/wait" \
     --set run.epochs=$epochs > "$out/wait.log"
-  share=$("$FORGE_PYTHON" -c "import json,sys; r=[json.loads(l)['data_wait_share'] for l in open(sys.argv[1])]; print(f'{100*max(r):.3f}')" "$out/wait/metrics.jsonl")
+  share=$("$FORGE_PYTHON" -c "import json,sys; r=[e['data_wait_share'] for e in map(json.loads, open(sys.argv[1])) if e['type']=='epoch']; print(f'{100*max(r):.3f}')" "$out/wait/metrics.jsonl")
   echo "largest share of an epoch rank 0 spent waiting for a batch: $share %"
   summary+=("data wait / step time, main job (worst epoch): $share %   (target < 1 %)")
 fi

@@ -15,7 +15,8 @@ int g_size = 1;
 std::ofstream g_tee;
 std::vector<std::string> g_early;  // rank 0's lines before teeTo
 constexpr size_t kEarlyLines = 2000;
-std::string g_status;  // the status line being shown ("" = none)
+std::string g_status;
+FILE* g_info = stdout;  // the status line being shown ("" = none)
 
 // Caller holds g_mutex.
 void eraseStatus() {
@@ -60,6 +61,11 @@ void teeTo(const std::string& path) {
   g_early.clear();
 }
 
+void infoToStderr() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_info = stderr;
+}
+
 void setStatus(const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_rank != 0) return;
@@ -78,8 +84,8 @@ void infoLine(const std::string& tag, const std::string& line) {
   if (g_rank != 0) return;
   std::string text = prefix(tag) + line + "\n";
   eraseStatus();
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::fflush(stdout);
+  std::fwrite(text.data(), 1, text.size(), g_info);
+  std::fflush(g_info);
   drawStatus();
   keep(text);
 }

@@ -15,6 +15,10 @@ namespace forge::log {
 void setRank(int rank, int size);
 int rank();
 
+// Sends info() lines to stderr instead of stdout: for commands whose stdout is data
+// (`forge eval --json`).
+void infoToStderr();
+
 // Adds a file (e.g. RUN_DIR/forge.log) that receives a copy of what rank 0 prints, from
 // the start: lines printed before the call (up to a bound) are written to it first.
 void teeTo(const std::string& path);

@@ -169,7 +169,7 @@ else
   steady() {
     "$py" - "$1" <<'PY'
 import json, sys
-rates = [json.loads(l)["samples_per_s"] for l in open(sys.argv[1]) if '"epoch"' in l]
+rates = [r["samples_per_s"] for r in map(json.loads, open(sys.argv[1])) if r["type"] == "epoch"]
 later = sorted(rates[1:]) or rates
 print(f"{later[len(later) // 2]:.0f}")
 PY

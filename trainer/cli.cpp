@@ -408,6 +408,7 @@ int cmdEval(int argc, char** argv) {
   if (a.help) return std::cout << kEvalHelp, 0;
   Config cfg = configFrom(a, kEvalHelp, "eval");
   if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
+  if (a.has("json")) log::infoToStderr();  // stdout holds the JSON alone
   Distributed d(&argc, &argv, cfg);
   std::unique_ptr<data::SplitSource> split;
   std::shared_ptr<Model> model;

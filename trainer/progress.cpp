@@ -116,7 +116,8 @@ Progress::Progress(Mode mode, double everySeconds)
     : mode_(mode),
       every_(mode == Mode::kBar ? std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(200))
                                 : std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(everySeconds))),
-      last_(Clock::now()),
+      // The bar shows from an epoch's first step; plain lines wait their interval.
+      last_(mode == Mode::kBar ? Clock::time_point{} : Clock::now()),
       unicode_(utf8Locale()) {}
 
 bool Progress::due() const { return mode_ != Mode::kOff && Clock::now() - last_ >= every_; }
@@ -132,7 +133,7 @@ void Progress::update(const ProgressState& s) {
 
 void Progress::endEpoch() {
   if (mode_ == Mode::kBar) log::clearStatus();
-  last_ = Clock::now();
+  last_ = mode_ == Mode::kBar ? Clock::time_point{} : Clock::now();
 }
 
 }  // namespace forge::train

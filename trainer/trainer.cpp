@@ -281,6 +281,17 @@ void Trainer::prepareRunDir(const std::string& resume) {
       static const std::regex kStep(R"(ckpt-e\d+-s(\d+)\.pt)");
       if (std::regex_match(name, m, kStep) && std::stoll(m[1]) > ck.globalStep) newer.push_back(f);
     }
+    // best.pt from the abandoned future goes with it (a best.pt that fails to load stays).
+    if (fs::exists(checkpoints_->bestPath()) && !fs::equivalent(checkpoints_->bestPath(), resume, ec)) {
+      try {
+        if (ckpt::load(checkpoints_->bestPath()).globalStep > ck.globalStep) {
+          newer.push_back(checkpoints_->bestPath());
+          log::warn("ckpt", "best.pt was written after ", resume, " and goes aside with the newer checkpoints; the "
+                    "next epoch that beats the resumed best ", kBestMetricName, " writes a new one");
+        }
+      } catch (const CheckpointError&) {
+      }
+    }
     if (!newer.empty()) {
       fs::path aside = fs::path(checkpoints_->dir()) / concat("abandoned-after-step-", ck.globalStep);
       fs::create_directories(aside);
@@ -359,9 +370,9 @@ void Trainer::resumeFrom() {
     log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
               ck.step > 0 ? ": the order of the rest of the interrupted epoch changes" : "");
   }
-  freshOrResumed_ = concat("resumed from ", path, " at epoch ", epoch_, " step ", step_, " (global step ",
-                           globalStep_, ")");
-  log::info("ckpt", freshOrResumed_);
+  freshOrResumed_ = concat("resumed from ", path, " at epoch ", epoch_, " step ", step_, ", global step ",
+                           globalStep_);
+  log::info("ckpt", "resumed from ", path, " at epoch ", epoch_, " step ", step_, " (global step ", globalStep_, ")");
 }
 
 ckpt::Checkpoint Trainer::makeCheckpoint() const {

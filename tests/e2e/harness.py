@@ -103,6 +103,11 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def epoch_records(path):
+    """The "epoch" records of a metrics.jsonl (it also holds "step" records)."""
+    return [r for r in read_jsonl(path) if r["type"] == "epoch"]
+
+
 def final_checkpoint(h, run_dir):
     """The newest step/epoch checkpoint of a run dir (None when there is none)."""
     import glob

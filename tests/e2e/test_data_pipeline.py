@@ -70,7 +70,7 @@ with h5py.File(h.path("syn.h5")) as src:
 shards = small_config(h, "shards.yaml", "shard-*.h5", "shardrun", epochs=2)
 p = h.run(["train", shards], ranks=2)
 out = p.stdout + p.stderr
-h.check("3,000 training samples in 3 files" in out, "three files behave as one split of 3,000 samples", out[-1500:])
+h.check(":train: 3,000 samples in 3 files" in out, "three files behave as one split of 3,000 samples", out[-1500:])
 acc = final_accuracy(out)
 h.check(acc is not None and acc > 70, f"and train (accuracy {acc}%)")
 
