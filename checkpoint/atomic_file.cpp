@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,8 @@ namespace forge::ckpt {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr size_t kWritePiece = 1 << 20;
 
 std::string osError(const std::string& what, const std::string& path) {
   return concat(what, " '", path, "': ", std::strerror(errno));
@@ -55,7 +58,8 @@ void writeFileAtomically(const std::string& path, const std::function<void(const
     produce([&](const char* data, size_t size) {
       size_t done = 0;
       while (done < size) {
-        ssize_t n = ::write(fd.get(), data + done, size - done);
+        // Pieces of at most 1 MiB, as dd writes: one huge write() was measured slower.
+        ssize_t n = ::write(fd.get(), data + done, std::min<size_t>(size - done, kWritePiece));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) throw CheckpointError(osError("cannot write", tmp));
         done += static_cast<size_t>(n);

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <map>
 
 #include "checkpoint/atomic_file.h"
 #include "checkpoint/torch_zip.h"
@@ -17,7 +18,24 @@ using GenericDict = c10::impl::GenericDict;
 
 GenericDict stringDict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
 
+// zlib's CRC-32 of a byte range (it runs at several GB/s; FNV over every byte would cap
+// save throughput).
+uint32_t crcOf(const void* data, size_t n) {
+  const auto* p = static_cast<const Bytef*>(data);
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (size_t done = 0; done < n;) {
+    uInt piece = static_cast<uInt>(std::min<size_t>(n - done, 1u << 30));
+    crc = crc32(crc, p + done, piece);
+    done += piece;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+// CRCs computed ahead (while a save writes the same tensors), by data pointer and size.
+using CrcCache = std::map<std::pair<const void*, size_t>, uint32_t>;
+
 struct Hasher {
+  const CrcCache* cache = nullptr;
   uint64_t h = 1469598103934665603ULL;
   void bytes(const void* data, size_t n) {
     const auto* p = static_cast<const unsigned char*>(data);
@@ -32,13 +50,12 @@ struct Hasher {
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     for (auto d : c.sizes()) integer(d);
     text(std::string(c10::toString(c.scalar_type())));
-    // zlib's CRC-32 runs at memory speed; FNV over every byte would cap save throughput.
-    const auto* p = static_cast<const Bytef*>(c.data_ptr());
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (size_t done = 0, n = c.nbytes(); done < n;) {
-      uInt piece = static_cast<uInt>(std::min<size_t>(n - done, 1u << 30));
-      crc = crc32(crc, p + done, piece);
-      done += piece;
+    uint32_t crc = 0;
+    auto cached = cache != nullptr ? cache->find({c.data_ptr(), c.nbytes()}) : CrcCache::const_iterator();
+    if (cache != nullptr && cached != cache->end()) {
+      crc = cached->second;
+    } else {
+      crc = crcOf(c.data_ptr(), c.nbytes());
     }
     integer(static_cast<int64_t>(crc));
   }
@@ -66,8 +83,9 @@ struct Hasher {
   }
 };
 
-uint64_t checksumOf(const Checkpoint& ck) {
+uint64_t checksumOf(const Checkpoint& ck, const CrcCache* cache = nullptr) {
   Hasher h;
+  h.cache = cache;
   for (const auto& [name, t] : ck.modelState) {
     h.text(name);
     h.tensor(t);
@@ -105,9 +123,19 @@ const std::string& stringField(const GenericDict& d, const char* key, const std:
   return v.toStringRef();
 }
 
-}  // namespace
+// Every tensor the checksum covers: the model's, those inside the optimizer state, the
+// generator states.
+void collectTensors(const IValue& v, std::vector<at::Tensor>& out) {
+  if (v.isTensor()) {
+    out.push_back(v.toTensor());
+  } else if (v.isGenericDict()) {
+    for (const auto& kv : v.toGenericDict()) collectTensors(kv.value(), out);
+  } else if (v.isList()) {
+    for (const auto& e : v.toListRef()) collectTensors(e, out);
+  }
+}
 
-IValue toIValue(const Checkpoint& ck) {
+IValue toIValueWith(const Checkpoint& ck, int64_t checksum) {
   GenericDict model(c10::StringType::get(), c10::TensorType::get());
   for (const auto& [name, t] : ck.modelState) model.insert(name, t);
   GenericDict d = stringDict();
@@ -130,9 +158,13 @@ IValue toIValue(const Checkpoint& ck) {
   d.insert("rng_states", rng);
   if (!ck.schedule.isNone()) d.insert("lr_schedule", ck.schedule);
   if (!ck.sampler.isNone()) d.insert("sampler", ck.sampler);
-  d.insert("checksum", static_cast<int64_t>(checksumOf(ck)));
+  d.insert("checksum", checksum);
   return d;
 }
+
+}  // namespace
+
+IValue toIValue(const Checkpoint& ck) { return toIValueWith(ck, static_cast<int64_t>(checksumOf(ck))); }
 
 Checkpoint fromIValue(const IValue& value, const std::string& source) {
   if (!value.isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "' does not hold a dict"));
@@ -204,8 +236,25 @@ Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
 }
 
 void save(const Checkpoint& ck, const std::string& path) {
-  IValue value = toIValue(ck);
-  writeFileAtomically(path, [&](const ByteSink& sink) { writeTorchZip(value, sink); });
+  // The checksum sits in data.pkl, which the archive holds after the tensors: a second
+  // thread computes the tensors' CRCs while they are written, and the checksum goes into
+  // the dict before it is pickled. The save then costs the write, not a read pass more.
+  IValue value = toIValueWith(ck, 0);
+  std::vector<at::Tensor> tensors;
+  for (const auto& [name, t] : ck.modelState) tensors.push_back(t);
+  collectTensors(ck.optimizerState, tensors);
+  for (const auto& r : ck.rngStates) tensors.push_back(r);
+  CrcCache cache;
+  auto alongside = [&] {
+    for (const auto& t : tensors) {
+      if (t.device().is_cpu() && t.is_contiguous()) cache[{t.data_ptr(), t.nbytes()}] = crcOf(t.data_ptr(), t.nbytes());
+    }
+  };
+  auto final = [&] {
+    value.toGenericDict().insert_or_assign("checksum", static_cast<int64_t>(checksumOf(ck, &cache)));
+    return value;
+  };
+  writeFileAtomically(path, [&](const ByteSink& sink) { writeTorchZip(value, sink, alongside, final); });
 }
 
 Checkpoint load(const std::string& path) { return decode(readWholeFile(path), path); }

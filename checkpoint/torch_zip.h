@@ -11,8 +11,15 @@
 namespace forge::ckpt {
 
 std::vector<char> toTorchZip(const c10::IValue& value);
-// The same archive, streamed to `sink` (tensor data goes out without an in-memory copy).
-void writeTorchZip(const c10::IValue& value, const std::function<void(const char*, size_t)>& sink);
+// The same archive, streamed to `sink` (tensor data goes out without an in-memory copy):
+// the tensor records first, data.pkl last, as torch.save writes them.
+//   alongside: run on a second thread while the tensor records are written (a checksum
+//              of the same tensors, say); joined before data.pkl is written.
+//   final:     called after that; returns the value to pickle as data.pkl. It must hold
+//              the same tensors in the same places as `value`; only other entries may
+//              differ (the checksum `alongside` computed).
+void writeTorchZip(const c10::IValue& value, const std::function<void(const char*, size_t)>& sink,
+                   const std::function<void()>& alongside = {}, const std::function<c10::IValue()>& final = {});
 // True when the bytes are a zip archive with a pickle record (the container is intact).
 bool isTorchZip(const std::vector<char>& bytes);
 // Throws c10::Error on malformed input; callers turn that into a CheckpointError.
