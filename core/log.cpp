@@ -18,12 +18,9 @@ constexpr size_t kEarlyLines = 2000;
 std::string g_status;
 FILE* g_info = stdout;  // the status line being shown ("" = none)
 
-// Caller holds g_mutex.
-void eraseStatus() {
-  if (g_status.empty()) return;
-  std::fputs("\r\033[K", stdout);
-  std::fflush(stdout);
-}
+// Caller holds g_mutex. The erase goes out on the stream of the line that follows it:
+// under mpirun stdout and stderr travel apart, and only the same stream keeps the order.
+std::string erase() { return g_status.empty() ? std::string() : std::string("\r\033[K"); }
 void drawStatus() {
   if (g_status.empty()) return;
   std::fputs(("\r" + g_status + "\033[K").c_str(), stdout);
@@ -75,7 +72,9 @@ void setStatus(const std::string& line) {
 
 void clearStatus() {
   std::lock_guard<std::mutex> lock(g_mutex);
-  eraseStatus();
+  if (g_status.empty()) return;
+  std::fputs("\r\033[K", stdout);
+  std::fflush(stdout);
   g_status.clear();
 }
 
@@ -83,8 +82,8 @@ void infoLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_rank != 0) return;
   std::string text = prefix(tag) + line + "\n";
-  eraseStatus();
-  std::fwrite(text.data(), 1, text.size(), g_info);
+  std::string shown = erase() + text;
+  std::fwrite(shown.data(), 1, shown.size(), g_info);
   std::fflush(g_info);
   drawStatus();
   keep(text);
@@ -93,8 +92,8 @@ void infoLine(const std::string& tag, const std::string& line) {
 void warnLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   std::string text = "[rank " + std::to_string(g_rank) + "] " + prefix(tag) + "warning: " + line + "\n";
-  eraseStatus();
-  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::string shown = erase() + text;
+  std::fwrite(shown.data(), 1, shown.size(), stderr);
   std::fflush(stderr);
   drawStatus();
   keep(text);
@@ -103,8 +102,8 @@ void warnLine(const std::string& tag, const std::string& line) {
 void errorLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   std::string text = "[rank " + std::to_string(g_rank) + "] " + prefix(tag) + line + "\n";
-  eraseStatus();
-  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::string shown = erase() + text;
+  std::fwrite(shown.data(), 1, shown.size(), stderr);
   std::fflush(stderr);
   drawStatus();
   keep(text);

@@ -17,6 +17,8 @@ inline constexpr const char* kSlurmJobId = "SLURM_JOB_ID";
 // launch/mpirun.sh, since Open MPI hands ranks a pseudo-terminal either way. Unset: forge
 // asks isatty(), except under mpirun, where it assumes a log file.
 inline constexpr const char* kTerminal = "FORGE_TERMINAL";
+// The terminal's width in columns, measured by launch/mpirun.sh for the progress bar.
+inline constexpr const char* kColumns = "FORGE_COLUMNS";
 
 // Test-only fault injection: the rank named by FORGE_FAULT_STALL_RANK stops responding
 // (sleeps forever) at the global step FORGE_FAULT_STALL_STEP (default: the first).

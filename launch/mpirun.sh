@@ -40,7 +40,12 @@ args=(-np "$ranks")
 if [ -z "${FORGE_TERMINAL:-}" ]; then
   if [ -t 1 ]; then export FORGE_TERMINAL=1; else export FORGE_TERMINAL=0; fi
 fi
-[ -n "$hostfile" ] || args+=(-x FORGE_TERMINAL)
+# ... and how wide it is (those pseudo-terminals report no size).
+if [ -z "${FORGE_COLUMNS:-}" ] && [ -t 1 ]; then
+  FORGE_COLUMNS=$(stty size 2>/dev/null < /dev/tty | cut -d' ' -f2) || FORGE_COLUMNS=
+  [ -n "$FORGE_COLUMNS" ] && export FORGE_COLUMNS
+fi
+[ -n "$hostfile" ] || args+=(-x FORGE_TERMINAL ${FORGE_COLUMNS:+-x FORGE_COLUMNS})
 if [ -n "$hostfile" ]; then
   # Across machines Open MPI's default mapping and binding apply, and only the variables
   # named with -x reach the remote ranks: forge's own and the usual runtime knobs.

@@ -361,7 +361,13 @@ struct Distributed {
 // Errors after setup may hit one rank only; the whole job must end, not wait for it.
 template <typename Body>
 int orAbortJob(Distributed& d, Body body) {
+  // A progress bar must not outlive the run, nor sit under its last words: cleared as the
+  // body is left, before any handler prints.
+  struct ClearStatus {
+    ~ClearStatus() { log::clearStatus(); }
+  };
   try {
+    ClearStatus clear;
     return body();
   } catch (const Preempted& e) {
     // Every rank agreed and rank 0 has saved: a clean stop, not an abort.
@@ -568,12 +574,13 @@ int cmdCkpt(int argc, char** argv) {
       .row({"model", concat(withThousands(modelElements), " elements in ", ck.modelState.size(), " tensors, ",
                             mib(modelBytes))})
       .row({"optimizer", mib(optimizerBytes) + " of state"});
-  std::string line;
-  for (const auto& [k, v] : schedule) line += concat(line.empty() ? "" : ", ", k, " ", text(v));
-  if (!line.empty()) head.row({"lr schedule", line});
-  line.clear();
-  for (const auto& [k, v] : sampler) line += concat(line.empty() ? "" : ", ", k, " ", text(v));
-  if (!line.empty()) head.row({"sampler", line});
+  auto joined = [&](const std::vector<std::pair<std::string, c10::IValue>>& kvs) {
+    std::string line;
+    for (const auto& [k, v] : kvs) line += concat(line.empty() ? "" : ", ", k, " ", text(v));
+    return line;
+  };
+  if (!schedule.empty()) head.row({"lr schedule", joined(schedule)});
+  if (!sampler.empty()) head.row({"sampler", joined(sampler)});
   std::cout << head.str() << "\n";
   using A = Table::Align;
   Table tensors({"tensor", "shape", "dtype", "bytes"}, {A::kLeft, A::kLeft, A::kLeft, A::kRight});

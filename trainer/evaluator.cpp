@@ -16,7 +16,11 @@ EvalResult evaluate(Model& model, const data::SplitSource& split, const data::No
   // Sums stay on the device until the end: no host round trip per batch.
   at::Tensor lossSum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
   at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(device));
-  at::Tensor classSamples, classCorrect;  // [classes], once the first batch tells how many
+  // Per-class counts over the labels the split holds: every rank holds all of them, so
+  // every rank sums the same number of values (also a rank without samples of its own).
+  const int64_t classes = split.size() > 0 ? split.labels().max().item<int64_t>() + 1 : 0;
+  at::Tensor classSamples = at::zeros({classes}, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor classCorrect = at::zeros_like(classSamples);
   data::LoaderOptions o;
   o.batchSize = batchSize;
   o.window = data::windowFor(64u << 20, split.rowElements() * sizeof(float), batchSize);
@@ -32,28 +36,15 @@ EvalResult evaluate(Model& model, const data::SplitSource& split, const data::No
         logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     at::Tensor hit = logits.argmax(1).eq(y);
     correct += hit.sum();
-    const int64_t classes = logits.size(1);
-    if (!classSamples.defined()) {
-      classSamples = at::zeros({classes}, at::TensorOptions().dtype(at::kLong).device(device));
-      classCorrect = at::zeros_like(classSamples);
-    }
     classSamples += at::bincount(y, {}, classes).narrow(0, 0, classes);
     classCorrect += at::bincount(y.masked_select(hit), {}, classes).narrow(0, 0, classes);
   }
-  // Every rank must contribute the same number of values, also one without any sample.
-  const int64_t classes = [&] {
-    at::Tensor c = at::full({1}, classSamples.defined() ? classSamples.numel() : 0, at::kLong);
-    comm.allReduce(c, dist::ReduceOp::kMax);
-    return c.item<int64_t>();
-  }();
   at::Tensor sums = at::zeros({3 + 2 * classes}, at::kDouble);
   sums[0] = lossSum.item<double>();
   sums[1] = static_cast<double>(correct.item<int64_t>());
   sums[2] = static_cast<double>(last - first);
-  if (classSamples.defined() && classSamples.numel() == classes) {
-    sums.narrow(0, 3, classes).copy_(classSamples.cpu());
-    sums.narrow(0, 3 + classes, classes).copy_(classCorrect.cpu());
-  }
+  sums.narrow(0, 3, classes).copy_(classSamples.cpu());
+  sums.narrow(0, 3 + classes, classes).copy_(classCorrect.cpu());
   comm.allReduce(sums, dist::ReduceOp::kSum);
   model.train(wasTraining);
   EvalResult r;

@@ -1,10 +1,12 @@
 #include "trainer/metrics.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/strings.h"
 #include "core/table.h"
 #include "trainer/tensorboard/tensorboard.h"
@@ -21,26 +23,36 @@ void appendText(const std::string& path, const std::string& text) {
   if (!out) throw Error(concat("cannot write to '", path, "' (disk full?)"));
 }
 
+// The value columns, in order, and where a record keeps each.
+const std::vector<std::pair<std::string, std::optional<double> MetricsRecord::*>> kValueColumns = {
+    {"train_loss", &MetricsRecord::trainLoss},       {"train_accuracy", &MetricsRecord::trainAccuracy},
+    {"eval_loss", &MetricsRecord::evalLoss},         {"eval_accuracy", &MetricsRecord::evalAccuracy},
+    {"lr", &MetricsRecord::lr},                      {"samples_per_s", &MetricsRecord::samplesPerS},
+    {"data_wait_share", &MetricsRecord::dataWaitShare}, {"comm_share", &MetricsRecord::commShare},
+    {"seconds", &MetricsRecord::seconds}};
+
+std::vector<std::string> allColumns() {
+  std::vector<std::string> c = {"type", "epoch", "step", "global_step", "wall_time"};
+  for (const auto& [name, member] : kValueColumns) c.push_back(name);
+  return c;
+}
+
+}  // namespace
+
+const std::vector<std::string> kMetricColumns = allColumns();
+
+namespace {
 std::string csvHeader() {
   std::string h;
   for (const auto& c : kMetricColumns) h += (h.empty() ? "" : ",") + c;
   return h + "\n";
 }
-
 }  // namespace
 
-const std::vector<std::string> kMetricColumns = {
-    "type",          "epoch",         "step", "global_step",   "wall_time",       "train_loss", "train_accuracy",
-    "eval_loss",     "eval_accuracy", "lr",   "samples_per_s", "data_wait_share", "comm_share", "seconds"};
-
 std::vector<std::pair<std::string, double>> MetricsRecord::values() const {
-  std::vector<std::pair<std::string, double>> all = {
-      {"train_loss", trainLoss},         {"train_accuracy", trainAccuracy}, {"eval_loss", evalLoss},
-      {"eval_accuracy", evalAccuracy},   {"lr", lr},                        {"samples_per_s", samplesPerS},
-      {"data_wait_share", dataWaitShare}, {"comm_share", commShare},        {"seconds", seconds}};
   std::vector<std::pair<std::string, double>> out;
-  for (const auto& kv : all) {
-    if (std::isfinite(kv.second)) out.push_back(kv);
+  for (const auto& [name, member] : kValueColumns) {
+    if ((this->*member).has_value()) out.emplace_back(name, *(this->*member));
   }
   return out;
 }
@@ -57,32 +69,52 @@ MetricsLog::MetricsLog(const std::string& runDir, bool tensorboard, int64_t resu
   if (!fs::exists(csv_)) appendText(csv_, csvHeader());
   if (tensorboard) {
     const std::string dir = (fs::path(runDir) / "tb").string();
-    if (resumedAt < 0) fs::remove_all(dir);  // an earlier run's curves would mix with these
+    if (resumedAt < 0) {
+      fs::remove_all(dir);  // an earlier run's curves would mix with these
+    } else {
+      // Points past the resumed step belong to the abandoned run. The session start the
+      // writer records tells TensorBoard's Python loader so; its default (Rust) loader
+      // ignores that, so the points go from the files too.
+      dropEventsAfter(dir, resumedAt);
+    }
     tb_ = std::make_unique<TensorBoardWriter>(dir, std::max<int64_t>(resumedAt, 0) + 1);
   }
 }
 
 MetricsLog::~MetricsLog() = default;
 
-void MetricsLog::write(const MetricsRecord& r) {
-  const auto values = r.values();
-  std::string json = concat("{\"type\": ", jsonQuote(r.type), ", \"epoch\": ", r.epoch, ", \"step\": ", r.step,
-                            ", \"global_step\": ", r.globalStep, ", \"wall_time\": ", jsonNumber(r.wallTime));
-  for (const auto& [k, v] : values) json += concat(", ", jsonQuote(k), ": ", jsonNumber(v));
-  appendText(jsonl_, json + "}\n");
-
-  std::string row = concat(r.type, ",", r.epoch, ",", r.step, ",", r.globalStep, ",", jsonNumber(r.wallTime));
-  for (size_t c = 5; c < kMetricColumns.size(); ++c) {
-    row += ",";
-    for (const auto& [k, v] : values) {
-      if (k == kMetricColumns[c]) row += jsonNumber(v);
-    }
+template <typename Write>
+void MetricsLog::guarded(bool& on, const std::string& what, Write write) {
+  if (!on) return;
+  try {
+    write();
+  } catch (const std::exception& e) {
+    on = false;
+    log::warn("metrics", e.what(), ": no more records go to ", what, " in this session (training goes on)");
   }
-  appendText(csv_, row + "\n");
+}
 
+void MetricsLog::write(const MetricsRecord& r) {
+  guarded(jsonlOn_, jsonl_, [&] {
+    std::string json = concat("{\"type\": ", jsonQuote(r.type), ", \"epoch\": ", r.epoch, ", \"step\": ", r.step,
+                              ", \"global_step\": ", r.globalStep, ", \"wall_time\": ", jsonNumber(r.wallTime));
+    for (const auto& [k, v] : r.values()) json += concat(", ", jsonQuote(k), ": ", jsonNumber(v));
+    appendText(jsonl_, json + "}\n");
+  });
+  guarded(csvOn_, csv_, [&] {
+    std::string row = concat(r.type, ",", r.epoch, ",", r.step, ",", r.globalStep, ",", jsonNumber(r.wallTime));
+    for (const auto& [name, member] : kValueColumns) {
+      const auto& v = r.*member;
+      row += ",";
+      if (v.has_value()) row += std::isnan(*v) ? std::string("nan") : jsonNumber(*v);
+    }
+    appendText(csv_, row + "\n");
+  });
   if (tb_) {
-    for (const auto& [k, v] : values) tb_->scalar(r.type + "/" + k, v, r.globalStep, r.wallTime);
-    tb_->flush();
+    guarded(tbOn_, tb_->path(), [&] {
+      for (const auto& [k, v] : r.values()) tb_->scalar(r.type + "/" + k, v, r.globalStep, r.wallTime);
+      tb_->flush();
+    });
   }
 }
 
@@ -99,9 +131,16 @@ void trimMetricsFile(const std::string& path, int64_t globalStep) {
     kept += line + "\n";
   }
   in.close();
-  std::ofstream out(path, std::ios::trunc);
-  out << kept;
-  if (!out.flush()) throw Error(concat("cannot rewrite '", path, "'"));
+  // Into a temporary file renamed over the old one: a crash meanwhile loses nothing.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    if (!out.flush()) throw Error(concat("cannot write '", tmp, "' (disk full?)"));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error(concat("cannot rename '", tmp, "' to '", path, "': ", ec.message()));
 }
 
 }  // namespace forge::train

@@ -7,9 +7,9 @@
 // A resumed run appends to all three after dropping records past its position.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,11 +28,12 @@ struct MetricsRecord {
   int64_t step = 0;
   int64_t globalStep = 0;
   double wallTime = 0;  // Unix seconds
-  // Values by name (the columns after "wall_time"); NaN = absent.
-  double trainLoss = NAN, trainAccuracy = NAN, evalLoss = NAN, evalAccuracy = NAN, lr = NAN;
-  double samplesPerS = NAN, dataWaitShare = NAN, commShare = NAN, seconds = NAN;
+  // The columns after "wall_time"; empty = the field does not apply to this record. A
+  // value may be NaN (a diverged loss): JSON null, CSV "nan", a NaN point in TensorBoard.
+  std::optional<double> trainLoss, trainAccuracy, evalLoss, evalAccuracy, lr, samplesPerS, dataWaitShare,
+      commShare, seconds;
 
-  // (column, value) of the numeric fields that are present, in column order.
+  // (column, value) of the fields that apply, in column order.
   std::vector<std::pair<std::string, double>> values() const;
 };
 
@@ -44,19 +45,26 @@ class MetricsLog {
   MetricsLog(const std::string& runDir, bool tensorboard, int64_t resumedAt);
   ~MetricsLog();
 
-  // Appends and flushes: a crash loses at most the record being written.
+  // Appends and flushes: a crash loses at most the record being written. An output that
+  // cannot be written (a full disk) is reported once and left out from then on; training
+  // goes on.
   void write(const MetricsRecord& r);
 
   const std::string& jsonlPath() const { return jsonl_; }
 
  private:
+  // Runs one output's write; on failure, warns and turns that output off.
+  template <typename Write>
+  void guarded(bool& on, const std::string& what, Write write);
+
   std::string jsonl_;
   std::string csv_;
   std::unique_ptr<TensorBoardWriter> tb_;
+  bool jsonlOn_ = true, csvOn_ = true, tbOn_ = true;
 };
 
 // Drops the lines of a metrics file (.jsonl or .csv, whose header stays) whose global step
-// is past `globalStep`. A missing file is left missing.
+// is past `globalStep`; the file is replaced atomically. A missing file is left missing.
 void trimMetricsFile(const std::string& path, int64_t globalStep);
 
 }  // namespace forge::train

@@ -1,5 +1,7 @@
 #include "trainer/plot.h"
 
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,17 +49,19 @@ struct TempDir {
   }
 };
 
-// Runs gnuplot on `script`; its stderr goes to `errors`. Returns the exit status, or -1
-// when gnuplot cannot be started.
+// Runs gnuplot on `script`; its stderr goes to `errors`. Returns the exit status, or 127
+// when gnuplot cannot be started. posix_spawn: no code of ours runs between fork and exec.
 int runGnuplot(const fs::path& script, const fs::path& errors) {
-  pid_t pid = fork();
-  if (pid < 0) throw Error(concat("fork failed: ", std::strerror(errno)));
-  if (pid == 0) {
-    FILE* err = std::freopen(errors.c_str(), "w", stderr);
-    (void)err;
-    execlp("gnuplot", "gnuplot", script.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::string program = "gnuplot", path = script.string();
+  char* argv[] = {program.data(), path.data(), nullptr};
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, "gnuplot", &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc == ENOENT) return 127;
+  if (rc != 0) throw Error(concat("cannot start gnuplot: ", std::strerror(rc)));
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw Error(concat("waiting for gnuplot failed: ", std::strerror(errno)));
@@ -95,6 +99,7 @@ void plotRuns(const PlotOptions& o) {
   TempDir tmp;
   std::vector<std::string> names;
   std::vector<fs::path> epochFiles, stepFiles;
+  std::vector<bool> hasSteps;
   double lastEpoch = 1;
   for (size_t r = 0; r < o.runDirs.size(); ++r) {
     const fs::path dir = o.runDirs[r];
@@ -122,13 +127,16 @@ void plotRuns(const PlotOptions& o) {
                                dir.string(), " has not finished)"));
     }
     steps << "# epoch_position train_loss lr\n";
+    int nSteps = 0;
     for (const auto& row : t.rows) {
       if (cell(t, row, "type") != "step") continue;
       auto it = stepsIn.find(cell(t, row, "epoch"));
       if (it == stepsIn.end() || it->second <= 0) continue;
       double x = std::stod(cell(t, row, "epoch")) - 1 + std::stod(cell(t, row, "step")) / it->second;
       steps << x << " " << cell(t, row, "train_loss") << " " << cell(t, row, "lr") << "\n";
+      ++nSteps;
     }
+    hasSteps.push_back(nSteps > 0);
     epochFiles.push_back(tmp.path / concat("epochs", r, ".dat"));
     stepFiles.push_back(tmp.path / concat("steps", r, ".dat"));
     std::ofstream(epochFiles.back()) << epochs.str();
@@ -180,8 +188,7 @@ void plotRuns(const PlotOptions& o) {
     const std::string ef = gnuplotQuote(epochFiles[r].string());
     const std::string sf = gnuplotQuote(stepFiles[r].string());
     const std::string faint = "#B0" + color(r).substr(1);  // alpha: step records behind the epochs
-    const bool hasSteps = fs::file_size(stepFiles[r]) > 40;
-    if (hasSteps) {
+    if (hasSteps[r]) {
       loss.push_back(concat(sf, " using 1:2 with lines lw 1 lc rgb '", faint, "' title ", label(r, "train (steps)")));
     }
     loss.push_back(concat(ef, " using 1:2 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
@@ -192,7 +199,7 @@ void plotRuns(const PlotOptions& o) {
                          label(r, "train")));
     acc.push_back(concat(ef, " using 1:($5*100) with linespoints lw 2 dt 2 pt 5 ps 0.8 lc rgb '", color(r),
                          "' title ", label(r, "eval")));
-    if (hasSteps) {
+    if (hasSteps[r]) {
       lr.push_back(concat(sf, " using 1:3 with lines lw 2 lc rgb '", color(r), "' title ", label(r, "lr")));
     } else {
       lr.push_back(concat(ef, " using 1:6 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",

@@ -16,11 +16,16 @@
 namespace forge::train {
 namespace {
 
+// The terminal's width: its own report; else what launch/mpirun.sh measured (mpirun's
+// pseudo-terminals report no size); else COLUMNS; else 80.
 int terminalColumns() {
   winsize ws{};
   if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) return ws.ws_col;
-  if (const char* c = std::getenv("COLUMNS")) return std::max(40, std::atoi(c));
-  return 100;
+  for (const char* name : {env::kColumns, "COLUMNS"}) {
+    const char* c = std::getenv(name);
+    if (c != nullptr && std::atoi(c) > 20) return std::atoi(c);
+  }
+  return 80;
 }
 
 bool utf8Locale() {
@@ -40,8 +45,9 @@ std::string fixed(double v, int decimals) {
 }  // namespace
 
 double epochEta(const ProgressState& s) {
-  if (s.step <= 0 || s.steps <= s.step) return 0;
-  return s.elapsed / static_cast<double>(s.step) * static_cast<double>(s.steps - s.step);
+  const int64_t timed = s.timedSteps >= 0 ? s.timedSteps : s.step;
+  if (timed <= 0 || s.steps <= s.step) return 0;
+  return s.elapsed / static_cast<double>(timed) * static_cast<double>(s.steps - s.step);
 }
 
 std::string clockText(double seconds) {

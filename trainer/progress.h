@@ -17,7 +17,10 @@ struct ProgressState {
   double loss = 0;     // mean training loss of the epoch so far
   double samplesPerS = 0;
   double dataWaitShare = 0;  // fraction of the epoch's time so far spent waiting for data
-  double elapsed = 0;        // seconds in this epoch
+  double elapsed = 0;        // seconds in this epoch, in this session
+  // Steps done within `elapsed`; -1: all of `step`. After a mid-epoch resume it is fewer:
+  // the pace (and the ETA) comes from this session's steps.
+  int64_t timedSteps = -1;
 };
 
 // Seconds left in the epoch at the pace so far (0 before the first step).

@@ -36,6 +36,12 @@ constexpr const char* kBestMetricName = "eval_accuracy";
 
 double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+std::string hex16(uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
 double unixSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -606,6 +612,7 @@ void Trainer::trainEpoch(int64_t epoch) {
       p.epoch = epoch + 1;
       p.epochs = cfg_.run.epochs;
       p.step = step_;
+      p.timedSteps = stepsThisEpoch;
       p.steps = stepsPerEpoch_;
       p.elapsed = secondsSince(start);
       p.loss = lossSum.item<double>() / std::max(1.0, seen);
@@ -819,14 +826,14 @@ void Trainer::logEndSummary(const TrainSummary& s) const {
 
 // Rank 0: the end-of-run summary for scripts, RUN_DIR/summary.json (replaced each session).
 void Trainer::writeSummaryJson(const TrainSummary& s) const {
-  char fp[32];
-  std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(s.fingerprint));
   std::string j = concat("{\n  \"epochs\": ", epoch_, ",\n  \"global_step\": ", globalStep_,
                          ",\n  \"best_metric_name\": ", jsonQuote(kBestMetricName),
-                         ",\n  \"best_metric\": ", jsonNumber(s.bestMetric), ",\n  \"best_epoch\": ", s.bestEpoch,
+                         ",\n  \"best_metric\": ", jsonNumber(s.bestMetric),
+                         // 0: the best epoch was trained in an earlier session, which did not record it here
+                         ",\n  \"best_epoch\": ", s.bestEpoch > 0 ? std::to_string(s.bestEpoch) : std::string("null"),
                          ",\n  \"final_eval_loss\": ", jsonNumber(s.finalEval.loss),
                          ",\n  \"final_eval_accuracy\": ", jsonNumber(s.finalEval.accuracy),
-                         ",\n  \"fingerprint\": ", jsonQuote(fp), ",\n  \"world_size\": ", world_.size,
+                         ",\n  \"fingerprint\": ", jsonQuote(hex16(s.fingerprint)), ",\n  \"world_size\": ", world_.size,
                          ",\n  \"session_seconds\": ", jsonNumber(s.seconds),
                          ",\n  \"session_epochs\": ", s.epochsThisSession,
                          ",\n  \"samples_per_s\": ", jsonNumber(s.samplesPerS), ",\n  \"seconds\": {",
@@ -909,9 +916,8 @@ TrainSummary Trainer::run() {
   s.bestMetric = bestMetric_;
   s.bestEpoch = bestEpoch_;
   s.seconds = secondsSince(start);
-  char fp[32];
-  std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(s.fingerprint));
-  log::info("train", "replicas identical on all ", world_.size, " ranks (parameter and buffer fingerprint ", fp, ")");
+  log::info("train", "replicas identical on all ", world_.size, " ranks (parameter and buffer fingerprint ",
+            hex16(s.fingerprint), ")");
   char line[200];
   std::snprintf(line, sizeof line, "final %s accuracy %.2f%% (loss %.4f) after %lld epochs; this session took %s", cfg_.data.evalSplit.c_str(),
                 100.0 * s.finalEval.accuracy, s.finalEval.loss, static_cast<long long>(cfg_.run.epochs),

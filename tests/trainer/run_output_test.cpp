@@ -122,6 +122,9 @@ TEST(Progress, PlainLinesCarryTheSameFactsWithoutControlCharacters) {
   EXPECT_EQ(clockText(3723), "1:02:03");
   EXPECT_EQ(clockText(65), "1:05");
   EXPECT_EQ(epochEta(ProgressState{}), 0);
+  // Resumed at step 400 of 469, 10 steps done in 1 s this session: 59 steps left take 5.9 s.
+  ProgressState resumed{1, 2, 410, 469, 0.5, 100, 0, 1.0, 10};
+  EXPECT_DOUBLE_EQ(epochEta(resumed), 5.9);
   EXPECT_EQ(Progress::resolve("auto", true), Progress::Mode::kBar);
   EXPECT_EQ(Progress::resolve("auto", false), Progress::Mode::kLines);
   EXPECT_EQ(Progress::resolve("lines", true), Progress::Mode::kLines);
@@ -173,6 +176,53 @@ TEST(TensorBoard, EventFilesAreFramedRecordsOnePerScalar) {
   EXPECT_NE(recs[2].find("epoch/train_loss"), std::string::npos);
   float v = 0.875f;
   EXPECT_NE(recs[3].find(std::string(reinterpret_cast<const char*>(&v), 4)), std::string::npos);
+}
+
+TEST(TensorBoard, AResumeDropsTheAbandonedPointsFromTheFiles) {
+  TempDir tmp;
+  const std::string dir = (tmp.path / "tb").string();
+  std::string path;
+  {
+    TensorBoardWriter w(dir, 1);
+    for (int64_t step : {10, 20, 30, 40}) w.scalar("step/train_loss", 1.0 / step, step, 1.7e9);
+    w.flush();
+    path = w.path();
+  }
+  // A crash cut the last record short.
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::app);
+    out << std::string("\x20\0\0\0\0\0\0\0\x01\x02", 10);
+  }
+  dropEventsAfter(dir, 20);
+  auto recs = records(slurp(path));
+  ASSERT_EQ(recs.size(), 4u);  // version, start, steps 10 and 20
+  float v = 1.0f / 20;
+  EXPECT_NE(recs[3].find(std::string(reinterpret_cast<const char*>(&v), 4)), std::string::npos);
+  // Nothing to drop: the file stays as it is.
+  auto before = fs::last_write_time(path);
+  dropEventsAfter(dir, 100);
+  EXPECT_EQ(fs::last_write_time(path), before);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);  // no temporary left
+}
+
+TEST(Metrics, ADivergedLossIsWrittenAsNotANumberNotLeftOut) {
+  TempDir tmp;
+  {
+    MetricsLog m(tmp.path.string(), false, -1);
+    MetricsRecord r;
+    r.type = "step";
+    r.epoch = 1;
+    r.step = 5;
+    r.globalStep = 5;
+    r.trainLoss = NAN;
+    r.lr = 0.1;
+    m.write(r);
+  }
+  auto jsonl = linesOf(tmp.path / "metrics.jsonl");
+  auto csv = linesOf(tmp.path / "metrics.csv");
+  ASSERT_EQ(jsonl.size(), 1u);
+  EXPECT_NE(jsonl[0].find("\"train_loss\": null, \"lr\": 0.1"), std::string::npos) << jsonl[0];
+  EXPECT_EQ(csv[1], "step,1,5,5,0,nan,,,,0.1,,,,");
 }
 
 TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -45,6 +47,57 @@ uint32_t crc32c(const void* data, size_t n) {
 uint32_t maskedCrc32c(const void* data, size_t n) {
   uint32_t c = crc32c(data, n);
   return ((c >> 15) | (c << 17)) + 0xA282EAD8u;
+}
+
+void dropEventsAfter(const std::string& dir, int64_t step) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string path = entry.path().string();
+    if (entry.path().filename().string().find("tfevents") == std::string::npos) continue;
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string kept;
+    bool dropped = false;
+    for (size_t at = 0; at < bytes.size();) {
+      uint64_t length = 0;
+      uint32_t lengthCrc = 0, dataCrc = 0;
+      bool whole = at + 12 <= bytes.size();
+      if (whole) {
+        std::memcpy(&length, bytes.data() + at, 8);
+        std::memcpy(&lengthCrc, bytes.data() + at + 8, 4);
+        whole = lengthCrc == maskedCrc32c(bytes.data() + at, 8) && length <= bytes.size() - at - 16;
+      }
+      if (whole) {
+        std::memcpy(&dataCrc, bytes.data() + at + 12 + length, 4);
+        whole = dataCrc == maskedCrc32c(bytes.data() + at + 12, length);
+      }
+      if (!whole) {  // a torn or corrupt tail: nothing after it can be framed
+        dropped = true;
+        break;
+      }
+      tensorboard::Event e;
+      const size_t size = 12 + length + 4;
+      if (e.ParseFromArray(bytes.data() + at + 12, static_cast<int>(length)) && e.step() > step &&
+          (e.has_summary() || e.has_session_log())) {
+        dropped = true;
+      } else {
+        kept.append(bytes, at, size);
+      }
+      at += size;
+    }
+    if (!dropped) continue;
+    // Not named *tfevents*: TensorBoard must never read a half-written copy.
+    const std::string tmp = (entry.path().parent_path() / ".forge-rewrite.tmp").string();
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out << kept;
+      if (!out.flush()) throw Error(concat("cannot write '", tmp, "' (disk full?)"));
+    }
+    fs::rename(tmp, path, ec);
+    if (ec) throw Error(concat("cannot replace '", path, "': ", ec.message()));
+  }
 }
 
 TensorBoardWriter::TensorBoardWriter(const std::string& dir, int64_t firstStep) {

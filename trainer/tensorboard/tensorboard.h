@@ -13,6 +13,11 @@ namespace forge::train {
 uint32_t crc32c(const void* data, size_t n);
 uint32_t maskedCrc32c(const void* data, size_t n);
 
+// Rewrites the event files in `dir` without their points past `step` (a resume from an
+// older checkpoint). A record cut short by a crash is dropped too. Files with nothing to
+// drop are left as they are; the others are replaced atomically.
+void dropEventsAfter(const std::string& dir, int64_t step);
+
 class TensorBoardWriter {
  public:
   // Creates `dir` and a new events.out.tfevents.<time>.<host>.<pid> file in it, starting
