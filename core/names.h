@@ -32,6 +32,10 @@ inline constexpr const char* kFaultSignalStep = "FORGE_FAULT_SIGNAL_STEP";
 inline constexpr const char* kFaultCrashRank = "FORGE_FAULT_CRASH_RANK";
 inline constexpr const char* kFaultCrashStep = "FORGE_FAULT_CRASH_STEP";
 
+// Tuning: set (to anything), the loader copies rows out of HDF5 files with read() instead
+// of mapping them from the page cache (for comparisons; both give the same bytes).
+inline constexpr const char* kNoMappedReads = "FORGE_NO_MAPPED_READS";
+
 // Tuning: the largest single MPI_Allreduce the mpi backend issues (bytes; default 4 MiB).
 inline constexpr const char* kMpiChunkBytes = "FORGE_MPI_CHUNK_BYTES";
 

@@ -338,6 +338,10 @@ struct BatchLoader::Window {
   // keeps this off the reader's critical path.
   std::vector<uint64_t> slots;
   int shift = 0;
+  // Positions whose sample has non-finite features (data.non_finite: skip); written by
+  // both threads at distinct positions, read once the window is complete.
+  std::vector<char> bad;
+  std::atomic<bool> anyBad{false};
   int64_t sample(size_t k) const { return static_cast<int64_t>(slots[k] >> shift); }
   int64_t position(size_t k) const { return static_cast<int64_t>(slots[k] & ((uint64_t{1} << shift) - 1)); }
   Buffers buf;
@@ -347,8 +351,9 @@ struct BatchLoader::Staged {
   std::shared_ptr<Window> window;  // null: the end of the epoch
   size_t begin = 0, end = 0;       // slots of this run
   int64_t runFirst = 0;            // first sample of the run
-  int staging = -1;                // the staging buffer holding the run
+  int staging = -1;                // the staging buffer holding the run (or its slot, when mapped)
   bool windowDone = false;         // the window is complete (no rows)
+  std::shared_ptr<MappedRows> mapped;  // the run's rows mapped from the file, when they could be
 };
 
 void BatchLoader::readLoop() {
@@ -387,6 +392,7 @@ void BatchLoader::readLoop() {
       w->shift = 1;
       while ((int64_t{1} << w->shift) < w->count) ++w->shift;
       w->slots.resize(w->count);
+      w->bad.assign(w->count, 0);
       for (int64_t k = 0; k < w->count; ++k) {
         w->slots[k] = (static_cast<uint64_t>(order_[first + k]) << w->shift) | static_cast<uint64_t>(k);
       }
@@ -412,12 +418,38 @@ void BatchLoader::readLoop() {
           staging = freeStaging_.back();
           freeStaging_.pop_back();
         }
+        // Mapped from the page cache when the file allows (the converter then reads the
+        // rows in place: one copy less), else copied into the staging buffer. Either way a
+        // staging slot is held, which bounds the runs in flight.
         auto r0 = std::chrono::steady_clock::now();
-        source_.read(runFirst, rows, staging_[staging].data_ptr());
+        auto mapped = std::make_shared<MappedRows>(source_.map(runFirst, rows));
+        if (!*mapped) {
+          mapped.reset();
+          source_.read(runFirst, rows, staging_[staging].data_ptr());
+        }
         readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
         ++readCalls_;
         rowsRead_ += rows;
-        push(Staged{w, i, j, runFirst, staging, false});
+        Staged st{w, i, j, runFirst, staging, false, std::move(mapped)};
+        bool converterBusy;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          converterBusy = !staged_.empty();
+        }
+        if (converterBusy) {
+          // The converter has a run queued already: this one is converted here, so both
+          // cores convert (with mapped rows, reading is the lighter half of the work).
+          auto c0 = std::chrono::steady_clock::now();
+          convertRun(st);
+          st.mapped.reset();
+          {
+            std::lock_guard<std::mutex> lock(mutex_);
+            freeStaging_.push_back(staging);
+          }
+          inlineConvertSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+        } else {
+          push(std::move(st));
+        }
         i = j;
       }
       push(Staged{w, 0, 0, 0, -1, true});
@@ -435,13 +467,37 @@ void BatchLoader::readLoop() {
   cv_.notify_all();
 }
 
+void BatchLoader::convertRun(const Staged& st) {
+  Window& w = *st.window;
+  const int64_t n = source_.rowElements();
+  const int64_t* labels = source_.labels().data_ptr<int64_t>();
+  const Affine affine(norm_);
+  float* x = w.buf.x.data_ptr<float>();
+  int64_t* y = w.buf.y.data_ptr<int64_t>();
+  const void* rows = st.mapped ? st.mapped->rows() : staging_[st.staging].data_ptr();
+  const at::ScalarType type = source_.featureType();
+  for (size_t k = st.begin; k < st.end; ++k) {
+    const int64_t sample = w.sample(k);
+    const int64_t pos = w.position(k);
+    y[pos] = labels[sample];
+    if (!convert(rows, type, sample - st.runFirst, x + pos * n, n, affine, /*stream=*/true)) {
+      if (opt_.nonFinite == NonFinite::kError) {
+        throw DataError(concat("non-finite feature (NaN or Inf) at feature ",
+                               firstNonFinite(rows, type, sample - st.runFirst, n), " of sample ", sample, " of ",
+                               source_.name(), " (", source_.locate(sample),
+                               "): fix the data, or set data.non_finite: skip to leave such samples out"));
+      }
+      w.bad[pos] = 1;
+      w.anyBad = true;
+    }
+  }
+  fenceStreams();  // this thread's non-temporal stores land before the run counts as done
+}
+
 void BatchLoader::convertLoop() {
   try {
     const int64_t total = static_cast<int64_t>(order_.size());
     const int64_t n = source_.rowElements();
-    const int64_t* labels = source_.labels().data_ptr<int64_t>();
-    const Affine affine(norm_);
-    std::vector<char> bad;
     while (true) {
       Staged st;
       {
@@ -457,23 +513,8 @@ void BatchLoader::convertLoop() {
       float* x = w.buf.x.data_ptr<float>();
       int64_t* y = w.buf.y.data_ptr<int64_t>();
       if (!st.windowDone) {
-        const void* rows = staging_[st.staging].data_ptr();
-        const at::ScalarType type = source_.featureType();
-        for (size_t k = st.begin; k < st.end; ++k) {
-          const int64_t sample = w.sample(k);
-          const int64_t pos = w.position(k);
-          y[pos] = labels[sample];
-          if (!convert(rows, type, sample - st.runFirst, x + pos * n, n, affine, /*stream=*/true)) {
-            if (opt_.nonFinite == NonFinite::kError) {
-              throw DataError(concat("non-finite feature (NaN or Inf) at feature ",
-                                     firstNonFinite(rows, type, sample - st.runFirst, n), " of sample ", sample, " of ",
-                                     source_.name(), " (", source_.locate(sample),
-                                     "): fix the data, or set data.non_finite: skip to leave such samples out"));
-            }
-            if (bad.empty()) bad.assign(w.count, 0);
-            bad[pos] = 1;
-          }
-        }
+        convertRun(st);
+        st.mapped.reset();  // unmapped before its slot frees up
         {
           std::lock_guard<std::mutex> lock(mutex_);
           freeStaging_.push_back(st.staging);
@@ -490,10 +531,10 @@ void BatchLoader::convertLoop() {
         const int64_t b1 = std::min(b0 + opt_.batchSize, w.count);
         if (b1 - b0 < opt_.batchSize && opt_.dropLast && w.first + b1 == total) break;
         int64_t m = b1 - b0;
-        if (!bad.empty()) {
+        if (w.anyBad) {
           m = 0;
           for (int64_t p = b0; p < b1; ++p) {
-            if (bad[p]) {
+            if (w.bad[p]) {
               ++skipped_;
               continue;
             }
@@ -522,7 +563,6 @@ void BatchLoader::convertLoop() {
         }
         out.push_back(std::move(b));
       }
-      bad.clear();
       st.window.reset();  // only the batches keep the buffer busy now
       assembleSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       {

@@ -91,7 +91,7 @@ class BatchLoader {
   int64_t skippedNonFinite() const { return skipped_.load(); }  // in the stream since start()
   // Busy time of the two threads (reading; gathering and converting), for benchmarks.
   double readSeconds() const { return readSeconds_; }
-  double assembleSeconds() const { return assembleSeconds_; }
+  double assembleSeconds() const { return assembleSeconds_ + inlineConvertSeconds_; }
 
  private:
   struct Buffers {
@@ -102,6 +102,8 @@ class BatchLoader {
   struct Staged;
   void readLoop();
   void convertLoop();
+  // Converts a staged run's rows into their places in its window (either thread).
+  void convertRun(const Staged& st);
   Buffers freeBuffers(std::unique_lock<std::mutex>& lock);
 
   const SplitSource& source_;
@@ -129,6 +131,7 @@ class BatchLoader {
   std::atomic<int64_t> skipped_{0};
   double readSeconds_ = 0;      // written by the reader thread only
   double assembleSeconds_ = 0;  // written by the converter thread only
+  double inlineConvertSeconds_ = 0;  // the reader's share of converting (reader thread only)
 };
 
 }  // namespace forge::data

@@ -1,11 +1,16 @@
 #include "data/source.h"
 
+#include <fcntl.h>
 #include <glob.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
 #include "core/error.h"
+#include "core/names.h"
 #include "core/strings.h"
 #include "data/hdf5_file.h"
 
@@ -22,7 +27,28 @@ struct SplitSource::File {
   // read with H5Dread_chunk: the bytes straight into forge's buffer, without HDF5's
   // selection and conversion machinery.
   bool rawChunks = false;
+  // A contiguous dataset in the native type: the rows start at this file offset.
+  haddr_t contiguousAt = HADDR_UNDEF;
+  // Our own descriptor of the file for map(); -1 when its rows cannot be mapped.
+  int fd = -1;
+  ~File() {
+    if (fd >= 0) ::close(fd);
+  }
 };
+
+MappedRows::~MappedRows() {
+  if (base_ != nullptr) ::munmap(base_, length_);
+}
+
+MappedRows& MappedRows::operator=(MappedRows&& o) noexcept {
+  if (this != &o) {
+    if (base_ != nullptr) ::munmap(base_, length_);
+    base_ = std::exchange(o.base_, nullptr);
+    length_ = std::exchange(o.length_, 0);
+    rows_ = std::exchange(o.rows_, nullptr);
+  }
+  return *this;
+}
 
 SplitSource::~SplitSource() {
   std::lock_guard<std::mutex> lock(hdf5Mutex());
@@ -123,6 +149,13 @@ SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
       for (size_t d = 1; wholeRows && d < chunk.size(); ++d) wholeRows = chunk[d] == fi.dims[d];
       f->rawChunks = wholeRows && H5Pget_nfilters(dcpl.get()) == 0 && stored.valid() &&
                      H5Tequal(stored.get(), native) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr;
+    } else {
+      H5Id stored(H5Dget_type(f->features.get()));
+      hid_t native = type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+      if (stored.valid() && H5Tequal(stored.get(), native) > 0) f->contiguousAt = H5Dget_offset(f->features.get());
+    }
+    if ((f->rawChunks || f->contiguousAt != HADDR_UNDEF) && std::getenv(env::kNoMappedReads) == nullptr) {
+      f->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // -1: read() serves instead
     }
 
     at::Tensor labels = at::empty({f->rows}, at::kLong);
@@ -169,6 +202,43 @@ int64_t SplitSource::fileEnd(int fileIndex) const {
 std::string SplitSource::locate(int64_t sample) const {
   const File& f = *files_[fileOf(sample)];
   return concat("file '", f.path, "', dataset '", featuresName_, "', row ", sample - f.firstGlobal);
+}
+
+MappedRows SplitSource::map(int64_t first, int64_t count) const {
+  const File& f = *files_[fileOf(first)];
+  if (f.fd < 0 || count <= 0 || first - f.firstGlobal + count > f.rows) return {};
+  const int64_t row = first - f.firstGlobal;
+  const size_t bytes = static_cast<size_t>(count) * rowBytes();
+  haddr_t start = HADDR_UNDEF;
+  if (f.contiguousAt != HADDR_UNDEF) {
+    start = f.contiguousAt + static_cast<haddr_t>(row) * rowBytes();
+  } else {
+    // Every chunk the rows touch: unfiltered, whole, and right after the one before.
+    const int64_t c = static_cast<int64_t>(f.chunkRows);
+    const hsize_t chunkBytes = static_cast<hsize_t>(c) * rowBytes();
+    std::vector<hsize_t> offset(sampleShape_.size() + 1, 0);
+    haddr_t firstChunk = HADDR_UNDEF;
+    std::lock_guard<std::mutex> lock(hdf5Mutex());
+    for (int64_t k = row / c; k <= (row + count - 1) / c; ++k) {
+      offset[0] = static_cast<hsize_t>(k * c);
+      unsigned mask = 0;
+      haddr_t addr = HADDR_UNDEF;
+      hsize_t size = 0;
+      if (H5Dget_chunk_info_by_coord(f.features.get(), offset.data(), &mask, &addr, &size) < 0 || mask != 0 ||
+          addr == HADDR_UNDEF || size != chunkBytes) {
+        return {};
+      }
+      if (firstChunk == HADDR_UNDEF) firstChunk = addr;
+      if (addr != firstChunk + static_cast<haddr_t>(k - row / c) * chunkBytes) return {};
+    }
+    start = firstChunk + static_cast<haddr_t>(row % c) * rowBytes();
+  }
+  static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t aligned = static_cast<size_t>(start) / page * page;
+  const size_t lead = static_cast<size_t>(start) - aligned;
+  void* base = ::mmap(nullptr, lead + bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, f.fd, static_cast<off_t>(aligned));
+  if (base == MAP_FAILED) return {};
+  return MappedRows(base, lead + bytes, static_cast<const char*>(base) + lead);
 }
 
 void SplitSource::read(int64_t first, int64_t count, void* out) const {

@@ -29,6 +29,26 @@ struct SourceSpec {
   int64_t numClasses = 0;  // > 0: labels are checked against [0, numClasses)
 };
 
+// Stored rows mapped read-only from their file (SplitSource::map); unmapped when dropped.
+class MappedRows {
+ public:
+  MappedRows() = default;
+  MappedRows(void* base, size_t length, const void* rows) : base_(base), length_(length), rows_(rows) {}
+  ~MappedRows();
+  MappedRows(MappedRows&& o) noexcept { *this = std::move(o); }
+  MappedRows& operator=(MappedRows&& o) noexcept;
+  MappedRows(const MappedRows&) = delete;
+  MappedRows& operator=(const MappedRows&) = delete;
+
+  const void* rows() const { return rows_; }  // null: nothing mapped
+  explicit operator bool() const { return rows_ != nullptr; }
+
+ private:
+  void* base_ = nullptr;
+  size_t length_ = 0;
+  const void* rows_ = nullptr;
+};
+
 // A run of consecutive rows of one file: the unit of reading. Blocks are aligned to the
 // dataset's chunks and hold about 1 MiB, so a block read touches whole chunks only.
 struct Block {
@@ -59,6 +79,13 @@ class SplitSource {
   // Reads the features of samples [first, first + count) (which must lie in one file) into
   // `out`, in the stored type. Thread-safe (HDF5 calls are serialized).
   void read(int64_t first, int64_t count, void* out) const;
+  // The stored rows of samples [first, first + count) (in one file), mapped from the file
+  // with their pages populated in one call, when they lie in it exactly as read() would
+  // deliver them: unfiltered chunks of whole rows in the native type, back to back in the
+  // file (what forge's converters write), or a contiguous dataset. Empty otherwise, and
+  // with FORGE_NO_MAPPED_READS set; read() then copies them. Reading the page cache in
+  // place saves the copy read() makes. Thread-safe.
+  MappedRows map(int64_t first, int64_t count) const;
   // Index of the file that holds `sample`, and the last sample + 1 of that file.
   int fileOf(int64_t sample) const;
   int64_t fileEnd(int fileIndex) const;

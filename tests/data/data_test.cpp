@@ -397,3 +397,51 @@ TEST(Loader, WindowsAreWholeBatchesWithinTheBuffer) {
 
 }  // namespace
 }  // namespace forge::data
+
+namespace forge::data {
+namespace {
+
+// Mapped rows are the bytes read() copies: chunked files (forge's own) and contiguous ones
+// (h5py's default), runs that cross chunk boundaries and the last, partial chunk.
+TEST_F(DataTest, MappedRowsAreTheBytesReadCopies) {
+  writeSynthetic({1000, 24, 3, 2}, path("syn.h5"));
+  {
+    SplitSource syn({{path("syn.h5")}, "train", "features", "labels", 3});
+    std::vector<int64_t> all(1000);
+    std::iota(all.begin(), all.end(), 0);
+    at::Tensor x = readBatch(syn, {}, all).x.contiguous();
+    at::Tensor y = syn.labels().contiguous();
+    for (const char* name : {"chunked.h5", "contiguous.h5"}) {
+      H5Id file(H5Fcreate(path(name).c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+      createGroup(file.get(), "train");
+      if (std::string(name) == "chunked.h5") {  // 16 chunks of 64 rows, the last one partial
+        writeDataset(file.get(), "train/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {1000, 24}, 64, x.data_ptr());
+      } else {
+        hsize_t dims[2] = {1000, 24};
+        H5Id space(H5Screate_simple(2, dims, nullptr));
+        H5Id ds(H5Dcreate2(file.get(), "train/features", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                           H5P_DEFAULT));
+        ASSERT_GE(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data_ptr()), 0);
+      }
+      writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {1000}, 1000, y.data_ptr());
+    }
+  }
+  for (const char* name : {"chunked.h5", "contiguous.h5"}) {
+    SplitSource source({{path(name)}, "train", "features", "labels", 3});
+    for (auto [first, count] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {5, 300}, {64, 128}, {0, 1000}, {997, 3}}) {
+      MappedRows m = source.map(first, count);
+      ASSERT_TRUE(m) << name << " rows " << first << "+" << count;
+      std::vector<float> copied(count * 24);
+      source.read(first, count, copied.data());
+      EXPECT_EQ(std::memcmp(m.rows(), copied.data(), copied.size() * sizeof(float)), 0) << name << " " << first;
+    }
+    EXPECT_FALSE(source.map(990, 20)) << "rows past the end are not mapped";
+  }
+  setenv("FORGE_NO_MAPPED_READS", "1", 1);
+  SplitSource copyOnly({{path("chunked.h5")}, "train", "features", "labels", 3});
+  unsetenv("FORGE_NO_MAPPED_READS");
+  EXPECT_FALSE(copyOnly.map(0, 10));
+}
+
+}  // namespace
+}  // namespace forge::data
