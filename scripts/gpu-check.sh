@@ -6,7 +6,7 @@
 #
 # What the machine needs: CUDA, cmake, ninja (or make), a C++ compiler and a Python whose
 # torch is a CUDA build (forge builds against that torch's LibTorch). Open MPI, yaml-cpp,
-# HDF5, GoogleTest and the data come from the system when it has them, else from .deb files
+# HDF5, protobuf, GoogleTest and the data come from the system when it has them, else from .deb files
 # fetched beforehand with scripts/fetch-gpu-deps.sh and unpacked into a prefix here: no
 # network access is needed.
 #
@@ -63,15 +63,16 @@ cmake_args=()
 system_has() {
   command -v mpirun >/dev/null && command -v mpicc >/dev/null &&
     { [ -e /usr/include/hdf5/serial/hdf5.h ] || [ -e /usr/include/hdf5.h ]; } &&
-    [ -e /usr/include/yaml-cpp/yaml.h ] && [ -e /usr/include/gtest/gtest.h ] && [ -e /usr/include/zlib.h ]
+    [ -e /usr/include/yaml-cpp/yaml.h ] && [ -e /usr/include/gtest/gtest.h ] && [ -e /usr/include/zlib.h ] &&
+    command -v protoc >/dev/null && [ -e /usr/include/google/protobuf/message_lite.h ]
 }
 # FORGE_GPU_USE_DEBS=1 takes the .deb files even where the system has the packages (to
 # test that path on a machine with apt).
 if [ "${FORGE_GPU_USE_DEBS:-0}" != 1 ] && system_has; then
-  say "Open MPI, yaml-cpp, HDF5, GoogleTest and zlib come from the system"
+  say "Open MPI, yaml-cpp, HDF5, protobuf, GoogleTest and zlib come from the system"
 else
   compgen -G "$deps/*.deb" >/dev/null ||
-    die "this machine lacks Open MPI / yaml-cpp / HDF5 / GoogleTest headers and $deps holds no .deb files: run scripts/fetch-gpu-deps.sh on a Debian 12 machine with apt and copy $deps here (or pass --deps DIR)"
+    die "this machine lacks Open MPI / yaml-cpp / HDF5 / protobuf / GoogleTest headers and $deps holds no .deb files: run scripts/fetch-gpu-deps.sh on a Debian 12 machine with apt and copy $deps here (or pass --deps DIR)"
   prefix="$build/prefix"
   if [ ! -e "$prefix/.unpacked" ]; then
     say "unpacking $(ls "$deps"/*.deb | wc -l) .deb files from $deps into $prefix"
@@ -104,6 +105,9 @@ else
     -DHDF5_ROOT="$L/hdf5/serial" -DHDF5_NO_FIND_PACKAGE_CONFIG_FILE=ON
     -Dyaml-cpp_DIR="$L/cmake/yaml-cpp" -DGTest_DIR="$L/cmake/GTest"
     -DZLIB_INCLUDE_DIR="$P/include" -DZLIB_LIBRARY="$zlib_so"
+    -DProtobuf_PROTOC_EXECUTABLE="$P/bin/protoc" -DProtobuf_INCLUDE_DIR="$P/include"
+    -DProtobuf_LIBRARY="$L/libprotobuf.so" -DProtobuf_LITE_LIBRARY="$L/libprotobuf-lite.so"
+    -DProtobuf_PROTOC_LIBRARY="$L/libprotoc.so"
   )
   [ -d /usr/share/datasets/fashion-mnist ] || fashion_source="$P/share/datasets/fashion-mnist"
 fi
