@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -233,6 +234,10 @@ MappedRows SplitSource::map(int64_t first, int64_t count) const {
     }
     start = firstChunk + static_cast<haddr_t>(row % c) * rowBytes();
   }
+  // A file cut short since it was opened (rewritten in place) is read, not mapped: read()
+  // reports the problem, a mapping past the end would kill the process with SIGBUS.
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0 || static_cast<haddr_t>(st.st_size) < start + bytes) return {};
   static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   const size_t aligned = static_cast<size_t>(start) / page * page;
   const size_t lead = static_cast<size_t>(start) - aligned;
