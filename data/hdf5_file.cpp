@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 namespace forge::data {
@@ -21,8 +22,15 @@ H5Id openFileReadOnly(const std::string& path) {
   silenceHdf5Errors();
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    throw DataError(concat("cannot open data file '", path, "': ", std::strerror(errno),
-                        " (create it with 'forge data fashion-mnist --out ", path, "' or set data.path)"));
+    std::string where;
+    if (!path.empty() && path[0] != '/') {  // relative paths are taken from where forge runs
+      std::error_code ec;
+      where = concat(" in ", std::filesystem::current_path(ec).string());
+    }
+    throw DataError(concat("cannot open data file '", path, "'", where, ": ", std::strerror(errno), " (",
+                           where.empty() ? "" : "a relative data.path is read from the folder forge runs in; ",
+                           "create it with 'forge data fashion-mnist --out ", path,
+                           "' or another converter of `forge data --help`, or set data.path)"));
   }
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (id < 0) throw DataError(concat("cannot open data file '", path, "': not a readable HDF5 file"));

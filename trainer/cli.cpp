@@ -44,13 +44,15 @@ commands:
                          convert Fashion-MNIST (idx files) to forge's HDF5 layout
   data synthetic --out FILE.h5 --samples N --features D --classes C [--seed S]
                          write a learnable synthetic classification set
+  data from-npy --out FILE.h5 --train-features X.npy --train-labels Y.npy [...]
+                         NumPy arrays into forge's HDF5 layout
   train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]
                          train; alone, under `mpirun -np N`, or under `srun`
   eval CONFIG.yaml --checkpoint PATH [--set key=value ...] [--json]
                          eval-split loss and accuracy of a checkpoint, per class
   ckpt inspect PATH [--json]
                          what a checkpoint holds
-  plot RUN_DIR... [--out FILE.png]
+  plot RUN_DIR... [--out FILE.png] [--title TEXT] [--size WxH]
                          loss, accuracy, learning rate and throughput curves of
                          one run or several side by side, as a PNG (gnuplot)
 
@@ -122,6 +124,7 @@ Draws the curves of one run, or of several runs in one picture (one colour per r
 each RUN_DIR/metrics.csv: loss and accuracy per epoch (train solid, eval dashed; the
 training loss of the step records faint behind), learning rate and samples/s.
   --out FILE.png   default: RUN_DIR/curves.png for one run, ./curves.png for several
+                   (its folder is created when missing)
   --title TEXT     default: the run names
   --size WxH       pixels, default 1600x1000
 Needs gnuplot with the pngcairo terminal (Debian: gnuplot-nox).

@@ -208,18 +208,28 @@ void plotRuns(const PlotOptions& o) {
     rate.push_back(concat(ef, " using 1:7 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
                           label(r, "samples/s")));
   }
+  // Keys where the curves are not: losses fall (top right is free), accuracies and
+  // throughput sit high (bottom right), the cosine or step LR ends low (top right).
+  s << "set key top right\n";
   panel("loss (cross-entropy)", "loss", loss);
+  s << "set key bottom right\n";
   panel("accuracy", "%", acc);
-  s << "set format y '%g'\n";
+  s << "set key top right\nset format y '%g'\n";
   panel("learning rate", "lr", lr);
-  s << "set yrange [0:*]\n";
+  // From 0, with headroom above the highest point.
+  s << "set key bottom right\nset yrange [0:*]\nset offsets 0, 0, graph 0.12, 0\n";
   panel("throughput", "samples/s", rate);
   s << "unset multiplot\nset output\n";
 
   const fs::path script = tmp.path / "plot.gp";
   std::ofstream(script) << s.str();
+  // The output's folder is created; a place that cannot be written is the user's to fix.
   std::error_code ec;
   if (fs::path(o.out).has_parent_path()) fs::create_directories(fs::path(o.out).parent_path(), ec);
+  {
+    std::ofstream probe(o.out, std::ios::app);
+    if (!probe) throw ConfigError(concat("forge plot cannot write '", o.out, "': ", std::strerror(errno)));
+  }
   const fs::path errors = tmp.path / "gnuplot.err";
   int rc = runGnuplot(script, errors);
   std::ifstream errIn(errors);

@@ -376,9 +376,49 @@ void Trainer::resumeFrom() {
     log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
               ck.step > 0 ? ": the order of the rest of the interrupted epoch changes" : "");
   }
-  freshOrResumed_ = concat("resumed from ", path, " at epoch ", epoch_, " step ", step_, ", global step ",
+  // Epochs count from 1 here, as in the progress lines: "at epoch 4 step 0" is where epoch 4
+  // starts, after 3 complete ones.
+  freshOrResumed_ = concat("resumed from ", path, " at epoch ", epoch_ + 1, " step ", step_, ", global step ",
                            globalStep_);
-  log::info("ckpt", "resumed from ", path, " at epoch ", epoch_, " step ", step_, " (global step ", globalStep_, ")");
+  log::info("ckpt", "resumed from ", path, " at epoch ", epoch_ + 1, " step ", step_, " (global step ", globalStep_,
+            ")", step_ == 0 && epoch_ > 0 ? concat(": epoch ", epoch_, " is complete") : std::string());
+  warnIfScheduleChanged(ck);
+}
+
+// The learning rate is a pure function of the schedule's settings, the epochs and the steps
+// per epoch; a resume whose config changes any of them continues on another curve (raising
+// run.epochs stretches a cosine schedule, and the LR jumps back up). Said, not refused: it
+// may be what the user wants.
+void Trainer::warnIfScheduleChanged(const ckpt::Checkpoint& ck) const {
+  if (world_.rank != 0 || !ck.schedule.isGenericDict()) return;
+  auto saved = ck.schedule.toGenericDict();
+  auto savedLr = saved.find("lr");
+  if (savedLr == saved.end() || !savedLr->value().isDouble()) return;
+  const double before = savedLr->value().toDouble();
+  const double now = schedule_->at(globalStep_, epoch_);
+  if (std::fabs(now - before) <= 1e-12 * std::max(1.0, std::fabs(before))) return;
+  std::string changed;
+  auto differs = [&](const char* key, const c10::IValue& value) {
+    auto it = saved.find(key);
+    auto text = [](const c10::IValue& v) {
+      if (v.isDouble()) return jsonNumber(v.toDouble());
+      std::ostringstream os;
+      os << v;
+      return os.str();
+    };
+    if (it != saved.end() && !(it->value() == value)) {
+      changed += concat(changed.empty() ? "" : ", ", key, " ", text(it->value()), " -> ", text(value));
+    }
+  };
+  differs("epochs", cfg_.run.epochs);
+  differs("name", cfg_.schedule.name);
+  differs("base_lr", cfg_.optimizer.lr);
+  differs("warmup_steps", cfg_.schedule.warmupSteps);
+  differs("steps_per_epoch", stepsPerEpoch_);
+  differs("min_lr", cfg_.schedule.minLr);
+  log::warn("ckpt", "the learning-rate schedule differs from the checkpoint's",
+            changed.empty() ? std::string() : concat(" (", changed, ")"), ": the LR at the resumed step is ", now,
+            " instead of ", before, ", and the run continues on the new curve");
 }
 
 ckpt::Checkpoint Trainer::makeCheckpoint() const {
@@ -933,7 +973,9 @@ TrainSummary Trainer::run() {
   s.otherSeconds = std::max(0.0, s.seconds - s.computeSeconds - s.commSeconds - s.dataWaitSeconds -
                                      s.checkpointSeconds - s.evalSeconds);
   logEndSummary(s);
-  if (world_.rank == 0) writeSummaryJson(s);
+  // A session that trained nothing (the run was already complete) keeps the summary of the
+  // one that did.
+  if (world_.rank == 0 && s.epochsThisSession > 0) writeSummaryJson(s);
   return s;
 }
 

@@ -62,6 +62,7 @@ class Trainer {
  private:
   void prepareRunDir(const std::string& resume);
   void resumeFrom();
+  void warnIfScheduleChanged(const ckpt::Checkpoint& ck) const;
   void logStartupSummary() const;
   void logEndSummary(const TrainSummary& s) const;
   void writeSummaryJson(const TrainSummary& s) const;

@@ -75,7 +75,8 @@ h.check(js["epoch"] == 2 and js["world_size"] == 2 and any(t["name"] == "model_s
 # --resume auto continues at the next epoch.
 p = h.run(["train", cfg, "--set", "run.epochs=3", "--resume", "auto"], ranks=2)
 out = p.stdout
-h.check(re.search(r"resumed from \S*ckpt-e0002-s000000064\.pt at epoch 2 step 0", out) is not None,
+h.check(re.search(r"resumed from \S*ckpt-e0002-s000000064\.pt at epoch 3 step 0 \(global step 64\): epoch 2 is "
+                  r"complete", out) is not None,
         "--resume auto picks the newest checkpoint", out)
 h.check("epoch 3/3" in out and "epoch 1/3" not in out and "epoch 2/3" not in out,
         "training continues at epoch 3 only", out)

@@ -131,7 +131,8 @@ h.check(summary["epochs"] == 3 and summary["world_size"] == 2 and abs(sum(summar
 # --- Resume: sessions continue the files; a resume from an older checkpoint drops the
 # abandoned records from the metrics and from TensorBoard.
 p = h.run(["train", cfg, *log_every, "--set", "run.epochs=4", "--resume", "auto"], ranks=2)
-h.check("(resumed from run/checkpoints/ckpt-e0003-s000000141.pt at epoch 3 step 0, global step 141)" in p.stdout,
+h.check("(resumed from run/checkpoints/ckpt-e0003-s000000141.pt at epoch 4 step 0, global step 141)" in p.stdout
+        and "warning: the learning-rate schedule" not in p.stderr,
         "the startup summary says resumed, from where",
         p.stdout)
 h.check([r["epoch"] for r in read_jsonl(h.path("run", "metrics.jsonl")) if r["type"] == "epoch"] == [1, 2, 3, 4],
@@ -142,7 +143,9 @@ h.check("\n".join(l for l in logged.splitlines() if not l.startswith("[rank ")) 
         "forge.log: the second session follows the first")
 check_tensorboard("run", "resumed run")
 old = h.path("run", "checkpoints", "ckpt-e0002-s000000094.pt")
-h.run(["train", cfg, *log_every, "--set", "run.epochs=3", "--set", "optimizer.lr=0.02", "--resume", old], ranks=2)
+p = h.run(["train", cfg, *log_every, "--set", "run.epochs=3", "--set", "optimizer.lr=0.02", "--resume", old], ranks=2)
+h.check("warning: the learning-rate schedule differs from the checkpoint's (base_lr 0.05 -> 0.02)" in p.stderr,
+        "a resume whose config changes the schedule says so", p.stderr)
 records = read_jsonl(h.path("run", "metrics.jsonl"))
 h.check([r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2, 3]
         and [r["global_step"] for r in records if r["type"] == "step"] == list(range(10, 142, 10)),
