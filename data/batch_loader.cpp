@@ -452,7 +452,7 @@ void BatchLoader::readLoop() {
         }
         i = j;
       }
-      push(Staged{w, 0, 0, 0, -1, true});
+      push(Staged{w, 0, 0, 0, -1, true, nullptr});
     }
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
