@@ -12,6 +12,11 @@ namespace {
 std::mutex g_mutex;
 int g_rank = 0;
 int g_size = 1;
+// Whether this process is one rank of a job (setRank was called): only then do warnings
+// and errors name the rank; `forge plot` or `forge ckpt inspect` have none.
+bool g_ranked = false;
+
+std::string rankPrefix() { return g_ranked ? "[rank " + std::to_string(g_rank) + "] " : std::string(); }
 std::ofstream g_tee;
 std::vector<std::string> g_early;  // rank 0's lines before teeTo
 constexpr size_t kEarlyLines = 2000;
@@ -43,6 +48,7 @@ std::string prefix(const std::string& tag) {
 void setRank(int rank, int size) {
   std::lock_guard<std::mutex> lock(g_mutex);
   g_rank = rank;
+  g_ranked = true;
   g_size = size;
 }
 
@@ -91,7 +97,7 @@ void infoLine(const std::string& tag, const std::string& line) {
 
 void warnLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  std::string text = "[rank " + std::to_string(g_rank) + "] " + prefix(tag) + "warning: " + line + "\n";
+  std::string text = rankPrefix() + prefix(tag) + "warning: " + line + "\n";
   std::string shown = erase() + text;
   std::fwrite(shown.data(), 1, shown.size(), stderr);
   std::fflush(stderr);
@@ -101,7 +107,7 @@ void warnLine(const std::string& tag, const std::string& line) {
 
 void errorLine(const std::string& tag, const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  std::string text = "[rank " + std::to_string(g_rank) + "] " + prefix(tag) + line + "\n";
+  std::string text = rankPrefix() + prefix(tag) + line + "\n";
   std::string shown = erase() + text;
   std::fwrite(shown.data(), 1, shown.size(), stderr);
   std::fflush(stderr);

@@ -1,7 +1,7 @@
 // The one logging path: every line carries a tag and, where it matters, the rank.
 //   info()  progress and summaries, printed by rank 0 only, to stdout;
-//   warn()  from any rank, to stderr, prefixed "[rank R]";
-//   error() from any rank, to stderr, prefixed "[rank R]".
+//   warn()  from any rank, to stderr, prefixed "[rank R]" (once setRank has named the rank);
+//   error() from any rank, to stderr, prefixed "[rank R]" (likewise).
 // Thread-safe: a line is written whole.
 #pragma once
 

@@ -10,8 +10,10 @@ def expect_error(args, needle, ranks=2, rc=2, what=""):
     p = h.run(args, ranks=ranks, expect_rc=None)
     err = p.stderr
     h.check(p.returncode == rc, f"{what}: exit code {rc} (got {p.returncode})", err)
-    for r in range(max(ranks, 1)):
+    for r in range(ranks):
         h.check(f"[rank {r}] " in err and needle in err, f"{what}: rank {r} says \"{needle}\"", err)
+    if ranks == 0:  # a lone process, before any MPI: no rank to name
+        h.check(needle in err and "[rank" not in err, f"{what}: says \"{needle}\" without a rank prefix", err)
     h.check("frame #" not in err and "terminate called" not in err and "Traceback" not in err,
             f"{what}: no stack dump", err)
     h.check("MPI_ABORT" not in err, f"{what}: a clean stop, not an abort", err)
