@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/strings.h"
 
 namespace forge::train {
@@ -101,8 +102,10 @@ void plotRuns(const PlotOptions& o) {
   std::vector<fs::path> epochFiles, stepFiles;
   std::vector<bool> hasSteps;
   double lastEpoch = 1;
-  for (size_t r = 0; r < o.runDirs.size(); ++r) {
-    const fs::path dir = o.runDirs[r];
+  std::vector<std::string> runs;  // the run dirs drawn, in order
+  for (const auto& runDir : o.runDirs) {
+    const size_t r = runs.size();
+    const fs::path dir = runDir;
     MetricsTable t = readMetricsCsv((dir / "metrics.csv").string());
     for (const char* need : {"type", "epoch", "step"}) {
       if (t.column(need) < 0) throw ConfigError(concat((dir / "metrics.csv").string(), " has no '", need, "' column"));
@@ -123,8 +126,12 @@ void plotRuns(const PlotOptions& o) {
              << cell(t, row, "lr") << " " << cell(t, row, "samples_per_s") << "\n";
     }
     if (nEpochs == 0) {
-      throw ConfigError(concat((dir / "metrics.csv").string(), " holds no epoch record yet (the first epoch of ",
-                               dir.string(), " has not finished)"));
+      const std::string why = concat((dir / "metrics.csv").string(), " holds no epoch record yet (the first epoch of ",
+                                     dir.string(), " has not finished)");
+      // Beside other runs, one that has just started is left out; alone, there is nothing to draw.
+      if (o.runDirs.size() == 1) throw ConfigError(why);
+      log::warn("plot", why, ": left out of the picture");
+      continue;
     }
     steps << "# epoch_position train_loss lr\n";
     int nSteps = 0;
@@ -144,13 +151,15 @@ void plotRuns(const PlotOptions& o) {
     std::string name = fs::absolute(dir).lexically_normal().filename().string();
     if (name.empty()) name = fs::absolute(dir).lexically_normal().parent_path().filename().string();
     names.push_back(name);
+    runs.push_back(runDir);
   }
+  if (runs.empty()) throw ConfigError("none of the run dirs holds an epoch record yet: nothing to draw");
   // Two runs of the same name (a/run, b/run) are told apart by their full paths.
   for (size_t i = 0; i < names.size(); ++i) {
     for (size_t j = i + 1; j < names.size(); ++j) {
       if (names[i] == names[j]) {
-        names[i] = o.runDirs[i];
-        names[j] = o.runDirs[j];
+        names[i] = runs[i];
+        names[j] = runs[j];
       }
     }
   }
@@ -178,13 +187,13 @@ void plotRuns(const PlotOptions& o) {
     for (size_t i = 0; i < parts.size(); ++i) s << (i ? ", \\\n     " : "") << parts[i];
     s << "\n";
   };
-  const bool several = o.runDirs.size() > 1;
+  const bool several = runs.size() > 1;
   auto label = [&](size_t r, const std::string& what) {
     return gnuplotQuote(several ? names[r] + " " + what : what);
   };
   auto color = [&](size_t r) { return std::string(kColors[r % (sizeof kColors / sizeof *kColors)]); };
   std::vector<std::string> loss, acc, lr, rate;
-  for (size_t r = 0; r < o.runDirs.size(); ++r) {
+  for (size_t r = 0; r < runs.size(); ++r) {
     const std::string ef = gnuplotQuote(epochFiles[r].string());
     const std::string sf = gnuplotQuote(stepFiles[r].string());
     const std::string faint = "#B0" + color(r).substr(1);  // alpha: step records behind the epochs

@@ -209,6 +209,14 @@ p = h.run(["plot", "run", "bar", "--out", "both/compare.png", "--size", "1200x80
 size = png_size(h.path("both", "compare.png"))
 h.check(size == (1200, 800) and os.path.getsize(h.path("both", "compare.png")) > 30000,
         "forge plot with two run dirs writes one PNG of the requested size", p.stdout)
+os.makedirs(h.path("starting"))
+with open(h.path("starting", "metrics.csv"), "w") as f:
+    f.write(",".join(EPOCH_FIELDS) + "\nstep,1,10,10,1.7e9,0.5,0.8,,,0.1,100,0,0,0.1\n")
+p = h.run(["plot", "run", "starting", "--out", "with_starting.png"])
+h.check(png_size(h.path("with_starting.png")) == (1600, 1000) and "left out of the picture" in p.stderr,
+        "beside other runs, a run without a finished epoch is left out with a warning", p.stderr)
+p = h.run(["plot", "starting"], expect_rc=2)
+h.check("holds no epoch record yet" in p.stderr, "alone, it is an error that says why", p.stderr)
 p = h.run(["plot", "nowhere"], expect_rc=2)
 h.check("nowhere/metrics.csv" in p.stderr, "forge plot on a folder without metrics says so", p.stderr)
 
