@@ -3,17 +3,18 @@
 //   raw      H5Dread of train/features front to back in 8 MiB hyperslabs into one buffer
 //   loader   forge's SplitSource + DistributedSampler (shuffled) + BatchLoader, one rank,
 //            every batch taken: reading, shuffling, converting to normalized float32
-// Both run warm (the file in the page cache, the raw read first and last); the ratio is
-// loader bytes/s over the mean of the two raw runs. Peak RSS is the process's high-water
-// mark (getrusage) after the loader has streamed the whole epoch.
+// Both run warm (the file in the page cache), alternating for --rounds rounds (3); the
+// ratio is the loader's median bytes/s over the raw read's median. Peak RSS is the
+// process's high-water mark (getrusage) after the loader has streamed whole epochs.
 //
 // With --cold 1 the page cache is emptied before each timed read (root only), so both read
-// from storage.
+// from storage (1 round unless --rounds says more).
 //
-//   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64] [--cold 1]
+//   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64] [--cold 1] [--rounds N]
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
   double gib = 4;
   int64_t batch = 64;
   double bufferMb = 64;
+  int rounds = 0;  // 0: 3 warm, 1 cold
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--file") file = argv[i + 1];
@@ -85,6 +87,7 @@ int main(int argc, char** argv) {
     else if (k == "--batch") batch = std::stoll(argv[i + 1]);
     else if (k == "--buffer-mb") bufferMb = std::stod(argv[i + 1]);
     else if (k == "--cold") gCold = std::string(argv[i + 1]) == "1";
+    else if (k == "--rounds") rounds = std::stoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -107,10 +110,9 @@ int main(int argc, char** argv) {
   }
   std::printf("peak RSS before streaming  %.0f MiB  (LibTorch and HDF5 loaded%s)\n", peakRssMiB(),
               remake ? ", the file just written" : "");
+  if (rounds <= 0) rounds = gCold ? 1 : 3;
   int64_t bytes = 0;
-  double raw1 = rawRead(file, bytes);  // also warms the page cache
-  if (!gCold) raw1 = rawRead(file, bytes);
-  std::printf("raw HDF5 sequential read   %.0f MiB/s  (%.2f GiB)\n", raw1 / (1 << 20), bytes / double(1ull << 30));
+  if (!gCold) rawRead(file, bytes);  // warms the page cache
 
   data::SplitSource source({{file}, "train", "features", "labels", 10});
   const int64_t window = data::windowFor(static_cast<size_t>(bufferMb * (1 << 20)), source.rowElements() * sizeof(float), batch);
@@ -118,26 +120,43 @@ int main(int argc, char** argv) {
   data::LoaderOptions o;
   o.batchSize = batch;
   o.window = window;
-  data::BatchLoader loader(source, data::Normalization{1.0, {0.1}, {2.0}}, o);
-  std::vector<int64_t> order = sampler.indices();
-  maybeDropCaches();
-  auto start = Clock::now();
-  loader.start(std::move(order));
+  // This machine's memory bandwidth drifts from minute to minute: the two sides alternate,
+  // round by round, and the ratio is of their medians.
+  std::vector<double> raws, loaders;
   int64_t got = 0;
-  while (auto b = loader.next()) got += b->y.size(0);
-  double loaderRate = static_cast<double>(got) * source.rowBytes() / seconds(start);
+  double busyRead = 0, busyConvert = 0;
+  for (int round = 0; round < rounds; ++round) {
+    raws.push_back(rawRead(file, bytes));
+    data::BatchLoader loader(source, data::Normalization{1.0, {0.1}, {2.0}}, o);
+    sampler.setEpoch(round);
+    std::vector<int64_t> order = sampler.indices();
+    maybeDropCaches();
+    auto start = Clock::now();
+    loader.start(std::move(order));
+    got = 0;
+    while (auto b = loader.next()) got += b->y.size(0);
+    loaders.push_back(static_cast<double>(got) * source.rowBytes() / seconds(start));
+    busyRead = loader.readSeconds();
+    busyConvert = loader.assembleSeconds();
+    std::printf("round %d: raw HDF5 sequential read %.0f MiB/s, forge loader %.0f MiB/s (%.2fx); loader threads "
+                "busy: reading %.2f s, converting %.2f s, of %.2f s\n",
+                round + 1, raws.back() / (1 << 20), loaders.back() / (1 << 20), loaders.back() / raws.back(), busyRead,
+                busyConvert, static_cast<double>(got) * source.rowBytes() / loaders.back());
+    std::fflush(stdout);
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
   double rss = peakRssMiB();
-  double raw2 = rawRead(file, bytes);
-  std::printf("raw HDF5 sequential read   %.0f MiB/s  (again, after the loader)\n", raw2 / (1 << 20));
-  std::printf("forge loader               %.0f MiB/s  (%lld samples, batch %lld, shuffled, normalized float32; "
-              "%lld reads for %lld rows)\n",
-              loaderRate / (1 << 20), static_cast<long long>(got), static_cast<long long>(batch),
-              static_cast<long long>(loader.readCalls()), static_cast<long long>(loader.rowsRead()));
-  std::printf("  loader threads busy: reading %.2f s, gathering + converting %.2f s, of %.2f s\n", loader.readSeconds(),
-              loader.assembleSeconds(), static_cast<double>(got) * source.rowBytes() / loaderRate);
+  std::printf("raw HDF5 sequential read   %.0f MiB/s  (%.2f GiB, median of %d)\n", median(raws) / (1 << 20),
+              bytes / double(1ull << 30), rounds);
+  std::printf("forge loader               %.0f MiB/s  (median of %d; %lld samples, batch %lld, shuffled, normalized "
+              "float32)\n",
+              median(loaders) / (1 << 20), rounds, static_cast<long long>(got), static_cast<long long>(batch));
   std::printf("peak RSS                   %.0f MiB  (read buffer %.0f MiB, file %.2f GiB)\n", rss, bufferMb,
               bytes / double(1ull << 30));
-  std::printf("ratio loader/raw = %.2f\n", loaderRate / ((raw1 + raw2) / 2));
+  std::printf("ratio loader/raw = %.2f\n", median(loaders) / median(raws));
   std::printf("peak rss MiB = %.0f\n", rss);
   return got == source.size() ? 0 : 1;
 }
