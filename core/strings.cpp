@@ -1,6 +1,7 @@
 #include "core/strings.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 namespace forge {
@@ -71,6 +72,10 @@ std::string formatDuration(double seconds) {
     std::snprintf(buf, sizeof buf, "%dh%02dm%02ds", s / 3600, (s / 60) % 60, s % 60);
   }
   return buf;
+}
+
+double unixSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string dimsText(const std::vector<int64_t>& dims) {

@@ -18,6 +18,9 @@ std::vector<std::string> split(const std::string& text, char sep);
 // "1234567" -> "1,234,567"
 std::string withThousands(long long value);
 
+// Wall-clock seconds since the Unix epoch (metrics records, TensorBoard events).
+double unixSeconds();
+
 // Seconds as "1h02m03s" / "2m05s" / "4.2s".
 std::string formatDuration(double seconds);
 

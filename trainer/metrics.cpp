@@ -5,6 +5,7 @@
 #include <fstream>
 #include <regex>
 
+#include "checkpoint/atomic_file.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
@@ -131,16 +132,12 @@ void trimMetricsFile(const std::string& path, int64_t globalStep) {
     kept += line + "\n";
   }
   in.close();
-  // Into a temporary file renamed over the old one: a crash meanwhile loses nothing.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << kept;
-    if (!out.flush()) throw Error(concat("cannot write '", tmp, "' (disk full?)"));
+  // Replaced atomically: a crash meanwhile loses nothing.
+  try {
+    ckpt::writeFileAtomically(path, std::vector<char>(kept.begin(), kept.end()));
+  } catch (const CheckpointError& e) {
+    throw Error(e.what());  // a metrics file, not a checkpoint: exit 1 as for the other metrics I/O
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error(concat("cannot rename '", tmp, "' to '", path, "': ", ec.message()));
 }
 
 }  // namespace forge::train

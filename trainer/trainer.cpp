@@ -21,6 +21,7 @@
 #include "distributed/device.h"
 #include "distributed/replicas.h"
 #include "trainer/guards.h"
+#include "checkpoint/atomic_file.h"
 #include "checkpoint/python_state_dict.h"
 #include "trainer/metrics.h"
 #include "trainer/preemption.h"
@@ -42,9 +43,6 @@ std::string hex16(uint64_t v) {
   return buf;
 }
 
-double unixSeconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Dropout and other random layers draw from a per-rank stream: ranks must not drop the
 // same units, and the stream must be reproducible from (seed, rank).
@@ -881,19 +879,12 @@ void Trainer::writeSummaryJson(const TrainSummary& s) const {
                          jsonNumber(s.commSeconds), ", \"data_wait\": ", jsonNumber(s.dataWaitSeconds),
                          ", \"checkpoint\": ", jsonNumber(s.checkpointSeconds), ", \"evaluation\": ",
                          jsonNumber(s.evalSeconds), ", \"other\": ", jsonNumber(s.otherSeconds), "}\n}\n");
-  const fs::path path = fs::path(cfg_.run.dir) / "summary.json";
-  const fs::path tmp = fs::path(cfg_.run.dir) / "summary.json.tmp";
-  {
-    std::ofstream out(tmp);
-    out << j;
-    if (!out.flush()) {
-      log::warn("train", "cannot write ", tmp.string(), " (disk full?): no summary.json this time");
-      return;
-    }
+  const std::string path = (fs::path(cfg_.run.dir) / "summary.json").string();
+  try {
+    ckpt::writeFileAtomically(path, std::vector<char>(j.begin(), j.end()));
+  } catch (const CheckpointError& e) {
+    log::warn("train", e.what(), ": no summary.json this time");
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) log::warn("train", "cannot rename ", tmp.string(), ": ", ec.message());
 }
 
 // Test-only fault injection (env::kFaultStallRank / kFaultStallStep): the named rank stops

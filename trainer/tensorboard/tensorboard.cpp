@@ -4,7 +4,6 @@
 
 #include <array>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "event.pb.h"  // generated from event.proto
 
 namespace forge::train {
@@ -28,10 +28,6 @@ std::array<uint32_t, 256> makeTable() {
     t[i] = c;
   }
   return t;
-}
-
-double nowSeconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -88,7 +84,8 @@ void dropEventsAfter(const std::string& dir, int64_t step) {
       at += size;
     }
     if (!dropped) continue;
-    // Not named *tfevents*: TensorBoard must never read a half-written copy.
+    // Not ckpt::writeFileAtomically, whose temporary file keeps the target's name in its
+    // own: TensorBoard reads every file named *tfevents*, half-written copies included.
     const std::string tmp = (entry.path().parent_path() / ".forge-rewrite.tmp").string();
     {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -106,7 +103,7 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir, int64_t firstStep) 
   if (ec) throw Error(concat("cannot create the TensorBoard folder '", dir, "': ", ec.message()));
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  const double now = nowSeconds();
+  const double now = unixSeconds();
   const std::string base = (std::filesystem::path(dir) /
                             concat("events.out.tfevents.", static_cast<int64_t>(now), ".", host, ".", getpid()))
                                .string();
