@@ -4,7 +4,6 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <map>
 
 #include "checkpoint/atomic_file.h"
 #include "checkpoint/torch_zip.h"
@@ -31,11 +30,7 @@ uint32_t crcOf(const void* data, size_t n) {
   return static_cast<uint32_t>(crc);
 }
 
-// CRCs computed ahead (while a save writes the same tensors), by data pointer and size.
-using CrcCache = std::map<std::pair<const void*, size_t>, uint32_t>;
-
 struct Hasher {
-  const CrcCache* cache = nullptr;
   uint64_t h = 1469598103934665603ULL;
   void bytes(const void* data, size_t n) {
     const auto* p = static_cast<const unsigned char*>(data);
@@ -50,14 +45,7 @@ struct Hasher {
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     for (auto d : c.sizes()) integer(d);
     text(std::string(c10::toString(c.scalar_type())));
-    uint32_t crc = 0;
-    auto cached = cache != nullptr ? cache->find({c.data_ptr(), c.nbytes()}) : CrcCache::const_iterator();
-    if (cache != nullptr && cached != cache->end()) {
-      crc = cached->second;
-    } else {
-      crc = crcOf(c.data_ptr(), c.nbytes());
-    }
-    integer(static_cast<int64_t>(crc));
+    integer(static_cast<int64_t>(crcOf(c.data_ptr(), c.nbytes())));
   }
   // Tensors inside any nesting of dicts and lists (the optimizer state); scalars by value.
   void ivalue(const IValue& v) {
@@ -83,9 +71,8 @@ struct Hasher {
   }
 };
 
-uint64_t checksumOf(const Checkpoint& ck, const CrcCache* cache = nullptr) {
+uint64_t checksumOf(const Checkpoint& ck) {
   Hasher h;
-  h.cache = cache;
   for (const auto& [name, t] : ck.modelState) {
     h.text(name);
     h.tensor(t);
@@ -121,18 +108,6 @@ const std::string& stringField(const GenericDict& d, const char* key, const std:
   const IValue& v = field(d, key, source);
   if (!v.isString()) throw CheckpointError(concat("checkpoint '", source, "': '", key, "' is not a string"));
   return v.toStringRef();
-}
-
-// Every tensor the checksum covers: the model's, those inside the optimizer state, the
-// generator states.
-void collectTensors(const IValue& v, std::vector<at::Tensor>& out) {
-  if (v.isTensor()) {
-    out.push_back(v.toTensor());
-  } else if (v.isGenericDict()) {
-    for (const auto& kv : v.toGenericDict()) collectTensors(kv.value(), out);
-  } else if (v.isList()) {
-    for (const auto& e : v.toListRef()) collectTensors(e, out);
-  }
 }
 
 IValue toIValueWith(const Checkpoint& ck, int64_t checksum) {
@@ -237,21 +212,13 @@ Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
 
 void save(const Checkpoint& ck, const std::string& path) {
   // The checksum sits in data.pkl, which the archive holds after the tensors: a second
-  // thread computes the tensors' CRCs while they are written, and the checksum goes into
-  // the dict before it is pickled. The save then costs the write, not a read pass more.
+  // thread computes it while the tensors are written, and it goes into the dict before the
+  // dict is pickled. The save then costs the write, not a read pass more.
   IValue value = toIValueWith(ck, 0);
-  std::vector<at::Tensor> tensors;
-  for (const auto& [name, t] : ck.modelState) tensors.push_back(t);
-  collectTensors(ck.optimizerState, tensors);
-  for (const auto& r : ck.rngStates) tensors.push_back(r);
-  CrcCache cache;
-  auto alongside = [&] {
-    for (const auto& t : tensors) {
-      if (t.device().is_cpu() && t.is_contiguous()) cache[{t.data_ptr(), t.nbytes()}] = crcOf(t.data_ptr(), t.nbytes());
-    }
-  };
+  uint64_t checksum = 0;
+  auto alongside = [&] { checksum = checksumOf(ck); };
   auto final = [&] {
-    value.toGenericDict().insert_or_assign("checksum", static_cast<int64_t>(checksumOf(ck, &cache)));
+    value.toGenericDict().insert_or_assign("checksum", static_cast<int64_t>(checksum));
     return value;
   };
   writeFileAtomically(path, [&](const ByteSink& sink) { writeTorchZip(value, sink, alongside, final); });
