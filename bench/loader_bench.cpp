@@ -3,7 +3,7 @@
 //   raw      H5Dread of train/features front to back in 8 MiB hyperslabs into one buffer
 //   loader   forge's SplitSource + DistributedSampler (shuffled) + BatchLoader, one rank,
 //            every batch taken: reading, shuffling, converting to normalized float32
-// Both run warm (the file in the page cache), alternating for --rounds rounds (3); the
+// Both run warm (the file in the page cache), alternating for --rounds rounds (5); the
 // ratio is the loader's median bytes/s over the raw read's median. Peak RSS is the
 // process's high-water mark (getrusage) after the loader has streamed whole epochs.
 //
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   double gib = 4;
   int64_t batch = 64;
   double bufferMb = 64;
-  int rounds = 0;  // 0: 3 warm, 1 cold
+  int rounds = 0;  // 0: 5 warm, 1 cold
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--file") file = argv[i + 1];
@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
   }
   std::printf("peak RSS before streaming  %.0f MiB  (LibTorch and HDF5 loaded%s)\n", peakRssMiB(),
               remake ? ", the file just written" : "");
-  if (rounds <= 0) rounds = gCold ? 1 : 3;
+  if (rounds <= 0) rounds = gCold ? 1 : 5;
   int64_t bytes = 0;
   if (!gCold) rawRead(file, bytes);  // warms the page cache
 
@@ -156,6 +156,10 @@ int main(int argc, char** argv) {
               median(loaders) / (1 << 20), rounds, static_cast<long long>(got), static_cast<long long>(batch));
   std::printf("peak RSS                   %.0f MiB  (read buffer %.0f MiB, file %.2f GiB)\n", rss, bufferMb,
               bytes / double(1ull << 30));
+  std::vector<double> ratios;
+  for (size_t i = 0; i < raws.size(); ++i) ratios.push_back(loaders[i] / raws[i]);
+  std::printf("round ratios               %.2fx to %.2fx\n", *std::min_element(ratios.begin(), ratios.end()),
+              *std::max_element(ratios.begin(), ratios.end()));
   std::printf("ratio loader/raw = %.2f\n", median(loaders) / median(raws));
   std::printf("peak rss MiB = %.0f\n", rss);
   return got == source.size() ? 0 : 1;

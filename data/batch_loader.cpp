@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstring>
 
+#include <pthread.h>
+#include <sched.h>
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -52,6 +55,21 @@ int64_t windowFor(size_t bufferBytes, size_t rowBytes, int64_t batchSize) {
   return std::max(batchSize, k / batchSize * batchSize);
 }
 
+// out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
+struct Affine {
+  std::vector<float> a, b;
+  // The same a and b for every feature (one mean and std, the common case): the vector
+  // loops then keep them in registers instead of loading two more values per value.
+  bool uniform = true;
+  explicit Affine(const ExpandedNormalization& nm) : a(nm.mean.size()), b(nm.mean.size()) {
+    for (size_t j = 0; j < a.size(); ++j) {
+      a[j] = nm.scale * nm.invStd[j];
+      b[j] = -nm.mean[j] * nm.invStd[j];
+      uniform = uniform && a[j] == a[0] && b[j] == b[0];
+    }
+  }
+};
+
 namespace {
 
 // Sorted, unique sample indices and where each lands in the read buffer.
@@ -96,21 +114,6 @@ int64_t firstNonFinite(const void* base, at::ScalarType type, int64_t r, int64_t
 }
 
 
-// out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
-struct Affine {
-  std::vector<float> a, b;
-  // The same a and b for every feature (one mean and std, the common case): the vector
-  // loops then keep them in registers instead of loading two more values per value.
-  bool uniform = true;
-  explicit Affine(const ExpandedNormalization& nm) : a(nm.mean.size()), b(nm.mean.size()) {
-    for (size_t j = 0; j < a.size(); ++j) {
-      a[j] = nm.scale * nm.invStd[j];
-      b[j] = -nm.mean[j] * nm.invStd[j];
-      uniform = uniform && a[j] == a[0] && b[j] == b[0];
-    }
-  }
-};
-
 // Converts one row; returns false when a value is not finite. NaN and Inf stay non-finite
 // through the affine map, so the check reads the output's exponent bits (all ones) in the
 // same pass. An integer OR reduction keeps the loop vectorized (a float sum would not be).
@@ -145,12 +148,11 @@ FORGE_CLONES bool convertF64(const double* in, float* out, int64_t n, const floa
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// The same conversion with AVX2 and non-temporal stores: the converted rows go to a window
-// buffer far larger than the caches and are read back only later, so writing around the
-// caches saves the read-for-ownership of every line (the loader's largest memory cost).
-// `out` must be 32-byte aligned; the caller checks, and fences before handing rows out.
-__attribute__((target("avx2,fma"))) bool streamF32(const float* in, float* out, int64_t n, const float* a,
-                                                   const float* b, bool uniform) {
+// The conversion with AVX2 and FMA, one multiply-add per value. With one mean and std for
+// every feature (the common case) a and b stay in registers instead of being loaded for
+// each value.
+__attribute__((target("avx2,fma"))) bool convertF32Fma(const float* in, float* out, int64_t n, const float* a,
+                                                       const float* b, bool uniform) {
   const __m256i expMask = _mm256_set1_epi32(0x7f800000);
   __m256i bad = _mm256_setzero_si256();
   int64_t j = 0;
@@ -158,14 +160,14 @@ __attribute__((target("avx2,fma"))) bool streamF32(const float* in, float* out, 
     const __m256 va = _mm256_set1_ps(a[0]), vb = _mm256_set1_ps(b[0]);
     for (; j + 8 <= n; j += 8) {
       __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(in + j), va, vb);
-      _mm256_stream_ps(out + j, v);
+      _mm256_storeu_ps(out + j, v);
       __m256i e = _mm256_and_si256(_mm256_castps_si256(v), expMask);
       bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(e, expMask));
     }
   }
   for (; j + 8 <= n; j += 8) {
     __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(in + j), _mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j));
-    _mm256_stream_ps(out + j, v);
+    _mm256_storeu_ps(out + j, v);
     __m256i e = _mm256_and_si256(_mm256_castps_si256(v), expMask);
     bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(e, expMask));
   }
@@ -173,41 +175,36 @@ __attribute__((target("avx2,fma"))) bool streamF32(const float* in, float* out, 
   return convertRowImpl(in + j, out + j, n - j, a + j, b + j) && ok;
 }
 
-__attribute__((target("avx2,fma"))) void streamU8(const uint8_t* in, float* out, int64_t n, const float* a,
-                                                  const float* b, bool uniform) {
+__attribute__((target("avx2,fma"))) void convertU8Fma(const uint8_t* in, float* out, int64_t n, const float* a,
+                                                      const float* b, bool uniform) {
   int64_t j = 0;
   if (uniform) {
     const __m256 va = _mm256_set1_ps(a[0]), vb = _mm256_set1_ps(b[0]);
     for (; j + 8 <= n; j += 8) {
       __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j));
       __m256 raw = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
-      _mm256_stream_ps(out + j, _mm256_fmadd_ps(raw, va, vb));
+      _mm256_storeu_ps(out + j, _mm256_fmadd_ps(raw, va, vb));
     }
   }
   for (; j + 8 <= n; j += 8) {
     __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j));
     __m256 raw = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
-    _mm256_stream_ps(out + j, _mm256_fmadd_ps(raw, _mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)));
+    _mm256_storeu_ps(out + j, _mm256_fmadd_ps(raw, _mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)));
   }
   convertRowImpl(in + j, out + j, n - j, a + j, b + j);
 }
 
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-inline void fenceStreams() { _mm_sfence(); }
-#else
-const bool kHaveAvx2 = false;
-inline void fenceStreams() {}
+const bool kHaveFma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
 
 // Row r of stored rows at `base` (type `type`, n values a row) into `out`, normalized.
-bool convert(const void* base, at::ScalarType type, int64_t r, float* out, int64_t n, const Affine& f,
-             bool stream = false) {
-  stream = stream && kHaveAvx2 && reinterpret_cast<uintptr_t>(out) % 32 == 0;
+// False when a value is not finite.
+bool convert(const void* base, at::ScalarType type, int64_t r, float* out, int64_t n, const Affine& f) {
   switch (type) {
     case at::kByte: {
       const uint8_t* in = static_cast<const uint8_t*>(base) + r * n;
 #if defined(__x86_64__) && defined(__GNUC__)
-      if (stream) return streamU8(in, out, n, f.a.data(), f.b.data(), f.uniform), true;
+      if (kHaveFma) return convertU8Fma(in, out, n, f.a.data(), f.b.data(), f.uniform), true;
 #endif
       convertU8(in, out, n, f.a.data(), f.b.data());
       return true;  // always finite
@@ -215,7 +212,7 @@ bool convert(const void* base, at::ScalarType type, int64_t r, float* out, int64
     case at::kFloat: {
       const float* in = static_cast<const float*>(base) + r * n;
 #if defined(__x86_64__) && defined(__GNUC__)
-      if (stream) return streamF32(in, out, n, f.a.data(), f.b.data(), f.uniform);
+      if (kHaveFma) return convertF32Fma(in, out, n, f.a.data(), f.b.data(), f.uniform);
 #endif
       return convertF32(in, out, n, f.a.data(), f.b.data());
     }
@@ -277,9 +274,17 @@ Batch readBatch(const SplitSource& source, const Normalization& norm, const std:
 }
 
 BatchLoader::BatchLoader(const SplitSource& source, Normalization norm, LoaderOptions options)
-    : source_(source), norm_(expandNormalization(norm, source.sampleShape())), opt_(options) {
+    : source_(source),
+      norm_(expandNormalization(norm, source.sampleShape())),
+      affine_(std::make_shared<const Affine>(norm_)),
+      opt_(options) {
   FORGE_CHECK(opt_.batchSize > 0, "batch size must be positive");
   opt_.prefetch = std::max<size_t>(1, opt_.prefetch);
+  // Batches ahead of the caller: enough that a wake of the caller hands it a run of them,
+  // few enough to stay in cache (about 8 MiB), and never fewer than `prefetch`.
+  const int64_t batchBytes = opt_.batchSize * source_.rowElements() * static_cast<int64_t>(sizeof(float));
+  aheadLimit_ = std::max<int64_t>(static_cast<int64_t>(opt_.prefetch),
+                                  std::clamp<int64_t>((8 << 20) / std::max<int64_t>(1, batchBytes), 2, 16));
   opt_.window = std::max(opt_.batchSize, opt_.window / opt_.batchSize * opt_.batchSize);
 }
 
@@ -297,7 +302,9 @@ void BatchLoader::stop() {
   cv_.notify_all();
   if (reader_.joinable()) reader_.join();
   std::lock_guard<std::mutex> lock(mutex_);
-  batches_.clear();
+  windows_.clear();
+  windowsHeld_ = 0;
+  ahead_ = 0;
   stopRequested_ = false;
   readerDone_ = true;
   error_ = nullptr;
@@ -316,307 +323,316 @@ void BatchLoader::start(std::vector<int64_t> order, int64_t skip) {
   reader_ = std::thread(&BatchLoader::readLoop, this);
 }
 
-// A window buffer nobody else references (the batches handed out are views into it), or a
-// new one. Two exist normally; a caller that keeps batches of older windows alive gets more
-// rather than a deadlock.
-BatchLoader::Buffers BatchLoader::freeBuffers(std::unique_lock<std::mutex>& lock) {
-  const int64_t n = source_.rowElements();
-  while (true) {
-    for (auto& b : pool_) {
-      // Free: no window holds the tensor (its own count) and no batch views its memory (the
-      // storage's count: views are other tensors sharing it).
-      if (b.x.use_count() == 1 && b.x.storage().use_count() == 1 && b.y.use_count() == 1 &&
-          b.y.storage().use_count() == 1) {
-        return b;
-      }
-    }
-    if (pool_.size() < 2 || (batches_.empty() && consumerWaiting_)) {
-      pool_.push_back(Buffers{at::empty({opt_.window, n}, at::kFloat), at::empty({opt_.window}, at::kLong)});
-      return pool_.back();
-    }
-    // Batches of the previous window are still in use; they are released as the caller
-    // takes new ones, which notifies.
-    readerWantsBuffer_ = true;
-    cv_.wait_for(lock, std::chrono::milliseconds(1));
-    readerWantsBuffer_ = false;
-    if (stopRequested_) return Buffers{};
-  }
-}
-
-// Two threads per epoch, a pipeline:
-//   reader     for each window of the order: sorts its samples, then reads them as
-//              contiguous runs (one HDF5 call per run of whole chunks, each sample once) into
-//              small staging buffers that stay in cache;
-//   converter  converts each staged row to normalized float32 straight into its shuffled
-//              position in the window's buffer, checking for NaN / Inf in the same pass;
-//              once a window is complete, its batches (contiguous slices of the buffer) go to
-//              the caller as views, with no further copy.
-// Reading from storage and converting in memory overlap; three staging buffers circulate.
+// Two threads per epoch:
+//   reader     for each window of the order: sorts its samples, then takes hold of their
+//              stored rows as contiguous runs (mapped, or one HDF5 read per run of whole
+//              chunks into the window's raw buffer), each sample once;
+//   assembler  builds the batches of the held windows in order, each gathering its rows in
+//              shuffled order and converting them into a fresh, cache-sized batch, at most
+//              aheadLimit_ ahead of the caller. A window's rows are let go as soon as its
+//              last batch is built.
+// The reader, when it may not take another window yet, assembles too: on two cores both
+// threads then convert, which is the bulk of the work once rows come mapped. Converting
+// straight into the batch the caller takes next, instead of into a window-sized buffer it
+// reads later, saves a trip of every converted byte through memory (measured: 0.84-0.94x
+// of a raw read against 0.69-0.89x, alternating; bench/RESULTS.md).
 struct BatchLoader::Window {
   int64_t first = 0;  // position of the window in the order
   int64_t count = 0;
-  // (sample << shift | position in the window), ascending: sorting one integer per sample
-  // keeps this off the reader's critical path.
-  std::vector<uint64_t> slots;
-  int shift = 0;
-  // Positions whose sample has non-finite features (data.non_finite: skip); written by
-  // both threads at distinct positions, read once the window is complete.
-  std::vector<char> bad;
-  std::atomic<bool> anyBad{false};
-  int64_t sample(size_t k) const { return static_cast<int64_t>(slots[k] >> shift); }
-  int64_t position(size_t k) const { return static_cast<int64_t>(slots[k] & ((uint64_t{1} << shift) - 1)); }
-  Buffers buf;
+  std::vector<const char*> row;  // the stored row of each position
+  std::vector<MappedRows> maps;  // the runs mapped from the file
+  at::Tensor raw;                // the runs read (when some could not be mapped)
+  std::vector<std::pair<int64_t, int64_t>> batches;  // positions [b0, b1) of each batch
+  std::vector<std::optional<Batch>> built;            // filled as they are assembled
+  // A batch that could not be built (a non-finite feature): its error reaches the caller in
+  // the batch's turn, as from a loader that built them one after another.
+  std::vector<std::exception_ptr> failed;
+  bool ready(size_t k) const { return built[k].has_value() || failed[k] != nullptr; }
+  size_t claimed = 0, assembled = 0, delivered = 0;
 };
 
-struct BatchLoader::Staged {
-  std::shared_ptr<Window> window;  // null: the end of the epoch
-  size_t begin = 0, end = 0;       // slots of this run
-  int64_t runFirst = 0;            // first sample of the run
-  int staging = -1;                // the staging buffer holding the run (or its slot, when mapped)
-  bool windowDone = false;         // the window is complete (no rows)
-  std::shared_ptr<MappedRows> mapped;  // the run's rows mapped from the file, when they could be
-};
+void BatchLoader::fail(std::exception_ptr e) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = e;
+  }
+  cv_.notify_all();
+}
+
+// Rows [b0, b1) of the window, converted, without those skipped as non-finite.
+Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
+  const int64_t n = source_.rowElements();
+  const int64_t rows = b1 - b0;
+  const at::ScalarType type = source_.featureType();
+  const int64_t* labels = source_.labels().data_ptr<int64_t>();
+  const Affine& affine = *affine_;
+  // Copies to a GPU run asynchronously from page-locked memory: such batches are made in it
+  // (the CUDA host allocator orders its reuse after the copy).
+  at::Tensor x = at::empty({rows, n}, at::TensorOptions().dtype(at::kFloat).pinned_memory(opt_.pinMemory));
+  at::Tensor y = at::empty({rows}, at::TensorOptions().dtype(at::kLong).pinned_memory(opt_.pinMemory));
+  float* xp = x.data_ptr<float>();
+  int64_t* yp = y.data_ptr<int64_t>();
+  const size_t rowBytes = source_.rowBytes();
+  int64_t m = 0;
+  for (int64_t p = b0; p < b1; ++p) {
+    if (p + 2 < b1) {
+      // Rows lie apart in memory, where the hardware's prefetcher loses the stream: the row
+      // after next is fetched now, while this one converts.
+      const char* next = w.row[p + 2];
+      for (size_t off = 0; off < rowBytes; off += 64) __builtin_prefetch(next + off);
+    }
+    const int64_t sample = order_[w.first + p];
+    if (!convert(w.row[p], type, 0, xp + m * n, n, affine)) {
+      if (opt_.nonFinite == NonFinite::kError) {
+        throw DataError(concat("non-finite feature (NaN or Inf) at feature ", firstNonFinite(w.row[p], type, 0, n),
+                               " of sample ", sample, " of ", source_.name(), " (", source_.locate(sample),
+                               "): fix the data, or set data.non_finite: skip to leave such samples out"));
+      }
+      ++skipped_;
+      continue;
+    }
+    yp[m++] = labels[sample];
+  }
+  if (m == 0) {
+    throw DataError(concat("every sample of a batch (positions ", w.first + b0, "..", w.first + b1,
+                           " of this rank's epoch in ", source_.name(), ") has non-finite features"));
+  }
+  if (m < rows) {
+    x = x.narrow(0, 0, m);
+    y = y.narrow(0, 0, m);
+  }
+  return Batch{x.view(batchShape(m, source_.sampleShape())), y};
+}
+
+bool BatchLoader::assembleOne(std::unique_lock<std::mutex>& lock) {
+  if (ahead_ >= aheadLimit_) return false;
+  std::shared_ptr<Window> w;
+  for (auto& c : windows_) {
+    if (c->claimed < c->batches.size()) {
+      w = c;
+      break;
+    }
+  }
+  if (!w) return false;
+  const size_t b = w->claimed++;
+  ++ahead_;
+  lock.unlock();
+  auto t0 = std::chrono::steady_clock::now();
+  Batch batch;
+  std::exception_ptr error;
+  try {
+    batch = assemble(*w, w->batches[b].first, w->batches[b].second);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::vector<MappedRows> drop;  // unmapped outside the lock
+  bool released = false;         // the reader may take another window
+  const double busy = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  lock.lock();
+  assembleSeconds_ += busy;
+  if (error) w->failed[b] = error;
+  else w->built[b] = std::move(batch);
+  if (++w->assembled == w->batches.size()) {
+    // Every batch is built: the window's rows are no longer needed.
+    drop = std::move(w->maps);
+    if (w->raw.defined()) rawFree_.push_back(std::move(w->raw));
+    w->row = {};
+    released = true;  // windowsHeld_ drops once the rows are unmapped
+  }
+  // A waiting caller is woken for a run of batches, not for each: a wake costs about as
+  // much as assembling a batch.
+  bool wake = false;
+  if (consumerWaiting_) {
+    int64_t ready = 0;
+    bool gap = false, unclaimed = false;
+    for (auto& c : windows_) {
+      for (size_t k = c->delivered; k < c->batches.size() && !gap; ++k) {
+        if (c->ready(k)) ++ready;
+        else gap = true;
+      }
+      unclaimed = unclaimed || c->claimed < c->batches.size();
+    }
+    wake = ready >= aheadLimit_ / 2 || (ready == ahead_ && (ahead_ >= aheadLimit_ || !unclaimed));
+  }
+  if (released) {
+    // Unmapped before the reader may take another window, so that the rows of at most two
+    // are mapped at any time.
+    lock.unlock();
+    if (wake) cv_.notify_all();
+    drop.clear();
+    lock.lock();
+    --windowsHeld_;
+    wake = true;
+  }
+  lock.unlock();
+  if (wake) cv_.notify_all();
+  lock.lock();
+  return true;
+}
+
+// The loader's threads run as background work (SCHED_BATCH): woken to refill the batches
+// ahead, they do not preempt the training thread, which they would otherwise interrupt
+// for the whole refill at every wake.
+void runAsBackground() {
+#if defined(__linux__)
+  sched_param p{};
+  p.sched_priority = 0;
+  pthread_setschedparam(pthread_self(), SCHED_BATCH, &p);  // best effort: a refusal changes nothing
+#endif
+}
+
+void BatchLoader::assembleLoop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopRequested_ && !error_) {
+    if (assembleOne(lock)) continue;
+    bool unclaimed = false;
+    for (auto& c : windows_) unclaimed = unclaimed || c->claimed < c->batches.size();
+    if (readerDone_ && !unclaimed) break;
+    ++workersWaiting_;
+    cv_.wait(lock);
+    --workersWaiting_;
+  }
+}
 
 void BatchLoader::readLoop() {
   const int64_t total = static_cast<int64_t>(order_.size());
-  const int64_t stagingRows = std::max<int64_t>(1, static_cast<int64_t>((4u << 20) / std::max<size_t>(1, source_.rowBytes())));
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    staging_.clear();
-    freeStaging_.clear();
-    for (int i = 0; i < 3; ++i) {
-      staging_.push_back(at::empty({stagingRows, source_.rowElements()}, source_.featureType()));
-      freeStaging_.push_back(i);
-    }
-    staged_.clear();
-  }
-  std::thread converter(&BatchLoader::convertLoop, this);
-  std::vector<uint64_t> scratch;  // for sorting each window's samples
-  auto push = [&](Staged st) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      staged_.push_back(std::move(st));
-    }
-    cv_.notify_all();
-  };
+  const size_t rowBytes = source_.rowBytes();
+  // Runs are capped so that a window's rows come in a few calls without one huge mapping.
+  const int64_t runRows = std::max<int64_t>(1, static_cast<int64_t>((4u << 20) / std::max<size_t>(1, rowBytes)));
+  runAsBackground();
+  std::thread assembler([this] {
+    runAsBackground();
+    assembleLoop();
+  });
+  std::vector<uint64_t> slots, scratch;  // (sample << shift | position) of each window, sorted
   try {
     for (int64_t first = skip_ / opt_.window * opt_.window; first < total; first += opt_.window) {
       auto w = std::make_shared<Window>();
       w->first = first;
       w->count = std::min(opt_.window, total - first);
+      for (int64_t b0 = std::max(first, skip_) - first; b0 < w->count; b0 += opt_.batchSize) {
+        const int64_t b1 = std::min(b0 + opt_.batchSize, w->count);
+        if (b1 - b0 < opt_.batchSize && opt_.dropLast && first + b1 == total) break;
+        w->batches.emplace_back(b0, b1);
+      }
+      if (w->batches.empty()) continue;
+      w->built.resize(w->batches.size());
+      w->failed.resize(w->batches.size());
       {
+        // At most two windows hold rows; while waiting for one to be let go, assemble.
         std::unique_lock<std::mutex> lock(mutex_);
+        while (windowsHeld_ >= 2 && !stopRequested_ && !error_) {
+          if (assembleOne(lock)) continue;
+          ++workersWaiting_;
+          cv_.wait(lock);
+          --workersWaiting_;
+        }
         if (stopRequested_ || error_) break;
-        w->buf = freeBuffers(lock);
-        if (stopRequested_ || !w->buf.x.defined()) break;
+        ++windowsHeld_;
+        if (!rawFree_.empty()) {
+          w->raw = std::move(rawFree_.back());
+          rawFree_.pop_back();
+        }
       }
-      w->shift = 1;
-      while ((int64_t{1} << w->shift) < w->count) ++w->shift;
-      w->slots.resize(w->count);
-      w->bad.assign(w->count, 0);
+      int shift = 1;
+      while ((int64_t{1} << shift) < w->count) ++shift;
+      slots.resize(w->count);
       for (int64_t k = 0; k < w->count; ++k) {
-        w->slots[k] = (static_cast<uint64_t>(order_[first + k]) << w->shift) | static_cast<uint64_t>(k);
+        slots[k] = (static_cast<uint64_t>(order_[first + k]) << shift) | static_cast<uint64_t>(k);
       }
-      radixSort(w->slots, scratch);
+      radixSort(slots, scratch);
+      auto sampleAt = [&](size_t k) { return static_cast<int64_t>(slots[k] >> shift); };
+      auto positionAt = [&](size_t k) { return static_cast<int64_t>(slots[k] & ((uint64_t{1} << shift) - 1)); };
+      w->row.resize(w->count);
+      int64_t rawUsed = 0;  // rows of the raw buffer filled
+      auto r0 = std::chrono::steady_clock::now();
       size_t i = 0;
-      while (i < w->slots.size()) {
-        // A run: consecutive samples of one file, at most a staging buffer.
-        const int64_t runFirst = w->sample(i);
+      while (i < slots.size()) {
+        // A run: consecutive samples of one file.
+        const int64_t runFirst = sampleAt(i);
         const int64_t end = source_.fileEnd(source_.fileOf(runFirst));
         size_t j = i;
         int64_t last = runFirst;
-        while (j < w->slots.size() && w->sample(j) - runFirst < stagingRows && w->sample(j) < end &&
-               w->sample(j) - last <= 1) {
-          last = w->sample(j);
+        while (j < slots.size() && sampleAt(j) - runFirst < runRows && sampleAt(j) < end && sampleAt(j) - last <= 1) {
+          last = sampleAt(j);
           ++j;
         }
         const int64_t rows = last - runFirst + 1;
-        int staging;
-        {
-          std::unique_lock<std::mutex> lock(mutex_);
-          cv_.wait(lock, [&] { return stopRequested_ || error_ || !freeStaging_.empty(); });
-          if (stopRequested_ || error_) break;
-          staging = freeStaging_.back();
-          freeStaging_.pop_back();
+        // Mapped from the page cache when the file allows (the assembler then reads the
+        // rows in place), else read into the window's raw buffer.
+        MappedRows mapped = source_.map(runFirst, rows);
+        const char* base;
+        if (mapped) {
+          base = static_cast<const char*>(mapped.rows());
+          w->maps.push_back(std::move(mapped));
+        } else {
+          if (!w->raw.defined()) w->raw = at::empty({opt_.window, source_.rowElements()}, source_.featureType());
+          char* dst = static_cast<char*>(w->raw.data_ptr()) + rawUsed * rowBytes;
+          source_.read(runFirst, rows, dst);
+          rawUsed += rows;
+          base = dst;
         }
-        // Mapped from the page cache when the file allows (the converter then reads the
-        // rows in place: one copy less), else copied into the staging buffer. Either way a
-        // staging slot is held, which bounds the runs in flight.
-        auto r0 = std::chrono::steady_clock::now();
-        auto mapped = std::make_shared<MappedRows>(source_.map(runFirst, rows));
-        if (!*mapped) {
-          mapped.reset();
-          source_.read(runFirst, rows, staging_[staging].data_ptr());
-        }
-        readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
+        for (size_t k = i; k < j; ++k) w->row[positionAt(k)] = base + (sampleAt(k) - runFirst) * rowBytes;
         ++readCalls_;
         rowsRead_ += rows;
-        Staged st{w, i, j, runFirst, staging, false, std::move(mapped)};
-        bool converterBusy;
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          converterBusy = !staged_.empty();
-        }
-        if (converterBusy) {
-          // The converter has a run queued already: this one is converted here, so both
-          // cores convert (with mapped rows, reading is the lighter half of the work).
-          auto c0 = std::chrono::steady_clock::now();
-          convertRun(st);
-          st.mapped.reset();
-          {
-            std::lock_guard<std::mutex> lock(mutex_);
-            freeStaging_.push_back(staging);
-          }
-          inlineConvertSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
-        } else {
-          push(std::move(st));
-        }
         i = j;
       }
-      push(Staged{w, 0, 0, 0, -1, true, nullptr});
+      readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        windows_.push_back(std::move(w));
+      }
+      cv_.notify_all();
     }
   } catch (...) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!error_) error_ = std::current_exception();
+    fail(std::current_exception());
   }
-  push(Staged{});  // end of the epoch
-  converter.join();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     readerDone_ = true;
   }
   cv_.notify_all();
-}
-
-void BatchLoader::convertRun(const Staged& st) {
-  Window& w = *st.window;
-  const int64_t n = source_.rowElements();
-  const int64_t* labels = source_.labels().data_ptr<int64_t>();
-  const Affine affine(norm_);
-  float* x = w.buf.x.data_ptr<float>();
-  int64_t* y = w.buf.y.data_ptr<int64_t>();
-  const void* rows = st.mapped ? st.mapped->rows() : staging_[st.staging].data_ptr();
-  const at::ScalarType type = source_.featureType();
-  for (size_t k = st.begin; k < st.end; ++k) {
-    const int64_t sample = w.sample(k);
-    const int64_t pos = w.position(k);
-    y[pos] = labels[sample];
-    if (!convert(rows, type, sample - st.runFirst, x + pos * n, n, affine, /*stream=*/true)) {
-      if (opt_.nonFinite == NonFinite::kError) {
-        throw DataError(concat("non-finite feature (NaN or Inf) at feature ",
-                               firstNonFinite(rows, type, sample - st.runFirst, n), " of sample ", sample, " of ",
-                               source_.name(), " (", source_.locate(sample),
-                               "): fix the data, or set data.non_finite: skip to leave such samples out"));
-      }
-      w.bad[pos] = 1;
-      w.anyBad = true;
-    }
-  }
-  fenceStreams();  // this thread's non-temporal stores land before the run counts as done
-}
-
-void BatchLoader::convertLoop() {
-  try {
-    const int64_t total = static_cast<int64_t>(order_.size());
-    const int64_t n = source_.rowElements();
-    while (true) {
-      Staged st;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return stopRequested_ || error_ || !staged_.empty(); });
-        if (stopRequested_ || error_) break;
-        st = std::move(staged_.front());
-        staged_.pop_front();
-      }
-      if (!st.window) break;  // the end of the epoch
-      Window& w = *st.window;
-      auto t0 = std::chrono::steady_clock::now();
-      float* x = w.buf.x.data_ptr<float>();
-      int64_t* y = w.buf.y.data_ptr<int64_t>();
-      if (!st.windowDone) {
-        convertRun(st);
-        st.mapped.reset();  // unmapped before its slot frees up
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          freeStaging_.push_back(st.staging);
-        }
-        cv_.notify_all();
-        assembleSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        continue;
-      }
-      fenceStreams();  // the non-temporal stores are visible before any batch is handed out
-      // The window is complete: its batches are slices [b0, b1) of the buffer, without the
-      // rows skipped as non-finite (the good ones move up within their batch).
-      std::vector<Batch> out;
-      for (int64_t b0 = std::max(w.first, skip_) - w.first; b0 < w.count; b0 += opt_.batchSize) {
-        const int64_t b1 = std::min(b0 + opt_.batchSize, w.count);
-        if (b1 - b0 < opt_.batchSize && opt_.dropLast && w.first + b1 == total) break;
-        int64_t m = b1 - b0;
-        if (w.anyBad) {
-          m = 0;
-          for (int64_t p = b0; p < b1; ++p) {
-            if (w.bad[p]) {
-              ++skipped_;
-              continue;
-            }
-            if (b0 + m != p) {
-              std::memcpy(x + (b0 + m) * n, x + p * n, n * sizeof(float));
-              y[b0 + m] = y[p];
-            }
-            ++m;
-          }
-          if (m == 0) {
-            throw DataError(concat("every sample of a batch (positions ", w.first + b0, "..", w.first + b1,
-                                   " of this rank's epoch in ", source_.name(), ") has non-finite features"));
-          }
-        }
-        std::vector<int64_t> shape = batchShape(m, source_.sampleShape());
-        Batch b{w.buf.x.narrow(0, b0, m).view(shape), w.buf.y.narrow(0, b0, m)};
-        if (opt_.pinMemory) {
-          // Copies to a GPU run asynchronously from page-locked memory that must stay
-          // untouched until they finish: such batches get their own pinned memory, whose
-          // reuse the CUDA host allocator orders after the copy.
-          Batch pinned{at::empty(shape, at::TensorOptions().dtype(at::kFloat).pinned_memory(true)),
-                       at::empty({m}, at::TensorOptions().dtype(at::kLong).pinned_memory(true))};
-          pinned.x.copy_(b.x);
-          pinned.y.copy_(b.y);
-          b = std::move(pinned);
-        }
-        out.push_back(std::move(b));
-      }
-      st.window.reset();  // only the batches keep the buffer busy now
-      assembleSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (auto& b : out) batches_.push_back(std::move(b));
-      }
-      cv_.notify_all();
-    }
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!error_) error_ = std::current_exception();
-  }
+  assembleLoop();  // the rest, on both threads
+  assembler.join();
   cv_.notify_all();
 }
 
 std::optional<Batch> BatchLoader::next() {
   auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
-  // The batch taken before this call is likely released now: tell a reader waiting for a
-  // buffer (only then: waking the threads for nothing costs more than the wait it measures).
-  if (readerWantsBuffer_) cv_.notify_all();
-  if (batches_.empty() && !readerDone_ && !error_) {
-    consumerWaiting_ = true;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return !batches_.empty() || readerDone_ || error_; });
-    consumerWaiting_ = false;
+  std::optional<Batch> out;
+  while (true) {
+    if (error_) std::rethrow_exception(error_);
+    if (!windows_.empty()) {
+      Window& w = *windows_.front();
+      if (w.delivered < w.batches.size() && w.failed[w.delivered]) {
+        error_ = w.failed[w.delivered];  // the threads stop; the epoch ends here
+        lock.unlock();
+        cv_.notify_all();
+        std::rethrow_exception(error_);
+      }
+      if (w.delivered < w.batches.size() && w.built[w.delivered]) {
+        out = std::move(w.built[w.delivered]);
+        w.built[w.delivered].reset();
+        ++w.delivered;
+        --ahead_;
+        if (w.delivered == w.batches.size()) windows_.pop_front();
+        break;
+      }
+    } else if (readerDone_) {
+      break;  // the end of the epoch
+    }
+    consumerWaiting_ = true;  // the threads wake the caller once a run of batches is ready
+    cv_.wait(lock);
   }
+  consumerWaiting_ = false;
+  // Taking batches makes room for more to be assembled: the threads are woken once half
+  // the room is free (after the clock stops: this is not waiting for data).
+  const bool wake = workersWaiting_ > 0 && ahead_ <= aheadLimit_ / 2;
+  lock.unlock();
   waitSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (error_) std::rethrow_exception(error_);
-  if (batches_.empty()) return std::nullopt;
-  Batch b = std::move(batches_.front());
-  batches_.pop_front();
-  return b;
+  if (wake) cv_.notify_all();
+  return out;
 }
 
 }  // namespace forge::data

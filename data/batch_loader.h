@@ -1,14 +1,18 @@
-// Streams batches of one split from its HDF5 files in a background thread, so that the
+// Streams batches of one split from its HDF5 files in background threads, so that the
 // training loop never waits for data and memory stays bounded by the configured buffer,
 // not by the size of the data set.
 //
-// For each shuffle window of the epoch's order (data/sampler.h) the thread reads the
-// window's samples as contiguous runs (one HDF5 read per run of whole chunks, into a small
-// staging buffer that stays in cache; never one call per sample; nothing read twice in an
-// epoch) and converts each row, in the same pass, to normalized float32 at its shuffled
-// position in a window buffer, checking for NaN / Inf as it goes. The window's batches are
-// then contiguous slices of that buffer, handed to the caller as views without another
-// copy. Two window buffers exist (one being filled while the caller trains on the other).
+// For each shuffle window of the epoch's order (data/sampler.h) the reader thread takes
+// hold of the window's stored rows as contiguous runs (never one HDF5 call per sample,
+// nothing read twice in an epoch): mapped from the page cache where the file stores them
+// as forge reads them (unfiltered native chunks back to back, or a contiguous dataset),
+// else read into a raw buffer of the window's size. Batches are then assembled one by one,
+// by two threads, a few ahead of the caller (about 8 MiB of them, at most 16, at least
+// `prefetch`): each gathers its rows in shuffled order from the held rows, converting them
+// to normalized float32 and checking for NaN / Inf in the same pass, into a fresh batch
+// that is still in cache when the caller uses it. The converted data never makes a trip
+// through memory of its own. Rows of at most two windows are held at once (one being
+// taken while the other's batches are built).
 //
 // A batch is (x, y): x float32 of shape B x sampleShape, x = (raw * scale - mean) / std
 // (mean and std per feature, per channel or one number); y int64 of shape B.
@@ -43,6 +47,9 @@ struct ExpandedNormalization {
 };
 ExpandedNormalization expandNormalization(const Normalization& n, const std::vector<int64_t>& sampleShape);
 
+// The normalization as one multiply-add per value (data/batch_loader.cpp).
+struct Affine;
+
 struct Batch {
   at::Tensor x;
   at::Tensor y;
@@ -53,14 +60,15 @@ enum class NonFinite { kError, kSkip };
 struct LoaderOptions {
   int64_t batchSize = 64;
   bool dropLast = false;
-  size_t prefetch = 4;         // kept for the config; a whole window is assembled ahead
+  size_t prefetch = 4;         // batches assembled ahead of the caller, at least
   int64_t window = 1 << 16;    // samples per read window (the sampler's shuffle window)
   bool pinMemory = false;      // page-locked batches, for non-blocking copies to a GPU
   NonFinite nonFinite = NonFinite::kError;
 };
 
-// Samples per window for a buffer of `bufferBytes` (two windows of float32 samples live at
-// once; `rowBytes` is a converted sample's size): a multiple of the batch size, at least one.
+// Samples per window for a buffer of `bufferBytes` (the rows of two windows are held at
+// once; `rowBytes` is a converted sample's size, an upper bound of the stored one): a
+// multiple of the batch size, at least one.
 int64_t windowFor(size_t bufferBytes, size_t rowBytes, int64_t batchSize);
 
 // Reads the given samples at once (contiguous runs, one read each) into a batch; for shape
@@ -89,49 +97,48 @@ class BatchLoader {
   int64_t rowsRead() const { return rowsRead_.load(); }
   int64_t readCalls() const { return readCalls_.load(); }
   int64_t skippedNonFinite() const { return skipped_.load(); }  // in the stream since start()
-  // Busy time of the two threads (reading; gathering and converting), for benchmarks.
+  // Busy time of the threads (taking hold of rows; assembling batches), for benchmarks.
   double readSeconds() const { return readSeconds_; }
-  double assembleSeconds() const { return assembleSeconds_ + inlineConvertSeconds_; }
+  double assembleSeconds() const { return assembleSeconds_; }
 
  private:
-  struct Buffers {
-    at::Tensor x;  // window x rowElements float32: the converted samples in visiting order
-    at::Tensor y;  // window int64
-  };
   struct Window;
-  struct Staged;
   void readLoop();
-  void convertLoop();
-  // Converts a staged run's rows into their places in its window (either thread).
-  void convertRun(const Staged& st);
-  Buffers freeBuffers(std::unique_lock<std::mutex>& lock);
+  void assembleLoop();
+  // Claims the next batch to assemble, if one may be (the oldest window's first unclaimed
+  // batch, while fewer than aheadLimit_ are ahead of the caller), and assembles it. Called
+  // with the lock held; releases it while working. False when there was nothing to claim.
+  bool assembleOne(std::unique_lock<std::mutex>& lock);
+  Batch assemble(const Window& w, int64_t b0, int64_t b1);
+  void fail(std::exception_ptr e);
 
   const SplitSource& source_;
   ExpandedNormalization norm_;
+  std::shared_ptr<const Affine> affine_;
   LoaderOptions opt_;
   std::vector<int64_t> order_;
   int64_t skip_ = 0;
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::vector<Buffers> pool_;  // window buffers; batches handed out are views into them
-  std::deque<Batch> batches_;
-  std::vector<at::Tensor> staging_;  // raw rows as read, three buffers of ~2 MiB
-  std::vector<int> freeStaging_;
-  std::deque<Staged> staged_;        // read, waiting for the converter
+  // Windows whose rows are held, in order: batches being assembled, then handed out.
+  std::deque<std::shared_ptr<Window>> windows_;
+  int windowsHeld_ = 0;             // including one the reader is still taking
+  std::vector<at::Tensor> rawFree_; // raw buffers of released windows, for reuse
+  int64_t ahead_ = 0;               // batches claimed and not yet handed out
+  int64_t aheadLimit_ = 16;         // at most this many (see the constructor)
+  int workersWaiting_ = 0;          // threads waiting for work (the caller's take may give some)
   bool stopRequested_ = false;
-  bool readerDone_ = true;
+  bool readerDone_ = true;          // every window of the epoch is in windows_
   bool consumerWaiting_ = false;    // the caller waits in next() for a batch
-  bool readerWantsBuffer_ = false;  // the reader waits for a window buffer to be released
   std::exception_ptr error_;
   std::thread reader_;
   double waitSeconds_ = 0;
   std::atomic<int64_t> rowsRead_{0};
   std::atomic<int64_t> readCalls_{0};
   std::atomic<int64_t> skipped_{0};
-  double readSeconds_ = 0;      // written by the reader thread only
-  double assembleSeconds_ = 0;  // written by the converter thread only
-  double inlineConvertSeconds_ = 0;  // the reader's share of converting (reader thread only)
+  double readSeconds_ = 0;  // written by the reader thread only
+  double assembleSeconds_ = 0;  // under mutex_
 };
 
 }  // namespace forge::data

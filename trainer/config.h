@@ -51,7 +51,7 @@ struct DataConfig {
   int64_t evalBatchSize = 1000; // per rank
   bool shuffle = true;
   bool dropLast = false;
-  int64_t prefetch = 4;         // accepted for older configs; the loader assembles a whole window ahead
+  int64_t prefetch = 4;         // batches built ahead of training, at least (data/batch_loader.h)
   double bufferMb = 64;         // read buffer per rank: two shuffle windows of half this each
   std::string nonFinite = "error";  // NaN / Inf in features: error (naming the sample) | skip
   NormalizeConfig normalize;

@@ -445,3 +445,70 @@ TEST_F(DataTest, MappedRowsAreTheBytesReadCopies) {
 
 }  // namespace
 }  // namespace forge::data
+
+namespace forge::data {
+namespace {
+
+// Rows the loader cannot map (compressed chunks) are read into the window instead; a split
+// whose files go either way, shuffled and resumed mid-epoch, gives the batches of the
+// mapped file bit for bit, and batches a caller keeps stay as they were handed out.
+TEST_F(DataTest, MappedAndCopiedRowsGiveTheSameBatches) {
+  // Rows of 4 KiB: the sampler's blocks (about 1 MiB) hold 256 rows, so that each window
+  // of 512 samples comes in several runs.
+  writeSynthetic({2000, 1024, 5, 4}, path("plain.h5"));
+  SplitSource plain({{path("plain.h5")}, "train", "features", "labels", 5});
+  std::vector<int64_t> all(2000);
+  std::iota(all.begin(), all.end(), 0);
+  Batch everything = readBatch(plain, {}, all);
+  // The same samples deflated in one file, and split over a plain and a deflated file.
+  auto write = [&](const std::string& name, int64_t first, int64_t n, bool deflate) {
+    H5Id file(H5Fcreate(path(name).c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    createGroup(file.get(), "train");
+    at::Tensor x = everything.x.narrow(0, first, n).contiguous();
+    at::Tensor y = everything.y.narrow(0, first, n).contiguous();
+    hsize_t dims[2] = {static_cast<hsize_t>(n), 1024}, chunk[2] = {50, 1024};
+    H5Id space(H5Screate_simple(2, dims, nullptr));
+    H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
+    ASSERT_GE(H5Pset_chunk(dcpl.get(), 2, chunk), 0);
+    if (deflate) ASSERT_GE(H5Pset_deflate(dcpl.get(), 4), 0);
+    H5Id ds(H5Dcreate2(file.get(), "train/features", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
+    ASSERT_GE(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data_ptr()), 0);
+    writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {hsize_t(n)}, 500, y.data_ptr());
+  };
+  write("packed.h5", 0, 2000, true);
+  write("mixed-0.h5", 0, 900, false);
+  write("mixed-1.h5", 900, 1100, true);
+  SplitSource packed({{path("packed.h5")}, "train", "features", "labels", 5});
+  SplitSource mixed({{path("mixed-*.h5")}, "train", "features", "labels", 5});
+  EXPECT_FALSE(packed.map(0, 10)) << "deflated rows cannot be mapped";
+  EXPECT_TRUE(mixed.map(0, 10)) << "the plain file's rows can";
+  ASSERT_TRUE(at::equal(mixed.labels(), plain.labels()));
+
+  const Normalization norm{0.5, {0.25}, {3.0}};
+  for (int64_t skip : {0, 7 * 32}) {
+    DistributedSampler sampler(plain.blocks(), 1, 2, 21, true, false, 512);
+    sampler.setEpoch(2);
+    std::vector<Batch> want;
+    BatchLoader reference(plain, norm, {32, false, 2, 512});
+    reference.start(sampler.indices(), skip);
+    while (auto b = reference.next()) want.push_back(*b);
+    EXPECT_GT(reference.readCalls(), (static_cast<int64_t>(sampler.indices().size()) - skip) / 512 + 1)
+        << "windows come in several runs";
+    ASSERT_EQ(static_cast<int64_t>(want.size()), reference.batchesPerEpoch(sampler.samplesPerRank()) - skip / 32);
+    for (const SplitSource* source : {&packed, &mixed}) {
+      // The same order (the files' chunks differ, and with them the sampler's blocks).
+      BatchLoader loader(*source, norm, {32, false, 2, 512});
+      loader.start(sampler.indices(), skip);
+      std::vector<Batch> got;  // all kept alive until the end
+      while (auto b = loader.next()) got.push_back(*b);
+      ASSERT_EQ(got.size(), want.size()) << source->name();
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_TRUE(at::equal(got[i].x, want[i].x)) << source->name() << " batch " << i;
+        EXPECT_TRUE(at::equal(got[i].y, want[i].y)) << source->name() << " batch " << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace forge::data
