@@ -305,6 +305,7 @@ void BatchLoader::stop() {
   windows_.clear();
   windowsHeld_ = 0;
   ahead_ = 0;
+  consumerWaiting_ = false;
   stopRequested_ = false;
   readerDone_ = true;
   error_ = nullptr;
@@ -378,8 +379,9 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
     if (p + 2 < b1) {
       // Rows lie apart in memory, where the hardware's prefetcher loses the stream: the row
       // after next is fetched now, while this one converts.
+      // (Its first 4 KiB at most: large rows find the hardware prefetcher's stream.)
       const char* next = w.row[p + 2];
-      for (size_t off = 0; off < rowBytes; off += 64) __builtin_prefetch(next + off);
+      for (size_t off = 0; off < std::min<size_t>(rowBytes, 4096); off += 64) __builtin_prefetch(next + off);
     }
     const int64_t sample = order_[w.first + p];
     if (!convert(w.row[p], type, 0, xp + m * n, n, affine)) {
@@ -473,7 +475,7 @@ bool BatchLoader::assembleOne(std::unique_lock<std::mutex>& lock) {
 // The loader's threads run as background work (SCHED_BATCH): woken to refill the batches
 // ahead, they do not preempt the training thread, which they would otherwise interrupt
 // for the whole refill at every wake.
-void runAsBackground() {
+static void runAsBackground() {
 #if defined(__linux__)
   sched_param p{};
   p.sched_priority = 0;
@@ -547,7 +549,13 @@ void BatchLoader::readLoop() {
       int64_t rawUsed = 0;  // rows of the raw buffer filled
       auto r0 = std::chrono::steady_clock::now();
       size_t i = 0;
+      bool stopped = false;
       while (i < slots.size()) {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);  // a stop or an error need not wait for the window
+          stopped = stopRequested_ || error_ != nullptr;
+        }
+        if (stopped) break;
         // A run: consecutive samples of one file.
         const int64_t runFirst = sampleAt(i);
         const int64_t end = source_.fileEnd(source_.fileOf(runFirst));
@@ -578,6 +586,7 @@ void BatchLoader::readLoop() {
         i = j;
       }
       readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
+      if (stopped) break;
       {
         std::lock_guard<std::mutex> lock(mutex_);
         windows_.push_back(std::move(w));
@@ -602,11 +611,15 @@ std::optional<Batch> BatchLoader::next() {
   std::unique_lock<std::mutex> lock(mutex_);
   std::optional<Batch> out;
   while (true) {
-    if (error_) std::rethrow_exception(error_);
+    if (error_) {
+      consumerWaiting_ = false;
+      std::rethrow_exception(error_);
+    }
     if (!windows_.empty()) {
       Window& w = *windows_.front();
       if (w.delivered < w.batches.size() && w.failed[w.delivered]) {
         error_ = w.failed[w.delivered];  // the threads stop; the epoch ends here
+        consumerWaiting_ = false;
         lock.unlock();
         cv_.notify_all();
         std::rethrow_exception(error_);

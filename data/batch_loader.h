@@ -97,7 +97,8 @@ class BatchLoader {
   int64_t rowsRead() const { return rowsRead_.load(); }
   int64_t readCalls() const { return readCalls_.load(); }
   int64_t skippedNonFinite() const { return skipped_.load(); }  // in the stream since start()
-  // Busy time of the threads (taking hold of rows; assembling batches), for benchmarks.
+  // Busy time of the threads (taking hold of rows; assembling batches), for benchmarks:
+  // read them once the epoch has ended.
   double readSeconds() const { return readSeconds_; }
   double assembleSeconds() const { return assembleSeconds_; }
 
@@ -137,8 +138,9 @@ class BatchLoader {
   std::atomic<int64_t> rowsRead_{0};
   std::atomic<int64_t> readCalls_{0};
   std::atomic<int64_t> skipped_{0};
-  double readSeconds_ = 0;  // written by the reader thread only
-  double assembleSeconds_ = 0;  // under mutex_
+  // Written by the reader thread only, and under mutex_; read once the epoch has ended.
+  double readSeconds_ = 0;
+  double assembleSeconds_ = 0;
 };
 
 }  // namespace forge::data

@@ -234,6 +234,9 @@ MappedRows SplitSource::map(int64_t first, int64_t count) const {
     }
     start = firstChunk + static_cast<haddr_t>(row % c) * rowBytes();
   }
+  // Rows that do not start at a multiple of their element size are read, not mapped: the
+  // converters load them as float / double.
+  if (start % static_cast<haddr_t>(at::elementSize(type_)) != 0) return {};
   // A file cut short since it was opened (rewritten in place) is read, not mapped: read()
   // reports the problem, a mapping past the end would kill the process with SIGBUS.
   struct stat st {};

@@ -3,11 +3,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <chrono>
 #include <cmath>
 #include <iomanip>
 #include <numeric>
 #include <sstream>
 #include <set>
+#include <thread>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -508,6 +510,53 @@ TEST_F(DataTest, MappedAndCopiedRowsGiveTheSameBatches) {
       }
     }
   }
+}
+
+}  // namespace
+}  // namespace forge::data
+
+namespace forge::data {
+namespace {
+
+// Large samples leave room for only two batches ahead (about 8 MiB of them). A caller that
+// is slow at times, or stops mid-epoch and starts again from a later batch, still gets
+// exactly the batches of the order; an epoch can be stopped while the threads wait.
+TEST_F(DataTest, FewBatchesAheadStopAndRestartKeepTheOrder) {
+  writeSynthetic({700, 16384, 3, 6}, path("wide.h5"));  // 64 KiB samples: 4 MiB batches of 64
+  SplitSource s({{path("wide.h5")}, "train", "features", "labels", 3});
+  DistributedSampler sampler(s.blocks(), 0, 1, 3, true, false, 128);
+  sampler.setEpoch(1);
+  const std::vector<int64_t> order = sampler.indices();
+  auto expected = [&](int64_t b) {
+    const int64_t first = b * 64, n = std::min<int64_t>(64, static_cast<int64_t>(order.size()) - first);
+    return readBatch(s, {}, std::vector<int64_t>(order.begin() + first, order.begin() + first + n));
+  };
+  BatchLoader loader(s, {}, {64, false, 1, 128});
+  const int64_t batches = loader.batchesPerEpoch(static_cast<int64_t>(order.size()));
+  ASSERT_EQ(batches, 11);
+  // A caller that pauses now and then, so that the threads fill the room and wait.
+  loader.start(order);
+  for (int64_t b = 0; b < batches; ++b) {
+    if (b % 3 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    auto got = loader.next();
+    ASSERT_TRUE(got.has_value()) << "batch " << b;
+    Batch want = expected(b);
+    EXPECT_TRUE(at::equal(got->x, want.x)) << "batch " << b;
+    EXPECT_TRUE(at::equal(got->y, want.y)) << "batch " << b;
+  }
+  EXPECT_FALSE(loader.next().has_value());
+  // Stopped while its threads wait for room, then started again at batch 5.
+  loader.start(order);
+  ASSERT_TRUE(loader.next().has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  loader.stop();
+  loader.start(order, 5 * 64);
+  for (int64_t b = 5; b < batches; ++b) {
+    auto got = loader.next();
+    ASSERT_TRUE(got.has_value()) << "batch " << b;
+    EXPECT_TRUE(at::equal(got->x, expected(b).x)) << "batch " << b << " after the restart";
+  }
+  EXPECT_FALSE(loader.next().has_value());
 }
 
 }  // namespace
