@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <glob.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <mutex>
 #include <utility>
 
 #include "core/error.h"
@@ -36,6 +38,40 @@ struct SplitSource::File {
     if (fd >= 0) ::close(fd);
   }
 };
+
+namespace {
+
+// A file whose rows are mapped must not shrink under the mapping: touching a page past its
+// new end raises SIGBUS, which would kill the process without a word about the cause. This
+// handler says what happened, then puts back the handler it replaced (the default, or
+// Open MPI's backtrace printer) and returns: the access faults again and that handler
+// ends the process, as it would have.
+struct sigaction gPreviousSigbus {};
+
+void onSigbus(int, siginfo_t* info, void*) {
+  static const char kMessage[] =
+      "\n[forge] SIGBUS: a memory-mapped page could not be read. If a data file was rewritten or cut short "
+      "while this run streamed it, that is the cause: data files must not change during a run (write new "
+      "data to a new file). FORGE_NO_MAPPED_READS=1 makes forge copy rows instead of mapping them.\n";
+  if (info == nullptr || info->si_code == BUS_ADRERR) {
+    ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+    (void)ignored;
+  }
+  ::sigaction(SIGBUS, &gPreviousSigbus, nullptr);
+}
+
+void installSigbusNote() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = onSigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGBUS, &sa, &gPreviousSigbus);
+  });
+}
+
+}  // namespace
 
 MappedRows::~MappedRows() {
   if (base_ != nullptr) ::munmap(base_, length_);
@@ -157,6 +193,7 @@ SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
     }
     if ((f->rawChunks || f->contiguousAt != HADDR_UNDEF) && std::getenv(env::kNoMappedReads) == nullptr) {
       f->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // -1: read() serves instead
+      if (f->fd >= 0) installSigbusNote();
     }
 
     at::Tensor labels = at::empty({f->rows}, at::kLong);

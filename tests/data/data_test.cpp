@@ -12,6 +12,7 @@
 #include <thread>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "tests/temp_dir.h"
@@ -557,6 +558,30 @@ TEST_F(DataTest, FewBatchesAheadStopAndRestartKeepTheOrder) {
     EXPECT_TRUE(at::equal(got->x, expected(b).x)) << "batch " << b << " after the restart";
   }
   EXPECT_FALSE(loader.next().has_value());
+}
+
+}  // namespace
+}  // namespace forge::data
+
+namespace forge::data {
+namespace {
+
+// A data file cut short while its rows are mapped ends the process by SIGBUS, as the kernel
+// decides, but not silently: the message says what happened and what to do.
+TEST_F(DataTest, AFileCutShortUnderItsMappedRowsIsExplained) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  writeSynthetic({4000, 256, 3, 8}, path("shrinks.h5"));  // 4 MiB of rows
+  EXPECT_EXIT(
+      {
+        SplitSource s({{path("shrinks.h5")}, "train", "features", "labels", 3});
+        MappedRows m = s.map(0, 1000);
+        if (!m) std::_Exit(3);
+        if (::truncate(path("shrinks.h5").c_str(), 4096) != 0) std::_Exit(4);
+        volatile float v = static_cast<const float*>(m.rows())[999 * 256];
+        (void)v;
+        std::_Exit(0);
+      },
+      ::testing::KilledBySignal(SIGBUS), "data files must not change during a run");
 }
 
 }  // namespace
