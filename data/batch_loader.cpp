@@ -548,15 +548,13 @@ void BatchLoader::readLoop() {
       w->row.resize(w->count);
       int64_t rawUsed = 0;  // rows of the raw buffer filled
       auto r0 = std::chrono::steady_clock::now();
-      size_t i = 0;
-      bool stopped = false;
-      while (i < slots.size()) {
-        {
-          std::lock_guard<std::mutex> lock(mutex_);  // a stop or an error need not wait for the window
-          stopped = stopRequested_ || error_ != nullptr;
-        }
-        if (stopped) break;
-        // A run: consecutive samples of one file.
+      // The window's runs: consecutive samples of one file, each at most runRows.
+      struct Run {
+        size_t begin, end;  // slots
+        int64_t first, rows;
+      };
+      std::vector<Run> runs;
+      for (size_t i = 0; i < slots.size();) {
         const int64_t runFirst = sampleAt(i);
         const int64_t end = source_.fileEnd(source_.fileOf(runFirst));
         size_t j = i;
@@ -565,10 +563,25 @@ void BatchLoader::readLoop() {
           last = sampleAt(j);
           ++j;
         }
-        const int64_t rows = last - runFirst + 1;
+        runs.push_back(Run{i, j, runFirst, last - runFirst + 1});
+        i = j;
+      }
+      if (first == skip_ / opt_.window * opt_.window) {
+        // The first window of the epoch is wanted at once: every run is requested from the
+        // disk now, in parallel, rather than one after another as each is mapped (a cold
+        // page cache). Later windows are taken while training is busy with earlier ones.
+        for (const Run& r : runs) source_.willNeed(r.first, r.rows);
+      }
+      bool stopped = false;
+      for (const Run& r : runs) {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);  // a stop or an error need not wait for the window
+          stopped = stopRequested_ || error_ != nullptr;
+        }
+        if (stopped) break;
         // Mapped from the page cache when the file allows (the assembler then reads the
         // rows in place), else read into the window's raw buffer.
-        MappedRows mapped = source_.map(runFirst, rows);
+        MappedRows mapped = source_.map(r.first, r.rows);
         const char* base;
         if (mapped) {
           base = static_cast<const char*>(mapped.rows());
@@ -576,14 +589,13 @@ void BatchLoader::readLoop() {
         } else {
           if (!w->raw.defined()) w->raw = at::empty({opt_.window, source_.rowElements()}, source_.featureType());
           char* dst = static_cast<char*>(w->raw.data_ptr()) + rawUsed * rowBytes;
-          source_.read(runFirst, rows, dst);
-          rawUsed += rows;
+          source_.read(r.first, r.rows, dst);
+          rawUsed += r.rows;
           base = dst;
         }
-        for (size_t k = i; k < j; ++k) w->row[positionAt(k)] = base + (sampleAt(k) - runFirst) * rowBytes;
+        for (size_t k = r.begin; k < r.end; ++k) w->row[positionAt(k)] = base + (sampleAt(k) - r.first) * rowBytes;
         ++readCalls_;
-        rowsRead_ += rows;
-        i = j;
+        rowsRead_ += r.rows;
       }
       readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
       if (stopped) break;

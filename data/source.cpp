@@ -242,11 +242,10 @@ std::string SplitSource::locate(int64_t sample) const {
   return concat("file '", f.path, "', dataset '", featuresName_, "', row ", sample - f.firstGlobal);
 }
 
-MappedRows SplitSource::map(int64_t first, int64_t count) const {
+uint64_t SplitSource::rowsStart(int64_t first, int64_t count) const {
   const File& f = *files_[fileOf(first)];
-  if (f.fd < 0 || count <= 0 || first - f.firstGlobal + count > f.rows) return {};
+  if (f.fd < 0 || count <= 0 || first - f.firstGlobal + count > f.rows) return HADDR_UNDEF;
   const int64_t row = first - f.firstGlobal;
-  const size_t bytes = static_cast<size_t>(count) * rowBytes();
   haddr_t start = HADDR_UNDEF;
   if (f.contiguousAt != HADDR_UNDEF) {
     start = f.contiguousAt + static_cast<haddr_t>(row) * rowBytes();
@@ -264,16 +263,24 @@ MappedRows SplitSource::map(int64_t first, int64_t count) const {
       hsize_t size = 0;
       if (H5Dget_chunk_info_by_coord(f.features.get(), offset.data(), &mask, &addr, &size) < 0 || mask != 0 ||
           addr == HADDR_UNDEF || size != chunkBytes) {
-        return {};
+        return HADDR_UNDEF;
       }
       if (firstChunk == HADDR_UNDEF) firstChunk = addr;
-      if (addr != firstChunk + static_cast<haddr_t>(k - row / c) * chunkBytes) return {};
+      if (addr != firstChunk + static_cast<haddr_t>(k - row / c) * chunkBytes) return HADDR_UNDEF;
     }
     start = firstChunk + static_cast<haddr_t>(row % c) * rowBytes();
   }
   // Rows that do not start at a multiple of their element size are read, not mapped: the
   // converters load them as float / double.
-  if (start % static_cast<haddr_t>(at::elementSize(type_)) != 0) return {};
+  if (start % static_cast<haddr_t>(at::elementSize(type_)) != 0) return HADDR_UNDEF;
+  return start;
+}
+
+MappedRows SplitSource::map(int64_t first, int64_t count) const {
+  const haddr_t start = rowsStart(first, count);
+  if (start == HADDR_UNDEF) return {};
+  const File& f = *files_[fileOf(first)];
+  const size_t bytes = static_cast<size_t>(count) * rowBytes();
   // A file cut short since it was opened (rewritten in place) is read, not mapped: read()
   // reports the problem, a mapping past the end would kill the process with SIGBUS.
   struct stat st {};
@@ -284,6 +291,13 @@ MappedRows SplitSource::map(int64_t first, int64_t count) const {
   void* base = ::mmap(nullptr, lead + bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, f.fd, static_cast<off_t>(aligned));
   if (base == MAP_FAILED) return {};
   return MappedRows(base, lead + bytes, static_cast<const char*>(base) + lead);
+}
+
+void SplitSource::willNeed(int64_t first, int64_t count) const {
+  const haddr_t start = rowsStart(first, count);
+  if (start == HADDR_UNDEF) return;
+  ::posix_fadvise(files_[fileOf(first)]->fd, static_cast<off_t>(start),
+                  static_cast<off_t>(count * static_cast<int64_t>(rowBytes())), POSIX_FADV_WILLNEED);
 }
 
 void SplitSource::read(int64_t first, int64_t count, void* out) const {

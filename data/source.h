@@ -86,6 +86,10 @@ class SplitSource {
   // with FORGE_NO_MAPPED_READS set; read() then copies them. Reading the page cache in
   // place saves the copy read() makes. Thread-safe.
   MappedRows map(int64_t first, int64_t count) const;
+  // Asks the kernel to start reading those rows into the page cache now, without waiting,
+  // when they could be mapped (a no-op otherwise): for rows needed soon whose file may not
+  // be cached. Thread-safe.
+  void willNeed(int64_t first, int64_t count) const;
   // Index of the file that holds `sample`, and the last sample + 1 of that file.
   int fileOf(int64_t sample) const;
   int64_t fileEnd(int fileIndex) const;
@@ -94,6 +98,9 @@ class SplitSource {
 
  private:
   struct File;
+  // Where the stored rows [first, first + count) start in their file, when they lie there
+  // as read() delivers them (see map()); HADDR_UNDEF otherwise.
+  uint64_t rowsStart(int64_t first, int64_t count) const;
   std::vector<std::unique_ptr<File>> files_;
   std::vector<Block> blocks_;
   std::vector<int64_t> sampleShape_;
