@@ -305,7 +305,6 @@ void BatchLoader::stop() {
   windows_.clear();
   windowsHeld_ = 0;
   ahead_ = 0;
-  consumerWaiting_ = false;
   stopRequested_ = false;
   readerDone_ = true;
   error_ = nullptr;
@@ -408,13 +407,7 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
 
 bool BatchLoader::assembleOne(std::unique_lock<std::mutex>& lock) {
   if (ahead_ >= aheadLimit_) return false;
-  std::shared_ptr<Window> w;
-  for (auto& c : windows_) {
-    if (c->claimed < c->batches.size()) {
-      w = c;
-      break;
-    }
-  }
+  std::shared_ptr<Window> w = firstUnclaimed();
   if (!w) return false;
   const size_t b = w->claimed++;
   ++ahead_;
@@ -446,15 +439,14 @@ bool BatchLoader::assembleOne(std::unique_lock<std::mutex>& lock) {
   bool wake = false;
   if (consumerWaiting_) {
     int64_t ready = 0;
-    bool gap = false, unclaimed = false;
+    bool gap = false;
     for (auto& c : windows_) {
       for (size_t k = c->delivered; k < c->batches.size() && !gap; ++k) {
         if (c->ready(k)) ++ready;
         else gap = true;
       }
-      unclaimed = unclaimed || c->claimed < c->batches.size();
     }
-    wake = ready >= aheadLimit_ / 2 || (ready == ahead_ && (ahead_ >= aheadLimit_ || !unclaimed));
+    wake = ready >= aheadLimit_ / 2 || (ready == ahead_ && (ahead_ >= aheadLimit_ || !firstUnclaimed()));
   }
   if (released) {
     // Unmapped before the reader may take another window, so that the rows of at most two
@@ -483,17 +475,23 @@ static void runAsBackground() {
 #endif
 }
 
+std::shared_ptr<BatchLoader::Window> BatchLoader::firstUnclaimed() const {
+  for (const auto& w : windows_) {
+    if (w->claimed < w->batches.size()) return w;
+  }
+  return nullptr;
+}
+
+void BatchLoader::assembleOrWait(std::unique_lock<std::mutex>& lock) {
+  if (assembleOne(lock)) return;
+  ++workersWaiting_;
+  cv_.wait(lock);
+  --workersWaiting_;
+}
+
 void BatchLoader::assembleLoop() {
   std::unique_lock<std::mutex> lock(mutex_);
-  while (!stopRequested_ && !error_) {
-    if (assembleOne(lock)) continue;
-    bool unclaimed = false;
-    for (auto& c : windows_) unclaimed = unclaimed || c->claimed < c->batches.size();
-    if (readerDone_ && !unclaimed) break;
-    ++workersWaiting_;
-    cv_.wait(lock);
-    --workersWaiting_;
-  }
+  while (!stopRequested_ && !error_ && !(readerDone_ && !firstUnclaimed())) assembleOrWait(lock);
 }
 
 void BatchLoader::readLoop() {
@@ -523,12 +521,7 @@ void BatchLoader::readLoop() {
       {
         // At most two windows hold rows; while waiting for one to be let go, assemble.
         std::unique_lock<std::mutex> lock(mutex_);
-        while (windowsHeld_ >= 2 && !stopRequested_ && !error_) {
-          if (assembleOne(lock)) continue;
-          ++workersWaiting_;
-          cv_.wait(lock);
-          --workersWaiting_;
-        }
+        while (windowsHeld_ >= 2 && !stopRequested_ && !error_) assembleOrWait(lock);
         if (stopRequested_ || error_) break;
         ++windowsHeld_;
         if (!rawFree_.empty()) {
@@ -623,15 +616,11 @@ std::optional<Batch> BatchLoader::next() {
   std::unique_lock<std::mutex> lock(mutex_);
   std::optional<Batch> out;
   while (true) {
-    if (error_) {
-      consumerWaiting_ = false;
-      std::rethrow_exception(error_);
-    }
+    if (error_) std::rethrow_exception(error_);
     if (!windows_.empty()) {
       Window& w = *windows_.front();
       if (w.delivered < w.batches.size() && w.failed[w.delivered]) {
         error_ = w.failed[w.delivered];  // the threads stop; the epoch ends here
-        consumerWaiting_ = false;
         lock.unlock();
         cv_.notify_all();
         std::rethrow_exception(error_);
@@ -649,8 +638,8 @@ std::optional<Batch> BatchLoader::next() {
     }
     consumerWaiting_ = true;  // the threads wake the caller once a run of batches is ready
     cv_.wait(lock);
+    consumerWaiting_ = false;
   }
-  consumerWaiting_ = false;
   // Taking batches makes room for more to be assembled: the threads are woken once half
   // the room is free (after the clock stops: this is not waiting for data).
   const bool wake = workersWaiting_ > 0 && ahead_ <= aheadLimit_ / 2;

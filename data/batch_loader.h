@@ -110,6 +110,10 @@ class BatchLoader {
   // batch, while fewer than aheadLimit_ are ahead of the caller), and assembles it. Called
   // with the lock held; releases it while working. False when there was nothing to claim.
   bool assembleOne(std::unique_lock<std::mutex>& lock);
+  // assembleOne, or, when there is nothing to claim, a wait until something changes.
+  void assembleOrWait(std::unique_lock<std::mutex>& lock);
+  // The oldest window with a batch nobody has claimed yet, or null (lock held).
+  std::shared_ptr<Window> firstUnclaimed() const;
   Batch assemble(const Window& w, int64_t b0, int64_t b1);
   void fail(std::exception_ptr e);
 

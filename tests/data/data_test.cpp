@@ -51,6 +51,37 @@ class DataTest : public ::testing::Test {
     return p;
   }
 
+  // Every sample of a split, unnormalized, in order.
+  static Batch readAll(const SplitSource& s) {
+    std::vector<int64_t> all(s.size());
+    std::iota(all.begin(), all.end(), 0);
+    return readBatch(s, {}, all);
+  }
+
+  // A file holding samples [first, first + n) of `whole` as train/features (float32, N x D)
+  // and train/labels: in chunks of `chunkRows` rows, deflated or not, or (chunkRows 0) as
+  // one contiguous dataset.
+  void writeRows(const std::string& name, const Batch& whole, int64_t first, int64_t n, hsize_t chunkRows,
+                 bool deflate) {
+    H5Id file(H5Fcreate(path(name).c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    createGroup(file.get(), "train");
+    at::Tensor x = whole.x.narrow(0, first, n).contiguous();
+    at::Tensor y = whole.y.narrow(0, first, n).contiguous();
+    const hsize_t dims[2] = {static_cast<hsize_t>(n), static_cast<hsize_t>(x.size(1))};
+    const hsize_t chunk[2] = {chunkRows, dims[1]};
+    H5Id space(H5Screate_simple(2, dims, nullptr));
+    H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
+    if (chunkRows > 0) {
+      ASSERT_GE(H5Pset_chunk(dcpl.get(), 2, chunk), 0);
+    }
+    if (deflate) {
+      ASSERT_GE(H5Pset_deflate(dcpl.get(), 4), 0);
+    }
+    H5Id ds(H5Dcreate2(file.get(), "train/features", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
+    ASSERT_GE(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data_ptr()), 0);
+    writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {dims[0]}, dims[0], y.data_ptr());
+  }
+
   std::string errorOf(const SourceSpec& spec) {
     try {
       SplitSource source(spec);
@@ -409,25 +440,9 @@ namespace {
 TEST_F(DataTest, MappedRowsAreTheBytesReadCopies) {
   writeSynthetic({1000, 24, 3, 2}, path("syn.h5"));
   {
-    SplitSource syn({{path("syn.h5")}, "train", "features", "labels", 3});
-    std::vector<int64_t> all(1000);
-    std::iota(all.begin(), all.end(), 0);
-    at::Tensor x = readBatch(syn, {}, all).x.contiguous();
-    at::Tensor y = syn.labels().contiguous();
-    for (const char* name : {"chunked.h5", "contiguous.h5"}) {
-      H5Id file(H5Fcreate(path(name).c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
-      createGroup(file.get(), "train");
-      if (std::string(name) == "chunked.h5") {  // 16 chunks of 64 rows, the last one partial
-        writeDataset(file.get(), "train/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {1000, 24}, 64, x.data_ptr());
-      } else {
-        hsize_t dims[2] = {1000, 24};
-        H5Id space(H5Screate_simple(2, dims, nullptr));
-        H5Id ds(H5Dcreate2(file.get(), "train/features", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                           H5P_DEFAULT));
-        ASSERT_GE(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data_ptr()), 0);
-      }
-      writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {1000}, 1000, y.data_ptr());
-    }
+    Batch everything = readAll(SplitSource({{path("syn.h5")}, "train", "features", "labels", 3}));
+    writeRows("chunked.h5", everything, 0, 1000, 64, false);  // 16 chunks of 64 rows, the last one partial
+    writeRows("contiguous.h5", everything, 0, 1000, 0, false);
   }
   for (const char* name : {"chunked.h5", "contiguous.h5"}) {
     SplitSource source({{path(name)}, "train", "features", "labels", 3});
@@ -460,27 +475,11 @@ TEST_F(DataTest, MappedAndCopiedRowsGiveTheSameBatches) {
   // of 512 samples comes in several runs.
   writeSynthetic({2000, 1024, 5, 4}, path("plain.h5"));
   SplitSource plain({{path("plain.h5")}, "train", "features", "labels", 5});
-  std::vector<int64_t> all(2000);
-  std::iota(all.begin(), all.end(), 0);
-  Batch everything = readBatch(plain, {}, all);
+  Batch everything = readAll(plain);
   // The same samples deflated in one file, and split over a plain and a deflated file.
-  auto write = [&](const std::string& name, int64_t first, int64_t n, bool deflate) {
-    H5Id file(H5Fcreate(path(name).c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
-    createGroup(file.get(), "train");
-    at::Tensor x = everything.x.narrow(0, first, n).contiguous();
-    at::Tensor y = everything.y.narrow(0, first, n).contiguous();
-    hsize_t dims[2] = {static_cast<hsize_t>(n), 1024}, chunk[2] = {50, 1024};
-    H5Id space(H5Screate_simple(2, dims, nullptr));
-    H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
-    ASSERT_GE(H5Pset_chunk(dcpl.get(), 2, chunk), 0);
-    if (deflate) ASSERT_GE(H5Pset_deflate(dcpl.get(), 4), 0);
-    H5Id ds(H5Dcreate2(file.get(), "train/features", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
-    ASSERT_GE(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x.data_ptr()), 0);
-    writeDataset(file.get(), "train/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {hsize_t(n)}, 500, y.data_ptr());
-  };
-  write("packed.h5", 0, 2000, true);
-  write("mixed-0.h5", 0, 900, false);
-  write("mixed-1.h5", 900, 1100, true);
+  writeRows("packed.h5", everything, 0, 2000, 50, true);
+  writeRows("mixed-0.h5", everything, 0, 900, 50, false);
+  writeRows("mixed-1.h5", everything, 900, 1100, 50, true);
   SplitSource packed({{path("packed.h5")}, "train", "features", "labels", 5});
   SplitSource mixed({{path("mixed-*.h5")}, "train", "features", "labels", 5});
   EXPECT_FALSE(packed.map(0, 10)) << "deflated rows cannot be mapped";
