@@ -22,6 +22,12 @@ std::string CheckpointDir::pathFor(int64_t epoch, int64_t globalStep) const {
   return (fs::path(dir_) / name).string();
 }
 
+int64_t CheckpointDir::globalStepOf(const std::string& path) {
+  std::smatch m;
+  std::string name = fs::path(path).filename().string();
+  return std::regex_match(name, m, kPeriodicName) ? std::stoll(m[2]) : -1;
+}
+
 std::string CheckpointDir::bestPath() const { return (fs::path(dir_) / "best.pt").string(); }
 
 std::vector<std::string> CheckpointDir::list() const {

@@ -29,6 +29,9 @@ class CheckpointDir {
   // save of this run can be in flight.
   int removeStaleTemporaries() const;
 
+  // The global step in a periodic checkpoint's file name; -1 for any other name.
+  static int64_t globalStepOf(const std::string& path);
+
   // Periodic checkpoints, newest (highest global step) first.
   std::vector<std::string> list() const;
 

@@ -12,6 +12,8 @@ find_package(ZLIB REQUIRED)
 find_package(Threads REQUIRED)
 # TensorBoard event files are protobuf messages (trainer/tensorboard/event.proto).
 find_package(Protobuf REQUIRED)
+# JSON files (summary.json, metrics.jsonl, --json outputs) are written and read with it.
+find_package(nlohmann_json 3 REQUIRED)
 
 # The torch wheel keeps CUDA, cuDNN and NCCL in sibling nvidia-* packages and finds them at
 # run time through its own RPATH. The linker must see the same copies when it resolves

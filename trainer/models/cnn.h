@@ -7,14 +7,13 @@
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 
-#include "trainer/config.h"
-#include "trainer/models/model.h"
+#include "trainer/spec/parts.h"
 
 namespace forge::train {
 
-class Cnn : public Model {
+class Cnn : public StagedModel {
  public:
-  explicit Cnn(const ModelConfig& cfg);
+  Cnn(std::vector<int64_t> inputShape, std::vector<int64_t> channels, int64_t hidden, int64_t classes, double dropout);
 
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::Conv2d conv2{nullptr};
@@ -22,5 +21,8 @@ class Cnn : public Model {
   torch::nn::Dropout dropout{nullptr};
   torch::nn::Linear fc2{nullptr};
 };
+
+// model.name: cnn, with input_shape, channels, hidden, num_classes, dropout.
+ModelSpec cnnModel();
 
 }  // namespace forge::train

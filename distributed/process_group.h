@@ -1,0 +1,76 @@
+// Everything a multi-rank command needs before it can compute: MPI started, who this process
+// is (rank, node, launcher), where it computes (device choice), the communicator training
+// uses (backend choice) and the intra-op threads. The MPI communicator always exists (control
+// values, and the bootstrap of NCCL); `comm()` is NCCL on GPUs, MPI on CPUs.
+#pragma once
+
+#include <memory>
+#include <exception>
+#include <string>
+
+#include "core/error.h"
+
+#include "distributed/communicator.h"
+#include "distributed/mpi/mpi_communicator.h"
+#include "distributed/mpi_runtime.h"
+#include "distributed/world.h"
+
+namespace forge::dist {
+
+struct ProcessGroupOptions {
+  std::string device = "auto";   // auto | cpu | cuda (run.device)
+  std::string backend = "auto";  // auto | mpi | nccl (distributed.backend)
+  double timeoutS = 300;         // every collective's deadline (distributed.timeout_s)
+  int threads = 0;               // intra-op threads per rank; 0 = cores on the node / its ranks
+  bool needsCuda = false;        // the run cannot compute on the CPU (run.precision bf16)
+  std::string needsCudaWhy;      // the setting that needs it ("run.precision bf16"), for the error
+  std::string needsCudaFix;      // what to change instead ("use precision: fp32")
+};
+
+// Runs `setup` on every rank, then agrees: if any rank failed, every rank stops with exit
+// code 2 (the failing ranks with their own message) instead of leaving peers in a collective.
+// Collective.
+template <typename Setup>
+void agreeOnSetup(Communicator& comm, Setup setup) {
+  std::exception_ptr failure;
+  try {
+    setup();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  bool anyFailed = comm.anyRank(failure != nullptr);
+  if (failure) std::rethrow_exception(failure);
+  if (anyFailed) throw ConfigError("stopping: another rank failed during setup (its message says why)");
+}
+
+class ProcessGroup {
+ public:
+  // Collective over MPI_COMM_WORLD: starts MPI, chooses and binds the device, creates the
+  // backend's communicator, sets the threads, and logs (rank 0) the world and every rank's
+  // device. A choice that cannot work (nccl without a GPU, ...) is a ConfigError on every rank.
+  ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& options);
+  ~ProcessGroup();
+
+  const WorldInfo& world() const { return world_; }
+  Communicator& comm() { return *comm_; }
+  MpiCommunicator& mpi() { return *mpiComm_; }
+  c10::Device device() const { return device_; }
+  const std::string& backend() const { return backend_; }
+
+ private:
+  void logDeviceMap(const std::string& why);
+
+  MpiRuntime runtime_;
+  WorldInfo world_;
+  std::unique_ptr<MpiCommunicator> mpiComm_;
+  std::unique_ptr<Communicator> ncclComm_;
+  Communicator* comm_ = nullptr;
+  c10::Device device_{c10::kCPU};
+  std::string backend_;
+};
+
+// Intra-op threads for a rank: `configured`, or cores on the node divided by the ranks on it
+// (at least 1), so ranks never oversubscribe the node.
+int threadsPerRank(int configured, const WorldInfo& world);
+
+}  // namespace forge::dist

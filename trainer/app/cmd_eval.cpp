@@ -1,0 +1,117 @@
+// forge eval: a checkpoint's loss and metrics on the eval split.
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <iostream>
+
+#include "checkpoint/python_state_dict.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/table.h"
+#include "trainer/app/commands.h"
+#include "trainer/engine/evaluator.h"
+#include "trainer/module/state_dict.h"
+#include "trainer/spec/registry.h"
+
+namespace forge::train {
+namespace {
+
+const char* kEvalHelp = R"(usage: forge eval CONFIG.yaml --checkpoint PATH [--set key=value ...] [--json]
+
+Loads the model state of PATH (a forge checkpoint, or a state dict saved by Python with
+torch.save(model.state_dict(), PATH)) into the model the config describes and reports the
+loss and the task's metrics on the config's eval split (data.eval_split, default "test"),
+and for a classifier the accuracy per class. --json prints the same as one JSON object.
+)";
+
+nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+data::Normalization normalizationFor(const Config& cfg) {
+  data::Normalization norm{cfg.data.normalize.scale, cfg.data.normalize.mean, cfg.data.normalize.std};
+  if (cfg.data.normalize.stats == "auto") {
+    // The statistics training computed and kept in the run dir.
+    std::string stats = (std::filesystem::path(cfg.run.dir) / "feature_stats.h5").string();
+    if (!std::filesystem::exists(stats)) {
+      throw DataError(concat("data.normalize.stats is auto, but ", stats, " does not exist: evaluate with the "
+                             "run.dir of the training run that computed it"));
+    }
+    data::readFeatureStats(stats, norm.mean, norm.std);
+  }
+  return norm;
+}
+
+void printResult(const EvalResult& r, const std::string& checkpoint, const std::string& split, bool json) {
+  auto classAccuracy = [&](size_t c) {
+    return r.classSamples[c] ? static_cast<double>(r.classCorrect[c]) / r.classSamples[c] : std::nan("");
+  };
+  if (json) {
+    nlohmann::ordered_json j = {{"checkpoint", checkpoint}, {"split", split}, {"samples", r.samples}};
+    for (const auto& [name, v] : r.values) j[name] = number(v);
+    if (!r.classSamples.empty()) {
+      j["classes"] = nlohmann::json::array();
+      for (size_t c = 0; c < r.classSamples.size(); ++c) {
+        j["classes"].push_back({{"class", c},
+                                {"samples", r.classSamples[c]},
+                                {"correct", r.classCorrect[c]},
+                                {"accuracy", number(classAccuracy(c))}});
+      }
+    }
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  Table t({"", ""});
+  t.row({"checkpoint", checkpoint}).row({"split", split}).row({"samples", withThousands(r.samples)});
+  for (const auto& [name, v] : r.values) {
+    const MetricSpec* m = registry().metrics.find(name);
+    char buf[32];
+    if (m != nullptr && m->percent) {
+      std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * v);
+    } else {
+      std::snprintf(buf, sizeof buf, "%.4f", v);
+    }
+    t.row({name, buf});
+  }
+  std::cout << t.str() << "\n";
+  if (r.classSamples.empty()) return;
+  using A = Table::Align;
+  Table perClass({"class", "samples", "correct", "accuracy"}, {A::kRight, A::kRight, A::kRight, A::kRight});
+  for (size_t c = 0; c < r.classSamples.size(); ++c) {
+    char acc[32];
+    std::snprintf(acc, sizeof acc, "%.2f%%", 100.0 * classAccuracy(c));
+    perClass.row({std::to_string(c), withThousands(r.classSamples[c]), withThousands(r.classCorrect[c]),
+                  r.classSamples[c] ? acc : "-"});
+  }
+  std::cout << perClass.str();
+}
+
+}  // namespace
+
+int cmdEval(int argc, char** argv) {
+  Args a = parseArgs(argc, argv, 2, {"set", "checkpoint"}, {"json"}, kEvalHelp);
+  if (a.help) return std::cout << kEvalHelp, 0;
+  Config cfg = configFrom(a, kEvalHelp, "eval");
+  if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
+  if (a.has("json")) log::infoToStderr();  // stdout holds the JSON alone
+  auto pg = processGroupFor(&argc, &argv, cfg);
+  std::unique_ptr<data::SplitSource> split;
+  ModelHandle model;
+  Task task;
+  dist::agreeOnSetup(pg->comm(), [&] {
+    data::SourceSpec spec{cfg.data.paths, cfg.data.evalSplit, cfg.data.features, cfg.data.labels, 0};
+    if (cfg.model.options.has("num_classes")) spec.numClasses = cfg.model.options.get<int64_t>("num_classes");
+    split = std::make_unique<data::SplitSource>(spec);
+    task = Task::resolve(cfg.task.loss, cfg.task.metrics);
+    model = registry().models.get(cfg.model.name).make(cfg.model.options);
+    // A forge checkpoint, or a state dict Python saved with torch.save(model.state_dict()).
+    loadModelStateDict(*model.module, ckpt::loadModelState(a.one("checkpoint")), a.one("checkpoint"));
+    model.module->to(pg->device());
+  });
+  return runGuarded(*pg, [&] {
+    EvalResult r = evaluate(model, task, *split, normalizationFor(cfg), cfg.data.evalBatchSize, pg->comm(), pg->device());
+    if (pg->world().rank == 0) printResult(r, a.one("checkpoint"), split->name(), a.has("json"));
+    return 0;
+  });
+}
+
+}  // namespace forge::train

@@ -1,0 +1,54 @@
+// forge train: the training run, on every rank.
+#include <iostream>
+
+#include "trainer/app/commands.h"
+#include "trainer/engine/preemption.h"
+#include "trainer/engine/trainer.h"
+
+namespace forge::train {
+namespace {
+
+const char* kTrainHelp = R"(usage: forge train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]
+
+  CONFIG.yaml        the run's config (see configs/fashion_mnist_mlp.yaml, and
+                     `forge config keys` for every key)
+  --set key=value    override a config key by its dotted path, e.g. --set run.epochs=2
+                     --set optimizer.lr=0.01 (repeatable; the value is parsed as YAML)
+  --resume auto      continue from the newest checkpoint in RUN_DIR/checkpoints that
+                     verifies (fresh start when there is none)
+  --resume PATH      continue from that checkpoint
+
+Runs alone (1 rank), under `mpirun -np N forge train ...`, or under `srun`.
+Writes, in RUN_DIR (run.dir):
+  config.yaml      the config as resolved (file + overrides)
+  forge.log        what rank 0 printed (sessions of a resumed run follow each other)
+  metrics.jsonl    a "step" record every log.every_steps steps and an "epoch" record
+                   per epoch: losses, the task's metrics, lr, samples/s, data-wait and
+                   communication shares; metrics.csv holds the same rows
+  tb/              the same as TensorBoard scalars: tensorboard --logdir runs/
+  summary.json     the end-of-run summary
+  checkpoints/     ckpt-e<epoch>-s<global step>.pt and best.pt
+Progress (log.progress): a live bar on a terminal, a plain line every log.every_s
+seconds otherwise (log files); `forge plot RUN_DIR` draws the curves.
+)";
+
+}  // namespace
+
+int cmdTrain(int argc, char** argv) {
+  Args a = parseArgs(argc, argv, 2, {"set", "resume"}, {}, kTrainHelp);
+  if (a.help) return std::cout << kTrainHelp, 0;
+  Config cfg = configFrom(a, kTrainHelp, "train");
+  const std::string resume = a.one("resume");
+  auto pg = processGroupFor(&argc, &argv, cfg);
+  installPreemptionHandlers();
+  std::unique_ptr<Trainer> trainer;
+  dist::agreeOnSetup(pg->comm(), [&] {
+    trainer = std::make_unique<Trainer>(cfg, pg->comm(), pg->world(), resume, pg->device());
+  });
+  return runGuarded(*pg, [&] {
+    trainer->run();
+    return 0;
+  });
+}
+
+}  // namespace forge::train

@@ -1,0 +1,89 @@
+#include "trainer/app/commands.h"
+
+#include <c10/util/Exception.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+
+namespace forge::train {
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> all = {
+      {"data",
+       "data fashion-mnist|synthetic|from-npy --out FILE.h5 ...\n"
+       "                         write a data set in forge's HDF5 layout",
+       cmdData},
+      {"train",
+       "train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]\n"
+       "                         train; alone, under `mpirun -np N`, or under `srun`",
+       cmdTrain},
+      {"eval",
+       "eval CONFIG.yaml --checkpoint PATH [--set key=value ...] [--json]\n"
+       "                         eval-split loss and metrics of a checkpoint (per class\n"
+       "                         for a classifier)",
+       cmdEval},
+      {"ckpt", "ckpt inspect PATH [--json]\n                         what a checkpoint holds", cmdCkpt},
+      {"model",
+       "model check CONFIG.yaml --state-dict P.pt [--inputs X.pt --outputs Y.pt]\n"
+       "                         load a Python state dict strictly into the configured\n"
+       "                         model and compare its outputs with Python's",
+       cmdModel},
+      {"config", "config keys [--markdown]\n                         every config key: type, default, help", cmdConfig},
+      {"plot",
+       "plot RUN_DIR... [--out FILE.png] [--title TEXT] [--size WxH]\n"
+       "                         loss, metric, learning rate and throughput curves of\n"
+       "                         one run or several side by side, as a PNG (gnuplot)",
+       cmdPlot},
+  };
+  return all;
+}
+
+Config configFrom(const Args& a, const char* help, const char* cmd) {
+  if (a.positional.size() != 1) usage(concat("forge ", cmd, " takes exactly one CONFIG.yaml"), help);
+  return loadConfig(a.positional[0], a.all("set"));
+}
+
+std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, const Config& cfg) {
+  dist::ProcessGroupOptions o;
+  o.device = cfg.run.device;
+  o.backend = cfg.distributed.backend;
+  o.timeoutS = cfg.distributed.timeoutS;
+  o.threads = static_cast<int>(cfg.run.threads);
+  o.needsCuda = cfg.run.precision == "bf16";
+  o.needsCudaWhy = "run.precision bf16";
+  o.needsCudaFix = "use precision: fp32";
+  return std::make_unique<dist::ProcessGroup>(argc, argv, o);
+}
+
+int runGuarded(dist::ProcessGroup& pg, const std::function<int()>& body) {
+  // A progress bar must not outlive the run, nor sit under its last words: cleared as the
+  // body is left, before any handler prints.
+  struct ClearStatus {
+    ~ClearStatus() { log::clearStatus(); }
+  };
+  const bool many = pg.world().size > 1;
+  try {
+    ClearStatus clear;
+    return body();
+  } catch (const Preempted& e) {
+    // Every rank agreed and rank 0 has saved: a clean stop, not an abort.
+    log::info("train", e.what());
+    return e.exitCode();
+  } catch (const Error& e) {
+    log::error("", e.what());
+    if (many) pg.comm().abort(e.exitCode());
+    return e.exitCode();
+  } catch (const c10::Error& e) {
+    std::string what = e.what_without_backtrace();
+    log::error("", "torch error: ", what.substr(0, what.find('\n')));
+    if (many) pg.comm().abort(1);
+    return 1;
+  } catch (const std::exception& e) {
+    log::error("", "error: ", e.what());
+    if (many) pg.comm().abort(1);
+    return 1;
+  }
+}
+
+}  // namespace forge::train

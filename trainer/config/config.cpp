@@ -1,0 +1,360 @@
+#include "trainer/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "trainer/config/schema.h"
+#include "trainer/spec/registry.h"
+
+namespace forge::train {
+namespace {
+
+// Where a value came from: the file (with line) or a --set option.
+struct Source {
+  std::string file;
+  std::set<std::string> overridden;  // dotted keys set by --set
+
+  std::string where(const std::string& dotted, const YAML::Mark& mark) const {
+    if (overridden.count(dotted)) return "--set " + dotted;
+    if (!mark.is_null()) return concat(file, ":", mark.line + 1);
+    return file;
+  }
+};
+
+[[noreturn]] void fail(const std::string& where, const std::string& msg) {
+  throw ConfigError(concat("config error in ", where, ": ", msg));
+}
+
+std::string describe(const YAML::Node& n) {
+  if (n.IsMap()) return "a map";
+  if (n.IsSequence()) return "a list";
+  if (n.IsNull()) return "nothing";
+  return "'" + n.Scalar() + "'";
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+// One scalar as the alternative T of OptionValue; YAML::BadConversion when it is not one.
+template <typename T>
+T scalarAs(const YAML::Node& v) {
+  if (!v.IsScalar()) throw YAML::BadConversion(v.Mark());
+  if constexpr (std::is_same_v<T, int64_t>) {
+    // yaml-cpp reads "1e3" or "2.0" as no integer, as it should; "-0x10" as one: fine.
+    return v.as<int64_t>();
+  } else if constexpr (std::is_same_v<T, double>) {
+    double d = v.as<double>();
+    // A non-finite hyper-parameter trains on garbage: refused where it is written.
+    if (!std::isfinite(d)) throw std::domain_error("not finite");
+    return d;
+  } else {
+    return v.as<T>();
+  }
+}
+
+template <typename T>
+OptionValue parseAs(const YAML::Node& v, bool oneOrMany) {
+  if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<double>> ||
+                std::is_same_v<T, std::vector<std::string>>) {
+    using E = typename T::value_type;
+    T out;
+    if (v.IsSequence()) {
+      for (const auto& e : v) out.push_back(scalarAs<E>(e));
+    } else if (oneOrMany) {
+      out.push_back(scalarAs<E>(v));
+    } else {
+      throw YAML::BadConversion(v.Mark());
+    }
+    return out;
+  } else {
+    return scalarAs<T>(v);
+  }
+}
+
+// Reads one declared key from `node` (a YAML value), checks it and returns it.
+OptionValue readValue(const YAML::Node& v, const OptionDecl& d, const std::string& dotted, const Source& src) {
+  OptionValue out;
+  try {
+    out = std::visit(
+        [&](const auto& def) -> OptionValue {
+          using T = std::decay_t<decltype(def)>;
+          return parseAs<T>(v, d.oneOrMany);
+        },
+        d.defaultValue);
+  } catch (const std::domain_error&) {
+    fail(src.where(dotted, v.Mark()), concat(dotted, " must be a finite number, got ", describe(v)));
+  } catch (const YAML::Exception&) {
+    std::string type = optionTypeName(d.defaultValue.index());
+    if (d.defaultValue.index() == 1 && dotted == "run.seed") type = "a non-negative integer";
+    fail(src.where(dotted, v.Mark()), concat(dotted, " must be ", type, d.oneOrMany ? " or one value" : "", ", got ", describe(v)));
+  }
+  if (d.check) {
+    std::string problem = d.check(out);
+    if (!problem.empty()) fail(src.where(dotted, v.Mark()), concat(dotted, " ", problem));
+  }
+  return out;
+}
+
+// A section of the YAML file: a map whose keys must all be declared.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string name, const Source& src) : node_(node), name_(std::move(name)), src_(src) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) {
+      fail(src_.where(name_, node_.Mark()), concat("'", name_, "' must be a map of keys, got ", describe(node_)));
+    }
+  }
+
+  bool has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
+  // The key's value; an invalid node (false in a condition) when the section or key is absent.
+  YAML::Node at(const std::string& key) const {
+    if (node_ && node_.IsMap()) return node_[key];
+    return YAML::Node(YAML::NodeType::Map)["absent"];
+  }
+  std::string dotted(const std::string& key) const { return name_ + "." + key; }
+  std::string where(const std::string& key) const {
+    YAML::Node v = at(key);
+    return src_.where(dotted(key), v ? v.Mark() : node_ ? node_.Mark() : YAML::Mark::null_mark());
+  }
+
+  void rejectUnknown(const std::vector<std::string>& known, const std::string& context) const {
+    if (!node_ || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      std::string key = kv.first.as<std::string>();
+      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+      std::string hint = nearest(key, known);
+      std::string msg = concat("unknown key '", key, "' in '", name_, "'", context);
+      msg += hint.empty() ? concat(" (valid keys: ", joined(known), ")") : concat(" (did you mean '", hint, "'?)");
+      fail(src_.where(dotted(key), kv.first.Mark()), msg);
+    }
+  }
+
+  // A declared key: the file's value (checked) or the default.
+  OptionValue read(const OptionDecl& d) const {
+    if (!has(d.key)) return d.defaultValue;
+    YAML::Node v = at(d.key);
+    return readValue(v, d, dotted(d.key), src_);
+  }
+
+  const Source& source() const { return src_; }
+
+ private:
+  YAML::Node node_;
+  std::string name_;
+  const Source& src_;
+};
+
+void applyOverride(YAML::Node& root, const std::string& assignment, Source& src) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError(concat("config error in --set ", assignment, ": expected key=value, e.g. --set optimizer.lr=0.01"));
+  }
+  std::string key = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+  auto parts = split(key, '.');
+  for (const auto& p : parts) {
+    if (p.empty()) throw ConfigError(concat("config error in --set ", assignment, ": empty key segment in '", key, "'"));
+  }
+  YAML::Node parsed;
+  try {
+    parsed = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(concat("config error in --set ", assignment, ": value is not valid YAML: ", e.msg));
+  }
+  YAML::Node cur = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (!cur[parts[i]] || !cur[parts[i]].IsMap()) cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    YAML::Node next = cur[parts[i]];
+    cur.reset(next);
+  }
+  cur[parts.back()] = parsed;
+  src.overridden.insert(key);
+  // An unknown top-level section is reported against this option too.
+  src.overridden.insert(parts.front());
+}
+
+// The keys a registered part declares for its section, or none.
+const OptionSpec* partOptions(PartKind kind, const std::string& name) {
+  auto& r = registry();
+  switch (kind) {
+    case PartKind::kModel: return &r.models.get(name).options;
+    case PartKind::kOptimizer: return &r.optimizers.get(name).options;
+    case PartKind::kSchedule: return &r.schedules.get(name).options;
+    case PartKind::kNone: break;
+  }
+  return nullptr;
+}
+
+Options* partValues(Config& c, PartKind kind) {
+  switch (kind) {
+    case PartKind::kModel: return &c.model.options;
+    case PartKind::kOptimizer: return &c.optimizer.options;
+    case PartKind::kSchedule: return &c.schedule.options;
+    case PartKind::kNone: break;
+  }
+  return nullptr;
+}
+
+// Reads one top-level section (and its nested sections) into `c`.
+void readSection(const YAML::Node& root, const std::string& name, const Source& src, Config& c) {
+  Section sec(root[name], name, src);
+  std::vector<std::string> known;
+  std::vector<const Field*> fields;
+  std::set<std::string> nested;
+  for (const auto& f : schema()) {
+    if (f.section == name) {
+      known.push_back(f.decl.key);
+      fields.push_back(&f);
+    } else if (f.section.rfind(name + ".", 0) == 0) {
+      std::string child = f.section.substr(name.size() + 1);
+      if (nested.insert(child).second) known.push_back(child);
+    }
+  }
+  const PartKind kind = partOf(name);
+  const OptionSpec* part = nullptr;
+  std::string context;
+  if (kind != PartKind::kNone) {
+    // `name` first: it says which keys the rest of the section may hold.
+    for (const Field* f : fields) {
+      if (f->decl.key == "name") f->assign(c, sec.read(f->decl));
+    }
+    const std::string partName =
+        kind == PartKind::kModel ? c.model.name : kind == PartKind::kOptimizer ? c.optimizer.name : c.schedule.name;
+    try {
+      part = partOptions(kind, partName);
+    } catch (const ConfigError& e) {
+      std::string msg = e.what();
+      // "'mpl' is not a registered model (did you mean 'mlp'?)", at the line of name:
+      fail(sec.where("name"), concat(sec.dotted("name"), " ", msg.substr(msg.find('\''))));
+    }
+    for (const auto& k : part->keys()) known.push_back(k);
+    context = concat(" for ", name, " '", partName, "'");
+  }
+  sec.rejectUnknown(known, context);
+  for (const Field* f : fields) f->assign(c, sec.read(f->decl));
+  if (part != nullptr) {
+    Options* values = partValues(c, kind);
+    for (const auto& d : part->decls()) {
+      values->set(d.key, sec.read(d), sec.has(d.key) ? sec.where(d.key) : "default");
+    }
+  }
+  for (const auto& child : nested) {
+    Section sub(sec.at(child), sec.dotted(child), src);
+    std::vector<std::string> subKnown;
+    for (const auto& f : schema()) {
+      if (f.section == sec.dotted(child)) subKnown.push_back(f.decl.key);
+    }
+    sub.rejectUnknown(subKnown, "");
+    for (const auto& f : schema()) {
+      if (f.section == sec.dotted(child)) f.assign(c, sub.read(f.decl));
+    }
+  }
+}
+
+// Checks that involve more than one key, or registries.
+void crossCheck(const YAML::Node& root, const Source& src, const Config& c) {
+  Section run(root["run"], "run", src), dist(root["distributed"], "distributed", src), task(root["task"], "task", src);
+  if (c.run.precision == "bf16" && c.run.device == "cpu") {
+    fail(run.where("precision"), "run.precision bf16 (autocast with fp32 master weights) is GPU-only: use run.device: "
+                                 "cuda (or auto on a GPU machine), or precision: fp32");
+  }
+  if (c.distributed.backend == "nccl" && c.run.device == "cpu") {
+    fail(dist.where("backend"), "distributed.backend nccl works on CUDA tensors: set run.device: cuda (or auto), or "
+                                "backend: mpi");
+  }
+  auto known = [&](const auto& reg, const std::string& name, const std::string& key) {
+    try {
+      reg.get(name);
+    } catch (const ConfigError& e) {
+      std::string msg = e.what();
+      fail(task.where(key), concat("task.", key, " ", msg.substr(msg.find('\''))));
+    }
+  };
+  known(registry().losses, c.task.loss, "loss");
+  for (const auto& m : c.task.metrics) known(registry().metrics, m, "metrics");
+  if (c.schedule.options.has("min_lr") && c.schedule.options.get<double>("min_lr") > c.optimizer.lr) {
+    Section sched(root["schedule"], "schedule", src);
+    fail(sched.where("min_lr"), "schedule.min_lr must be in [0, optimizer.lr]");
+  }
+}
+
+}  // namespace
+
+std::vector<KeyHelp> configKeys() {
+  std::vector<KeyHelp> out;
+  auto add = [&](const std::string& section, const OptionDecl& d, const std::string& part) {
+    std::string type = optionTypeName(d.defaultValue.index());
+    if (d.oneOrMany) type += " (or one)";
+    out.push_back({section + "." + d.key, part, type, optionText(d.defaultValue), d.help});
+  };
+  for (const auto& section : sectionNames()) {
+    for (const auto& f : schema()) {
+      if (f.section == section || f.section.rfind(section + ".", 0) == 0) add(f.section, f.decl, "");
+    }
+    const PartKind kind = partOf(section);
+    auto addParts = [&](const auto& reg) {
+      for (const auto& spec : reg.all()) {
+        for (const auto& d : spec.options.decls()) add(section, d, spec.name);
+      }
+    };
+    if (kind == PartKind::kModel) addParts(registry().models);
+    if (kind == PartKind::kOptimizer) addParts(registry().optimizers);
+    if (kind == PartKind::kSchedule) addParts(registry().schedules);
+  }
+  return out;
+}
+
+Config parseConfig(const std::string& yamlText, const std::string& sourceName,
+                   const std::vector<std::string>& overrides) {
+  Source src{sourceName, {}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(yamlText);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(concat("config error in ", sourceName, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(concat("config error in ", sourceName, ": the top level must be a map of sections"));
+  for (const auto& o : overrides) applyOverride(root, o, src);
+
+  // Unknown sections first: a typo there would hide every key below it.
+  const auto& sections = sectionNames();
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    if (std::find(sections.begin(), sections.end(), key) != sections.end()) continue;
+    std::string hint = nearest(key, sections);
+    fail(src.where(key, kv.first.Mark()), concat("unknown key '", key, "'",
+                                                 hint.empty() ? concat(" (valid sections: ", joined(sections), ")")
+                                                              : concat(" (did you mean '", hint, "'?)")));
+  }
+
+  Config c;
+  c.sourcePath = sourceName;
+  c.overrides = overrides;
+  for (const auto& s : sections) readSection(root, s, src, c);
+  crossCheck(root, src, c);
+
+  YAML::Emitter out;
+  out << root;
+  c.resolved = std::string(out.c_str()) + "\n";
+  return c;
+}
+
+Config loadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(concat("config error: cannot read config file '", path, "' (no such file or not readable)"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parseConfig(text.str(), path, overrides);
+}
+
+}  // namespace forge::train

@@ -1,0 +1,182 @@
+#include "trainer/config/schema.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+
+namespace forge::train {
+namespace {
+
+template <typename T>
+using Check = std::function<std::string(const T&)>;
+
+// One key: `get` reaches the field of a Config, whose initializer is the default.
+template <typename T, typename Get>
+Field field(std::string section, std::string key, Get get, std::string help, Check<T> check = {}, bool oneOrMany = false) {
+  static const Config defaults;
+  Field f;
+  f.section = std::move(section);
+  f.decl.key = std::move(key);
+  f.decl.defaultValue = OptionValue(T(get(const_cast<Config&>(defaults))));
+  f.decl.help = std::move(help);
+  f.decl.oneOrMany = oneOrMany;
+  if (check) f.decl.check = [check](const OptionValue& v) { return check(std::get<T>(v)); };
+  f.assign = [get](Config& c, const OptionValue& v) { get(c) = std::get<T>(v); };
+  return f;
+}
+
+Check<int64_t> zeroOrPositive(const char* zeroMeans) {
+  return [zeroMeans](const int64_t& v) {
+    return v >= 0 ? std::string() : concat("must be 0 (", zeroMeans, ") or positive, got ", v);
+  };
+}
+
+std::vector<Field> declare() {
+  using S = std::string;
+  using VS = std::vector<std::string>;
+  using VD = std::vector<double>;
+  std::vector<Field> f;
+  // run
+  f.push_back(field<S>("run", "dir", [](Config& c) -> S& { return c.run.dir; }, "the run's folder: checkpoints, logs, metrics",
+                       [](const S& v) { return v.empty() ? S("must not be empty") : S(); }));
+  f.push_back(field<int64_t>("run", "seed", [](Config& c) -> int64_t& { return c.run.seed; },
+                             "seed of the initial weights, the data order and dropout",
+                             [](const int64_t& v) { return v >= 0 ? S() : concat("must be a non-negative integer, got ", v); }));
+  f.push_back(field<int64_t>("run", "epochs", [](Config& c) -> int64_t& { return c.run.epochs; }, "epochs to train",
+                             atLeast(1)));
+  f.push_back(field<int64_t>("run", "threads", [](Config& c) -> int64_t& { return c.run.threads; },
+                             "intra-op threads per rank; 0 = the node's cores / its ranks",
+                             [](const int64_t& v) { return v >= 0 ? S() : S("must be 0 (automatic) or a positive count"); }));
+  f.push_back(field<S>("run", "device", [](Config& c) -> S& { return c.run.device; },
+                       "auto (a GPU per rank when there are enough, else the CPU) | cpu | cuda",
+                       oneOf({"auto", "cpu", "cuda"}, "a device")));
+  f.push_back(field<S>("run", "precision", [](Config& c) -> S& { return c.run.precision; },
+                       "fp32 | bf16 (CUDA autocast; weights, gradients and optimizer state stay fp32)",
+                       oneOf({"fp32", "bf16"}, "a precision")));
+  // model: the registered model's keys follow name and init_from
+  f.push_back(field<S>("model", "name", [](Config& c) -> S& { return c.model.name; }, "a registered model"));
+  f.push_back(field<S>("model", "init_from", [](Config& c) -> S& { return c.model.initFrom; },
+                       "a forge checkpoint or a Python state dict to start from (strict load)"));
+  // task
+  f.push_back(field<S>("task", "loss", [](Config& c) -> S& { return c.task.loss; }, "a registered loss"));
+  f.push_back(field<VS>("task", "metrics", [](Config& c) -> VS& { return c.task.metrics; },
+                        "registered metrics; the first is the one best.pt follows", {}, true));
+  // data
+  f.push_back(field<VS>("data", "path", [](Config& c) -> VS& { return c.data.paths; },
+                        "the HDF5 file, or a list of files / glob patterns",
+                        [](const VS& v) {
+                          for (const auto& p : v) {
+                            if (!p.empty()) return S();
+                          }
+                          return S("is required: the HDF5 file (or a list of files / glob patterns) to train on");
+                        },
+                        true));
+  f.push_back(field<S>("data", "train_split", [](Config& c) -> S& { return c.data.trainSplit; }, "group of the training samples"));
+  f.push_back(field<S>("data", "eval_split", [](Config& c) -> S& { return c.data.evalSplit; }, "group evaluated after each epoch"));
+  f.push_back(field<S>("data", "features", [](Config& c) -> S& { return c.data.features; }, "dataset name of the inputs"));
+  f.push_back(field<S>("data", "labels", [](Config& c) -> S& { return c.data.labels; }, "dataset name of the targets"));
+  f.push_back(field<int64_t>("data", "batch_size", [](Config& c) -> int64_t& { return c.data.batchSize; },
+                             "samples per rank per micro-batch", atLeast(1)));
+  f.push_back(field<int64_t>("data", "eval_batch_size", [](Config& c) -> int64_t& { return c.data.evalBatchSize; },
+                             "samples per rank per evaluation batch", atLeast(1)));
+  f.push_back(field<bool>("data", "shuffle", [](Config& c) -> bool& { return c.data.shuffle; }, "shuffle each epoch"));
+  f.push_back(field<bool>("data", "drop_last", [](Config& c) -> bool& { return c.data.dropLast; },
+                          "drop the last partial batch instead of padding the shares"));
+  f.push_back(field<int64_t>("data", "prefetch", [](Config& c) -> int64_t& { return c.data.prefetch; },
+                             "batches built ahead of training, at least", atLeast(1)));
+  f.push_back(field<double>("data", "buffer_mb", [](Config& c) -> double& { return c.data.bufferMb; },
+                            "read buffer per rank (two shuffle windows of half this)", positive()));
+  f.push_back(field<S>("data", "non_finite", [](Config& c) -> S& { return c.data.nonFinite; },
+                       "NaN / Inf in features: error (naming the sample) | skip", oneOf({"error", "skip"}, "a policy")));
+  f.push_back(field<double>("data.normalize", "scale", [](Config& c) -> double& { return c.data.normalize.scale; },
+                            "multiplies raw features first (1/255 for uint8 images)"));
+  f.push_back(field<VD>("data.normalize", "mean", [](Config& c) -> VD& { return c.data.normalize.mean; },
+                        "subtracted after scaling: one number, one per channel or one per feature",
+                        [](const VD& v) { return v.empty() ? S("must not be an empty list") : S(); }, true));
+  f.push_back(field<VD>("data.normalize", "std", [](Config& c) -> VD& { return c.data.normalize.std; },
+                        "divides after the mean: one number, one per channel or one per feature",
+                        [](const VD& v) {
+                          bool ok = !v.empty();
+                          for (double x : v) ok = ok && x > 0;
+                          return ok ? S() : S("must be positive (one number, or one per channel or feature)");
+                        },
+                        true));
+  f.push_back(field<S>("data.normalize", "stats", [](Config& c) -> S& { return c.data.normalize.stats; },
+                       "config (mean and std as given) | auto (per-feature, computed once from the training split)",
+                       oneOf({"config", "auto"}, "a statistics source")));
+  // optimizer: the registered optimizer's keys follow these
+  f.push_back(field<S>("optimizer", "name", [](Config& c) -> S& { return c.optimizer.name; }, "a registered optimizer"));
+  f.push_back(field<double>("optimizer", "lr", [](Config& c) -> double& { return c.optimizer.lr; },
+                            "base learning rate", positive()));
+  f.push_back(field<double>("optimizer", "weight_decay", [](Config& c) -> double& { return c.optimizer.weightDecay; },
+                            "weight decay", [](const double& v) { return v >= 0 ? S() : S("must not be negative"); }));
+  f.push_back(field<int64_t>("optimizer", "accumulate_steps", [](Config& c) -> int64_t& { return c.optimizer.accumulateSteps; },
+                             "micro-batches per optimizer step", atLeast(1)));
+  // schedule: the registered schedule's keys follow these
+  f.push_back(field<S>("schedule", "name", [](Config& c) -> S& { return c.schedule.name; }, "a registered LR schedule"));
+  f.push_back(field<int64_t>("schedule", "warmup_steps", [](Config& c) -> int64_t& { return c.schedule.warmupSteps; },
+                             "linear warmup from 0 over this many steps",
+                             [](const int64_t& v) { return v >= 0 ? S() : S("must not be negative"); }));
+  // checkpoint
+  f.push_back(field<int64_t>("checkpoint", "every_epochs", [](Config& c) -> int64_t& { return c.checkpoint.everyEpochs; },
+                             "save every N epochs", zeroOrPositive("off")));
+  f.push_back(field<int64_t>("checkpoint", "every_steps", [](Config& c) -> int64_t& { return c.checkpoint.everySteps; },
+                             "also save every N optimizer steps", zeroOrPositive("off")));
+  f.push_back(field<int64_t>("checkpoint", "keep_last", [](Config& c) -> int64_t& { return c.checkpoint.keepLast; },
+                             "checkpoints kept besides best.pt", zeroOrPositive("keep all")));
+  f.push_back(field<bool>("checkpoint", "async", [](Config& c) -> bool& { return c.checkpoint.async; },
+                          "write in a background thread; training stalls only for a copy"));
+  // distributed
+  f.push_back(field<S>("distributed", "backend", [](Config& c) -> S& { return c.distributed.backend; },
+                       "auto (nccl on CUDA, mpi on the CPU) | mpi | nccl", oneOf({"auto", "mpi", "nccl"}, "a backend")));
+  f.push_back(field<double>("distributed", "timeout_s", [](Config& c) -> double& { return c.distributed.timeoutS; },
+                            "deadline of every collective", positive()));
+  f.push_back(field<double>("distributed", "bucket_cap_mb", [](Config& c) -> double& { return c.distributed.bucketCapMb; },
+                            "gradient bucket size cap", positive()));
+  f.push_back(field<double>("distributed", "first_bucket_cap_mb",
+                            [](Config& c) -> double& { return c.distributed.firstBucketCapMb; },
+                            "the first bucket, smaller so communication starts early", positive()));
+  f.push_back(field<bool>("distributed", "rebuild_buckets", [](Config& c) -> bool& { return c.distributed.rebuildBuckets; },
+                          "rebuild buckets once, from the first backward's gradient order"));
+  f.push_back(field<bool>("distributed", "overlap", [](Config& c) -> bool& { return c.distributed.overlap; },
+                          "all-reduce buckets while backward goes on"));
+  f.push_back(field<bool>("distributed", "allow_unused_parameters",
+                          [](Config& c) -> bool& { return c.distributed.allowUnusedParameters; },
+                          "let parameters without a gradient pass (else an error naming them)"));
+  f.push_back(field<bool>("distributed", "broadcast_buffers",
+                          [](Config& c) -> bool& { return c.distributed.broadcastBuffers; },
+                          "buffers (BatchNorm statistics) follow rank 0 at every step"));
+  // log
+  f.push_back(field<S>("log", "progress", [](Config& c) -> S& { return c.log.progress; },
+                       "auto (a bar on a terminal, lines otherwise) | bar | lines | off",
+                       oneOf({"auto", "bar", "lines", "off"}, "a progress mode")));
+  f.push_back(field<double>("log", "every_s", [](Config& c) -> double& { return c.log.everyS; },
+                            "lines mode: seconds between progress lines",
+                            [](const double& v) { return v > 0 ? S() : S("must be positive (seconds between progress lines)"); }));
+  f.push_back(field<int64_t>("log", "every_steps", [](Config& c) -> int64_t& { return c.log.everySteps; },
+                             "a step record in the metrics files every N steps", zeroOrPositive("off")));
+  f.push_back(field<bool>("log", "tensorboard", [](Config& c) -> bool& { return c.log.tensorboard; },
+                          "also write TensorBoard event files to RUN_DIR/tb/"));
+  return f;
+}
+
+}  // namespace
+
+const std::vector<Field>& schema() {
+  static const std::vector<Field> fields = declare();
+  return fields;
+}
+
+const std::vector<std::string>& sectionNames() {
+  static const std::vector<std::string> names = {"run",        "model",       "task", "data", "optimizer", "schedule",
+                                                 "checkpoint", "distributed", "log"};
+  return names;
+}
+
+PartKind partOf(const std::string& section) {
+  if (section == "model") return PartKind::kModel;
+  if (section == "optimizer") return PartKind::kOptimizer;
+  if (section == "schedule") return PartKind::kSchedule;
+  return PartKind::kNone;
+}
+
+}  // namespace forge::train

@@ -1,0 +1,71 @@
+#include "trainer/engine/evaluator.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace forge::train {
+
+double EvalResult::value(const std::string& name) const {
+  for (const auto& [k, v] : values) {
+    if (k == name) return v;
+  }
+  return std::nan("");
+}
+
+EvalResult evaluate(const ModelHandle& model, const Task& task, const data::SplitSource& split,
+                    const data::Normalization& norm, int64_t batchSize, dist::Communicator& comm, c10::Device device) {
+  torch::nn::Module& m = *model.module;
+  const bool wasTraining = m.is_training();
+  m.eval();
+  torch::NoGradGuard noGrad;
+  const int64_t first = split.size() * comm.rank() / comm.size();
+  const int64_t last = split.size() * (comm.rank() + 1) / comm.size();
+  std::vector<int64_t> mine(last - first);
+  for (int64_t i = first; i < last; ++i) mine[i - first] = i;
+  MetricSums sums(task, device);
+  // Per-class counts over the labels the split holds: every rank holds all of them, so
+  // every rank sums the same number of values (also a rank without samples of its own).
+  const bool integerLabels = split.size() > 0 && split.labels().dim() == 1 &&
+                             at::isIntegralType(split.labels().scalar_type(), /*includeBool=*/false);
+  const int64_t classes = integerLabels ? split.labels().max().item<int64_t>() + 1 : 0;
+  auto longOnDevice = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor classSamples = at::zeros({classes}, longOnDevice);
+  at::Tensor classCorrect = at::zeros({classes}, longOnDevice);
+  bool perClass = integerLabels;
+  data::LoaderOptions o;
+  o.batchSize = batchSize;
+  o.window = data::windowFor(64u << 20, split.rowElements() * sizeof(float), batchSize);
+  o.pinMemory = device.is_cuda();
+  data::BatchLoader loader(split, norm, o);
+  const bool any = last > first;
+  if (any) loader.start(std::move(mine));
+  while (auto b = any ? loader.next() : std::nullopt) {
+    data::Batch batch{b->x.to(device, /*non_blocking=*/true), b->y.to(device, /*non_blocking=*/true)};
+    at::Tensor out = model.forward(batch).to(at::kFloat);
+    sums.add(task.loss->loss(out, batch), out, batch);
+    perClass = perClass && out.dim() == 2 && out.size(1) >= classes;
+    if (perClass) {
+      at::Tensor hit = out.argmax(1).eq(batch.y);
+      classSamples += at::bincount(batch.y, {}, classes).narrow(0, 0, classes);
+      classCorrect += at::bincount(batch.y.masked_select(hit), {}, classes).narrow(0, 0, classes);
+    }
+  }
+  EvalResult r;
+  r.values = sums.global(comm);
+  r.samples = static_cast<int64_t>(sums.globalSamples());
+  // Every rank takes part in the per-class sum when any rank could: the decision is agreed.
+  const bool anyPerClass = comm.anyRank(integerLabels && !perClass) ? false : integerLabels;
+  if (anyPerClass && classes > 0) {
+    at::Tensor counts = at::cat({classSamples.cpu(), classCorrect.cpu()}).to(at::kDouble);
+    comm.allReduce(counts, dist::ReduceOp::kSum);
+    for (int64_t c = 0; c < classes; ++c) {
+      r.classSamples.push_back(static_cast<int64_t>(counts[c].item<double>()));
+      r.classCorrect.push_back(static_cast<int64_t>(counts[classes + c].item<double>()));
+    }
+  }
+  m.train(wasTraining);
+  return r;
+}
+
+}  // namespace forge::train

@@ -1,0 +1,98 @@
+#include "trainer/engine/metric_sums.h"
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "trainer/spec/registry.h"
+
+namespace forge::train {
+
+Task Task::resolve(const std::string& loss, const std::vector<std::string>& metrics) {
+  Task t;
+  t.loss = &registry().losses.get(loss);
+  for (const auto& m : metrics) t.metrics.push_back(&registry().metrics.get(m));
+  return t;
+}
+
+std::vector<std::string> Task::metricNames() const {
+  std::vector<std::string> out;
+  for (const auto* m : metrics) out.push_back(m->name);
+  return out;
+}
+
+MetricSums::MetricSums(const Task& task, c10::Device device) : task_(task), device_(device) {
+  lossSum_ = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+  metricSums_.resize(task.metrics.size());
+}
+
+void MetricSums::add(const at::Tensor& lossValue, const at::Tensor& output, const data::Batch& batch) {
+  torch::NoGradGuard noGrad;
+  const int64_t n = batch.x.size(0);
+  lossSum_ += lossValue.detach() * static_cast<double>(n);
+  for (size_t i = 0; i < task_.metrics.size(); ++i) {
+    at::Tensor s = task_.metrics[i]->sums(output.detach(), batch).to(at::kDouble).reshape({-1});
+    if (!metricSums_[i].defined()) {
+      metricSums_[i] = s.clone();
+    } else if (metricSums_[i].numel() != s.numel()) {
+      throw Error(concat("metric ", task_.metrics[i]->name, " returned ", s.numel(), " sums for a batch after ",
+                         metricSums_[i].numel(), " before: it must return the same number every batch"));
+    } else {
+      metricSums_[i] += s;
+    }
+  }
+  samples_ += static_cast<double>(n);
+}
+
+std::vector<std::pair<std::string, double>> MetricSums::values(const std::vector<double>& totals, double samples) const {
+  std::vector<std::pair<std::string, double>> out;
+  const double n = std::max(1.0, samples);
+  out.emplace_back("loss", totals[0] / n);
+  size_t at = 1;
+  for (size_t i = 0; i < task_.metrics.size(); ++i) {
+    const MetricSpec& m = *task_.metrics[i];
+    const size_t count = metricSums_[i].defined() ? static_cast<size_t>(metricSums_[i].numel()) : 0;
+    std::vector<double> mine(totals.begin() + at, totals.begin() + at + count);
+    at += count;
+    double v = m.value ? m.value(mine, samples) : (mine.empty() ? 0.0 : mine[0] / n);
+    out.emplace_back(m.name, v);
+  }
+  return out;
+}
+
+std::vector<double> MetricSums::localTotals() const {
+  std::vector<at::Tensor> parts{lossSum_.reshape({1})};
+  for (const auto& s : metricSums_) {
+    if (s.defined()) parts.push_back(s);
+  }
+  at::Tensor all = at::cat(parts).cpu().contiguous();
+  return std::vector<double>(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
+}
+
+std::vector<std::pair<std::string, double>> MetricSums::local() const { return values(localTotals(), samples_); }
+
+std::vector<std::pair<std::string, double>> MetricSums::global(dist::Communicator& comm) const {
+  // Every rank must contribute the same number of values: a rank that saw no batch has no
+  // metric sums yet, so the lengths are agreed first.
+  std::vector<at::Tensor> parts{lossSum_.reshape({1}).cpu()};
+  at::Tensor lengths = at::zeros({static_cast<int64_t>(metricSums_.size())}, at::kLong);
+  for (size_t i = 0; i < metricSums_.size(); ++i) lengths[i] = metricSums_[i].defined() ? metricSums_[i].numel() : 0;
+  comm.allReduce(lengths, dist::ReduceOp::kMax);
+  for (size_t i = 0; i < metricSums_.size(); ++i) {
+    const int64_t len = lengths[i].item<int64_t>();
+    parts.push_back(metricSums_[i].defined() ? metricSums_[i].cpu() : at::zeros({len}, at::kDouble));
+  }
+  parts.push_back(at::full({1}, samples_, at::kDouble));
+  at::Tensor all = at::cat(parts).contiguous();
+  comm.allReduce(all, dist::ReduceOp::kSum);
+  std::vector<double> totals(all.data_ptr<double>(), all.data_ptr<double>() + all.numel() - 1);
+  globalSamples_ = all[all.numel() - 1].item<double>();
+  // values() sizes each metric by this rank's sums: a rank without any takes the agreed sizes.
+  MetricSums sized(*this);
+  for (size_t i = 0; i < metricSums_.size(); ++i) {
+    if (!sized.metricSums_[i].defined()) sized.metricSums_[i] = at::zeros({lengths[i].item<int64_t>()}, at::kDouble);
+  }
+  return sized.values(totals, globalSamples_);
+}
+
+}  // namespace forge::train

@@ -1,0 +1,273 @@
+#include "trainer/engine/observers.h"
+
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/names.h"
+#include "core/strings.h"
+#include "trainer/engine/preemption.h"
+#include "trainer/engine/trainer.h"
+#include "trainer/report/metrics_log.h"
+#include "trainer/report/progress.h"
+#include "trainer/spec/registry.h"
+
+namespace forge::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class FaultInjector : public LoopObserver {
+ public:
+  explicit FaultInjector(int rank) : rank_(rank) {}
+
+  void beforeStep(const TrainState& s, int64_t) override {
+    static const char* crashRank = std::getenv(env::kFaultCrashRank);
+    static const char* crashStep = std::getenv(env::kFaultCrashStep);
+    if (crashRank != nullptr && std::atoi(crashRank) == rank_ &&
+        (crashStep == nullptr || std::atoll(crashStep) == s.globalStep)) {
+      log::warn("fault", "injected fault: rank ", rank_, " dies (SIGKILL) at step ", s.globalStep);
+      std::raise(SIGKILL);
+    }
+    static const char* stallRank = std::getenv(env::kFaultStallRank);
+    static const char* stallStep = std::getenv(env::kFaultStallStep);
+    if (stallRank == nullptr || std::atoi(stallRank) != rank_) return;
+    if (stallStep != nullptr && std::atoll(stallStep) != s.globalStep) return;
+    log::warn("fault", "injected fault: rank ", rank_, " stops responding at step ", s.globalStep);
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
+
+ private:
+  int rank_;
+};
+
+class PreemptionWatch : public LoopObserver {
+ public:
+  PreemptionWatch(Trainer& t, dist::Communicator& comm) : trainer_(t), comm_(comm) {}
+
+  void beforeStep(const TrainState& s, int64_t epoch) override {
+    static const char* signalAt = std::getenv(env::kFaultSignalStep);
+    if (signalAt != nullptr && comm_.rank() == 0 && std::atoll(signalAt) == s.globalStep) std::raise(SIGUSR1);
+    if (!agreed(s.globalStep)) return;
+    trainer_.flushBuffers();  // rank 0's statistics, as at any step boundary
+    std::string path = trainer_.saveCheckpoint(false);
+    trainer_.waitForSaves();
+    comm_.barrier();  // nobody exits (and makes mpirun kill the job) before the file is down
+    int sig = preemptionSignal();
+    throw Preempted(concat("preempted", sig ? concat(" by signal ", sig) : std::string(" (signal on another rank)"),
+                           " at epoch ", epoch + 1, " step ", s.step, ": saved ",
+                           comm_.rank() == 0 ? path : std::string("on rank 0"), "; exit ", kExitRequeue,
+                           " = please requeue (resume with --resume auto)"));
+  }
+
+  void afterTraining() override {
+    if (!work_) return;
+    work_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
+    work_.reset();
+  }
+
+ private:
+  // Every few steps is soon enough (a scheduler's warning comes tens of seconds ahead) and
+  // keeps the collective off most steps. Every rank reads the same result at the same step.
+  static constexpr int64_t kEverySteps = 8;
+
+  bool agreed(int64_t globalStep) {
+    if (globalStep % kEverySteps != 0) return false;
+    bool stop = false;
+    if (work_) {
+      work_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
+      work_.reset();
+      stop = flag_.item<int>() > 0;
+    }
+    if (!stop) {
+      flag_ = at::full({1}, preemptionRequested() ? 1 : 0, at::kInt);
+      work_ = comm_.allReduceAsync(flag_, dist::ReduceOp::kMax);
+    }
+    return stop;
+  }
+
+  Trainer& trainer_;
+  dist::Communicator& comm_;
+  std::unique_ptr<dist::Work> work_;
+  at::Tensor flag_;
+};
+
+// "acc 80.87%" / "mae 0.1234": a metric as the epoch line shows it.
+std::string metricText(const std::string& name, double v) {
+  const MetricSpec* m = registry().metrics.find(name);
+  char buf[64];
+  if (m != nullptr && m->percent) {
+    std::snprintf(buf, sizeof buf, "%s %.2f%%", m->label.c_str(), 100.0 * v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%s %.4f", m != nullptr && !m->label.empty() ? m->label.c_str() : name.c_str(), v);
+  }
+  return buf;
+}
+
+std::string valuesText(const std::vector<std::pair<std::string, double>>& values) {
+  std::string out;
+  for (const auto& [k, v] : values) {
+    if (k == "loss") {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "loss %.4f", v);
+      out += (out.empty() ? "" : " ") + std::string(buf);
+    } else {
+      out += (out.empty() ? "" : " ") + metricText(k, v);
+    }
+  }
+  return out;
+}
+
+class ProgressObserver : public LoopObserver {
+ public:
+  ProgressObserver(Trainer& t, int worldSize)
+      : trainer_(t),
+        worldSize_(worldSize),
+        progress_(Progress::resolve(t.config().log.progress, Progress::stdoutIsTerminal()), t.config().log.everyS) {}
+
+  void afterStep(const StepReport& r) override {
+    if (!progress_.due()) return;
+    ProgressState p;
+    p.epoch = r.epoch + 1;
+    p.epochs = trainer_.config().run.epochs;
+    p.step = r.state.step;
+    p.timedSteps = r.stepsTimed;
+    p.steps = r.stepsPerEpoch;
+    p.elapsed = r.epochSeconds;
+    p.loss = r.sums.local().front().second;
+    p.samplesPerS = r.sums.samples() * worldSize_ / std::max(1e-9, p.elapsed);
+    p.dataWaitShare = r.dataWaitSeconds / std::max(1e-9, p.elapsed);
+    progress_.update(p);
+  }
+
+  void afterEpoch(const EpochReport& r) override {
+    progress_.endEpoch();
+    const Config& cfg = trainer_.config();
+    char head[64], tail[128];
+    std::snprintf(head, sizeof head, "epoch %lld/%lld", static_cast<long long>(r.state.epoch),
+                  static_cast<long long>(cfg.run.epochs));
+    std::snprintf(tail, sizeof tail, "lr %.4g  %s samples/s  %s", r.lr,
+                  withThousands(static_cast<long long>(r.samplesPerS)).c_str(), formatDuration(r.seconds).c_str());
+    log::info("train", head, "  train ", valuesText(r.train), "  ", cfg.data.evalSplit, " ", valuesText(r.eval), "  ",
+              tail);
+  }
+
+  void afterTraining() override { progress_.endEpoch(); }
+
+ private:
+  Trainer& trainer_;
+  int worldSize_;
+  Progress progress_;
+};
+
+class MetricsObserver : public LoopObserver {
+ public:
+  MetricsObserver(Trainer& t, int worldSize) : trainer_(t), worldSize_(worldSize) {}
+
+  void beforeTraining() override {
+    const Config& cfg = trainer_.config();
+    // A fresh run owns its metrics files; a resumed one appends to them.
+    const bool resumed = trainer_.state().globalStep > 0 || trainer_.state().epoch > 0;
+    log_ = std::make_unique<MetricsLog>(cfg.run.dir, metricColumns(trainer_.task().metricNames()), cfg.log.tensorboard,
+                                        resumed ? trainer_.state().globalStep : -1);
+  }
+
+  void afterStep(const StepReport& r) override {
+    if (r.stepsTimed == 1) {
+      // The epoch's first step in this session: differences start from its beginning.
+      mark_ = Mark{};
+      mark_.at = r.epochStart;
+    }
+    const int64_t every = trainer_.config().log.everySteps;
+    if (every <= 0 || r.state.globalStep % every != 0) return;
+    std::vector<double> totals = r.sums.localTotals();
+    if (mark_.totals.size() != totals.size()) mark_.totals.assign(totals.size(), 0.0);
+    std::vector<double> delta(totals.size());
+    for (size_t i = 0; i < totals.size(); ++i) delta[i] = totals[i] - mark_.totals[i];
+    const double n = r.sums.samples() - mark_.samples;
+    const double elapsed = std::max(1e-9, std::chrono::duration<double>(Clock::now() - mark_.at).count());
+    MetricsRecord rec;
+    rec.type = "step";
+    rec.epoch = r.epoch + 1;
+    rec.step = r.state.step;
+    rec.globalStep = r.state.globalStep;
+    rec.wallTime = unixSeconds();
+    // Rank 0's batches since the previous record (every rank's would need a collective);
+    // the epoch records are over all ranks.
+    for (const auto& [k, v] : r.sums.values(delta, std::max(1.0, n))) rec.set("train_" + k, v);
+    rec.set("lr", r.lr)
+        .set("samples_per_s", n * worldSize_ / elapsed)
+        .set("data_wait_share", (r.dataWaitSeconds - mark_.dataWait) / elapsed)
+        .set("comm_share", (r.commSeconds - mark_.comm) / elapsed)
+        .set("seconds", elapsed);
+    log_->write(rec);
+    mark_ = Mark{totals, r.sums.samples(), r.dataWaitSeconds, r.commSeconds, Clock::now()};
+  }
+
+  void afterEpoch(const EpochReport& r) override {
+    MetricsRecord rec;
+    rec.type = "epoch";
+    rec.epoch = r.state.epoch;
+    rec.step = r.stepsPerEpoch;
+    rec.globalStep = r.state.globalStep;
+    rec.wallTime = unixSeconds();
+    for (const auto& [k, v] : r.train) rec.set("train_" + k, v);
+    for (const auto& [k, v] : r.eval) rec.set("eval_" + k, v);
+    rec.set("lr", r.lr)
+        .set("samples_per_s", r.samplesPerS)
+        .set("data_wait_share", r.dataWaitShare)
+        .set("comm_share", r.commShare)
+        .set("seconds", r.seconds);
+    log_->write(rec);
+  }
+
+  const std::string& path() const { return log_->jsonlPath(); }
+
+ private:
+  struct Mark {
+    std::vector<double> totals;
+    double samples = 0, dataWait = 0, comm = 0;
+    Clock::time_point at;
+  };
+  Trainer& trainer_;
+  int worldSize_;
+  std::unique_ptr<MetricsLog> log_;
+  Mark mark_;
+};
+
+class CheckpointPolicy : public LoopObserver {
+ public:
+  explicit CheckpointPolicy(Trainer& t) : trainer_(t) {}
+
+  void afterStep(const StepReport& r) override {
+    const int64_t every = trainer_.config().checkpoint.everySteps;
+    if (every > 0 && r.state.globalStep % every == 0 && r.state.step < r.stepsPerEpoch) trainer_.saveCheckpoint(false);
+  }
+
+  void afterEpoch(const EpochReport& r) override {
+    const auto& ck = trainer_.config().checkpoint;
+    const bool periodic = ck.everyEpochs > 0 && r.state.epoch % ck.everyEpochs == 0;
+    if (periodic || r.state.epoch == trainer_.config().run.epochs || r.isBest) trainer_.saveCheckpoint(r.isBest);
+  }
+
+ private:
+  Trainer& trainer_;
+};
+
+}  // namespace
+
+std::unique_ptr<LoopObserver> makeFaultInjector(int rank) { return std::make_unique<FaultInjector>(rank); }
+std::unique_ptr<LoopObserver> makePreemptionWatch(Trainer& t, dist::Communicator& comm) {
+  return std::make_unique<PreemptionWatch>(t, comm);
+}
+std::unique_ptr<LoopObserver> makeProgressObserver(Trainer& t, int worldSize) {
+  return std::make_unique<ProgressObserver>(t, worldSize);
+}
+std::unique_ptr<LoopObserver> makeMetricsObserver(Trainer& t, int worldSize) {
+  return std::make_unique<MetricsObserver>(t, worldSize);
+}
+std::unique_ptr<LoopObserver> makeCheckpointPolicy(Trainer& t) { return std::make_unique<CheckpointPolicy>(t); }
+
+}  // namespace forge::train

@@ -1,0 +1,179 @@
+// Where a run starts: the run dir's checkpoints, the one to resume from, and the state it
+// restores (weights, optimizer, position, best metric, each rank's generator).
+#include <torch/torch.h>
+
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#include "checkpoint/checkpoint.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/table.h"
+#include "trainer/engine/trainer.h"
+#include "trainer/module/state_dict.h"
+
+namespace forge::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Moves aside what a resume from an older checkpoint abandons: the periodic checkpoints
+// after it, and best.pt when it was written after it (one that fails to load stays).
+void moveAbandoned(const ckpt::CheckpointDir& dir, const std::string& resume, int64_t resumedStep,
+                   const std::string& monitored) {
+  std::error_code ec;
+  std::vector<std::string> newer;
+  for (const auto& f : dir.list()) {
+    if (!fs::equivalent(f, resume, ec) && ckpt::CheckpointDir::globalStepOf(f) > resumedStep) newer.push_back(f);
+  }
+  if (fs::exists(dir.bestPath()) && !fs::equivalent(dir.bestPath(), resume, ec)) {
+    try {
+      if (ckpt::load(dir.bestPath()).globalStep > resumedStep) {
+        newer.push_back(dir.bestPath());
+        log::warn("ckpt", "best.pt was written after ", resume, " and goes aside with the newer checkpoints; the "
+                  "next epoch that beats the resumed best ", monitored, " writes a new one");
+      }
+    } catch (const CheckpointError&) {
+    }
+  }
+  if (newer.empty()) return;
+  fs::path aside = fs::path(dir.dir()) / concat("abandoned-after-step-", resumedStep);
+  fs::create_directories(aside);
+  for (const auto& f : newer) fs::rename(f, aside / fs::path(f).filename());
+  log::warn("ckpt", "moved ", newer.size(), " checkpoint(s) newer than ", resume, " to ", aside.string());
+}
+
+}  // namespace
+
+// Rank 0, during setup: the run folder, the config as resolved, and which checkpoint to
+// resume from. A fresh start never mixes with an earlier run's checkpoints, and a resume
+// from an older checkpoint moves the newer ones aside (they belong to the abandoned future)
+// so that retention and a later --resume auto cannot confuse the two histories.
+void Trainer::prepareRunDir(const std::string& resume) {
+  runDir_.create(cfg_.resolved);
+  if (int n = checkpoints_->removeStaleTemporaries()) {
+    log::info("ckpt", "removed ", n, " temporary file(s) of a save that was interrupted");
+  }
+  if (resume == "auto") {
+    if (auto found = checkpoints_->loadNewest()) {
+      for (const auto& skipped : found->skipped) log::warn("ckpt", "skipped ", skipped);
+      resumePath_ = found->path;
+    }
+  } else if (!resume.empty()) {
+    ckpt::Checkpoint ck = ckpt::load(resume);  // verify before anything is moved
+    resumePath_ = resume;
+    moveAbandoned(*checkpoints_, resume, ck.globalStep, monitoredMetric());
+  } else if (!checkpoints_->list().empty()) {
+    throw ConfigError(concat("run dir '", cfg_.run.dir, "' already holds checkpoints of an earlier run (newest: ",
+                             checkpoints_->list().front(), "): continue it with --resume auto, or train afresh "
+                             "in another run.dir (or delete that one)"));
+  }
+  // What rank 0 printed, from the first line on; a resumed run's sessions follow each other.
+  std::error_code ec;
+  if (resumePath_.empty()) fs::remove(runDir_.log(), ec);
+  log::teeTo(runDir_.log());
+}
+
+void Trainer::resumeFrom() {
+  // Rank 0 chose the file during setup; every rank reads the same one.
+  std::string path = resumePath_;
+  at::Tensor len = at::full({1}, static_cast<int64_t>(path.size()), at::kLong);
+  comm_.broadcast(len, 0);
+  at::Tensor chars = at::zeros({len.item<int64_t>()}, at::kByte);
+  if (world_.rank == 0) std::memcpy(chars.data_ptr(), path.data(), path.size());
+  if (chars.numel() > 0) comm_.broadcast(chars, 0);
+  path.assign(static_cast<const char*>(chars.data_ptr()), chars.numel());
+  if (path.empty()) {
+    log::info("ckpt", "no checkpoint in ", checkpoints_->dir(), ": starting fresh");
+    freshOrResumed_ = "fresh start";
+    return;
+  }
+  resumed_ = true;
+  ckpt::Checkpoint ck = ckpt::load(path);
+  loadModelStateDict(*model_.module, ck.modelState, path);
+  try {
+    optimizer_->loadStateDict(ck.optimizerState);
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(concat("checkpoint '", path, "': its optimizer state does not fit the config's optimizer '",
+                                 cfg_.optimizer.name, "' (was the optimizer changed?): ", e.what()));
+  }
+  state_.epoch = ck.epoch;
+  state_.step = ck.step;
+  state_.globalStep = ck.globalStep;
+  state_.bestMetric = ck.bestMetric;
+  if (ck.worldSize == world_.size && static_cast<int>(ck.rngStates.size()) == world_.size) {
+    // Restored at the start of the (mid-)epoch, after the per-epoch reseed.
+    pendingRngState_ = ck.rngStates[world_.rank];
+  }
+  if (ck.sampler.isGenericDict() && state_.step > 0 && ck.worldSize == world_.size) {
+    // Mid-epoch, the rest of the epoch follows the saved order only if nothing that shapes
+    // the order changed.
+    auto saved = ck.sampler.toGenericDict();
+    std::string changed;
+    auto differs = [&](const char* key, const c10::IValue& now) {
+      auto it = saved.find(key);
+      if (it != saved.end() && !(it->value() == now)) changed += concat(changed.empty() ? "" : ", ", key);
+    };
+    differs("seed", cfg_.run.seed);
+    differs("shuffle", cfg_.data.shuffle);
+    differs("drop_last", cfg_.data.dropLast);
+    differs("window", window_);
+    if (!changed.empty()) {
+      log::warn("ckpt", "the config changes the data order (", changed, " differ from the checkpoint's; "
+                "data.buffer_mb sets the window): the rest of the interrupted epoch sees other batches than the "
+                "uninterrupted run would have");
+    }
+  }
+  if (ck.worldSize != world_.size) {
+    // Positions are in optimizer steps, whose size depends on the world size: carry over the
+    // samples seen instead, and re-derive the global step so the schedule stays on course.
+    const int64_t perStep = cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
+    state_.step = std::min(stepsPerEpoch_, ck.step * ck.worldSize * perStep / (world_.size * perStep));
+    state_.globalStep = state_.epoch * stepsPerEpoch_ + state_.step;
+    log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
+              ck.step > 0 ? ": the order of the rest of the interrupted epoch changes" : "");
+  }
+  // Epochs count from 1 here, as in the progress lines: "at epoch 4 step 0" is where epoch 4
+  // starts, after 3 complete ones.
+  freshOrResumed_ = concat("resumed from ", path, " at epoch ", state_.epoch + 1, " step ", state_.step,
+                           ", global step ", state_.globalStep);
+  log::info("ckpt", "resumed from ", path, " at epoch ", state_.epoch + 1, " step ", state_.step, " (global step ",
+            state_.globalStep, ")",
+            state_.step == 0 && state_.epoch > 0 ? concat(": epoch ", state_.epoch, " is complete") : std::string());
+  warnIfScheduleChanged(ck);
+}
+
+// The learning rate is a pure function of the schedule's settings, the epochs and the steps
+// per epoch; a resume whose config changes any of them continues on another curve (raising
+// run.epochs stretches a cosine schedule, and the LR jumps back up). Said, not refused: it
+// may be what the user wants.
+void Trainer::warnIfScheduleChanged(const ckpt::Checkpoint& ck) const {
+  if (world_.rank != 0 || !ck.schedule.isGenericDict()) return;
+  auto saved = ck.schedule.toGenericDict();
+  auto savedLr = saved.find("lr");
+  if (savedLr == saved.end() || !savedLr->value().isDouble()) return;
+  const double before = savedLr->value().toDouble();
+  const double now = schedule_->at(state_.globalStep, state_.epoch);
+  if (std::fabs(now - before) <= 1e-12 * std::max(1.0, std::fabs(before))) return;
+  auto text = [](const c10::IValue& v) {
+    if (v.isDouble()) return jsonNumber(v.toDouble());
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  std::string changed;
+  for (const auto& kv : schedule_->describe()) {
+    auto it = saved.find(kv.key());
+    if (it != saved.end() && !(it->value() == kv.value())) {
+      changed += concat(changed.empty() ? "" : ", ", kv.key().toStringRef(), " ", text(it->value()), " -> ",
+                        text(kv.value()));
+    }
+  }
+  log::warn("ckpt", "the learning-rate schedule differs from the checkpoint's",
+            changed.empty() ? std::string() : concat(" (", changed, ")"), ": the LR at the resumed step is ", now,
+            " instead of ", before, ", and the run continues on the new curve");
+}
+
+}  // namespace forge::train

@@ -1,0 +1,214 @@
+// The Trainer's setup: data, model, optimizer, schedule, loader, observers.
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "checkpoint/python_state_dict.h"
+#include "distributed/device.h"
+#include "trainer/engine/observers.h"
+#include "trainer/engine/trainer.h"
+#include "trainer/module/probe.h"
+#include "trainer/module/rules.h"
+#include "trainer/module/state_dict.h"
+#include "trainer/spec/registry.h"
+
+namespace forge::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+bool hasBatchNorm(const torch::nn::Module& m) {
+  for (const auto& sub : m.modules()) {
+    if (sub->name().find("BatchNorm") != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume,
+                 c10::Device device, std::optional<ModelHandle> model)
+    : cfg_(std::move(cfg)), comm_(comm), world_(world), device_(device), runDir_(cfg_.run.dir) {
+  norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
+  task_ = Task::resolve(cfg_.task.loss, cfg_.task.metrics);
+  openData();
+  buildModel(std::move(model));
+  window_ = data::windowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)), train_->rowElements() * sizeof(float),
+                            cfg_.data.batchSize);
+  sampler_ = std::make_unique<data::DistributedSampler>(train_->blocks(), world_.rank, world_.size, cfg_.run.seed,
+                                                         cfg_.data.shuffle, cfg_.data.dropLast, window_);
+  makeLoader();
+  batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
+  stepsPerEpoch_ = (batchesPerEpoch_ + cfg_.optimizer.accumulateSteps - 1) / cfg_.optimizer.accumulateSteps;
+  if (stepsPerEpoch_ == 0) {
+    throw ConfigError(concat("data.batch_size ", cfg_.data.batchSize, " with drop_last leaves no full batch from ",
+                             sampler_->samplesPerRank(), " samples per rank"));
+  }
+  schedule_ = std::make_unique<LrSchedule>(registry().schedules.get(cfg_.schedule.name), cfg_.schedule.warmupSteps,
+                                           cfg_.schedule.options, cfg_.optimizer.lr, stepsPerEpoch_, cfg_.run.epochs);
+  checkpoints_ = std::make_unique<ckpt::CheckpointDir>(runDir_.checkpoints(), static_cast<int>(cfg_.checkpoint.keepLast));
+  if (hasBatchNorm(*model_.module)) {
+    // Training-mode BatchNorm needs two samples per batch to form statistics.
+    int64_t lastBatch = sampler_->samplesPerRank() % cfg_.data.batchSize;
+    if (lastBatch == 1 && !cfg_.data.dropLast) {
+      throw ConfigError(concat("the last batch of every epoch would hold 1 sample per rank (",
+                               sampler_->samplesPerRank(), " samples per rank, data.batch_size ", cfg_.data.batchSize,
+                               "), which BatchNorm cannot train on: set data.drop_last: true or another batch size"));
+    }
+  }
+  if (world_.rank == 0) prepareRunDir(resume);
+  addObservers();
+}
+
+Trainer::~Trainer() = default;
+
+// The splits, and before any training whether their samples are what the model takes (the
+// probe would also fail, but this names the data and the config key).
+void Trainer::openData() {
+  data::SourceSpec spec{cfg_.data.paths, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels, 0};
+  // A model that declares num_classes gets its labels checked against it when the files open.
+  if (cfg_.model.options.has("num_classes")) spec.numClasses = cfg_.model.options.get<int64_t>("num_classes");
+  train_ = std::make_unique<data::SplitSource>(spec);
+  spec.split = cfg_.data.evalSplit;
+  eval_ = std::make_unique<data::SplitSource>(spec);
+  const auto& shape = train_->sampleShape();
+  if (eval_->sampleShape() != shape || eval_->featureType() != train_->featureType()) {
+    throw DataError(concat("data ", eval_->name(), ": samples are ", at::toString(eval_->featureType()), " ",
+                           dimsText(eval_->sampleShape()), " but the training split's are ",
+                           at::toString(train_->featureType()), " ", dimsText(shape)));
+  }
+}
+
+// The model from the registry (or the caller), identical on every rank, checked against
+// the nn.Module rules on a real batch before it moves to its device.
+void Trainer::buildModel(std::optional<ModelHandle> model) {
+  torch::manual_seed(cfg_.run.seed);  // identical initial weights on every rank
+  if (model) {
+    model_ = std::move(*model);
+  } else {
+    const ModelSpec& spec = registry().models.get(cfg_.model.name);
+    if (spec.checkInput) {
+      std::string problem = spec.checkInput(train_->sampleShape(), cfg_.model.options);
+      if (!problem.empty()) throw DataError(concat("data ", train_->name(), ": ", problem));
+    }
+    model_ = spec.make(cfg_.model.options);
+  }
+  if (!model_.module || !model_.forward) throw ConfigError("the model factory returned no module or no forward");
+  requireTrainableParameters(*model_.module);
+  if (!cfg_.model.initFrom.empty()) {
+    // Strict: every mismatch is named. A resume later overrides these weights.
+    loadModelStateDict(*model_.module, ckpt::loadModelState(cfg_.model.initFrom), cfg_.model.initFrom);
+    log::info("train", "model initialized from ", cfg_.model.initFrom);
+  }
+  {
+    int64_t n = std::min<int64_t>(cfg_.data.batchSize, train_->size());
+    std::vector<int64_t> first(n);
+    for (int64_t i = 0; i < n; ++i) first[i] = i;
+    data::Batch probe = data::readBatch(*train_, norm_, first);
+    probeModel(model_, probe, train_->name(), *task_.loss, cfg_.distributed.allowUnusedParameters);
+  }
+  // One move, parameters and buffers together, before the optimizer sees the parameters.
+  model_.module->to(device_);
+  for (auto& p : model_.module->parameters()) {
+    if (p.requires_grad()) params_.push_back(p);
+  }
+  optimizer_ = std::make_unique<Optimizer>(registry().optimizers.get(cfg_.optimizer.name), cfg_.optimizer.lr,
+                                           cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_);
+}
+
+// Samples of this rank's share of the current epoch already trained on: the sampler's
+// position (step optimizer steps of accumulate_steps batches).
+int64_t Trainer::samplesDone() const { return state_.step * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize; }
+
+// Starts streaming `epoch` (from the resumed position when it is the current one).
+void Trainer::startLoader(int64_t epoch) {
+  sampler_->setEpoch(epoch);
+  std::vector<int64_t> indices = sampler_->indices();
+  int64_t skip = 0;
+  if (epoch == state_.epoch) {
+    // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
+    skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), samplesDone());
+  }
+  loader_->start(std::move(indices), skip);
+  loaderEpoch_ = epoch;
+}
+
+void Trainer::makeLoader() {
+  data::LoaderOptions o;
+  o.batchSize = cfg_.data.batchSize;
+  o.dropLast = cfg_.data.dropLast;
+  o.prefetch = static_cast<size_t>(cfg_.data.prefetch);
+  o.window = window_;
+  o.pinMemory = device_.is_cuda();
+  o.nonFinite = cfg_.data.nonFinite == "skip" ? data::NonFinite::kSkip : data::NonFinite::kError;
+  loader_ = std::make_unique<data::BatchLoader>(*train_, norm_, o);
+  loaderEpoch_ = -1;
+}
+
+// data.normalize.stats: auto. Per-feature mean and std of the training split, computed once
+// (each rank sums a disjoint share: the split is read once in all) and kept in the run dir,
+// so that a resumed run normalizes exactly as before. Collective.
+void Trainer::resolveFeatureStats() {
+  if (cfg_.data.normalize.stats != "auto") return;
+  const std::string path = runDir_.featureStats();
+  at::Tensor have = at::full({1}, world_.rank == 0 && std::filesystem::exists(path) ? 1 : 0, at::kInt);
+  comm_.broadcast(have, 0);
+  std::vector<double> mean, std;
+  if (have.item<int>() == 0) {
+    const int64_t n = train_->size();
+    const int64_t first = n * world_.rank / world_.size;
+    const int64_t last = n * (world_.rank + 1) / world_.size;
+    auto start = Clock::now();
+    data::FeatureSums sums = data::featureSums(*train_, first, last - first, cfg_.data.normalize.scale);
+    comm_.allReduce(sums.sum, dist::ReduceOp::kSum);
+    comm_.allReduce(sums.sumSq, dist::ReduceOp::kSum);
+    at::Tensor m = sums.sum / static_cast<double>(n);
+    at::Tensor var = (sums.sumSq / static_cast<double>(n) - m * m).clamp_min(0);
+    at::Tensor sd = var.sqrt();
+    // A constant feature (a border pixel that is always 0) keeps std 1, as scikit-learn does.
+    sd = at::where(sd > 1e-12, sd, at::ones_like(sd));
+    mean.assign(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
+    std.assign(sd.data_ptr<double>(), sd.data_ptr<double>() + sd.numel());
+    if (world_.rank == 0) {
+      data::writeFeatureStats(path, mean, std);
+      log::info("data", "per-feature mean and std of ", train_->name(), " computed in ",
+                formatDuration(secondsSince(start)), ", stored in ", path);
+    }
+    comm_.barrier();
+  } else {
+    data::readFeatureStats(path, mean, std);
+    log::info("data", "per-feature mean and std from ", path);
+  }
+  if (static_cast<int64_t>(mean.size()) != train_->rowElements()) {
+    throw DataError(concat(path, " holds statistics of ", mean.size(), " features, the data has ",
+                           train_->rowElements(), " (delete it to recompute)"));
+  }
+  norm_.mean = mean;
+  norm_.std = std;
+  makeLoader();
+}
+
+std::string Trainer::monitoredMetric() const {
+  return task_.metrics.empty() ? std::string("eval_loss") : "eval_" + task_.metrics.front()->name;
+}
+
+bool Trainer::higherIsBetter() const { return !task_.metrics.empty() && task_.metrics.front()->higherIsBetter; }
+
+void Trainer::addObservers() {
+  // Order matters: preemption looks before a step is taken; after an epoch, the metrics
+  // record is written before the checkpoint that covers it.
+  observers_.push_back(makePreemptionWatch(*this, comm_));
+  observers_.push_back(makeFaultInjector(world_.rank));
+  if (world_.rank == 0) {
+    observers_.push_back(makeProgressObserver(*this, world_.size));
+    observers_.push_back(makeMetricsObserver(*this, world_.size));
+  }
+  observers_.push_back(makeCheckpointPolicy(*this));
+}
+
+}  // namespace forge::train

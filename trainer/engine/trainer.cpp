@@ -1,0 +1,217 @@
+// The loop: epochs of steps, each step micro-batches of forward, loss and backward, then the
+// optimizer; observers do the rest (trainer/engine/observers.h).
+#include "trainer/engine/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "trainer/module/rules.h"
+
+namespace forge::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Dropout and other random layers draw from a per-rank stream: ranks must not drop the
+// same units, and the stream must be reproducible from (seed, rank).
+uint64_t rankSeed(uint64_t seed, int rank) { return seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL * (rank + 1); }
+
+// bf16 autocast on CUDA for the forward pass (matrix products in bf16, reductions and the
+// loss in fp32); the weights, their gradients and the optimizer state stay fp32.
+class AutocastBf16 {
+ public:
+  explicit AutocastBf16(bool on) : on_(on) {
+    if (!on_) return;
+    prevEnabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prevType_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastBf16() {
+    if (!on_) return;
+    // Leaving the outermost region frees the casts of the weights it cached.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prevEnabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prevType_);
+  }
+  AutocastBf16(const AutocastBf16&) = delete;
+  AutocastBf16& operator=(const AutocastBf16&) = delete;
+
+ private:
+  bool on_;
+  bool prevEnabled_ = false;
+  at::ScalarType prevType_ = at::kFloat;
+};
+
+}  // namespace
+
+TrainSummary Trainer::run() {
+  auto start = Clock::now();
+  resumeFrom();
+  resolveFeatureStats();
+  // The first window is read while the replicas are synchronized.
+  if (state_.epoch < cfg_.run.epochs) startLoader(state_.epoch);
+  dist::SyncOptions sync;
+  sync.bucketCapBytes = static_cast<size_t>(cfg_.distributed.bucketCapMb * (1 << 20));
+  sync.firstBucketCapBytes = static_cast<size_t>(cfg_.distributed.firstBucketCapMb * (1 << 20));
+  sync.rebuildBuckets = cfg_.distributed.rebuildBuckets;
+  sync.overlap = cfg_.distributed.overlap;
+  sync.allowUnusedParameters = cfg_.distributed.allowUnusedParameters;
+  sync_ = std::make_unique<dist::GradientSynchronizer>(model_.module, comm_, sync);
+  sync_->broadcastState();
+  for (auto& o : observers_) o->beforeTraining();
+
+  logStartupSummary();
+  if (state_.epoch >= cfg_.run.epochs) {
+    log::info("train", "all ", cfg_.run.epochs, " epochs are already done (raise run.epochs to train on, or "
+              "use another run.dir to train afresh)");
+  }
+  for (int64_t e = state_.epoch; e < cfg_.run.epochs; ++e) trainEpoch(e);
+  for (auto& o : observers_) o->afterTraining();
+  waitForSaves();
+  return summarize(start);
+}
+
+void Trainer::trainEpoch(int64_t epoch) {
+  model_.module->train();
+  // Dropout draws from a stream seeded per (seed, rank, epoch): ranks drop different units,
+  // and a run resumed at an epoch boundary draws exactly what the uninterrupted run drew.
+  torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(epoch));
+  if (pendingRngState_.defined()) {
+    // Resumed mid-epoch at the same world size: continue this rank's stream exactly.
+    if (state_.step > 0) restoreRngState(pendingRngState_);
+    pendingRngState_ = at::Tensor();
+  }
+  if (loaderEpoch_ != epoch) startLoader(epoch);
+  const auto start = Clock::now();
+  const double waitBefore = loader_->waitSeconds(), commBefore = sync_->commWaitSeconds();
+  const double ckptBefore = checkpointSeconds_;
+  MetricSums sums(task_, device_);
+  int64_t steps = 0;
+  while (state_.step < stepsPerEpoch_) {
+    for (auto& o : observers_) o->beforeStep(state_, epoch);
+    const double lr = schedule_->at(state_.globalStep, epoch);
+    optimizer_->setLearningRate(lr);
+    trainStep(epoch, sums);
+    ++state_.step;
+    ++state_.globalStep;
+    ++steps;
+    StepReport report{state_,    epoch, stepsPerEpoch_, lr, start, secondsSince(start), steps,
+                      loader_->waitSeconds() - waitBefore, sync_->commWaitSeconds() - commBefore, sums};
+    for (auto& o : observers_) o->afterStep(report);
+  }
+  const double seconds = secondsSince(start);
+  checkpointInLoopSeconds_ += checkpointSeconds_ - ckptBefore;
+  finishEpoch(epoch, sums, steps, seconds, waitBefore, commBefore);
+}
+
+// One optimizer step: accumulate_steps micro-batches (fewer at the end of an epoch), their
+// gradients averaged over ranks as backward runs, then the optimizer. The first step of a
+// session also checks that every trainable parameter moved.
+void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
+  const int64_t k = cfg_.optimizer.accumulateSteps;
+  const int64_t micro = std::min(k, batchesPerEpoch_ - state_.step * k);
+  const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
+  std::vector<std::pair<std::string, at::Tensor>> before;
+  sync_->zeroGrad();
+  for (int64_t m = 0; m < micro; ++m) {
+    auto loaded = loader_->next();
+    if (!loaded) {
+      throw Error(concat("rank ", world_.rank, " ran out of batches at epoch ", epoch + 1, " step ", state_.step + 1,
+                         " (every rank must run the same number of steps)"));
+    }
+    // Pinned host memory: the copies overlap.
+    data::Batch batch{loaded->x.to(device_, /*non_blocking=*/true), loaded->y.to(device_, /*non_blocking=*/true)};
+    sync_->beforeForward();
+    at::Tensor out;
+    {
+      AutocastBf16 autocast(bf16);
+      out = model_.forward(batch);
+    }
+    if (cfg_.distributed.broadcastBuffers) sync_->afterForward();
+    out = out.to(at::kFloat);  // the loss in fp32 (a no-op without autocast)
+    at::Tensor loss = task_.loss->loss(out, batch);
+    const bool last = m + 1 == micro;
+    if (last && !checkedFirstStep_) before = snapshotParameters(*model_.module);
+    sync_->backward(micro > 1 ? loss / static_cast<double>(micro) : loss, last);
+    sums.add(loss, out, batch);
+  }
+  {
+    auto waitStart = Clock::now();
+    asyncSaver_.waitForSnapshot();  // an asynchronous save's copy of what step() changes
+    checkpointSeconds_ += secondsSince(waitStart);
+  }
+  optimizer_->step();
+  if (checkedFirstStep_) return;
+  // Parameters without any gradient were already named by the synchronizer.
+  auto unchanged = checkFirstStep(*model_.module, before, {});
+  if (!unchanged.empty()) {
+    std::string names;
+    for (const auto& n : unchanged) names += (names.empty() ? "" : ", ") + n;
+    log::info("train", "note: unchanged by the first step (gradient below float precision, e.g. a bias followed "
+              "by BatchNorm): ", names);
+  }
+  checkedFirstStep_ = true;
+}
+
+// After the epoch's last step: the ranks agree they ran as many steps, buffers follow rank
+// 0, the training values are summed over ranks, the eval split is evaluated, observers run.
+void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, double seconds, double waitBefore,
+                          double commBefore) {
+  if (loader_->next()) throw Error(concat("rank ", world_.rank, " has batches left at the end of epoch ", epoch + 1));
+  const int64_t skipped = loader_->skippedNonFinite();  // this epoch's, before the next one starts
+  // The next epoch's first window is read while this one is evaluated and saved.
+  if (epoch + 1 < cfg_.run.epochs) startLoader(epoch + 1);
+  trainLoopSeconds_ += seconds;
+  const double waited = loader_->waitSeconds() - waitBefore, comm = sync_->commWaitSeconds() - commBefore;
+  dataWaitSeconds_ += waited;
+  commSeconds_ += comm;
+  if (skipped > 0) {
+    log::warn("data", "left out ", skipped, " sample(s) with non-finite features in epoch ", epoch + 1,
+              " on this rank (data.non_finite: skip)");
+  }
+  // Every rank must have run the same number of steps; the sampler makes it so, this proves it.
+  at::Tensor count = at::tensor({static_cast<double>(steps), -static_cast<double>(steps)}, at::kDouble);
+  comm_.allReduce(count, dist::ReduceOp::kMax);
+  if (count[0].item<double>() != -count[1].item<double>()) {
+    throw Error(concat("ranks ran different numbers of steps in epoch ", epoch + 1, " (between ",
+                       -count[1].item<double>(), " and ", count[0].item<double>(), ")"));
+  }
+  // Each rank's last forward moved its own BatchNorm statistics; rank 0's are the model's,
+  // for evaluation and the checkpoint alike (as the next step's broadcast would make them).
+  if (cfg_.distributed.broadcastBuffers) {
+    sync_->flushBuffers();
+  } else {
+    sync_->broadcastBuffers();
+  }
+  auto train = sums.global(comm_);
+  samplesSession_ += sums.globalSamples();
+  ++epochsSession_;
+  auto evalStart = Clock::now();
+  EvalResult ev = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
+  evalSeconds_ += secondsSince(evalStart);
+
+  state_.epoch = epoch + 1;
+  state_.step = 0;
+  const double monitored = ev.value(task_.metrics.empty() ? "loss" : task_.metrics.front()->name);
+  const bool isBest = std::isnan(state_.bestMetric) ||
+                      (higherIsBetter() ? monitored > state_.bestMetric : monitored < state_.bestMetric);
+  if (isBest) {
+    state_.bestMetric = monitored;
+    state_.bestEpoch = state_.epoch;
+  }
+  const double t = std::max(1e-9, seconds);
+  EpochReport report{state_,  stepsPerEpoch_, train, ev.values, schedule_->at(state_.globalStep - 1, epoch),
+                     sums.globalSamples() / t, waited / t, comm / t, seconds, isBest};
+  for (auto& o : observers_) o->afterEpoch(report);
+}
+
+void Trainer::flushBuffers() { sync_->flushBuffers(); }
+
+}  // namespace forge::train

@@ -1,0 +1,146 @@
+// The training engine. Every rank constructs a Trainer with the same config and calls the
+// same methods in the same order (they issue collectives). The loop only wires parts: the
+// model (any torch::nn::Module, trainer/spec/model.h), the task's loss and metrics, the
+// optimizer and schedule, the data loader, the gradient synchronizer; checkpoint policy,
+// preemption, metrics files and progress are observers (trainer/engine/observer.h).
+//
+// One step: batch from the background loader -> buffers follow rank 0 -> forward (train
+// mode) -> loss -> backward, gradients averaged over ranks bucket by bucket -> optimizer
+// step. After each epoch: evaluation on the eval split, observers (metrics from rank 0,
+// checkpoint from rank 0).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checkpoint/async_saver.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "data/batch_loader.h"
+#include "data/sampler.h"
+#include "data/source.h"
+#include "distributed/communicator.h"
+#include "distributed/gradient_synchronizer.h"
+#include "distributed/world.h"
+#include "trainer/config/config.h"
+#include "trainer/engine/evaluator.h"
+#include "trainer/engine/metric_sums.h"
+#include "trainer/engine/observer.h"
+#include "trainer/engine/run_dir.h"
+#include "trainer/engine/train_state.h"
+#include "trainer/optim/optimizer.h"
+#include "trainer/optim/schedule.h"
+#include "trainer/spec/model.h"
+
+namespace forge::train {
+
+struct TrainSummary {
+  EvalResult finalEval;
+  double bestMetric = 0;
+  int64_t bestEpoch = 0;
+  uint64_t fingerprint = 0;  // of the final parameters and buffers, equal on every rank
+  double seconds = 0;
+  // This session's time, by where it went (seconds; they add up to `seconds`).
+  double computeSeconds = 0, commSeconds = 0, dataWaitSeconds = 0, checkpointSeconds = 0, evalSeconds = 0,
+         otherSeconds = 0;
+  double samplesPerS = 0;  // training samples over all ranks / training time, this session
+  int64_t epochsThisSession = 0;
+};
+
+class Trainer {
+ public:
+  // Setup: loads and validates the data, builds the model (the config's model.name, or
+  // `model` when given: forge::fit), probes it on a real batch (shapes, the nn.Module
+  // rules), makes the optimizer; on rank 0 also prepares the run dir and picks the
+  // checkpoint to resume from. `resume`: "" (fresh start; an error if the run dir holds
+  // checkpoints), "auto" (the newest checkpoint that verifies, or fresh when there is none)
+  // or a checkpoint path. Local to each rank (no collectives), so a setup error is raised
+  // on the ranks that see it. `device`: where this rank computes; the model moves there once.
+  Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume = "",
+          c10::Device device = c10::kCPU, std::optional<ModelHandle> model = std::nullopt);
+  ~Trainer();
+
+  // Collective: trains the remaining epochs.
+  TrainSummary run();
+
+  const ModelHandle& model() const { return model_; }
+  const TrainState& state() const { return state_; }
+  const Config& config() const { return cfg_; }
+  const Task& task() const { return task_; }
+  // The metric best.pt follows: "eval_<first metric>" (or "eval_loss"), and its direction.
+  std::string monitoredMetric() const;
+  bool higherIsBetter() const;
+
+  // For observers. Collective (every rank's generator state is gathered); rank 0 writes,
+  // in the background with checkpoint.async. Returns the path on rank 0, "" elsewhere.
+  std::string saveCheckpoint(bool isBest);
+  // Waits for a background save (rank 0; a no-op elsewhere).
+  void waitForSaves();
+  // Collective: every rank's buffers become rank 0's (as at any step boundary).
+  void flushBuffers();
+
+ private:
+  // setup.cpp
+  void openData();
+  void buildModel(std::optional<ModelHandle> model);
+  void makeLoader();
+  void startLoader(int64_t epoch);
+  void resolveFeatureStats();
+  int64_t samplesDone() const;
+  void addObservers();
+  // resume.cpp
+  void prepareRunDir(const std::string& resume);
+  void resumeFrom();
+  void warnIfScheduleChanged(const ckpt::Checkpoint& ck) const;
+  // checkpointing.cpp
+  ckpt::Checkpoint makeCheckpoint() const;
+  at::Tensor currentRngState() const;
+  void restoreRngState(const at::Tensor& state) const;
+  // trainer.cpp
+  void trainEpoch(int64_t epoch);
+  void trainStep(int64_t epoch, MetricSums& sums);
+  void finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, double seconds, double waitBefore,
+                   double commBefore);
+  // summary.cpp
+  void logStartupSummary() const;
+  TrainSummary summarize(std::chrono::steady_clock::time_point start);
+
+  Config cfg_;
+  dist::Communicator& comm_;
+  dist::WorldInfo world_;
+  c10::Device device_;
+  RunDir runDir_;
+  std::unique_ptr<data::SplitSource> train_;
+  std::unique_ptr<data::SplitSource> eval_;
+  int64_t window_ = 0;        // samples per read / shuffle window
+  int64_t loaderEpoch_ = -1;  // the epoch the loader streams
+  data::Normalization norm_;
+  ModelHandle model_;
+  Task task_;
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<dist::GradientSynchronizer> sync_;
+  std::unique_ptr<data::DistributedSampler> sampler_;
+  std::unique_ptr<data::BatchLoader> loader_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<ckpt::CheckpointDir> checkpoints_;
+  int64_t batchesPerEpoch_ = 0;
+  int64_t stepsPerEpoch_ = 0;  // optimizer steps: batches / accumulate_steps, rounded up
+  TrainState state_;
+  bool checkedFirstStep_ = false;
+  std::vector<std::unique_ptr<LoopObserver>> observers_;
+  bool resumed_ = false;
+  std::string freshOrResumed_;  // for the startup summary
+  // This session's time and samples, for the end-of-run summary.
+  double trainLoopSeconds_ = 0, dataWaitSeconds_ = 0, commSeconds_ = 0, checkpointSeconds_ = 0,
+         checkpointInLoopSeconds_ = 0, evalSeconds_ = 0, samplesSession_ = 0;
+  int64_t epochsSession_ = 0;
+  std::string resumePath_;      // rank 0: the checkpoint to resume from ("" = fresh)
+  at::Tensor pendingRngState_;  // this rank's generator state from the checkpoint, to restore
+  ckpt::AsyncSaver asyncSaver_;  // rank 0, checkpoint.async
+};
+
+
+}  // namespace forge::train

@@ -1,0 +1,255 @@
+#include "trainer/report/plot.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+
+namespace forge::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Colour-blind-safe enough, and distinct on white (matplotlib's first six).
+const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
+
+std::string gnuplotQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string cell(const MetricsTable& t, const std::vector<std::string>& row, const std::string& column) {
+  int c = t.column(column);
+  if (c < 0 || c >= static_cast<int>(row.size()) || row[c].empty()) return "NaN";
+  return row[c];
+}
+
+// A temporary folder removed on every path out.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "forge-plot-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw Error(concat("cannot create a temporary folder: ", std::strerror(errno)));
+    path = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Runs gnuplot on `script`; its stderr goes to `errors`. Returns the exit status, or 127
+// when gnuplot cannot be started. posix_spawn: no code of ours runs between fork and exec.
+int runGnuplot(const fs::path& script, const fs::path& errors) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::string program = "gnuplot", path = script.string();
+  char* argv[] = {program.data(), path.data(), nullptr};
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, "gnuplot", &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc == ENOENT) return 127;
+  if (rc != 0) throw Error(concat("cannot start gnuplot: ", std::strerror(rc)));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) throw Error(concat("waiting for gnuplot failed: ", std::strerror(errno)));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+int MetricsTable::column(const std::string& name) const {
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i] == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+MetricsTable readMetricsCsv(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(concat("cannot read '", path, "' (is it a forge run dir? training writes metrics.csv there)"));
+  MetricsTable t;
+  std::string line;
+  if (!std::getline(in, line)) throw ConfigError(concat("'", path, "' is empty"));
+  t.columns = split(line, ',');
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto cells = split(line, ',');
+    cells.resize(t.columns.size());
+    t.rows.push_back(std::move(cells));
+  }
+  return t;
+}
+
+void plotRuns(const PlotOptions& o) {
+  FORGE_CHECK_T(ConfigError, !o.runDirs.empty(), "forge plot needs at least one RUN_DIR");
+  TempDir tmp;
+  std::vector<std::string> names;
+  std::vector<fs::path> epochFiles, stepFiles;
+  std::vector<bool> hasSteps;
+  double lastEpoch = 1;
+  std::vector<std::string> runs;  // the run dirs drawn, in order
+  for (const auto& runDir : o.runDirs) {
+    const size_t r = runs.size();
+    const fs::path dir = runDir;
+    MetricsTable t = readMetricsCsv((dir / "metrics.csv").string());
+    for (const char* need : {"type", "epoch", "step"}) {
+      if (t.column(need) < 0) throw ConfigError(concat((dir / "metrics.csv").string(), " has no '", need, "' column"));
+    }
+    // Steps per epoch, from the epoch records (their "step" is the epoch's step count), to
+    // place step records at fractional epochs.
+    std::map<std::string, double> stepsIn;
+    std::ostringstream epochs, steps;
+    epochs << "# epoch train_loss train_accuracy eval_loss eval_accuracy lr samples_per_s\n";
+    int nEpochs = 0;
+    for (const auto& row : t.rows) {
+      if (cell(t, row, "type") != "epoch") continue;
+      stepsIn[cell(t, row, "epoch")] = std::stod(cell(t, row, "step"));
+      lastEpoch = std::max(lastEpoch, std::stod(cell(t, row, "epoch")));
+      ++nEpochs;
+      epochs << cell(t, row, "epoch") << " " << cell(t, row, "train_loss") << " " << cell(t, row, "train_accuracy")
+             << " " << cell(t, row, "eval_loss") << " " << cell(t, row, "eval_accuracy") << " "
+             << cell(t, row, "lr") << " " << cell(t, row, "samples_per_s") << "\n";
+    }
+    if (nEpochs == 0) {
+      const std::string why = concat((dir / "metrics.csv").string(), " holds no epoch record yet (the first epoch of ",
+                                     dir.string(), " has not finished)");
+      // Beside other runs, one that has just started is left out; alone, there is nothing to draw.
+      if (o.runDirs.size() == 1) throw ConfigError(why);
+      log::warn("plot", why, ": left out of the picture");
+      continue;
+    }
+    steps << "# epoch_position train_loss lr\n";
+    int nSteps = 0;
+    for (const auto& row : t.rows) {
+      if (cell(t, row, "type") != "step") continue;
+      auto it = stepsIn.find(cell(t, row, "epoch"));
+      if (it == stepsIn.end() || it->second <= 0) continue;
+      double x = std::stod(cell(t, row, "epoch")) - 1 + std::stod(cell(t, row, "step")) / it->second;
+      steps << x << " " << cell(t, row, "train_loss") << " " << cell(t, row, "lr") << "\n";
+      ++nSteps;
+    }
+    hasSteps.push_back(nSteps > 0);
+    epochFiles.push_back(tmp.path / concat("epochs", r, ".dat"));
+    stepFiles.push_back(tmp.path / concat("steps", r, ".dat"));
+    std::ofstream(epochFiles.back()) << epochs.str();
+    std::ofstream(stepFiles.back()) << steps.str();
+    std::string name = fs::absolute(dir).lexically_normal().filename().string();
+    if (name.empty()) name = fs::absolute(dir).lexically_normal().parent_path().filename().string();
+    names.push_back(name);
+    runs.push_back(runDir);
+  }
+  if (runs.empty()) throw ConfigError("none of the run dirs holds an epoch record yet: nothing to draw");
+  // Two runs of the same name (a/run, b/run) are told apart by their full paths.
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (size_t j = i + 1; j < names.size(); ++j) {
+      if (names[i] == names[j]) {
+        names[i] = runs[i];
+        names[j] = runs[j];
+      }
+    }
+  }
+  std::string title = o.title;
+  if (title.empty()) {
+    for (size_t i = 0; i < names.size(); ++i) title += (i ? ", " : "") + names[i];
+  }
+
+  std::ostringstream s;
+  s << "set terminal pngcairo size " << o.width << "," << o.height
+    << " noenhanced font 'DejaVu Sans,11' background rgb 'white'\n"
+    << "set output " << gnuplotQuote(o.out) << "\n"
+    << "set datafile missing 'NaN'\n"
+    << "set grid lc rgb '#dddddd'\n"
+    << "set border lc rgb '#555555'\n"
+    << "set key top right box opaque\n"
+    << "set xlabel 'epoch'\n"
+    // One x axis for all panels: the step records start before epoch 1 ends.
+    << "set xrange [0:" << lastEpoch << "]\n"
+    << (lastEpoch <= 20 ? "set xtics 1\n" : "")
+    << "set multiplot layout 2,2 title " << gnuplotQuote("forge: " + title) << " font ',14'\n";
+  auto panel = [&](const std::string& name, const std::string& ylabel, const std::vector<std::string>& parts) {
+    s << "set title " << gnuplotQuote(name) << "\nset ylabel " << gnuplotQuote(ylabel) << "\n";
+    s << "plot ";
+    for (size_t i = 0; i < parts.size(); ++i) s << (i ? ", \\\n     " : "") << parts[i];
+    s << "\n";
+  };
+  const bool several = runs.size() > 1;
+  auto label = [&](size_t r, const std::string& what) {
+    return gnuplotQuote(several ? names[r] + " " + what : what);
+  };
+  auto color = [&](size_t r) { return std::string(kColors[r % (sizeof kColors / sizeof *kColors)]); };
+  std::vector<std::string> loss, acc, lr, rate;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const std::string ef = gnuplotQuote(epochFiles[r].string());
+    const std::string sf = gnuplotQuote(stepFiles[r].string());
+    const std::string faint = "#B0" + color(r).substr(1);  // alpha: step records behind the epochs
+    if (hasSteps[r]) {
+      loss.push_back(concat(sf, " using 1:2 with lines lw 1 lc rgb '", faint, "' title ", label(r, "train (steps)")));
+    }
+    loss.push_back(concat(ef, " using 1:2 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
+                          label(r, "train")));
+    loss.push_back(concat(ef, " using 1:4 with linespoints lw 2 dt 2 pt 5 ps 0.8 lc rgb '", color(r), "' title ",
+                          label(r, "eval")));
+    acc.push_back(concat(ef, " using 1:($3*100) with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
+                         label(r, "train")));
+    acc.push_back(concat(ef, " using 1:($5*100) with linespoints lw 2 dt 2 pt 5 ps 0.8 lc rgb '", color(r),
+                         "' title ", label(r, "eval")));
+    if (hasSteps[r]) {
+      lr.push_back(concat(sf, " using 1:3 with lines lw 2 lc rgb '", color(r), "' title ", label(r, "lr")));
+    } else {
+      lr.push_back(concat(ef, " using 1:6 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
+                          label(r, "lr")));
+    }
+    rate.push_back(concat(ef, " using 1:7 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
+                          label(r, "samples/s")));
+  }
+  // Keys where the curves are not: losses fall (top right is free), accuracies and
+  // throughput sit high (bottom right), the cosine or step LR ends low (top right).
+  s << "set key top right\n";
+  panel("loss (cross-entropy)", "loss", loss);
+  s << "set key bottom right\n";
+  panel("accuracy", "%", acc);
+  s << "set key top right\nset format y '%g'\n";
+  panel("learning rate", "lr", lr);
+  // From 0, with headroom above the highest point.
+  s << "set key bottom right\nset yrange [0:*]\nset offsets 0, 0, graph 0.12, 0\n";
+  panel("throughput", "samples/s", rate);
+  s << "unset multiplot\nset output\n";
+
+  const fs::path script = tmp.path / "plot.gp";
+  std::ofstream(script) << s.str();
+  // The output's folder is created; a place that cannot be written is the user's to fix.
+  std::error_code ec;
+  if (fs::path(o.out).has_parent_path()) fs::create_directories(fs::path(o.out).parent_path(), ec);
+  {
+    std::ofstream probe(o.out, std::ios::app);
+    if (!probe) throw ConfigError(concat("forge plot cannot write '", o.out, "': ", std::strerror(errno)));
+  }
+  const fs::path errors = tmp.path / "gnuplot.err";
+  int rc = runGnuplot(script, errors);
+  std::ifstream errIn(errors);
+  std::string errText((std::istreambuf_iterator<char>(errIn)), std::istreambuf_iterator<char>());
+  if (rc == 127) {
+    throw Error("forge plot draws with gnuplot, which is not installed (Debian: apt-get install gnuplot-nox)");
+  }
+  if (rc != 0) throw Error(concat("gnuplot failed (exit ", rc, ") drawing ", o.out, ":\n", errText));
+  if (!fs::exists(o.out) || fs::file_size(o.out) == 0) {
+    throw Error(concat("gnuplot wrote no image to ", o.out, errText.empty() ? "" : ":\n" + errText));
+  }
+}
+
+}  // namespace forge::train

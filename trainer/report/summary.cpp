@@ -1,0 +1,92 @@
+#include "trainer/report/summary.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+
+#include "checkpoint/atomic_file.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/table.h"
+
+namespace forge::train {
+namespace {
+
+std::string valueText(double v, bool percent) {
+  char buf[32];
+  if (percent) {
+    std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.4f", v);
+  }
+  return buf;
+}
+
+nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+}  // namespace
+
+void logSessionSummary(const SessionSummary& s) {
+  auto pct = [&](double part) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * part / std::max(1e-9, s.seconds));
+    return std::string(buf);
+  };
+  Table t({"", ""});
+  if (!std::isnan(s.bestMetric)) {
+    t.row({"best " + s.monitored,
+           concat(valueText(s.bestMetric, s.monitoredPercent),
+                  s.bestEpoch > 0 ? concat(" after epoch ", s.bestEpoch) : std::string(" (an earlier session)"))});
+  }
+  std::string final;
+  for (size_t i = 0; i < s.finalEval.size(); ++i) {
+    const auto& [name, v] = s.finalEval[i];
+    if (name == "loss") continue;
+    final += concat(final.empty() ? "" : ", ", valueText(v, s.finalEvalPercent[i]), " ", name);
+  }
+  double loss = std::nan("");
+  for (const auto& [name, v] : s.finalEval) {
+    if (name == "loss") loss = v;
+  }
+  t.row({"final " + s.evalSplit, concat(final, final.empty() ? "" : ", ", "loss ", valueText(loss, false), " (",
+                                        withThousands(s.finalEvalSamples), " samples)")});
+  t.row({"time", concat(formatDuration(s.seconds), " this session (", s.epochsThisSession, " epoch(s) trained)")});
+  if (s.epochsThisSession > 0) {
+    t.row({"throughput", concat(withThousands(std::llround(s.samplesPerS)), " samples/s on average, ", s.worldSize,
+                                " rank(s)")});
+  }
+  t.row({"time shares", concat("compute ", pct(s.compute), ", communication ", pct(s.comm), ", data wait ",
+                               pct(s.dataWait), ", checkpoint ", pct(s.checkpoint), ", evaluation ", pct(s.evaluation),
+                               ", setup and other ", pct(s.other))});
+  log::info("train", "summary:");
+  for (const auto& l : t.lines("    ")) log::info("train", l);
+}
+
+void writeSummaryJson(const std::string& path, const SessionSummary& s) {
+  nlohmann::ordered_json j;
+  j["epochs"] = s.epochs;
+  j["global_step"] = s.globalStep;
+  j["best_metric_name"] = s.monitored;
+  j["best_metric"] = number(s.bestMetric);
+  // null: the best epoch was trained in an earlier session, which did not record it here
+  j["best_epoch"] = s.bestEpoch > 0 ? nlohmann::json(s.bestEpoch) : nlohmann::json(nullptr);
+  for (const auto& [name, v] : s.finalEval) j["final_eval_" + name] = number(v);
+  j["fingerprint"] = s.fingerprint;
+  j["world_size"] = s.worldSize;
+  j["session_seconds"] = number(s.seconds);
+  j["session_epochs"] = s.epochsThisSession;
+  j["samples_per_s"] = number(s.samplesPerS);
+  j["seconds"] = {{"compute", number(s.compute)},       {"communication", number(s.comm)},
+                  {"data_wait", number(s.dataWait)},    {"checkpoint", number(s.checkpoint)},
+                  {"evaluation", number(s.evaluation)}, {"other", number(s.other)}};
+  const std::string text = j.dump(2) + "\n";
+  try {
+    ckpt::writeFileAtomically(path, std::vector<char>(text.begin(), text.end()));
+  } catch (const CheckpointError& e) {
+    log::warn("train", e.what(), ": no summary.json this time");
+  }
+}
+
+}  // namespace forge::train

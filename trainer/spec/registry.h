@@ -1,0 +1,84 @@
+// Parts by name. forge's built-in parts are registered the first time a registry is used;
+// a user's program registers its own before it calls forge::main (trainer/app/cli.h) or
+// builds a Trainer. Registration is not thread-safe: do it at the start of main.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "trainer/spec/parts.h"
+
+namespace forge {
+
+template <typename Spec>
+class Registry {
+ public:
+  explicit Registry(std::string kind) : kind_(std::move(kind)) {}
+
+  // Error when the name is taken or empty.
+  void add(Spec spec);
+  // ConfigError naming the close matches when there is no such part.
+  const Spec& get(const std::string& name) const;
+  const Spec* find(const std::string& name) const;
+  std::vector<std::string> names() const;
+  const std::string& kind() const { return kind_; }
+  const std::vector<Spec>& all() const { return specs_; }
+
+ private:
+  std::string kind_;
+  std::vector<Spec> specs_;
+};
+
+template <typename Spec>
+void Registry<Spec>::add(Spec spec) {
+  if (spec.name.empty()) throw Error(concat("a ", kind_, " needs a name to be registered"));
+  if (find(spec.name) != nullptr) {
+    throw Error(concat("a ", kind_, " named '", spec.name, "' is already registered: choose another name"));
+  }
+  specs_.push_back(std::move(spec));
+}
+
+template <typename Spec>
+const Spec* Registry<Spec>::find(const std::string& name) const {
+  for (const auto& s : specs_) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+template <typename Spec>
+const Spec& Registry<Spec>::get(const std::string& name) const {
+  if (const Spec* s = find(name)) return *s;
+  std::string hint = nearest(name, names()), all;
+  for (const auto& n : names()) all += (all.empty() ? "" : ", ") + n;
+  throw ConfigError(concat("'", name, "' is not a registered ", kind_, " (",
+                           hint.empty() ? "registered: " + all : "did you mean '" + hint + "'?", ")"));
+}
+
+template <typename Spec>
+std::vector<std::string> Registry<Spec>::names() const {
+  std::vector<std::string> out;
+  for (const auto& s : specs_) out.push_back(s.name);
+  return out;
+}
+
+struct Registries {
+  Registry<ModelSpec> models{"model"};
+  Registry<LossSpec> losses{"loss"};
+  Registry<MetricSpec> metrics{"metric"};
+  Registry<OptimizerSpec> optimizers{"optimizer"};
+  Registry<ScheduleSpec> schedules{"schedule"};
+};
+
+// The process's registries, with forge's own parts in them (trainer/builtin/builtin.cpp).
+Registries& registry();
+
+inline void registerModel(ModelSpec s) { registry().models.add(std::move(s)); }
+inline void registerLoss(LossSpec s) { registry().losses.add(std::move(s)); }
+inline void registerMetric(MetricSpec s) { registry().metrics.add(std::move(s)); }
+inline void registerOptimizer(OptimizerSpec s) { registry().optimizers.add(std::move(s)); }
+inline void registerSchedule(ScheduleSpec s) { registry().schedules.add(std::move(s)); }
+
+}  // namespace forge
