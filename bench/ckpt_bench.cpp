@@ -22,8 +22,8 @@
 
 #include "checkpoint/async_saver.h"
 #include "checkpoint/checkpoint.h"
-#include "trainer/config.h"
-#include "trainer/optim.h"
+#include "trainer/optim/optimizer.h"
+#include "trainer/spec/registry.h"
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -46,22 +46,23 @@ int main(int argc, char** argv) {
   // A wide MLP's worth of parameters in 4 tensors, and one SGD step for momentum buffers.
   int64_t side = static_cast<int64_t>(std::sqrt(millions * 1e6 / 2));
   torch::nn::Sequential model(torch::nn::Linear(side, side), torch::nn::Linear(side, side));
-  forge::train::OptimizerConfig oc;
-  oc.momentum = 0.9;
+  const forge::OptimizerSpec& sgd = forge::registry().optimizers.get("sgd");
+  forge::Options sgdOptions = sgd.options.defaults("optimizer");
+  sgdOptions.set("momentum", 0.9);
   auto params = model->parameters();
-  auto opt = forge::train::makeOptimizer(oc, params);
+  auto opt = std::make_unique<forge::train::Optimizer>(sgd, 0.01, 0.0, sgdOptions, params);
   model->forward(torch::randn({4, side})).sum().backward();
   opt->step();
   forge::ckpt::Checkpoint ck;
   for (const auto& p : model->named_parameters()) ck.modelState.emplace_back(p.key(), p.value().detach());
-  ck.optimizerState = forge::train::optimizerStateDict(*opt, oc, params);
+  ck.optimizerState = opt->stateDict();
   ck.config = "bench";
   ck.forgeVersion = FORGE_VERSION;
 
   const std::string path = dir + "/bench.pt";
   auto input = torch::randn({64, side});
   auto trainStep = [&] {
-    opt->zero_grad();
+    opt->torch().zero_grad();
     model->forward(input).sum().backward();
   };
   std::vector<double> save, stall, plainStep, savingStep, dd;
@@ -79,7 +80,7 @@ int main(int argc, char** argv) {
     double plain = since(t);
     forge::ckpt::Checkpoint live;
     for (const auto& p : model->named_parameters()) live.modelState.emplace_back(p.key(), p.value().detach());
-    live.optimizerState = forge::train::optimizerStateDict(*opt, oc, params);
+    live.optimizerState = opt->stateDict();
     live.config = "bench";
     live.forgeVersion = FORGE_VERSION;
     t = Clock::now();

@@ -21,9 +21,7 @@
 #include "distributed/mpi/mpi_communicator.h"
 #include "distributed/mpi_runtime.h"
 #include "distributed/world.h"
-#include "trainer/config.h"
-#include "trainer/models/model_registry.h"
-#include "trainer/models/model.h"
+#include "trainer/spec/registry.h"
 
 namespace {
 
@@ -53,10 +51,8 @@ struct Net {
 Net makeNet(const std::string& name) {
   torch::manual_seed(0);
   if (name == "mlp") {
-    forge::train::ModelConfig c;
-    c.dropout = 0.3;
-    auto m = forge::train::makeModel(c);
-    return {m, [m](const at::Tensor& x) { return m->forward(x); }, 784, 10};
+    forge::ModelHandle m = forge::makeModel("mlp", {{"dropout", 0.3}});
+    return {m.module, [m](const at::Tensor& x) { return m.forward({x, at::Tensor()}); }, 784, 10};
   }
   // Communication-heavy: 25.2M parameters, little compute per byte of gradient.
   auto s = std::make_shared<torch::nn::SequentialImpl>(torch::nn::Linear(1024, 4096), torch::nn::Functional(torch::relu),

@@ -10,7 +10,7 @@
 #ifdef FORGE_WITH_NCCL
 #include "distributed/nccl/nccl_check.h"
 #endif
-#include "trainer/config.h"
+#include "trainer/config/config.h"
 
 namespace forge::dist {
 namespace {

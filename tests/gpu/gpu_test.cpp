@@ -14,9 +14,9 @@
 #ifdef FORGE_WITH_NCCL
 #include "distributed/nccl/nccl_communicator.h"
 #endif
-#include "trainer/config.h"
-#include "trainer/models/model.h"
-#include "trainer/models/model_registry.h"
+#include "trainer/config/config.h"
+#include "trainer/models/mlp.h"
+#include "trainer/spec/registry.h"
 
 namespace forge::dist {
 namespace {
@@ -164,11 +164,9 @@ TEST(Gpu, GradientSynchronizerAveragesCudaGradientsOverNccl) {
   FORGE_NEED_GPU();
   Comms& c = comms();
   Communicator& n = *c.nccl;
-  train::ModelConfig mc;
-  mc.name = "mlp";
-  mc.dropout = 0.0;
+  auto mlp = [] { return std::dynamic_pointer_cast<train::Mlp>(makeModel("mlp", {{"dropout", 0.0}}).module); };
   torch::manual_seed(7);
-  auto model = train::makeModel(mc);
+  auto model = mlp();
   model->to(c.device);
   SyncOptions opt;
   opt.firstBucketCapBytes = 64 << 10;  // several buckets, singles and coalesced ones
@@ -185,7 +183,7 @@ TEST(Gpu, GradientSynchronizerAveragesCudaGradientsOverNccl) {
     at::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x.to(c.device)), y.to(c.device));
     sync.backward(loss);
     // Reference: a float64 copy of the model on the CPU, all ranks' batches, mean of the losses.
-    auto ref = train::makeModel(mc);
+    auto ref = mlp();
     {
       torch::NoGradGuard g;
       auto src = model->named_parameters();
@@ -215,8 +213,7 @@ TEST(Gpu, GradientSynchronizerAveragesCudaGradientsOverNccl) {
 
 TEST(Gpu, ModelMovesToTheGpuWithParametersAndBuffersTogether) {
   FORGE_NEED_GPU();
-  train::ModelConfig mc;
-  auto model = train::makeModel(mc);
+  auto model = makeModel("mlp").module;
   WorldInfo solo;
   c10::Device d = selectDevice("cuda", solo).device;
   model->to(d);

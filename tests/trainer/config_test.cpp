@@ -1,9 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <set>
 
 #include "core/error.h"
-#include "trainer/config.h"
+#include "trainer/config/config.h"
 
 namespace forge::train {
 namespace {
@@ -28,10 +29,12 @@ const char* kMinimal = "data:\n  path: x.h5\n";
 TEST(Config, TheMainJobConfigParsesWithItsDocumentedValues) {
   Config c = loadConfig(repoFile("configs/fashion_mnist_mlp.yaml"));
   EXPECT_EQ(c.model.name, "mlp");
-  EXPECT_EQ(c.model.inFeatures, 784);
-  EXPECT_EQ(c.model.hidden, 256);
-  EXPECT_EQ(c.model.numClasses, 10);
-  EXPECT_DOUBLE_EQ(c.model.dropout, 0.3);
+  EXPECT_EQ(c.model.options.get<int64_t>("in_features"), 784);
+  EXPECT_EQ(c.model.options.get<int64_t>("hidden"), 256);
+  EXPECT_EQ(c.model.options.get<int64_t>("num_classes"), 10);
+  EXPECT_DOUBLE_EQ(c.model.options.get<double>("dropout"), 0.3);
+  EXPECT_EQ(c.task.loss, "cross_entropy");
+  EXPECT_EQ(c.task.metrics, (std::vector<std::string>{"accuracy"}));
   EXPECT_EQ(c.data.batchSize, 64);
   EXPECT_EQ(c.optimizer.name, "sgd");
   EXPECT_EQ(c.distributed.backend, "auto");
@@ -43,7 +46,7 @@ TEST(Config, TheMainJobConfigParsesWithItsDocumentedValues) {
 TEST(Config, TheCnnConfigParses) {
   Config c = loadConfig(repoFile("configs/fashion_mnist_cnn.yaml"));
   EXPECT_EQ(c.model.name, "cnn");
-  EXPECT_EQ(c.model.inputShape, (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(c.model.options.get<std::vector<int64_t>>("input_shape"), (std::vector<int64_t>{1, 28, 28}));
 }
 
 TEST(Config, DataPathAndNormalizationTakeOneValueOrAList) {
@@ -71,11 +74,11 @@ TEST(Config, DataPathAndNormalizationTakeOneValueOrAList) {
 
 TEST(Config, OverridesReplaceValuesByDottedPath) {
   Config c = parseConfig(kMinimal, "test.yaml", {"run.epochs=2", "optimizer.lr=0.01", "data.normalize.std=0.5",
-                                                 "optimizer.betas=[0.8, 0.9]"});
+                                                 "optimizer.name=adam", "optimizer.betas=[0.8, 0.9]"});
   EXPECT_EQ(c.run.epochs, 2);
   EXPECT_DOUBLE_EQ(c.optimizer.lr, 0.01);
   EXPECT_EQ(c.data.normalize.std, (std::vector<double>{0.5}));
-  EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.8, 0.9}));
+  EXPECT_EQ(c.optimizer.options.get<std::vector<double>>("betas"), (std::vector<double>{0.8, 0.9}));
   // The resolved text holds the override, so the run's saved config reproduces it.
   EXPECT_NE(c.resolved.find("epochs: 2"), std::string::npos);
 }
@@ -122,12 +125,58 @@ TEST(Config, OutOfRangeValuesAreRejectedWithTheirLine) {
             std::string::npos);
   EXPECT_NE(errorOf("data:\n  path: x.h5\nmodel:\n  dropout: 1.5\n").find("model.dropout must be in [0, 1)"),
             std::string::npos);
-  EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  name: adagrad\n").find("'adagrad' is not an optimizer"),
+  EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  name: adagrad\n").find("optimizer.name 'adagrad' is not a registered optimizer"),
             std::string::npos);
-  EXPECT_NE(errorOf("data:\n  path: x.h5\nmodel:\n  name: mpl\n").find("'mpl' is not a known model (did you mean 'mlp'?)"),
+  EXPECT_NE(errorOf("data:\n  path: x.h5\nmodel:\n  name: mpl\n").find("test.yaml:4: model.name 'mpl' is not a registered model (did you mean 'mlp'?)"),
             std::string::npos);
   EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  timeout_s: -1\n").find("distributed.timeout_s must be positive"),
             std::string::npos);
+}
+
+TEST(Config, AnOptimizersKeysBelongToItAlone) {
+  // momentum is SGD's: with adam it would be silently ignored, so it is refused.
+  std::string e = errorOf("data:\n  path: x.h5\noptimizer:\n  name: adam\n  momentum: 0.9\n");
+  EXPECT_NE(e.find("test.yaml:5: unknown key 'momentum' in 'optimizer' for optimizer 'adam'"), std::string::npos) << e;
+  Config c = parseConfig("data:\n  path: x.h5\noptimizer:\n  name: sgd\n  momentum: 0.9\n  nesterov: true\n", "t.yaml");
+  EXPECT_DOUBLE_EQ(c.optimizer.options.get<double>("momentum"), 0.9);
+  EXPECT_TRUE(c.optimizer.options.get<bool>("nesterov"));
+  e = errorOf("data:\n  path: x.h5\nschedule:\n  name: constant\n  gamma: 0.5\n");
+  EXPECT_NE(e.find("unknown key 'gamma' in 'schedule' for schedule 'constant'"), std::string::npos) << e;
+}
+
+TEST(Config, NonFiniteNumbersAreRefusedWhereTheyAreWritten) {
+  for (const char* v : {".nan", ".inf", "-.inf"}) {
+    std::string e = errorOf(kMinimal, {std::string("optimizer.lr=") + v});
+    EXPECT_NE(e.find("--set optimizer.lr: optimizer.lr must be a finite number"), std::string::npos) << v << ": " << e;
+  }
+  std::string e = errorOf("data:\n  path: x.h5\n  normalize:\n    mean: [0, .nan]\n");
+  EXPECT_NE(e.find("test.yaml:4: data.normalize.mean must be a finite number"), std::string::npos) << e;
+}
+
+TEST(Config, UnknownTaskPartsAreNamedWithTheirLine) {
+  std::string e = errorOf("data:\n  path: x.h5\ntask:\n  metrics: [accuracy, acuracy]\n");
+  EXPECT_NE(e.find("test.yaml:4: task.metrics 'acuracy' is not a registered metric (did you mean 'accuracy'?)"),
+            std::string::npos)
+      << e;
+  e = errorOf("data:\n  path: x.h5\ntask:\n  loss: mse\n");
+  EXPECT_NE(e.find("task.loss 'mse' is not a registered loss"), std::string::npos) << e;
+}
+
+TEST(Config, EveryKeyIsListedOnceWithTypeDefaultAndHelp) {
+  auto keys = configKeys();
+  std::set<std::string> seen;
+  for (const auto& k : keys) {
+    EXPECT_FALSE(k.help.empty()) << k.key;
+    EXPECT_FALSE(k.type.empty()) << k.key;
+    EXPECT_TRUE(seen.insert(k.key + "/" + k.part).second) << "listed twice: " << k.key << " " << k.part;
+  }
+  EXPECT_TRUE(seen.count("optimizer.lr/")) << "a fixed key";
+  EXPECT_TRUE(seen.count("optimizer.momentum/sgd")) << "an optimizer's own key";
+  EXPECT_TRUE(seen.count("model.hidden/mlp")) << "a model's own key";
+  EXPECT_TRUE(seen.count("schedule.min_lr/cosine")) << "a schedule's own key";
+  // Every key the main job's config holds is among them.
+  Config c = loadConfig(repoFile("configs/fashion_mnist_mlp.yaml"));
+  for (const auto& [k, v] : c.model.options.values()) EXPECT_TRUE(seen.count("model." + k + "/mlp")) << k;
 }
 
 TEST(Config, MissingRequiredDataPathIsAnError) {

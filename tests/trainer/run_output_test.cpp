@@ -7,13 +7,15 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "core/table.h"
-#include "trainer/config.h"
-#include "trainer/metrics.h"
-#include "trainer/plot.h"
-#include "trainer/progress.h"
-#include "trainer/tensorboard/tensorboard.h"
+#include "trainer/config/config.h"
+#include "trainer/report/metrics_log.h"
+#include "trainer/report/plot.h"
+#include "trainer/report/progress.h"
+#include "trainer/report/tensorboard/tensorboard.h"
 
 namespace forge::train {
 namespace {
@@ -208,20 +210,21 @@ TEST(TensorBoard, AResumeDropsTheAbandonedPointsFromTheFiles) {
 TEST(Metrics, ADivergedLossIsWrittenAsNotANumberNotLeftOut) {
   TempDir tmp;
   {
-    MetricsLog m(tmp.path.string(), false, -1);
+    MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), false, -1);
     MetricsRecord r;
     r.type = "step";
     r.epoch = 1;
     r.step = 5;
     r.globalStep = 5;
-    r.trainLoss = NAN;
-    r.lr = 0.1;
+    r.set("train_loss", NAN).set("lr", 0.1);
     m.write(r);
   }
   auto jsonl = linesOf(tmp.path / "metrics.jsonl");
   auto csv = linesOf(tmp.path / "metrics.csv");
   ASSERT_EQ(jsonl.size(), 1u);
-  EXPECT_NE(jsonl[0].find("\"train_loss\": null, \"lr\": 0.1"), std::string::npos) << jsonl[0];
+  auto j = nlohmann::json::parse(jsonl[0]);
+  EXPECT_TRUE(j["train_loss"].is_null()) << jsonl[0];
+  EXPECT_EQ(j["lr"], 0.1) << jsonl[0];
   EXPECT_EQ(csv[1], "step,1,5,5,0,nan,,,,0.1,,,,");
 }
 
@@ -234,13 +237,12 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
     r.step = step;
     r.globalStep = global;
     r.wallTime = 1.5e9;
-    r.trainLoss = 0.5 / global;
-    r.lr = 0.1;
-    if (std::string(type) == "epoch") r.evalAccuracy = 0.75;
+    r.set("train_loss", 0.5 / global).set("lr", 0.1);
+    if (std::string(type) == "epoch") r.set("eval_accuracy", 0.75);
     return r;
   };
   {
-    MetricsLog m(tmp.path.string(), /*tensorboard=*/true, /*resumedAt=*/-1);
+    MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), /*tensorboard=*/true, /*resumedAt=*/-1);
     m.write(record("step", 1, 5, 5));
     m.write(record("epoch", 1, 10, 10));
     m.write(record("step", 2, 5, 15));
@@ -252,25 +254,35 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
   ASSERT_EQ(csv.size(), 5u);
   EXPECT_EQ(csv[0], "type,epoch,step,global_step,wall_time,train_loss,train_accuracy,eval_loss,eval_accuracy,lr,"
                     "samples_per_s,data_wait_share,comm_share,seconds");
-  EXPECT_EQ(jsonl[1], "{\"type\": \"epoch\", \"epoch\": 1, \"step\": 10, \"global_step\": 10, \"wall_time\": "
-                      "1500000000, \"train_loss\": 0.05, \"eval_accuracy\": 0.75, \"lr\": 0.1}");
+  // Fields in column order, only those that apply.
+  auto epoch = nlohmann::ordered_json::parse(jsonl[1]);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : epoch.items()) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{"type", "epoch", "step", "global_step", "wall_time", "train_loss",
+                                            "eval_accuracy", "lr"}))
+      << jsonl[1];
+  EXPECT_EQ(epoch["type"], "epoch");
+  EXPECT_EQ(epoch["global_step"], 10);
+  EXPECT_EQ(epoch["wall_time"], 1.5e9);
+  EXPECT_EQ(epoch["train_loss"], 0.05);
+  EXPECT_EQ(epoch["eval_accuracy"], 0.75);
   EXPECT_EQ(csv[2], "epoch,1,10,10,1500000000,0.05,,,0.75,0.1,,,,");
   EXPECT_EQ(csv[1], "step,1,5,5,1500000000,0.1,,,,0.1,,,,");
 
   // Resumed at global step 10 (the end of epoch 1): later records go, new ones follow.
   {
-    MetricsLog m(tmp.path.string(), true, 10);
+    MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), true, 10);
     m.write(record("step", 2, 5, 15));
   }
   jsonl = linesOf(tmp.path / "metrics.jsonl");
   csv = linesOf(tmp.path / "metrics.csv");
   ASSERT_EQ(jsonl.size(), 3u);
   ASSERT_EQ(csv.size(), 4u);
-  EXPECT_NE(jsonl[2].find("\"global_step\": 15"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(jsonl[2])["global_step"], 15);
   EXPECT_EQ(csv[3].substr(0, 12), "step,2,5,15,");
   // A fresh run starts the files (and the TensorBoard folder) anew.
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path / "tb"), fs::directory_iterator()), 2);
-  { MetricsLog m(tmp.path.string(), true, -1); }
+  { MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), true, -1); }
   EXPECT_EQ(linesOf(tmp.path / "metrics.jsonl").size(), 0u);
   EXPECT_EQ(linesOf(tmp.path / "metrics.csv").size(), 1u);
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path / "tb"), fs::directory_iterator()), 1);
@@ -278,6 +290,21 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
   MetricsTable t = readMetricsCsv((tmp.path / "metrics.csv").string());
   EXPECT_EQ(t.column("global_step"), 3);
   EXPECT_EQ(t.column("nonsense"), -1);
+}
+
+TEST(Metrics, AValueOutsideTheRunsColumnsIsAnError) {
+  TempDir tmp;
+  MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), false, -1);
+  MetricsRecord r;
+  r.type = "step";
+  r.set("train_top5", 0.5);
+  EXPECT_THROW(m.write(r), Error);
+}
+
+TEST(Metrics, ATasksMetricsAreItsColumns) {
+  EXPECT_EQ(metricColumns({"mae", "r2"}),
+            (std::vector<std::string>{"train_loss", "train_mae", "train_r2", "eval_loss", "eval_mae", "eval_r2", "lr",
+                                      "samples_per_s", "data_wait_share", "comm_share", "seconds"}));
 }
 
 TEST(Config, TheLogSectionIsValidated) {

@@ -140,7 +140,12 @@ class Section {
 
   // A declared key: the file's value (checked) or the default.
   OptionValue read(const OptionDecl& d) const {
-    if (!has(d.key)) return d.defaultValue;
+    if (!has(d.key)) {
+      // A default that does not pass its own check is a required key.
+      std::string problem = d.check ? d.check(d.defaultValue) : std::string();
+      if (!problem.empty()) fail(where(d.key), concat(dotted(d.key), " ", problem));
+      return d.defaultValue;
+    }
     YAML::Node v = at(d.key);
     return readValue(v, d, dotted(d.key), src_);
   }

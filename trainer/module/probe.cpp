@@ -3,6 +3,7 @@
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
+#include <deque>
 #include <exception>
 #include <map>
 #include <unordered_map>
@@ -45,14 +46,17 @@ void probeStages(const ModelHandle& model, const at::Tensor& x, const std::strin
   }
 }
 
-// The operations running when forward failed, outermost first, each with its inputs.
+// The last operations forward started, oldest first, each with its tensor inputs: the last
+// is the one that failed; the ones before it show the parameters its layer handed on (a
+// Linear passes its weight through t() before addmm sees it as a view).
 struct OpTrace {
+  static constexpr size_t kKept = 32;
   struct Op {
     std::string name;
     std::vector<std::vector<int64_t>> shapes;
     std::vector<const c10::TensorImpl*> tensors;
   };
-  std::vector<Op> stack;
+  std::deque<Op> ops;
 };
 
 thread_local OpTrace* tActiveTrace = nullptr;
@@ -68,21 +72,16 @@ std::unique_ptr<at::ObserverContext> onEnter(const at::RecordFunction& fn) {
     op.shapes.push_back(t.sizes().vec());
     op.tensors.push_back(t.unsafeGetTensorImpl());
   }
-  tActiveTrace->stack.push_back(std::move(op));
+  tActiveTrace->ops.push_back(std::move(op));
+  if (tActiveTrace->ops.size() > OpTrace::kKept) tActiveTrace->ops.pop_front();
   return nullptr;
-}
-
-void onExit(const at::RecordFunction&, at::ObserverContext*) {
-  // While an exception unwinds, the stack stays as it was when the operation failed.
-  if (tActiveTrace == nullptr || std::uncaught_exceptions() > 0 || tActiveTrace->stack.empty()) return;
-  tActiveTrace->stack.pop_back();
 }
 
 // Runs forward with every operation traced; a failure is explained from the trace.
 at::Tensor tracedForward(const ModelHandle& model, const data::Batch& batch, const std::string& dataName) {
   OpTrace trace;
   tActiveTrace = &trace;
-  auto handle = at::addThreadLocalCallback(at::RecordFunctionCallback(onEnter, onExit).needsInputs(true));
+  auto handle = at::addThreadLocalCallback(at::RecordFunctionCallback(onEnter).needsInputs(true));
   struct Done {
     at::CallbackHandle h;
     ~Done() {
@@ -101,25 +100,37 @@ at::Tensor tracedForward(const ModelHandle& model, const data::Batch& batch, con
   std::unordered_map<const c10::TensorImpl*, std::string> params;
   for (const auto& p : model.module->named_parameters()) params[p.value().unsafeGetTensorImpl()] = p.key();
   std::string opText, paramText;
-  if (!trace.stack.empty()) {
-    const auto& inner = trace.stack.back();
+  if (!trace.ops.empty()) {
+    const auto& inner = trace.ops.back();
     std::string shapes;
     for (const auto& s : inner.shapes) shapes += (shapes.empty() ? "" : ", ") + dimsText(s);
     opText = concat(" in ", inner.name, shapes.empty() ? "" : concat(" on inputs ", shapes));
-    // The innermost operation that took a parameter tells the layer (linear passes its
-    // weight on to addmm as a transposed view, which is no parameter).
-    for (auto op = trace.stack.rbegin(); op != trace.stack.rend() && paramText.empty(); ++op) {
-      for (size_t i = 0; i < op->tensors.size(); ++i) {
-        auto it = params.find(op->tensors[i]);
-        if (it == params.end()) continue;
-        std::string layer = it->second.substr(0, it->second.rfind('.'));
-        std::string def;
-        for (const auto& m : model.module->named_modules()) {
-          if (m.key() == layer) def = " " + definition(*m.value());
+    // The latest operation that took a parameter tells the layer; the layer's parameters
+    // that the recent operations took are named with their shapes.
+    std::string layer;
+    for (auto op = trace.ops.rbegin(); op != trace.ops.rend() && layer.empty(); ++op) {
+      for (const c10::TensorImpl* t : op->tensors) {
+        auto it = params.find(t);
+        if (it != params.end()) {
+          layer = it->second.substr(0, it->second.rfind('.'));
+          break;
         }
-        paramText = concat(", using parameter '", it->second, "' ", dimsText(op->shapes[i]), " of layer '", layer, "'", def);
-        break;
       }
+    }
+    if (!layer.empty()) {
+      std::map<std::string, std::string> used;  // name -> shape, in name order
+      for (const auto& op : trace.ops) {
+        for (size_t i = 0; i < op.tensors.size(); ++i) {
+          auto it = params.find(op.tensors[i]);
+          if (it != params.end() && it->second.rfind(layer + ".", 0) == 0) used[it->second] = dimsText(op.shapes[i]);
+        }
+      }
+      std::string def, list;
+      for (const auto& m : model.module->named_modules()) {
+        if (m.key() == layer) def = " " + definition(*m.value());
+      }
+      for (const auto& [name, shape] : used) list += concat(list.empty() ? "" : ", ", name, " ", shape);
+      paramText = concat(", in layer '", layer, "'", def, " (parameters ", list, ")");
     }
   }
   throw ConfigError(concat("model and data do not fit: forward failed", opText, paramText, " (batch from ", dataName,

@@ -3,6 +3,7 @@
 // builds a Trainer. Registration is not thread-safe: do it at the start of main.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,18 @@ struct Registries {
 
 // The process's registries, with forge's own parts in them (trainer/builtin/builtin.cpp).
 Registries& registry();
+
+// The named model built with its declared defaults and then `values` (tools, tests and
+// programs that build a model without a config). Error for an undeclared key.
+inline ModelHandle makeModel(const std::string& name, const std::map<std::string, OptionValue>& values = {}) {
+  const ModelSpec& spec = registry().models.get(name);
+  Options o = spec.options.defaults("model");
+  for (const auto& [k, v] : values) {
+    if (spec.options.find(k) == nullptr) throw Error(concat("model '", name, "' declares no key '", k, "'"));
+    o.set(k, v);
+  }
+  return spec.make(o);
+}
 
 inline void registerModel(ModelSpec s) { registry().models.add(std::move(s)); }
 inline void registerLoss(LossSpec s) { registry().losses.add(std::move(s)); }
