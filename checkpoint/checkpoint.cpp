@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "checkpoint/atomic_file.h"
+#include "checkpoint/fields.h"
 #include "checkpoint/torch_zip.h"
 #include "core/error.h"
 
@@ -114,26 +115,26 @@ IValue toIValueWith(const Checkpoint& ck, int64_t checksum) {
   GenericDict model(c10::StringType::get(), c10::TensorType::get());
   for (const auto& [name, t] : ck.modelState) model.insert(name, t);
   GenericDict d = stringDict();
-  d.insert("model_state_dict", model);
-  d.insert("optimizer_state_dict", ck.optimizerState.isNone() ? IValue(stringDict()) : ck.optimizerState);
-  d.insert("epoch", ck.epoch);
-  d.insert("step", ck.step);
-  d.insert("global_step", ck.globalStep);
+  d.insert(fields::kModel, model);
+  d.insert(fields::kOptimizer, ck.optimizerState.isNone() ? IValue(stringDict()) : ck.optimizerState);
+  d.insert(fields::kEpoch, ck.epoch);
+  d.insert(fields::kStep, ck.step);
+  d.insert(fields::kGlobalStep, ck.globalStep);
   if (std::isnan(ck.bestMetric)) {
-    d.insert("best_metric", IValue());
+    d.insert(fields::kBestMetric, IValue());
   } else {
-    d.insert("best_metric", ck.bestMetric);
+    d.insert(fields::kBestMetric, ck.bestMetric);
   }
-  d.insert("best_metric_name", ck.bestMetricName);
-  d.insert("world_size", ck.worldSize);
-  d.insert("config", ck.config);
-  d.insert("forge_version", ck.forgeVersion);
+  d.insert(fields::kBestMetricName, ck.bestMetricName);
+  d.insert(fields::kWorldSize, ck.worldSize);
+  d.insert(fields::kConfig, ck.config);
+  d.insert(fields::kForgeVersion, ck.forgeVersion);
   c10::impl::GenericList rng(c10::AnyType::get());  // untyped: weights_only refuses typed lists
   for (const auto& r : ck.rngStates) rng.push_back(r);
-  d.insert("rng_states", rng);
-  if (!ck.schedule.isNone()) d.insert("lr_schedule", ck.schedule);
-  if (!ck.sampler.isNone()) d.insert("sampler", ck.sampler);
-  d.insert("checksum", checksum);
+  d.insert(fields::kRngStates, rng);
+  if (!ck.schedule.isNone()) d.insert(fields::kSchedule, ck.schedule);
+  if (!ck.sampler.isNone()) d.insert(fields::kSampler, ck.sampler);
+  d.insert(fields::kChecksum, checksum);
   return d;
 }
 
@@ -145,7 +146,7 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
   if (!value.isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "' does not hold a dict"));
   GenericDict d = value.toGenericDict();
   Checkpoint ck;
-  const IValue& model = field(d, "model_state_dict", source);
+  const IValue& model = field(d, fields::kModel, source);
   if (!model.isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "': model_state_dict is not a dict"));
   for (const auto& kv : model.toGenericDict()) {
     if (!kv.key().isString() || !kv.value().isTensor()) {
@@ -153,20 +154,20 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
     }
     ck.modelState.emplace_back(kv.key().toStringRef(), kv.value().toTensor());
   }
-  ck.optimizerState = field(d, "optimizer_state_dict", source);
-  ck.epoch = intField(d, "epoch", source);
-  ck.step = intField(d, "step", source);
-  ck.globalStep = intField(d, "global_step", source);
-  const IValue& best = field(d, "best_metric", source);
+  ck.optimizerState = field(d, fields::kOptimizer, source);
+  ck.epoch = intField(d, fields::kEpoch, source);
+  ck.step = intField(d, fields::kStep, source);
+  ck.globalStep = intField(d, fields::kGlobalStep, source);
+  const IValue& best = field(d, fields::kBestMetric, source);
   if (!best.isDouble() && !best.isNone()) {
     throw CheckpointError(concat("checkpoint '", source, "': 'best_metric' is not a number"));
   }
   ck.bestMetric = best.isDouble() ? best.toDouble() : std::nan("");
-  ck.bestMetricName = stringField(d, "best_metric_name", source);
-  ck.worldSize = intField(d, "world_size", source);
-  ck.config = stringField(d, "config", source);
-  ck.forgeVersion = stringField(d, "forge_version", source);
-  auto rng = d.find("rng_states");
+  ck.bestMetricName = stringField(d, fields::kBestMetricName, source);
+  ck.worldSize = intField(d, fields::kWorldSize, source);
+  ck.config = stringField(d, fields::kConfig, source);
+  ck.forgeVersion = stringField(d, fields::kForgeVersion, source);
+  auto rng = d.find(fields::kRngStates);
   if (rng != d.end()) {
     if (!rng->value().isList()) throw CheckpointError(concat("checkpoint '", source, "': 'rng_states' is not a list"));
     for (const auto& r : rng->value().toListRef()) {
@@ -174,13 +175,13 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
       ck.rngStates.push_back(r.toTensor());
     }
   }
-  for (auto [key, out] : {std::pair<const char*, IValue*>{"lr_schedule", &ck.schedule}, {"sampler", &ck.sampler}}) {
+  for (auto [key, out] : {std::pair<const char*, IValue*>{fields::kSchedule, &ck.schedule}, {fields::kSampler, &ck.sampler}}) {
     auto it = d.find(key);
     if (it == d.end()) continue;
     if (!it->value().isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "': '", key, "' is not a dict"));
     *out = it->value();
   }
-  int64_t stored = intField(d, "checksum", source);
+  int64_t stored = intField(d, fields::kChecksum, source);
   if (static_cast<uint64_t>(stored) != checksumOf(ck)) {
     throw CheckpointError(concat("checkpoint '", source, "' fails its checksum (the file is corrupt)"));
   }
@@ -218,7 +219,7 @@ void save(const Checkpoint& ck, const std::string& path) {
   uint64_t checksum = 0;
   auto alongside = [&] { checksum = checksumOf(ck); };
   auto final = [&] {
-    value.toGenericDict().insert_or_assign("checksum", static_cast<int64_t>(checksum));
+    value.toGenericDict().insert_or_assign(fields::kChecksum, static_cast<int64_t>(checksum));
     return value;
   };
   writeFileAtomically(path, [&](const ByteSink& sink) { writeTorchZip(value, sink, alongside, final); });

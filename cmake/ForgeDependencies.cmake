@@ -27,6 +27,8 @@ foreach(_dir IN LISTS _forge_nvidia_libs)
   endif()
 endforeach()
 
+# Exported with the installed package (cmake/ForgeInstall.cmake): what forge_deps names may
+# point at LibTorch and system libraries, never into the source or build tree.
 add_library(forge_deps INTERFACE)
 add_library(forge::deps ALIAS forge_deps)
 target_link_libraries(forge_deps INTERFACE ${TORCH_LIBRARIES} MPI::MPI_C hdf5::hdf5

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches, on a Debian 12 machine with apt, the .deb files that scripts/gpu-check.sh unpacks
-# on a GPU machine that lacks Open MPI, yaml-cpp, HDF5, protobuf, GoogleTest or the Fashion-MNIST data
+# on a GPU machine that lacks Open MPI, yaml-cpp, HDF5, protobuf, nlohmann-json, GoogleTest or the Fashion-MNIST data
 # and cannot download (a GPU node without network access, a container image with CUDA and
 # PyTorch only). Copy the folder along with the repository.
 #   usage: scripts/fetch-gpu-deps.sh [DIR]     (default: .gpu-deps, which git ignores)
@@ -22,6 +22,7 @@ packages=(
   libp11-kit0 libtasn1-6 libffi8 libssl3 libzstd1 libatomic1 libuuid1
   libyaml-cpp-dev libyaml-cpp0.7 libgtest-dev zlib1g-dev
   libprotobuf-dev libprotobuf32 libprotobuf-lite32 protobuf-compiler libprotoc32
+  nlohmann-json3-dev
   dataset-fashion-mnist
 )
 missing=()

@@ -64,7 +64,8 @@ system_has() {
   command -v mpirun >/dev/null && command -v mpicc >/dev/null &&
     { [ -e /usr/include/hdf5/serial/hdf5.h ] || [ -e /usr/include/hdf5.h ]; } &&
     [ -e /usr/include/yaml-cpp/yaml.h ] && [ -e /usr/include/gtest/gtest.h ] && [ -e /usr/include/zlib.h ] &&
-    command -v protoc >/dev/null && [ -e /usr/include/google/protobuf/message_lite.h ]
+    command -v protoc >/dev/null && [ -e /usr/include/google/protobuf/message_lite.h ] &&
+    [ -e /usr/include/nlohmann/json.hpp ]
 }
 # FORGE_GPU_USE_DEBS=1 takes the .deb files even where the system has the packages (to
 # test that path on a machine with apt).
@@ -108,6 +109,7 @@ else
     -DProtobuf_PROTOC_EXECUTABLE="$P/bin/protoc" -DProtobuf_INCLUDE_DIR="$P/include"
     -DProtobuf_LIBRARY="$L/libprotobuf.so" -DProtobuf_LITE_LIBRARY="$L/libprotobuf-lite.so"
     -DProtobuf_PROTOC_LIBRARY="$L/libprotoc.so"
+    -Dnlohmann_json_DIR="$P/share/cmake/nlohmann_json"
   )
   [ -d /usr/share/datasets/fashion-mnist ] || fashion_source="$P/share/datasets/fashion-mnist"
 fi

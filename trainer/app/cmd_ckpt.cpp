@@ -83,7 +83,8 @@ nlohmann::ordered_json scalarsJson(const c10::IValue& v) {
 
 std::string scalarsLine(const c10::IValue& v) {
   std::string line;
-  for (const auto& [k, x] : scalarsJson(v).items()) {
+  const nlohmann::ordered_json scalars = scalarsJson(v);  // items() refers to it: keep it alive
+  for (const auto& [k, x] : scalars.items()) {
     line += concat(line.empty() ? "" : ", ", k, " ", x.is_string() ? x.get<std::string>() : x.dump());
   }
   return line;

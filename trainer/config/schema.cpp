@@ -55,14 +55,14 @@ std::vector<Field> declare() {
   // model: the registered model's keys follow name and init_from
   f.push_back(field<S>("model", "name", [](Config& c) -> S& { return c.model.name; }, "a registered model"));
   f.push_back(field<S>("model", "init_from", [](Config& c) -> S& { return c.model.initFrom; },
-                       "a forge checkpoint or a Python state dict to start from (strict load)"));
+                       "a forge checkpoint, or a state dict Python saved with torch.save(model.state_dict(), p), loaded strictly before training"));
   // task
   f.push_back(field<S>("task", "loss", [](Config& c) -> S& { return c.task.loss; }, "a registered loss"));
   f.push_back(field<VS>("task", "metrics", [](Config& c) -> VS& { return c.task.metrics; },
                         "registered metrics; the first is the one best.pt follows", {}, true));
   // data
   f.push_back(field<VS>("data", "path", [](Config& c) -> VS& { return c.data.paths; },
-                        "the HDF5 file, or a list of files / glob patterns",
+                        "the HDF5 file, or a list of files and glob patterns that form one split (required)",
                         [](const VS& v) {
                           for (const auto& p : v) {
                             if (!p.empty()) return S();
@@ -75,20 +75,20 @@ std::vector<Field> declare() {
   f.push_back(field<S>("data", "features", [](Config& c) -> S& { return c.data.features; }, "dataset name of the inputs"));
   f.push_back(field<S>("data", "labels", [](Config& c) -> S& { return c.data.labels; }, "dataset name of the targets"));
   f.push_back(field<int64_t>("data", "batch_size", [](Config& c) -> int64_t& { return c.data.batchSize; },
-                             "samples per rank per micro-batch", atLeast(1)));
+                             "samples per rank in a (micro-)batch", atLeast(1)));
   f.push_back(field<int64_t>("data", "eval_batch_size", [](Config& c) -> int64_t& { return c.data.evalBatchSize; },
                              "samples per rank per evaluation batch", atLeast(1)));
   f.push_back(field<bool>("data", "shuffle", [](Config& c) -> bool& { return c.data.shuffle; }, "shuffle each epoch"));
   f.push_back(field<bool>("data", "drop_last", [](Config& c) -> bool& { return c.data.dropLast; },
-                          "drop the last partial batch instead of padding the shares"));
+                          "drop each rank's last partial batch"));
   f.push_back(field<int64_t>("data", "prefetch", [](Config& c) -> int64_t& { return c.data.prefetch; },
-                             "batches built ahead of training, at least", atLeast(1)));
+                             "batches built ahead of training, at least (the loader keeps about 8 MiB of them, up to 16)", atLeast(1)));
   f.push_back(field<double>("data", "buffer_mb", [](Config& c) -> double& { return c.data.bufferMb; },
-                            "read buffer per rank (two shuffle windows of half this)", positive()));
+                            "read buffer per rank in MiB: two shuffle windows of half this each", positive()));
   f.push_back(field<S>("data", "non_finite", [](Config& c) -> S& { return c.data.nonFinite; },
-                       "NaN / Inf in features: error (naming the sample) | skip", oneOf({"error", "skip"}, "a policy")));
+                       "NaN / Inf in a feature: error (stops the run naming the sample) | skip (left out and counted)", oneOf({"error", "skip"}, "a policy")));
   f.push_back(field<double>("data.normalize", "scale", [](Config& c) -> double& { return c.data.normalize.scale; },
-                            "multiplies raw features first (1/255 for uint8 images)"));
+                            "features become (raw * scale - mean) / std; 1/255 for uint8 images"));
   f.push_back(field<VD>("data.normalize", "mean", [](Config& c) -> VD& { return c.data.normalize.mean; },
                         "subtracted after scaling: one number, one per channel or one per feature",
                         [](const VD& v) { return v.empty() ? S("must not be an empty list") : S(); }, true));
@@ -101,7 +101,7 @@ std::vector<Field> declare() {
                         },
                         true));
   f.push_back(field<S>("data.normalize", "stats", [](Config& c) -> S& { return c.data.normalize.stats; },
-                       "config (mean and std as given) | auto (per-feature, computed once from the training split)",
+                       "config (mean and std as given) | auto (the training split's per-feature mean and std, computed once and kept in RUN_DIR/feature_stats.h5)",
                        oneOf({"config", "auto"}, "a statistics source")));
   // optimizer: the registered optimizer's keys follow these
   f.push_back(field<S>("optimizer", "name", [](Config& c) -> S& { return c.optimizer.name; }, "a registered optimizer"));
@@ -124,17 +124,17 @@ std::vector<Field> declare() {
   f.push_back(field<int64_t>("checkpoint", "keep_last", [](Config& c) -> int64_t& { return c.checkpoint.keepLast; },
                              "checkpoints kept besides best.pt", zeroOrPositive("keep all")));
   f.push_back(field<bool>("checkpoint", "async", [](Config& c) -> bool& { return c.checkpoint.async; },
-                          "write in a background thread; training stalls only for a copy"));
+                          "write in a background thread: training waits only for an in-memory copy"));
   // distributed
   f.push_back(field<S>("distributed", "backend", [](Config& c) -> S& { return c.distributed.backend; },
                        "auto (nccl on CUDA, mpi on the CPU) | mpi | nccl", oneOf({"auto", "mpi", "nccl"}, "a backend")));
   f.push_back(field<double>("distributed", "timeout_s", [](Config& c) -> double& { return c.distributed.timeoutS; },
-                            "deadline of every collective", positive()));
+                            "seconds: the deadline of every collective; a stuck peer becomes an error naming the operation", positive()));
   f.push_back(field<double>("distributed", "bucket_cap_mb", [](Config& c) -> double& { return c.distributed.bucketCapMb; },
-                            "gradient bucket size cap", positive()));
+                            "gradient bucket size cap in MiB", positive()));
   f.push_back(field<double>("distributed", "first_bucket_cap_mb",
                             [](Config& c) -> double& { return c.distributed.firstBucketCapMb; },
-                            "the first bucket, smaller so communication starts early", positive()));
+                            "the first bucket's cap in MiB: smaller, so communication starts early", positive()));
   f.push_back(field<bool>("distributed", "rebuild_buckets", [](Config& c) -> bool& { return c.distributed.rebuildBuckets; },
                           "rebuild buckets once, from the first backward's gradient order"));
   f.push_back(field<bool>("distributed", "overlap", [](Config& c) -> bool& { return c.distributed.overlap; },

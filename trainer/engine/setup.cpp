@@ -90,7 +90,9 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
   torch::manual_seed(cfg_.run.seed);  // identical initial weights on every rank
   if (model) {
     model_ = std::move(*model);
+    modelName_ = "(given by the program)";
   } else {
+    modelName_ = cfg_.model.name;
     const ModelSpec& spec = registry().models.get(cfg_.model.name);
     if (spec.checkInput) {
       std::string problem = spec.checkInput(train_->sampleShape(), cfg_.model.options);

@@ -84,7 +84,7 @@ void Trainer::logStartupSummary() const {
     total += p.numel();
     if (p.requires_grad()) trainable += p.numel();
   }
-  log::info("train", "model ", cfg_.model.name, ": ", withThousands(trainable), " trainable parameters",
+  log::info("train", "model ", modelName_, ": ", withThousands(trainable), " trainable parameters",
             total != trainable ? concat(" (", withThousands(total), " in all)") : std::string(), ", on ",
             dist::describeDevice(device_), cfg_.run.precision == "bf16" ? " with bf16 autocast" : "");
   for (const auto& l : layers.lines("    ")) log::info("train", l);

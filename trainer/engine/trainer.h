@@ -118,6 +118,7 @@ class Trainer {
   int64_t loaderEpoch_ = -1;  // the epoch the loader streams
   data::Normalization norm_;
   ModelHandle model_;
+  std::string modelName_;  // model.name, or "(given by the program)" for a model passed in
   Task task_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<Optimizer> optimizer_;
