@@ -30,12 +30,11 @@ Check<int64_t> zeroOrPositive(const char* zeroMeans) {
   };
 }
 
-std::vector<Field> declare() {
-  using S = std::string;
-  using VS = std::vector<std::string>;
-  using VD = std::vector<double>;
-  std::vector<Field> f;
-  // run
+using S = std::string;
+using VS = std::vector<std::string>;
+using VD = std::vector<double>;
+
+void declareRun(std::vector<Field>& f) {
   f.push_back(field<S>("run", "dir", [](Config& c) -> S& { return c.run.dir; }, "the run's folder: checkpoints, logs, metrics",
                        [](const S& v) { return v.empty() ? S("must not be empty") : S(); }));
   f.push_back(field<int64_t>("run", "seed", [](Config& c) -> int64_t& { return c.run.seed; },
@@ -52,15 +51,19 @@ std::vector<Field> declare() {
   f.push_back(field<S>("run", "precision", [](Config& c) -> S& { return c.run.precision; },
                        "fp32 | bf16 (CUDA autocast; weights, gradients and optimizer state stay fp32)",
                        oneOf({"fp32", "bf16"}, "a precision")));
-  // model: the registered model's keys follow name and init_from
+}
+
+// model, task: the registered model's keys follow name and init_from.
+void declareParts(std::vector<Field>& f) {
   f.push_back(field<S>("model", "name", [](Config& c) -> S& { return c.model.name; }, "a registered model"));
   f.push_back(field<S>("model", "init_from", [](Config& c) -> S& { return c.model.initFrom; },
                        "a forge checkpoint, or a state dict Python saved with torch.save(model.state_dict(), p), loaded strictly before training"));
-  // task
   f.push_back(field<S>("task", "loss", [](Config& c) -> S& { return c.task.loss; }, "a registered loss"));
   f.push_back(field<VS>("task", "metrics", [](Config& c) -> VS& { return c.task.metrics; },
                         "registered metrics; the first is the one best.pt follows", {}, true));
-  // data
+}
+
+void declareData(std::vector<Field>& f) {
   f.push_back(field<VS>("data", "path", [](Config& c) -> VS& { return c.data.paths; },
                         "the HDF5 file, or a list of files and glob patterns that form one split (required)",
                         [](const VS& v) {
@@ -103,7 +106,10 @@ std::vector<Field> declare() {
   f.push_back(field<S>("data.normalize", "stats", [](Config& c) -> S& { return c.data.normalize.stats; },
                        "config (mean and std as given) | auto (the training split's per-feature mean and std, computed once and kept in RUN_DIR/feature_stats.h5)",
                        oneOf({"config", "auto"}, "a statistics source")));
-  // optimizer: the registered optimizer's keys follow these
+}
+
+// optimizer, schedule: the registered part's keys follow these.
+void declareOptimization(std::vector<Field>& f) {
   f.push_back(field<S>("optimizer", "name", [](Config& c) -> S& { return c.optimizer.name; }, "a registered optimizer"));
   f.push_back(field<double>("optimizer", "lr", [](Config& c) -> double& { return c.optimizer.lr; },
                             "base learning rate", positive()));
@@ -111,12 +117,13 @@ std::vector<Field> declare() {
                             "weight decay", [](const double& v) { return v >= 0 ? S() : S("must not be negative"); }));
   f.push_back(field<int64_t>("optimizer", "accumulate_steps", [](Config& c) -> int64_t& { return c.optimizer.accumulateSteps; },
                              "micro-batches per optimizer step", atLeast(1)));
-  // schedule: the registered schedule's keys follow these
   f.push_back(field<S>("schedule", "name", [](Config& c) -> S& { return c.schedule.name; }, "a registered LR schedule"));
   f.push_back(field<int64_t>("schedule", "warmup_steps", [](Config& c) -> int64_t& { return c.schedule.warmupSteps; },
                              "linear warmup from 0 over this many steps",
                              [](const int64_t& v) { return v >= 0 ? S() : S("must not be negative"); }));
-  // checkpoint
+}
+
+void declareRunControl(std::vector<Field>& f) {
   f.push_back(field<int64_t>("checkpoint", "every_epochs", [](Config& c) -> int64_t& { return c.checkpoint.everyEpochs; },
                              "save every N epochs", zeroOrPositive("off")));
   f.push_back(field<int64_t>("checkpoint", "every_steps", [](Config& c) -> int64_t& { return c.checkpoint.everySteps; },
@@ -125,7 +132,6 @@ std::vector<Field> declare() {
                              "checkpoints kept besides best.pt", zeroOrPositive("keep all")));
   f.push_back(field<bool>("checkpoint", "async", [](Config& c) -> bool& { return c.checkpoint.async; },
                           "write in a background thread: training waits only for an in-memory copy"));
-  // distributed
   f.push_back(field<S>("distributed", "backend", [](Config& c) -> S& { return c.distributed.backend; },
                        "auto (nccl on CUDA, mpi on the CPU) | mpi | nccl", oneOf({"auto", "mpi", "nccl"}, "a backend")));
   f.push_back(field<double>("distributed", "timeout_s", [](Config& c) -> double& { return c.distributed.timeoutS; },
@@ -145,7 +151,6 @@ std::vector<Field> declare() {
   f.push_back(field<bool>("distributed", "broadcast_buffers",
                           [](Config& c) -> bool& { return c.distributed.broadcastBuffers; },
                           "buffers (BatchNorm statistics) follow rank 0 at every step"));
-  // log
   f.push_back(field<S>("log", "progress", [](Config& c) -> S& { return c.log.progress; },
                        "auto (a bar on a terminal, lines otherwise) | bar | lines | off",
                        oneOf({"auto", "bar", "lines", "off"}, "a progress mode")));
@@ -156,6 +161,15 @@ std::vector<Field> declare() {
                              "a step record in the metrics files every N steps", zeroOrPositive("off")));
   f.push_back(field<bool>("log", "tensorboard", [](Config& c) -> bool& { return c.log.tensorboard; },
                           "also write TensorBoard event files to RUN_DIR/tb/"));
+}
+
+std::vector<Field> declare() {
+  std::vector<Field> f;
+  declareRun(f);
+  declareParts(f);
+  declareData(f);
+  declareOptimization(f);
+  declareRunControl(f);
   return f;
 }
 

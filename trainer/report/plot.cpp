@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
@@ -95,79 +96,77 @@ MetricsTable readMetricsCsv(const std::string& path) {
   return t;
 }
 
-void plotRuns(const PlotOptions& o) {
-  FORGE_CHECK_T(ConfigError, !o.runDirs.empty(), "forge plot needs at least one RUN_DIR");
-  TempDir tmp;
-  std::vector<std::string> names;
-  std::vector<fs::path> epochFiles, stepFiles;
-  std::vector<bool> hasSteps;
-  double lastEpoch = 1;
-  std::vector<std::string> runs;  // the run dirs drawn, in order
-  for (const auto& runDir : o.runDirs) {
-    const size_t r = runs.size();
-    const fs::path dir = runDir;
-    MetricsTable t = readMetricsCsv((dir / "metrics.csv").string());
-    for (const char* need : {"type", "epoch", "step"}) {
-      if (t.column(need) < 0) throw ConfigError(concat((dir / "metrics.csv").string(), " has no '", need, "' column"));
-    }
-    // Steps per epoch, from the epoch records (their "step" is the epoch's step count), to
-    // place step records at fractional epochs.
-    std::map<std::string, double> stepsIn;
-    std::ostringstream epochs, steps;
-    epochs << "# epoch train_loss train_accuracy eval_loss eval_accuracy lr samples_per_s\n";
-    int nEpochs = 0;
-    for (const auto& row : t.rows) {
-      if (cell(t, row, "type") != "epoch") continue;
-      stepsIn[cell(t, row, "epoch")] = std::stod(cell(t, row, "step"));
-      lastEpoch = std::max(lastEpoch, std::stod(cell(t, row, "epoch")));
-      ++nEpochs;
-      epochs << cell(t, row, "epoch") << " " << cell(t, row, "train_loss") << " " << cell(t, row, "train_accuracy")
-             << " " << cell(t, row, "eval_loss") << " " << cell(t, row, "eval_accuracy") << " "
-             << cell(t, row, "lr") << " " << cell(t, row, "samples_per_s") << "\n";
-    }
-    if (nEpochs == 0) {
-      const std::string why = concat((dir / "metrics.csv").string(), " holds no epoch record yet (the first epoch of ",
-                                     dir.string(), " has not finished)");
-      // Beside other runs, one that has just started is left out; alone, there is nothing to draw.
-      if (o.runDirs.size() == 1) throw ConfigError(why);
-      log::warn("plot", why, ": left out of the picture");
-      continue;
-    }
-    steps << "# epoch_position train_loss lr\n";
-    int nSteps = 0;
-    for (const auto& row : t.rows) {
-      if (cell(t, row, "type") != "step") continue;
-      auto it = stepsIn.find(cell(t, row, "epoch"));
-      if (it == stepsIn.end() || it->second <= 0) continue;
-      double x = std::stod(cell(t, row, "epoch")) - 1 + std::stod(cell(t, row, "step")) / it->second;
-      steps << x << " " << cell(t, row, "train_loss") << " " << cell(t, row, "lr") << "\n";
-      ++nSteps;
-    }
-    hasSteps.push_back(nSteps > 0);
-    epochFiles.push_back(tmp.path / concat("epochs", r, ".dat"));
-    stepFiles.push_back(tmp.path / concat("steps", r, ".dat"));
-    std::ofstream(epochFiles.back()) << epochs.str();
-    std::ofstream(stepFiles.back()) << steps.str();
-    std::string name = fs::absolute(dir).lexically_normal().filename().string();
-    if (name.empty()) name = fs::absolute(dir).lexically_normal().parent_path().filename().string();
-    names.push_back(name);
-    runs.push_back(runDir);
+namespace {
+
+// One run as the picture draws it: its epoch and step records as gnuplot data files.
+struct PlotRun {
+  std::string dir;
+  std::string name;
+  fs::path epochFile, stepFile;
+  bool hasSteps = false;
+};
+
+// Writes a run's data files into `tmp`; nullopt (with a warning) for a run without a
+// finished epoch beside others, ConfigError for one alone. Raises `lastEpoch` to the run's.
+std::optional<PlotRun> writeRunData(const std::string& runDir, size_t index, const fs::path& tmp, bool alone,
+                                    double& lastEpoch) {
+  const fs::path dir = runDir;
+  MetricsTable t = readMetricsCsv((dir / "metrics.csv").string());
+  for (const char* need : {"type", "epoch", "step"}) {
+    if (t.column(need) < 0) throw ConfigError(concat((dir / "metrics.csv").string(), " has no '", need, "' column"));
   }
-  if (runs.empty()) throw ConfigError("none of the run dirs holds an epoch record yet: nothing to draw");
-  // Two runs of the same name (a/run, b/run) are told apart by their full paths.
-  for (size_t i = 0; i < names.size(); ++i) {
-    for (size_t j = i + 1; j < names.size(); ++j) {
-      if (names[i] == names[j]) {
-        names[i] = runs[i];
-        names[j] = runs[j];
-      }
-    }
+  // Steps per epoch, from the epoch records (their "step" is the epoch's step count), to
+  // place step records at fractional epochs.
+  std::map<std::string, double> stepsIn;
+  std::ostringstream epochs, steps;
+  epochs << "# epoch train_loss train_accuracy eval_loss eval_accuracy lr samples_per_s\n";
+  int nEpochs = 0;
+  for (const auto& row : t.rows) {
+    if (cell(t, row, "type") != "epoch") continue;
+    stepsIn[cell(t, row, "epoch")] = std::stod(cell(t, row, "step"));
+    lastEpoch = std::max(lastEpoch, std::stod(cell(t, row, "epoch")));
+    ++nEpochs;
+    epochs << cell(t, row, "epoch") << " " << cell(t, row, "train_loss") << " " << cell(t, row, "train_accuracy")
+           << " " << cell(t, row, "eval_loss") << " " << cell(t, row, "eval_accuracy") << " " << cell(t, row, "lr")
+           << " " << cell(t, row, "samples_per_s") << "\n";
   }
+  if (nEpochs == 0) {
+    const std::string why = concat((dir / "metrics.csv").string(), " holds no epoch record yet (the first epoch of ",
+                                   dir.string(), " has not finished)");
+    // Beside other runs, one that has just started is left out; alone, there is nothing to draw.
+    if (alone) throw ConfigError(why);
+    log::warn("plot", why, ": left out of the picture");
+    return std::nullopt;
+  }
+  steps << "# epoch_position train_loss lr\n";
+  int nSteps = 0;
+  for (const auto& row : t.rows) {
+    if (cell(t, row, "type") != "step") continue;
+    auto it = stepsIn.find(cell(t, row, "epoch"));
+    if (it == stepsIn.end() || it->second <= 0) continue;
+    double x = std::stod(cell(t, row, "epoch")) - 1 + std::stod(cell(t, row, "step")) / it->second;
+    steps << x << " " << cell(t, row, "train_loss") << " " << cell(t, row, "lr") << "\n";
+    ++nSteps;
+  }
+  PlotRun run;
+  run.dir = runDir;
+  run.hasSteps = nSteps > 0;
+  run.epochFile = tmp / concat("epochs", index, ".dat");
+  run.stepFile = tmp / concat("steps", index, ".dat");
+  std::ofstream(run.epochFile) << epochs.str();
+  std::ofstream(run.stepFile) << steps.str();
+  run.name = fs::absolute(dir).lexically_normal().filename().string();
+  if (run.name.empty()) run.name = fs::absolute(dir).lexically_normal().parent_path().filename().string();
+  return run;
+}
+
+// The gnuplot script: four panels (loss, accuracy, learning rate, throughput), one colour
+// per run.
+std::string plotScript(const PlotOptions& o, const std::vector<PlotRun>& runs, double lastEpoch) {
   std::string title = o.title;
   if (title.empty()) {
-    for (size_t i = 0; i < names.size(); ++i) title += (i ? ", " : "") + names[i];
+    for (size_t i = 0; i < runs.size(); ++i) title += (i ? ", " : "") + runs[i].name;
   }
-
   std::ostringstream s;
   s << "set terminal pngcairo size " << o.width << "," << o.height
     << " noenhanced font 'DejaVu Sans,11' background rgb 'white'\n"
@@ -189,15 +188,15 @@ void plotRuns(const PlotOptions& o) {
   };
   const bool several = runs.size() > 1;
   auto label = [&](size_t r, const std::string& what) {
-    return gnuplotQuote(several ? names[r] + " " + what : what);
+    return gnuplotQuote(several ? runs[r].name + " " + what : what);
   };
   auto color = [&](size_t r) { return std::string(kColors[r % (sizeof kColors / sizeof *kColors)]); };
   std::vector<std::string> loss, acc, lr, rate;
   for (size_t r = 0; r < runs.size(); ++r) {
-    const std::string ef = gnuplotQuote(epochFiles[r].string());
-    const std::string sf = gnuplotQuote(stepFiles[r].string());
+    const std::string ef = gnuplotQuote(runs[r].epochFile.string());
+    const std::string sf = gnuplotQuote(runs[r].stepFile.string());
     const std::string faint = "#B0" + color(r).substr(1);  // alpha: step records behind the epochs
-    if (hasSteps[r]) {
+    if (runs[r].hasSteps) {
       loss.push_back(concat(sf, " using 1:2 with lines lw 1 lc rgb '", faint, "' title ", label(r, "train (steps)")));
     }
     loss.push_back(concat(ef, " using 1:2 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
@@ -208,7 +207,7 @@ void plotRuns(const PlotOptions& o) {
                          label(r, "train")));
     acc.push_back(concat(ef, " using 1:($5*100) with linespoints lw 2 dt 2 pt 5 ps 0.8 lc rgb '", color(r),
                          "' title ", label(r, "eval")));
-    if (hasSteps[r]) {
+    if (runs[r].hasSteps) {
       lr.push_back(concat(sf, " using 1:3 with lines lw 2 lc rgb '", color(r), "' title ", label(r, "lr")));
     } else {
       lr.push_back(concat(ef, " using 1:6 with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
@@ -220,7 +219,7 @@ void plotRuns(const PlotOptions& o) {
   // Keys where the curves are not: losses fall (top right is free), accuracies and
   // throughput sit high (bottom right), the cosine or step LR ends low (top right).
   s << "set key top right\n";
-  panel("loss (cross-entropy)", "loss", loss);
+  panel("loss", "loss", loss);
   s << "set key bottom right\n";
   panel("accuracy", "%", acc);
   s << "set key top right\nset format y '%g'\n";
@@ -229,27 +228,56 @@ void plotRuns(const PlotOptions& o) {
   s << "set key bottom right\nset yrange [0:*]\nset offsets 0, 0, graph 0.12, 0\n";
   panel("throughput", "samples/s", rate);
   s << "unset multiplot\nset output\n";
+  return s.str();
+}
 
-  const fs::path script = tmp.path / "plot.gp";
-  std::ofstream(script) << s.str();
+// Runs the script; Error with gnuplot's words when it fails or draws nothing.
+void draw(const std::string& script, const std::string& out, const fs::path& tmp) {
+  const fs::path file = tmp / "plot.gp";
+  std::ofstream(file) << script;
   // The output's folder is created; a place that cannot be written is the user's to fix.
   std::error_code ec;
-  if (fs::path(o.out).has_parent_path()) fs::create_directories(fs::path(o.out).parent_path(), ec);
+  if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path(), ec);
   {
-    std::ofstream probe(o.out, std::ios::app);
-    if (!probe) throw ConfigError(concat("forge plot cannot write '", o.out, "': ", std::strerror(errno)));
+    std::ofstream probe(out, std::ios::app);
+    if (!probe) throw ConfigError(concat("forge plot cannot write '", out, "': ", std::strerror(errno)));
   }
-  const fs::path errors = tmp.path / "gnuplot.err";
-  int rc = runGnuplot(script, errors);
+  const fs::path errors = tmp / "gnuplot.err";
+  int rc = runGnuplot(file, errors);
   std::ifstream errIn(errors);
   std::string errText((std::istreambuf_iterator<char>(errIn)), std::istreambuf_iterator<char>());
   if (rc == 127) {
     throw Error("forge plot draws with gnuplot, which is not installed (Debian: apt-get install gnuplot-nox)");
   }
-  if (rc != 0) throw Error(concat("gnuplot failed (exit ", rc, ") drawing ", o.out, ":\n", errText));
-  if (!fs::exists(o.out) || fs::file_size(o.out) == 0) {
-    throw Error(concat("gnuplot wrote no image to ", o.out, errText.empty() ? "" : ":\n" + errText));
+  if (rc != 0) throw Error(concat("gnuplot failed (exit ", rc, ") drawing ", out, ":\n", errText));
+  if (!fs::exists(out) || fs::file_size(out) == 0) {
+    throw Error(concat("gnuplot wrote no image to ", out, errText.empty() ? "" : ":\n" + errText));
   }
+}
+
+}  // namespace
+
+void plotRuns(const PlotOptions& o) {
+  FORGE_CHECK_T(ConfigError, !o.runDirs.empty(), "forge plot needs at least one RUN_DIR");
+  TempDir tmp;
+  double lastEpoch = 1;
+  std::vector<PlotRun> runs;
+  for (const auto& runDir : o.runDirs) {
+    if (auto run = writeRunData(runDir, runs.size(), tmp.path, o.runDirs.size() == 1, lastEpoch)) {
+      runs.push_back(std::move(*run));
+    }
+  }
+  if (runs.empty()) throw ConfigError("none of the run dirs holds an epoch record yet: nothing to draw");
+  // Two runs of the same name (a/run, b/run) are told apart by their full paths.
+  for (size_t i = 0; i < runs.size(); ++i) {
+    for (size_t j = i + 1; j < runs.size(); ++j) {
+      if (runs[i].name == runs[j].name) {
+        runs[i].name = runs[i].dir;
+        runs[j].name = runs[j].dir;
+      }
+    }
+  }
+  draw(plotScript(o, runs, lastEpoch), o.out, tmp.path);
 }
 
 }  // namespace forge::train
