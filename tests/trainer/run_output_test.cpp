@@ -207,10 +207,15 @@ TEST(TensorBoard, AResumeDropsTheAbandonedPointsFromTheFiles) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);  // no temporary left
 }
 
+MetricsLog::Paths pathsIn(const TempDir& tmp, bool tensorboard) {
+  return {(tmp.path / "metrics.jsonl").string(), (tmp.path / "metrics.csv").string(),
+          tensorboard ? (tmp.path / "tb").string() : std::string()};
+}
+
 TEST(Metrics, ADivergedLossIsWrittenAsNotANumberNotLeftOut) {
   TempDir tmp;
   {
-    MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), false, -1);
+    MetricsLog m(pathsIn(tmp, false), metricColumns({"accuracy"}), -1);
     MetricsRecord r;
     r.type = "step";
     r.epoch = 1;
@@ -242,7 +247,7 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
     return r;
   };
   {
-    MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), /*tensorboard=*/true, /*resumedAt=*/-1);
+    MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), -1);
     m.write(record("step", 1, 5, 5));
     m.write(record("epoch", 1, 10, 10));
     m.write(record("step", 2, 5, 15));
@@ -271,7 +276,7 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
 
   // Resumed at global step 10 (the end of epoch 1): later records go, new ones follow.
   {
-    MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), true, 10);
+    MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), 10);
     m.write(record("step", 2, 5, 15));
   }
   jsonl = linesOf(tmp.path / "metrics.jsonl");
@@ -282,7 +287,7 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
   EXPECT_EQ(csv[3].substr(0, 12), "step,2,5,15,");
   // A fresh run starts the files (and the TensorBoard folder) anew.
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path / "tb"), fs::directory_iterator()), 2);
-  { MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), true, -1); }
+  { MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), -1); }
   EXPECT_EQ(linesOf(tmp.path / "metrics.jsonl").size(), 0u);
   EXPECT_EQ(linesOf(tmp.path / "metrics.csv").size(), 1u);
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path / "tb"), fs::directory_iterator()), 1);
@@ -294,7 +299,7 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
 
 TEST(Metrics, AValueOutsideTheRunsColumnsIsAnError) {
   TempDir tmp;
-  MetricsLog m(tmp.path.string(), metricColumns({"accuracy"}), false, -1);
+  MetricsLog m(pathsIn(tmp, false), metricColumns({"accuracy"}), -1);
   MetricsRecord r;
   r.type = "step";
   r.set("train_top5", 0.5);

@@ -11,6 +11,7 @@
 #include "core/table.h"
 #include "trainer/app/commands.h"
 #include "trainer/engine/evaluator.h"
+#include "trainer/engine/run_dir.h"
 #include "trainer/module/state_dict.h"
 #include "trainer/spec/registry.h"
 
@@ -31,7 +32,7 @@ data::Normalization normalizationFor(const Config& cfg) {
   data::Normalization norm{cfg.data.normalize.scale, cfg.data.normalize.mean, cfg.data.normalize.std};
   if (cfg.data.normalize.stats == "auto") {
     // The statistics training computed and kept in the run dir.
-    std::string stats = (std::filesystem::path(cfg.run.dir) / "feature_stats.h5").string();
+    const std::string stats = RunDir(cfg.run.dir).featureStats();
     if (!std::filesystem::exists(stats)) {
       throw DataError(concat("data.normalize.stats is auto, but ", stats, " does not exist: evaluate with the "
                              "run.dir of the training run that computed it"));

@@ -170,7 +170,9 @@ class MetricsObserver : public LoopObserver {
     const Config& cfg = trainer_.config();
     // A fresh run owns its metrics files; a resumed one appends to them.
     const bool resumed = trainer_.state().globalStep > 0 || trainer_.state().epoch > 0;
-    log_ = std::make_unique<MetricsLog>(cfg.run.dir, metricColumns(trainer_.task().metricNames()), cfg.log.tensorboard,
+    const RunDir dir(cfg.run.dir);
+    MetricsLog::Paths paths{dir.metricsJsonl(), dir.metricsCsv(), cfg.log.tensorboard ? dir.tensorboard() : ""};
+    log_ = std::make_unique<MetricsLog>(paths, metricColumns(trainer_.task().metricNames()),
                                         resumed ? trainer_.state().globalStep : -1);
   }
 

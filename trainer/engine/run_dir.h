@@ -22,8 +22,9 @@ class RunDir {
   std::string summary() const { return file("summary.json"); }
   std::string featureStats() const { return file("feature_stats.h5"); }
   std::string checkpoints() const { return file("checkpoints"); }
-  // The folder that metrics.jsonl, metrics.csv and tb/ go in (MetricsLog names them).
-  const std::string& metrics() const { return root_; }
+  std::string metricsJsonl() const { return file("metrics.jsonl"); }
+  std::string metricsCsv() const { return file("metrics.csv"); }
+  std::string tensorboard() const { return file("tb"); }
 
   // Rank 0, before training: creates the folders (ConfigError naming run.dir when it
   // cannot) and writes config.yaml.

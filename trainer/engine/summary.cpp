@@ -102,8 +102,8 @@ void Trainer::logStartupSummary() const {
   for (const auto& n : task_.metricNames()) metrics += concat(metrics.empty() ? "" : ", ", n);
   log::info("train", world_.size, " rank(s); ", cfg_.run.epochs, " epoch(s) of ", stepsPerEpoch_, " steps; loss ",
             task_.loss->name, metrics.empty() ? "" : concat(", metrics ", metrics), "; optimizer ", cfg_.optimizer.name,
-            " lr ", cfg_.optimizer.lr, ", schedule ", cfg_.schedule.name, "; metrics in ", runDir_.metrics(),
-            "/metrics.jsonl", cfg_.log.tensorboard ? concat(" (and .csv, ", cfg_.run.dir, "/tb/)") : " (and .csv)");
+            " lr ", cfg_.optimizer.lr, ", schedule ", cfg_.schedule.name, "; metrics in ", runDir_.metricsJsonl(),
+            cfg_.log.tensorboard ? concat(" (and .csv, ", runDir_.tensorboard(), "/)") : " (and .csv)");
 }
 
 // Collective (the final evaluation and the replica check); rank 0 reports.

@@ -48,10 +48,8 @@ std::optional<double> MetricsRecord::get(const std::string& column) const {
   return std::nullopt;
 }
 
-MetricsLog::MetricsLog(const std::string& runDir, std::vector<std::string> columns, bool tensorboard, int64_t resumedAt)
-    : columns_(std::move(columns)),
-      jsonl_((fs::path(runDir) / "metrics.jsonl").string()),
-      csv_((fs::path(runDir) / "metrics.csv").string()) {
+MetricsLog::MetricsLog(Paths paths, std::vector<std::string> columns, int64_t resumedAt)
+    : columns_(std::move(columns)), jsonl_(std::move(paths.jsonl)), csv_(std::move(paths.csv)) {
   if (resumedAt < 0) {
     fs::remove(jsonl_);
     fs::remove(csv_);
@@ -65,8 +63,8 @@ MetricsLog::MetricsLog(const std::string& runDir, std::vector<std::string> colum
     for (const auto& c : columns_) header += "," + c;
     appendText(csv_, header + "\n");
   }
-  if (tensorboard) {
-    const std::string dir = (fs::path(runDir) / "tb").string();
+  if (!paths.tensorboard.empty()) {
+    const std::string& dir = paths.tensorboard;
     if (resumedAt < 0) {
       fs::remove_all(dir);  // an earlier run's curves would mix with these
     } else {

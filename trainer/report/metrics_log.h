@@ -1,4 +1,4 @@
-// What a run records, by rank 0, in its run dir (paths: trainer/engine/run_dir.h):
+// What a run records, by rank 0, in its run dir (the paths come from trainer/engine/run_dir.h):
 //   metrics.jsonl  one JSON object per line: a "step" record every log.every_steps optimizer
 //                  steps and an "epoch" record after each epoch's evaluation;
 //   metrics.csv    the same records, one row each, columns "type, epoch, step, global_step,
@@ -41,10 +41,14 @@ struct MetricsRecord {
 
 class MetricsLog {
  public:
-  // `columns`: the value columns (metricColumns()). `tensorboard`: also write RUN_DIR/tb/.
-  // `resumedAt` >= 0: a resumed run at that global step; the files are trimmed to it (and
-  // TensorBoard told to drop later points); -1: a fresh run, which starts the files anew.
-  MetricsLog(const std::string& runDir, std::vector<std::string> columns, bool tensorboard, int64_t resumedAt);
+  struct Paths {
+    std::string jsonl, csv;
+    std::string tensorboard;  // the event files' folder; "" = no TensorBoard output
+  };
+  // `columns`: the value columns (metricColumns()). `resumedAt` >= 0: a resumed run at that
+  // global step; the files are trimmed to it (and TensorBoard told to drop later points);
+  // -1: a fresh run, which starts the files anew.
+  MetricsLog(Paths paths, std::vector<std::string> columns, int64_t resumedAt);
   ~MetricsLog();
 
   // Appends and flushes: a crash loses at most the record being written. An output that
