@@ -19,129 +19,158 @@ namespace {
 // called with no arguments, becomes EMPTY_DICT; the trailing state that BUILD would attach
 // as _metadata is cut off (the pickle stops after the dict). Everything else is copied
 // opcode by opcode; BUILD anywhere else is refused.
-std::string rewritePickle(const char* data, size_t size, const std::string& source) {
-  std::string out;
-  out.reserve(size);
-  std::map<uint32_t, bool> memoIsOrderedDict;
-  bool pendingOrderedDict = false;  // the class is on top of the stack
-  size_t i = 0;
-  auto fail = [&](const std::string& why) -> std::string {
-    throw CheckpointError(concat("'", source, "' is not a state dict forge can read: ", why));
-  };
-  auto need = [&](size_t n) {
-    if (i + n > size) fail("the pickle is truncated");
-  };
-  auto u32 = [&](size_t at) {
+class PickleRewriter {
+ public:
+  PickleRewriter(const char* data, size_t size, const std::string& source)
+      : data_(data), size_(size), source_(source) {}
+
+  std::string run() {
+    out_.reserve(size_);
+    while (i_ < size_) {
+      const unsigned char op = static_cast<unsigned char>(data_[i_]);
+      const size_t start = i_++;
+      switch (op) {
+        case 'c': global(start); continue;                    // GLOBAL
+        case 'q': case 'r': put(op == 'q', start); continue;  // BINPUT, LONG_BINPUT
+        case 'h': case 'j': get(op == 'h', start); continue;  // BINGET, LONG_BINGET
+        case ')': emptyTuple(); continue;                     // EMPTY_TUPLE
+        case '}':                                             // EMPTY_DICT
+          if (metadataFollows()) {
+            // The state dict is complete below it: drop the metadata (and the BUILD that
+            // would attach it, which LibTorch cannot apply to a dict) and stop here.
+            out_.push_back('.');
+            return std::move(out_);
+          }
+          out_.push_back('}');
+          continue;
+        default: break;
+      }
+      const size_t arg = argumentLength(op);
+      if (pendingOrderedDict_) fail("OrderedDict used other than as OrderedDict()");
+      need(arg);
+      i_ += arg;
+      out_.append(data_ + start, i_ - start);
+      if (op == '.') break;
+    }
+    return std::move(out_);
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) const {
+    throw CheckpointError(concat("'", source_, "' is not a state dict forge can read: ", why));
+  }
+  void need(size_t n) const {
+    if (i_ + n > size_) fail("the pickle is truncated");
+  }
+  uint32_t u32(size_t at) const {
     uint32_t v;
-    std::memcpy(&v, data + at, 4);
+    std::memcpy(&v, data_ + at, 4);
     return v;
-  };
+  }
   // The memo index argument of BINPUT / BINGET (1 byte) or their LONG_ forms (4 bytes).
-  auto memoIndex = [&](bool oneByte) {
+  uint32_t memoIndex(bool oneByte) {
     size_t n = oneByte ? 1 : 4;
     need(n);
-    uint32_t k = oneByte ? static_cast<unsigned char>(data[i]) : u32(i);
-    i += n;
+    uint32_t k = oneByte ? static_cast<unsigned char>(data_[i_]) : u32(i_);
+    i_ += n;
     return k;
-  };
-  while (i < size) {
-    unsigned char op = static_cast<unsigned char>(data[i]);
-    size_t start = i++;
-    size_t arg = 0;  // bytes of argument after the opcode
+  }
+
+  // GLOBAL module\nname\n
+  void global(size_t start) {
+    size_t a = std::string_view(data_ + i_, size_ - i_).find('\n');
+    size_t b = a == std::string::npos ? a : std::string_view(data_ + i_ + a + 1, size_ - i_ - a - 1).find('\n');
+    if (a == std::string::npos || b == std::string::npos) fail("bad GLOBAL");
+    std::string module(data_ + i_, a), name(data_ + i_ + a + 1, b);
+    i_ += a + 1 + b + 1;
+    if (module == "collections" && name == "OrderedDict") {
+      pendingOrderedDict_ = true;
+      return;  // emit nothing: REDUCE will produce the dict
+    }
+    out_.append(data_ + start, i_ - start);
+  }
+
+  void put(bool oneByte, size_t start) {
+    uint32_t k = memoIndex(oneByte);
+    if (pendingOrderedDict_) {  // memoizing the class itself: remember it, emit nothing
+      memoIsOrderedDict_[k] = true;
+      return;
+    }
+    memoIsOrderedDict_.erase(k);
+    out_.append(data_ + start, i_ - start);
+  }
+
+  void get(bool oneByte, size_t start) {
+    uint32_t k = memoIndex(oneByte);
+    if (memoIsOrderedDict_.count(k)) {
+      pendingOrderedDict_ = true;
+      return;
+    }
+    out_.append(data_ + start, i_ - start);
+  }
+
+  // With the class pending, followed by REDUCE = OrderedDict().
+  void emptyTuple() {
+    if (pendingOrderedDict_) {
+      need(1);
+      if (data_[i_] != 'R') fail("OrderedDict built with arguments");
+      ++i_;
+      pendingOrderedDict_ = false;
+      out_.push_back('}');
+      return;
+    }
+    out_.push_back(')');
+  }
+
+  // Whether the EMPTY_DICT just read starts the _metadata state that BUILD would set.
+  bool metadataFollows() const {
+    size_t j = i_;
+    if (j < size_ && data_[j] == 'q') j += 2;
+    else if (j < size_ && data_[j] == 'r') j += 5;
+    static const char kMetadata[] = "X\x09\x00\x00\x00_metadata";
+    return j + sizeof kMetadata - 1 <= size_ && std::memcmp(data_ + j, kMetadata, sizeof kMetadata - 1) == 0;
+  }
+
+  // Bytes of argument after the opcode `op` (any the rewriter copies as it is).
+  size_t argumentLength(unsigned char op) const {
     switch (op) {
-      case 0x80: arg = 1; break;  // PROTO
-      case 'c': {                 // GLOBAL module\nname\n
-        size_t a = std::string_view(data + i, size - i).find('\n');
-        size_t b = a == std::string::npos ? a : std::string_view(data + i + a + 1, size - i - a - 1).find('\n');
-        if (a == std::string::npos || b == std::string::npos) fail("bad GLOBAL");
-        std::string module(data + i, a), name(data + i + a + 1, b);
-        i += a + 1 + b + 1;
-        if (module == "collections" && name == "OrderedDict") {
-          pendingOrderedDict = true;
-          continue;  // emit nothing: REDUCE will produce the dict
-        }
-        out.append(data + start, i - start);
-        continue;
-      }
-      case 'q':  // BINPUT
-      case 'r': {  // LONG_BINPUT
-        uint32_t k = memoIndex(op == 'q');
-        if (pendingOrderedDict) {  // memoizing the class itself: remember it, emit nothing
-          memoIsOrderedDict[k] = true;
-          continue;
-        }
-        memoIsOrderedDict.erase(k);
-        out.append(data + start, i - start);
-        continue;
-      }
-      case 'h':  // BINGET
-      case 'j': {  // LONG_BINGET
-        uint32_t k = memoIndex(op == 'h');
-        if (memoIsOrderedDict.count(k)) {
-          pendingOrderedDict = true;
-          continue;
-        }
-        out.append(data + start, i - start);
-        continue;
-      }
-      case ')':  // EMPTY_TUPLE: with the class pending, followed by REDUCE = OrderedDict()
-        if (pendingOrderedDict) {
-          need(1);
-          if (data[i] != 'R') fail("OrderedDict built with arguments");
-          ++i;
-          pendingOrderedDict = false;
-          out.push_back('}');
-          continue;
-        }
-        out.push_back(static_cast<char>(op));
-        continue;
-      case '}': {  // EMPTY_DICT: the start of the _metadata state that BUILD would set?
-        size_t j = i;
-        if (j < size && data[j] == 'q') j += 2;
-        else if (j < size && data[j] == 'r') j += 5;
-        static const char kMetadata[] = "X\x09\x00\x00\x00_metadata";
-        if (j + sizeof kMetadata - 1 <= size && std::memcmp(data + j, kMetadata, sizeof kMetadata - 1) == 0) {
-          // The state dict is complete below it: drop the metadata (and the BUILD that
-          // would attach it, which LibTorch cannot apply to a dict) and stop here.
-          out.push_back('.');
-          return out;
-        }
-        out.push_back('}');
-        continue;
-      }
-      case 'K': arg = 1; break;     // BININT1
-      case 'M': arg = 2; break;     // BININT2
-      case 'J': arg = 4; break;     // BININT
-      case 'G': arg = 8; break;     // BINFLOAT
-      case 'X':                     // BINUNICODE
-      case 'T':                     // BINSTRING
-      case 'B':                     // BINBYTES
+      case 0x80: return 1;  // PROTO
+      case 'K': return 1;   // BININT1
+      case 'M': return 2;   // BININT2
+      case 'J': return 4;   // BININT
+      case 'G': return 8;   // BINFLOAT
+      case 'X':             // BINUNICODE
+      case 'T':             // BINSTRING
+      case 'B':             // BINBYTES
         need(4);
-        arg = 4 + u32(i);
-        break;
-      case 'U':     // SHORT_BINSTRING
-      case 'C':     // SHORT_BINBYTES
-      case 0x8a:    // LONG1
-      case 0x8c:    // SHORT_BINUNICODE
+        return 4 + u32(i_);
+      case 'U':   // SHORT_BINSTRING
+      case 'C':   // SHORT_BINBYTES
+      case 0x8a:  // LONG1
+      case 0x8c:  // SHORT_BINUNICODE
         need(1);
-        arg = 1 + static_cast<unsigned char>(data[i]);
-        break;
-      case 0x8b: need(4); arg = 4 + u32(i); break;  // LONG4
-      case 0x95: arg = 8; break;                    // FRAME
+        return 1 + static_cast<unsigned char>(data_[i_]);
+      case 0x8b: need(4); return 4 + u32(i_);  // LONG4
+      case 0x95: return 8;                     // FRAME
       case 'Q': case '(': case 't': case 0x85: case 0x86: case 0x87: case 'R': case ']': case 'a':
       case 'e': case 's': case 'u': case 'N': case 0x88: case 0x89: case '.': case '0': case 0x94:
-        arg = 0;
-        break;
+        return 0;
       default:  // includes BUILD outside the _metadata state
         fail(concat("unsupported pickle opcode 0x", std::hex, static_cast<int>(op)));
     }
-    if (pendingOrderedDict) fail("OrderedDict used other than as OrderedDict()");
-    need(arg);
-    i += arg;
-    out.append(data + start, i - start);
-    if (op == '.') break;
   }
-  return out;
+
+  const char* data_;
+  size_t size_;
+  const std::string& source_;
+  size_t i_ = 0;  // the next byte to read
+  std::string out_;
+  std::map<uint32_t, bool> memoIsOrderedDict_;
+  bool pendingOrderedDict_ = false;  // the class is on top of the stack
+};
+
+std::string rewritePickle(const char* data, size_t size, const std::string& source) {
+  return PickleRewriter(data, size, source).run();
 }
 
 }  // namespace

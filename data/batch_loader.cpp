@@ -1,3 +1,5 @@
+// The normalization, its conversion kernels and BatchLoader's batch assembly and hand-out;
+// the reader thread that takes hold of the rows is in data/batch_loader_reader.cpp.
 #include "data/batch_loader.h"
 
 #include <algorithm>
@@ -5,15 +7,13 @@
 #include <cmath>
 #include <cstring>
 
-#include <pthread.h>
-#include <sched.h>
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 #include "core/error.h"
 #include "core/strings.h"
+#include "data/batch_loader_window.h"
 
 namespace forge::data {
 
@@ -223,30 +223,6 @@ bool convert(const void* base, at::ScalarType type, int64_t r, float* out, int64
 }
 
 
-// Ascending LSD radix sort of 64-bit keys, 11 bits a pass, only as many passes as the
-// largest key needs: a window's keys (sample << shift | position) sort in a few linear
-// passes instead of std::sort's n log n comparisons, which were a tenth of the reader's time.
-void radixSort(std::vector<uint64_t>& keys, std::vector<uint64_t>& scratch) {
-  uint64_t maxKey = 0;
-  for (uint64_t k : keys) maxKey = std::max(maxKey, k);
-  scratch.resize(keys.size());
-  constexpr int kBits = 11;
-  constexpr size_t kBuckets = size_t{1} << kBits;
-  std::vector<size_t> count(kBuckets);
-  for (int shift = 0; shift < 64 && (maxKey >> shift) != 0; shift += kBits) {
-    std::fill(count.begin(), count.end(), 0);
-    for (uint64_t k : keys) ++count[(k >> shift) & (kBuckets - 1)];
-    size_t sum = 0;
-    for (auto& c : count) {
-      size_t n = c;
-      c = sum;
-      sum += n;
-    }
-    for (uint64_t k : keys) scratch[count[(k >> shift) & (kBuckets - 1)]++] = k;
-    keys.swap(scratch);
-  }
-}
-
 std::vector<int64_t> batchShape(int64_t n, const std::vector<int64_t>& sample) {
   std::vector<int64_t> s{n};
   s.insert(s.end(), sample.begin(), sample.end());
@@ -321,42 +297,6 @@ void BatchLoader::start(std::vector<int64_t> order, int64_t skip) {
     readerDone_ = false;
   }
   reader_ = std::thread(&BatchLoader::readLoop, this);
-}
-
-// Two threads per epoch:
-//   reader     for each window of the order: sorts its samples, then takes hold of their
-//              stored rows as contiguous runs (mapped, or one HDF5 read per run of whole
-//              chunks into the window's raw buffer), each sample once;
-//   assembler  builds the batches of the held windows in order, each gathering its rows in
-//              shuffled order and converting them into a fresh, cache-sized batch, at most
-//              aheadLimit_ ahead of the caller. A window's rows are let go as soon as its
-//              last batch is built.
-// The reader, when it may not take another window yet, assembles too: on two cores both
-// threads then convert, which is the bulk of the work once rows come mapped. Converting
-// straight into the batch the caller takes next, instead of into a window-sized buffer it
-// reads later, saves a trip of every converted byte through memory (measured: 0.84-0.94x
-// of a raw read against 0.69-0.89x, alternating; bench/RESULTS.md).
-struct BatchLoader::Window {
-  int64_t first = 0;  // position of the window in the order
-  int64_t count = 0;
-  std::vector<const char*> row;  // the stored row of each position
-  std::vector<MappedRows> maps;  // the runs mapped from the file
-  at::Tensor raw;                // the runs read (when some could not be mapped)
-  std::vector<std::pair<int64_t, int64_t>> batches;  // positions [b0, b1) of each batch
-  std::vector<std::optional<Batch>> built;            // filled as they are assembled
-  // A batch that could not be built (a non-finite feature): its error reaches the caller in
-  // the batch's turn, as from a loader that built them one after another.
-  std::vector<std::exception_ptr> failed;
-  bool ready(size_t k) const { return built[k].has_value() || failed[k] != nullptr; }
-  size_t claimed = 0, assembled = 0, delivered = 0;
-};
-
-void BatchLoader::fail(std::exception_ptr e) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!error_) error_ = e;
-  }
-  cv_.notify_all();
 }
 
 // Rows [b0, b1) of the window, converted, without those skipped as non-finite.
@@ -436,18 +376,7 @@ bool BatchLoader::assembleOne(std::unique_lock<std::mutex>& lock) {
   }
   // A waiting caller is woken for a run of batches, not for each: a wake costs about as
   // much as assembling a batch.
-  bool wake = false;
-  if (consumerWaiting_) {
-    int64_t ready = 0;
-    bool gap = false;
-    for (auto& c : windows_) {
-      for (size_t k = c->delivered; k < c->batches.size() && !gap; ++k) {
-        if (c->ready(k)) ++ready;
-        else gap = true;
-      }
-    }
-    wake = ready >= aheadLimit_ / 2 || (ready == ahead_ && (ahead_ >= aheadLimit_ || !firstUnclaimed()));
-  }
+  bool wake = consumerWaiting_ && runReady();
   if (released) {
     // Unmapped before the reader may take another window, so that the rows of at most two
     // are mapped at any time.
@@ -464,22 +393,23 @@ bool BatchLoader::assembleOne(std::unique_lock<std::mutex>& lock) {
   return true;
 }
 
-// The loader's threads run as background work (SCHED_BATCH): woken to refill the batches
-// ahead, they do not preempt the training thread, which they would otherwise interrupt
-// for the whole refill at every wake.
-static void runAsBackground() {
-#if defined(__linux__)
-  sched_param p{};
-  p.sched_priority = 0;
-  pthread_setschedparam(pthread_self(), SCHED_BATCH, &p);  // best effort: a refusal changes nothing
-#endif
-}
-
 std::shared_ptr<BatchLoader::Window> BatchLoader::firstUnclaimed() const {
   for (const auto& w : windows_) {
     if (w->claimed < w->batches.size()) return w;
   }
   return nullptr;
+}
+
+bool BatchLoader::runReady() const {
+  int64_t ready = 0;  // batches ready in the order the caller takes them, up to the first gap
+  bool gap = false;
+  for (auto& c : windows_) {
+    for (size_t k = c->delivered; k < c->batches.size() && !gap; ++k) {
+      if (c->ready(k)) ++ready;
+      else gap = true;
+    }
+  }
+  return ready >= aheadLimit_ / 2 || (ready == ahead_ && (ahead_ >= aheadLimit_ || !firstUnclaimed()));
 }
 
 void BatchLoader::assembleOrWait(std::unique_lock<std::mutex>& lock) {
@@ -492,123 +422,6 @@ void BatchLoader::assembleOrWait(std::unique_lock<std::mutex>& lock) {
 void BatchLoader::assembleLoop() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stopRequested_ && !error_ && !(readerDone_ && !firstUnclaimed())) assembleOrWait(lock);
-}
-
-void BatchLoader::readLoop() {
-  const int64_t total = static_cast<int64_t>(order_.size());
-  const size_t rowBytes = source_.rowBytes();
-  // Runs are capped so that a window's rows come in a few calls without one huge mapping.
-  const int64_t runRows = std::max<int64_t>(1, static_cast<int64_t>((4u << 20) / std::max<size_t>(1, rowBytes)));
-  runAsBackground();
-  std::thread assembler([this] {
-    runAsBackground();
-    assembleLoop();
-  });
-  std::vector<uint64_t> slots, scratch;  // (sample << shift | position) of each window, sorted
-  try {
-    for (int64_t first = skip_ / opt_.window * opt_.window; first < total; first += opt_.window) {
-      auto w = std::make_shared<Window>();
-      w->first = first;
-      w->count = std::min(opt_.window, total - first);
-      for (int64_t b0 = std::max(first, skip_) - first; b0 < w->count; b0 += opt_.batchSize) {
-        const int64_t b1 = std::min(b0 + opt_.batchSize, w->count);
-        if (b1 - b0 < opt_.batchSize && opt_.dropLast && first + b1 == total) break;
-        w->batches.emplace_back(b0, b1);
-      }
-      if (w->batches.empty()) continue;
-      w->built.resize(w->batches.size());
-      w->failed.resize(w->batches.size());
-      {
-        // At most two windows hold rows; while waiting for one to be let go, assemble.
-        std::unique_lock<std::mutex> lock(mutex_);
-        while (windowsHeld_ >= 2 && !stopRequested_ && !error_) assembleOrWait(lock);
-        if (stopRequested_ || error_) break;
-        ++windowsHeld_;
-        if (!rawFree_.empty()) {
-          w->raw = std::move(rawFree_.back());
-          rawFree_.pop_back();
-        }
-      }
-      int shift = 1;
-      while ((int64_t{1} << shift) < w->count) ++shift;
-      slots.resize(w->count);
-      for (int64_t k = 0; k < w->count; ++k) {
-        slots[k] = (static_cast<uint64_t>(order_[first + k]) << shift) | static_cast<uint64_t>(k);
-      }
-      radixSort(slots, scratch);
-      auto sampleAt = [&](size_t k) { return static_cast<int64_t>(slots[k] >> shift); };
-      auto positionAt = [&](size_t k) { return static_cast<int64_t>(slots[k] & ((uint64_t{1} << shift) - 1)); };
-      w->row.resize(w->count);
-      int64_t rawUsed = 0;  // rows of the raw buffer filled
-      auto r0 = std::chrono::steady_clock::now();
-      // The window's runs: consecutive samples of one file, each at most runRows.
-      struct Run {
-        size_t begin, end;  // slots
-        int64_t first, rows;
-      };
-      std::vector<Run> runs;
-      for (size_t i = 0; i < slots.size();) {
-        const int64_t runFirst = sampleAt(i);
-        const int64_t end = source_.fileEnd(source_.fileOf(runFirst));
-        size_t j = i;
-        int64_t last = runFirst;
-        while (j < slots.size() && sampleAt(j) - runFirst < runRows && sampleAt(j) < end && sampleAt(j) - last <= 1) {
-          last = sampleAt(j);
-          ++j;
-        }
-        runs.push_back(Run{i, j, runFirst, last - runFirst + 1});
-        i = j;
-      }
-      if (first == skip_ / opt_.window * opt_.window) {
-        // The first window of the epoch is wanted at once: every run is requested from the
-        // disk now, in parallel, rather than one after another as each is mapped (a cold
-        // page cache). Later windows are taken while training is busy with earlier ones.
-        for (const Run& r : runs) source_.willNeed(r.first, r.rows);
-      }
-      bool stopped = false;
-      for (const Run& r : runs) {
-        {
-          std::lock_guard<std::mutex> lock(mutex_);  // a stop or an error need not wait for the window
-          stopped = stopRequested_ || error_ != nullptr;
-        }
-        if (stopped) break;
-        // Mapped from the page cache when the file allows (the assembler then reads the
-        // rows in place), else read into the window's raw buffer.
-        MappedRows mapped = source_.map(r.first, r.rows);
-        const char* base;
-        if (mapped) {
-          base = static_cast<const char*>(mapped.rows());
-          w->maps.push_back(std::move(mapped));
-        } else {
-          if (!w->raw.defined()) w->raw = at::empty({opt_.window, source_.rowElements()}, source_.featureType());
-          char* dst = static_cast<char*>(w->raw.data_ptr()) + rawUsed * rowBytes;
-          source_.read(r.first, r.rows, dst);
-          rawUsed += r.rows;
-          base = dst;
-        }
-        for (size_t k = r.begin; k < r.end; ++k) w->row[positionAt(k)] = base + (sampleAt(k) - r.first) * rowBytes;
-        ++readCalls_;
-        rowsRead_ += r.rows;
-      }
-      readSeconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
-      if (stopped) break;
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        windows_.push_back(std::move(w));
-      }
-      cv_.notify_all();
-    }
-  } catch (...) {
-    fail(std::current_exception());
-  }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    readerDone_ = true;
-  }
-  cv_.notify_all();
-  assembleLoop();  // the rest, on both threads
-  assembler.join();
-  cv_.notify_all();
 }
 
 std::optional<Batch> BatchLoader::next() {

@@ -103,8 +103,23 @@ class BatchLoader {
   double assembleSeconds() const { return assembleSeconds_; }
 
  private:
-  struct Window;
+  struct Window;   // data/batch_loader_window.h
+  class RowRuns;   // data/batch_loader_reader.cpp
+  // The reader thread (data/batch_loader_reader.cpp): takes hold of each window's rows in
+  // turn, then assembles with the other thread until the epoch's batches are built.
   void readLoop();
+  // Every window of the epoch, from the one holding sample skip_; stops early on a stop or
+  // an error.
+  void readWindows();
+  // The window of the order starting at position `first` with its batches (none: nothing of
+  // it is to be delivered).
+  std::shared_ptr<Window> planWindow(int64_t first, int64_t total) const;
+  // Waits until the window may hold rows (at most two do; assembling meanwhile) and hands it
+  // a released raw buffer. False when the epoch stops or fails first.
+  bool admitWindow(Window& w);
+  // Takes hold of the window's rows, run by run (mapped, else read into its raw buffer).
+  // False when the epoch stops or fails first.
+  bool holdRows(Window& w, const RowRuns& runs);
   void assembleLoop();
   // Claims the next batch to assemble, if one may be (the oldest window's first unclaimed
   // batch, while fewer than aheadLimit_ are ahead of the caller), and assembles it. Called
@@ -114,6 +129,8 @@ class BatchLoader {
   void assembleOrWait(std::unique_lock<std::mutex>& lock);
   // The oldest window with a batch nobody has claimed yet, or null (lock held).
   std::shared_ptr<Window> firstUnclaimed() const;
+  // Whether a run of batches is ready for the caller, enough to wake it for (lock held).
+  bool runReady() const;
   Batch assemble(const Window& w, int64_t b0, int64_t b1);
   void fail(std::exception_ptr e);
 

@@ -34,6 +34,8 @@ struct SplitSource::File {
   haddr_t contiguousAt = HADDR_UNDEF;
   // Our own descriptor of the file for map(); -1 when its rows cannot be mapped.
   int fd = -1;
+  // Sets rawChunks, contiguousAt and fd: how the stored rows of `features` may be taken.
+  void findStorage(const H5DatasetInfo& fi, at::ScalarType type);
   ~File() {
     if (fd >= 0) ::close(fd);
   }
@@ -69,6 +71,65 @@ void installSigbusNote() {
     sigemptyset(&sa.sa_mask);
     ::sigaction(SIGBUS, &sa, &gPreviousSigbus);
   });
+}
+
+hid_t nativeType(at::ScalarType type) {
+  return type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+}
+
+// The start of an error message about dataset `ds` of file `path`.
+std::string where(const std::string& path, const std::string& ds) {
+  return concat("data file '", path, "', dataset '", ds, "': ");
+}
+
+// Checks one file's features (`fi`) and labels (`li`) against each other; returns the
+// stored feature type.
+at::ScalarType checkDatasets(const std::string& path, const std::string& split, const std::string& featuresName,
+                             const H5DatasetInfo& fi, const std::string& labelName, const H5DatasetInfo& li) {
+  at::ScalarType type;
+  if (fi.typeClass == H5T_INTEGER && fi.typeSize == 1 && !fi.isSigned) {
+    type = at::kByte;
+  } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 4) {
+    type = at::kFloat;
+  } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 8) {
+    type = at::kDouble;
+  } else {
+    throw DataError(where(path, featuresName) + concat("unsupported feature type ", fi.typeName(),
+                                                       " (use uint8, float32 or float64)"));
+  }
+  if (li.typeClass != H5T_INTEGER) {
+    throw DataError(where(path, labelName) + concat("labels must be integers, found ", li.typeName()));
+  }
+  if (fi.dims.size() < 2) {
+    throw DataError(where(path, featuresName) +
+                    "features need a sample dimension and at least one feature dimension");
+  }
+  if (li.dims.size() != 1) {
+    throw DataError(where(path, labelName) + concat("labels must be one-dimensional, found rank ", li.dims.size()));
+  }
+  if (fi.dims[0] != li.dims[0]) {
+    throw DataError(concat("data file '", path, "': '", featuresName, "' has ", fi.dims[0], " samples but '",
+                           labelName, "' has ", li.dims[0]));
+  }
+  if (fi.dims[0] == 0) throw DataError(concat("data file '", path, "': split '", split, "' is empty"));
+  return type;
+}
+
+// The `rows` labels of dataset `labels` as int64, checked against [0, numClasses) when
+// numClasses > 0; `context` starts an error message.
+at::Tensor readLabels(hid_t labels, int64_t rows, int64_t numClasses, const std::string& context) {
+  at::Tensor out = at::empty({rows}, at::kLong);
+  readRows(labels, H5T_NATIVE_INT64, 0, static_cast<hsize_t>(rows), out.data_ptr());
+  if (numClasses > 0) {
+    const int64_t* l = out.data_ptr<int64_t>();
+    for (int64_t i = 0; i < rows; ++i) {
+      if (l[i] < 0 || l[i] >= numClasses) {
+        throw DataError(context + concat("label ", l[i], " at index ", i, " is outside [0, ", numClasses,
+                                         ") (model.num_classes is ", numClasses, ")"));
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -120,110 +181,82 @@ int SplitSource::files() const { return static_cast<int>(files_.size()); }
 SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
   std::lock_guard<std::mutex> lock(hdf5Mutex());
   featuresName_ = spec.split + "/" + spec.features;
-  const std::string labelName = spec.split + "/" + spec.labels;
   std::vector<at::Tensor> labelParts;
-  std::string firstPath;
-  for (const auto& path : expandPaths(spec.paths)) {
-    auto f = std::make_unique<File>();
-    f->path = path;
-    f->file = openFileReadOnly(path);
-    if (!objectExists(f->file.get(), spec.split)) {
-      throw DataError(concat("data file '", path, "' has no split group '", spec.split, "'"));
-    }
-    f->features = openDataset(f->file.get(), path, featuresName_);
-    H5Id lab = openDataset(f->file.get(), path, labelName);
-    H5DatasetInfo fi = datasetInfo(f->features.get());
-    H5DatasetInfo li = datasetInfo(lab.get());
-    auto where = [&](const std::string& ds) { return concat("data file '", path, "', dataset '", ds, "': "); };
-
-    at::ScalarType type;
-    if (fi.typeClass == H5T_INTEGER && fi.typeSize == 1 && !fi.isSigned) {
-      type = at::kByte;
-    } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 4) {
-      type = at::kFloat;
-    } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 8) {
-      type = at::kDouble;
-    } else {
-      throw DataError(where(featuresName_) + concat("unsupported feature type ", fi.typeName(),
-                                                    " (use uint8, float32 or float64)"));
-    }
-    if (li.typeClass != H5T_INTEGER) {
-      throw DataError(where(labelName) + concat("labels must be integers, found ", li.typeName()));
-    }
-    if (fi.dims.size() < 2) {
-      throw DataError(where(featuresName_) + "features need a sample dimension and at least one feature dimension");
-    }
-    if (li.dims.size() != 1) {
-      throw DataError(where(labelName) + concat("labels must be one-dimensional, found rank ", li.dims.size()));
-    }
-    if (fi.dims[0] != li.dims[0]) {
-      throw DataError(concat("data file '", path, "': '", featuresName_, "' has ", fi.dims[0], " samples but '",
-                             labelName, "' has ", li.dims[0]));
-    }
-    if (fi.dims[0] == 0) throw DataError(concat("data file '", path, "': split '", spec.split, "' is empty"));
-    std::vector<int64_t> shape(fi.dims.begin() + 1, fi.dims.end());
-    if (files_.empty()) {
-      sampleShape_ = shape;
-      type_ = type;
-      firstPath = path;
-      rowElements_ = 1;
-      for (int64_t d : shape) rowElements_ *= d;
-    } else if (shape != sampleShape_ || type != type_) {
-      throw DataError(where(featuresName_) + concat("samples are ", at::toString(type), " ", dimsText(shape), " but '",
-                                                    firstPath, "' holds ", at::toString(type_), " ",
-                                                    dimsText(sampleShape_), ": every file of a split must match"));
-    }
-    f->rows = static_cast<int64_t>(fi.dims[0]);
-    f->firstGlobal = size_;
-    f->chunkRows = chunkRows(f->features.get());
-    if (f->chunkRows > 0) {
-      H5Id dcpl(H5Dget_create_plist(f->features.get()));
-      H5Id stored(H5Dget_type(f->features.get()));
-      hid_t native = type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
-      std::vector<hsize_t> chunk(fi.dims.size());
-      bool wholeRows = dcpl.valid() && H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) ==
-                                           static_cast<int>(chunk.size());
-      for (size_t d = 1; wholeRows && d < chunk.size(); ++d) wholeRows = chunk[d] == fi.dims[d];
-      f->rawChunks = wholeRows && H5Pget_nfilters(dcpl.get()) == 0 && stored.valid() &&
-                     H5Tequal(stored.get(), native) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr;
-    } else {
-      H5Id stored(H5Dget_type(f->features.get()));
-      hid_t native = type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
-      if (stored.valid() && H5Tequal(stored.get(), native) > 0) f->contiguousAt = H5Dget_offset(f->features.get());
-    }
-    if ((f->rawChunks || f->contiguousAt != HADDR_UNDEF) && std::getenv(env::kNoMappedReads) == nullptr) {
-      f->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // -1: read() serves instead
-      if (f->fd >= 0) installSigbusNote();
-    }
-
-    at::Tensor labels = at::empty({f->rows}, at::kLong);
-    readRows(lab.get(), H5T_NATIVE_INT64, 0, li.dims[0], labels.data_ptr());
-    if (spec.numClasses > 0) {
-      const int64_t* l = labels.data_ptr<int64_t>();
-      for (int64_t i = 0; i < f->rows; ++i) {
-        if (l[i] < 0 || l[i] >= spec.numClasses) {
-          throw DataError(where(labelName) + concat("label ", l[i], " at index ", i, " is outside [0, ",
-                                                    spec.numClasses, ") (model.num_classes is ", spec.numClasses, ")"));
-        }
-      }
-    }
-    labelParts.push_back(labels);
-
-    // Blocks: whole chunks, about 1 MiB each (at least one chunk).
-    int64_t per = static_cast<int64_t>(streamingChunkRows(rowBytes()));
-    if (f->chunkRows > 0) {
-      int64_t c = static_cast<int64_t>(f->chunkRows);
-      per = std::max<int64_t>(c, per / c * c);
-    }
-    for (int64_t r = 0; r < f->rows; r += per) {
-      blocks_.push_back(Block{static_cast<int>(files_.size()), r, std::min(per, f->rows - r), size_ + r});
-    }
-    size_ += f->rows;
-    files_.push_back(std::move(f));
-  }
+  for (const auto& path : expandPaths(spec.paths)) labelParts.push_back(addFile(path, spec));
   labels_ = labelParts.size() == 1 ? labelParts[0] : at::cat(labelParts);
   name_ = files_.size() == 1 ? concat(files_[0]->path, ":", spec.split)
                              : concat(files_.size(), " files (", files_[0]->path, " ...):", spec.split);
+}
+
+at::Tensor SplitSource::addFile(const std::string& path, const SourceSpec& spec) {
+  const std::string labelName = spec.split + "/" + spec.labels;
+  auto f = std::make_unique<File>();
+  f->path = path;
+  f->file = openFileReadOnly(path);
+  if (!objectExists(f->file.get(), spec.split)) {
+    throw DataError(concat("data file '", path, "' has no split group '", spec.split, "'"));
+  }
+  f->features = openDataset(f->file.get(), path, featuresName_);
+  H5Id lab = openDataset(f->file.get(), path, labelName);
+  H5DatasetInfo fi = datasetInfo(f->features.get());
+  H5DatasetInfo li = datasetInfo(lab.get());
+  const at::ScalarType type = checkDatasets(path, spec.split, featuresName_, fi, labelName, li);
+  matchFirstFile(path, std::vector<int64_t>(fi.dims.begin() + 1, fi.dims.end()), type);
+  f->rows = static_cast<int64_t>(fi.dims[0]);
+  f->firstGlobal = size_;
+  f->chunkRows = chunkRows(f->features.get());
+  f->findStorage(fi, type);
+  at::Tensor labels = readLabels(lab.get(), f->rows, spec.numClasses, where(path, labelName));
+  addBlocks(*f);
+  size_ += f->rows;
+  files_.push_back(std::move(f));
+  return labels;
+}
+
+void SplitSource::matchFirstFile(const std::string& path, const std::vector<int64_t>& shape, at::ScalarType type) {
+  if (files_.empty()) {
+    sampleShape_ = shape;
+    type_ = type;
+    rowElements_ = 1;
+    for (int64_t d : shape) rowElements_ *= d;
+  } else if (shape != sampleShape_ || type != type_) {
+    throw DataError(where(path, featuresName_) +
+                    concat("samples are ", at::toString(type), " ", dimsText(shape), " but '", files_[0]->path,
+                           "' holds ", at::toString(type_), " ", dimsText(sampleShape_),
+                           ": every file of a split must match"));
+  }
+}
+
+void SplitSource::File::findStorage(const H5DatasetInfo& fi, at::ScalarType type) {
+  if (chunkRows > 0) {
+    H5Id dcpl(H5Dget_create_plist(features.get()));
+    H5Id stored(H5Dget_type(features.get()));
+    std::vector<hsize_t> chunk(fi.dims.size());
+    bool wholeRows = dcpl.valid() && H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) ==
+                                         static_cast<int>(chunk.size());
+    for (size_t d = 1; wholeRows && d < chunk.size(); ++d) wholeRows = chunk[d] == fi.dims[d];
+    rawChunks = wholeRows && H5Pget_nfilters(dcpl.get()) == 0 && stored.valid() &&
+                H5Tequal(stored.get(), nativeType(type)) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr;
+  } else {
+    H5Id stored(H5Dget_type(features.get()));
+    if (stored.valid() && H5Tequal(stored.get(), nativeType(type)) > 0) contiguousAt = H5Dget_offset(features.get());
+  }
+  if ((rawChunks || contiguousAt != HADDR_UNDEF) && std::getenv(env::kNoMappedReads) == nullptr) {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // -1: read() serves instead
+    if (fd >= 0) installSigbusNote();
+  }
+}
+
+void SplitSource::addBlocks(const File& f) {
+  // Whole chunks, about 1 MiB each (at least one chunk).
+  int64_t per = static_cast<int64_t>(streamingChunkRows(rowBytes()));
+  if (f.chunkRows > 0) {
+    int64_t c = static_cast<int64_t>(f.chunkRows);
+    per = std::max<int64_t>(c, per / c * c);
+  }
+  for (int64_t r = 0; r < f.rows; r += per) {
+    blocks_.push_back(Block{static_cast<int>(files_.size()), r, std::min(per, f.rows - r), size_ + r});
+  }
 }
 
 int SplitSource::fileOf(int64_t sample) const {
@@ -304,7 +337,7 @@ void SplitSource::read(int64_t first, int64_t count, void* out) const {
   const File& f = *files_[fileOf(first)];
   FORGE_CHECK_T(DataError, first - f.firstGlobal + count <= f.rows, "read of samples ", first, "..", first + count,
                 " crosses the end of '", f.path, "'");
-  hid_t mem = type_ == at::kByte ? H5T_NATIVE_UINT8 : type_ == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+  hid_t mem = nativeType(type_);
   std::lock_guard<std::mutex> lock(hdf5Mutex());
   int64_t row = first - f.firstGlobal;
   const int64_t end = row + count;

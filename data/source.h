@@ -98,6 +98,13 @@ class SplitSource {
 
  private:
   struct File;
+  // The constructor's steps, one file at a time, with hdf5Mutex() held. addFile opens and
+  // checks one file, appends its samples to the split and returns its labels.
+  at::Tensor addFile(const std::string& path, const SourceSpec& spec);
+  // Takes the split's sample shape and type from the first file; DataError when a later one
+  // differs.
+  void matchFirstFile(const std::string& path, const std::vector<int64_t>& shape, at::ScalarType type);
+  void addBlocks(const File& f);
   // Where the stored rows [first, first + count) start in their file, when they lie there
   // as read() delivers them (see map()); HADDR_UNDEF otherwise.
   uint64_t rowsStart(int64_t first, int64_t count) const;
