@@ -1,5 +1,6 @@
 #include "distributed/gradient_synchronizer.h"
 
+#include <set>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
@@ -186,8 +187,9 @@ GradientSynchronizer::GradientSynchronizer(std::shared_ptr<torch::nn::Module> mo
                                            SyncOptions options)
     : impl_(std::make_unique<Impl>(std::move(module), comm, options)) {
   FORGE_CHECK(options.bucketCapBytes > 0 && options.firstBucketCapBytes > 0, "bucket caps must be positive");
+  std::set<const c10::TensorImpl*> seen;  // a tied weight, registered under two names, is one parameter
   for (const auto& p : impl_->module->named_parameters()) {
-    if (!p.value().requires_grad()) continue;
+    if (!p.value().requires_grad() || !seen.insert(p.value().unsafeGetTensorImpl()).second) continue;
     impl_->names.push_back(p.key());
     impl_->params.push_back(p.value());
   }

@@ -99,4 +99,17 @@ p = h.run(["model", "check", mlp_cfg, "--state-dict", sd, "--inputs", x, "--outp
           expect_rc=None)
 h.check(p.returncode == 2 and "has no output 'batch0'" in p.stderr, "outputs without a matching input key", p.stderr)
 
+# Inputs that are no dict of tensors, or that the model cannot take: exit 2, named.
+torch.save(torch.zeros(2, 784), h.path("bare.pt"))
+p = h.run(["model", "check", mlp_cfg, "--state-dict", sd, "--inputs", h.path("bare.pt"), "--outputs", y],
+          expect_rc=None)
+h.check(p.returncode == 2 and "is not a dict of tensors" in p.stderr, "a bare tensor as --inputs: exit 2, said why",
+        p.stderr)
+torch.save({"batch0": torch.zeros(3, 100)}, h.path("narrow_x.pt"))
+torch.save({"batch0": torch.zeros(3, 10)}, h.path("narrow_y.pt"))
+p = h.run(["model", "check", mlp_cfg, "--state-dict", sd, "--inputs", h.path("narrow_x.pt"), "--outputs",
+           h.path("narrow_y.pt")], expect_rc=None)
+h.check(p.returncode == 2 and "input 'batch0' of shape [3, 100] is not what model mlp takes" in p.stderr,
+        "an input of the wrong shape: exit 2, naming the input", p.stderr)
+
 h.finish()

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from harness import Harness, read_jsonl, small_config
+from harness import Harness, epoch_records, read_jsonl, small_config
 
 h = Harness()
 EPOCH_FIELDS = ["type", "epoch", "step", "global_step", "wall_time", "train_loss", "train_accuracy", "eval_loss",
@@ -243,5 +243,19 @@ h.check(not os.path.exists(best) or json.loads(h.run(["ckpt", "inspect", best, "
 h.check(info["epoch"] == 3 and info["world_size"] == 2 and info["sampler"]["seed"] == 5
         and {"name": "model_state_dict.fc1.weight", "shape": [32, 16], "dtype": "Float", "bytes": 2048} in info["tensors"]
         and "dir: run" in info["config"], "forge ckpt inspect --json, for scripts", info)
+
+# A task without metrics (the loss alone): its records have no accuracy columns, best.pt
+# follows the eval loss, and forge plot draws what there is.
+h.run(["train", cfg, "--set", "run.dir=lossonly", "--set", "run.epochs=2", "--set", "task.metrics=[]"], ranks=2)
+recs = epoch_records(h.path("lossonly", "metrics.jsonl"))
+h.check(all("eval_loss" in r and not any("accuracy" in k for k in r) for r in recs), "a loss-only task records no accuracy",
+        recs)
+info = json.loads(h.run(["ckpt", "inspect", h.path("lossonly", "checkpoints", "best.pt"), "--json"]).stdout)
+lowest = min(recs, key=lambda r: r["eval_loss"])
+h.check(info["best_metric_name"] == "eval_loss" and info["best_metric"] == lowest["eval_loss"]
+        and info["epoch"] == lowest["epoch"], "best.pt is the epoch of the lowest eval loss when the task has no metric",
+        (info["best_metric"], info["epoch"], [(r["epoch"], r["eval_loss"]) for r in recs]))
+p = h.run(["plot", "lossonly"])
+h.check(png_size(h.path("lossonly", "curves.png")) == (1600, 1000), "forge plot draws a loss-only run", p.stdout)
 
 h.finish()

@@ -140,6 +140,16 @@ TEST(Config, AnOptimizersKeysBelongToItAlone) {
   Config c = parseConfig("data:\n  path: x.h5\noptimizer:\n  name: sgd\n  momentum: 0.9\n  nesterov: true\n", "t.yaml");
   EXPECT_DOUBLE_EQ(c.optimizer.options.get<double>("momentum"), 0.9);
   EXPECT_TRUE(c.optimizer.options.get<bool>("nesterov"));
+  EXPECT_NE(e.find("(it is a key of optimizer sgd: remove it, or drop it with --set optimizer.momentum=~)"),
+            std::string::npos)
+      << e;
+  // Switching optimizers from the command line: the other's key dropped with ~.
+  c = parseConfig("data:\n  path: x.h5\noptimizer:\n  name: sgd\n  momentum: 0.9\n", "t.yaml",
+                  {"optimizer.name=adam", "optimizer.momentum=~"});
+  EXPECT_EQ(c.optimizer.name, "adam");
+  EXPECT_FALSE(c.optimizer.options.has("momentum"));
+  e = errorOf("data:\n  path: x.h5\nschedule:\n  name: step\n  gamma: 0\n");
+  EXPECT_NE(e.find("schedule.gamma must be in (0, 1], got 0"), std::string::npos) << e;
   e = errorOf("data:\n  path: x.h5\nschedule:\n  name: constant\n  gamma: 0.5\n");
   EXPECT_NE(e.find("unknown key 'gamma' in 'schedule' for schedule 'constant'"), std::string::npos) << e;
 }
@@ -158,6 +168,8 @@ TEST(Config, UnknownTaskPartsAreNamedWithTheirLine) {
   EXPECT_NE(e.find("test.yaml:4: task.metrics 'acuracy' is not a registered metric (did you mean 'accuracy'?)"),
             std::string::npos)
       << e;
+  e = errorOf("data:\n  path: x.h5\ntask:\n  metrics: [accuracy, accuracy]\n");
+  EXPECT_NE(e.find("task.metrics names 'accuracy' twice"), std::string::npos) << e;
   e = errorOf("data:\n  path: x.h5\ntask:\n  loss: mse\n");
   EXPECT_NE(e.find("task.loss 'mse' is not a registered loss"), std::string::npos) << e;
 }

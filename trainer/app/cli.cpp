@@ -12,6 +12,7 @@
 #include "core/strings.h"
 #include "distributed/world.h"
 #include "trainer/app/commands.h"
+#include "trainer/spec/registry.h"
 
 namespace forge {
 namespace {
@@ -30,6 +31,7 @@ std::string mainHelp() {
 }
 
 int dispatch(int argc, char** argv) {
+  registry().check();  // a program's parts that could not be registered
   const std::string help = mainHelp();
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" || std::string(argv[1]) == "help") {
     std::cout << help;

@@ -85,7 +85,9 @@ std::string scalarsLine(const c10::IValue& v) {
   std::string line;
   const nlohmann::ordered_json scalars = scalarsJson(v);  // items() refers to it: keep it alive
   for (const auto& [k, x] : scalars.items()) {
-    line += concat(line.empty() ? "" : ", ", k, " ", x.is_string() ? x.get<std::string>() : x.dump());
+    const std::string value =
+        x.is_string() ? x.get<std::string>() : x.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    line += concat(line.empty() ? "" : ", ", k, " ", value);
   }
   return line;
 }
@@ -111,7 +113,7 @@ void printJson(const std::string& path, const ckpt::Checkpoint& ck, const Conten
   for (const auto& r : c.rows) {
     j["tensors"].push_back({{"name", r.name}, {"shape", r.shape}, {"dtype", r.dtype}, {"bytes", r.bytes}});
   }
-  std::cout << j.dump() << "\n";
+  std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
 void printTables(const std::string& path, const ckpt::Checkpoint& ck, const Contents& c) {

@@ -28,10 +28,15 @@ int cmdConfig(int argc, char** argv) {
   if (!a.positional.empty()) usage("forge config keys takes no arguments", kConfigHelp);
   const auto keys = configKeys();
   if (a.has("markdown")) {
+    // A '|' in a cell would end it: escaped, as Markdown tables need.
+    auto cell = [](std::string s) {
+      for (size_t at = 0; (at = s.find('|', at)) != std::string::npos; at += 2) s.insert(at, "\\");
+      return s;
+    };
     std::cout << "| key | for | type | default | meaning |\n|---|---|---|---|---|\n";
     for (const auto& k : keys) {
-      std::cout << "| `" << k.key << "` | " << (k.part.empty() ? "" : "`" + k.part + "`") << " | " << k.type << " | `"
-                << k.defaultText << "` | " << k.help << " |\n";
+      std::cout << "| `" << k.key << "` | " << (k.part.empty() ? "" : "`" + k.part + "`") << " | " << cell(k.type)
+                << " | `" << cell(k.defaultText) << "` | " << cell(k.help) << " |\n";
     }
     return 0;
   }

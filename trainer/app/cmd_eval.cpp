@@ -58,7 +58,7 @@ void printResult(const EvalResult& r, const std::string& checkpoint, const std::
                                 {"accuracy", number(classAccuracy(c))}});
       }
     }
-    std::cout << j.dump() << "\n";
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
   Table t({"", ""});

@@ -33,12 +33,18 @@ An input is what forward takes (already normalized). For each key it prints the 
 absolute difference; an output passes when every element has
 |forge - python| <= atol + rtol * |python| (defaults: atol 1e-5, rtol 1e-4).
 Exit 0 when the state dict loads (and every output passes), 1 when an output differs,
-2 for a state dict that does not fit or files that cannot be read.
+2 for inputs or outputs that cannot be used (not a dict of tensors, keys that do not pair
+up, an input the model cannot take), 4 for a state dict that does not fit or cannot be read.
 )";
 
 std::map<std::string, at::Tensor> tensorsOf(const std::string& path) {
   std::map<std::string, at::Tensor> out;
-  for (auto& [k, t] : ckpt::loadPythonStateDict(path)) out[k] = t;
+  try {
+    for (auto& [k, t] : ckpt::loadPythonStateDict(path)) out[k] = t;
+  } catch (const CheckpointError& e) {
+    throw DataError(concat("'", path, "' is not a dict of tensors as torch.save({\"batch0\": x}, path) writes it (",
+                           e.what(), ")"));
+  }
   if (out.empty()) throw DataError(concat("'", path, "' holds no tensor"));
   return out;
 }
@@ -87,7 +93,14 @@ int cmdModel(int argc, char** argv) {
   std::vector<std::string> failed;
   for (const auto& [k, x] : inputs) {
     data::Batch batch{x.to(at::kFloat), at::Tensor()};
-    at::Tensor mine = model.forward(batch).to(at::kDouble);
+    at::Tensor mine;
+    try {
+      mine = model.forward(batch).to(at::kDouble);
+    } catch (const c10::Error& e) {
+      std::string why = e.what_without_backtrace();
+      throw DataError(concat("input '", k, "' of shape ", dimsText(x.sizes().vec()), " is not what model ", cfg.model.name,
+                             " takes: ", why.substr(0, why.find('\n'))));
+    }
     at::Tensor theirs = outputs[k].to(at::kDouble);
     if (mine.sizes() != theirs.sizes()) {
       throw DataError(concat("output '", k, "': forge's has shape ", dimsText(mine.sizes().vec()), ", Python's ",

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -114,7 +115,8 @@ class Section {
     }
   }
 
-  bool has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
+  // A key set to null (~) is as if absent: how --set takes a key out of a file's section.
+  bool has(const std::string& key) const { return node_ && node_.IsMap() && node_[key] && !node_[key].IsNull(); }
   // The key's value; an invalid node (false in a condition) when the section or key is absent.
   YAML::Node at(const std::string& key) const {
     if (node_ && node_.IsMap()) return node_[key];
@@ -126,14 +128,22 @@ class Section {
     return src_.where(dotted(key), v ? v.Mark() : node_ ? node_.Mark() : YAML::Mark::null_mark());
   }
 
-  void rejectUnknown(const std::vector<std::string>& known, const std::string& context) const {
+  // `owner(key)`: "" or which other part declares the key, for the message.
+  void rejectUnknown(const std::vector<std::string>& known, const std::string& context,
+                     const std::function<std::string(const std::string&)>& owner = {}) const {
     if (!node_ || !node_.IsMap()) return;
     for (const auto& kv : node_) {
+      if (!kv.first.IsScalar()) fail(src_.where(name_, kv.first.Mark()), concat("a key in '", name_, "' is not a name"));
       std::string key = kv.first.as<std::string>();
-      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
-      std::string hint = nearest(key, known);
+      if (kv.second.IsNull() || std::find(known.begin(), known.end(), key) != known.end()) continue;
       std::string msg = concat("unknown key '", key, "' in '", name_, "'", context);
-      msg += hint.empty() ? concat(" (valid keys: ", joined(known), ")") : concat(" (did you mean '", hint, "'?)");
+      const std::string other = owner ? owner(key) : std::string();
+      std::string hint = nearest(key, known);
+      if (!other.empty()) {
+        msg += concat(" (it is a key of ", other, ": remove it, or drop it with --set ", dotted(key), "=~)");
+      } else {
+        msg += hint.empty() ? concat(" (valid keys: ", joined(known), ")") : concat(" (did you mean '", hint, "'?)");
+      }
       fail(src_.where(dotted(key), kv.first.Mark()), msg);
     }
   }
@@ -244,7 +254,20 @@ void readSection(const YAML::Node& root, const std::string& name, const Source& 
     for (const auto& k : part->keys()) known.push_back(k);
     context = concat(" for ", name, " '", partName, "'");
   }
-  sec.rejectUnknown(known, context);
+  // A key of another part of this kind (momentum with adam): named as such.
+  auto owner = [&](const std::string& key) {
+    std::string owners;
+    auto scan = [&](const auto& reg) {
+      for (const auto& spec : reg.all()) {
+        if (spec.options.find(key) != nullptr) owners += concat(owners.empty() ? "" : " and ", name, " ", spec.name);
+      }
+    };
+    if (kind == PartKind::kModel) scan(registry().models);
+    if (kind == PartKind::kOptimizer) scan(registry().optimizers);
+    if (kind == PartKind::kSchedule) scan(registry().schedules);
+    return owners;
+  };
+  sec.rejectUnknown(known, context, owner);
   for (const Field* f : fields) f->assign(c, sec.read(f->decl));
   if (part != nullptr) {
     Options* values = partValues(c, kind);
@@ -285,7 +308,11 @@ void crossCheck(const YAML::Node& root, const Source& src, const Config& c) {
     }
   };
   known(registry().losses, c.task.loss, "loss");
-  for (const auto& m : c.task.metrics) known(registry().metrics, m, "metrics");
+  std::set<std::string> metrics;
+  for (const auto& m : c.task.metrics) {
+    known(registry().metrics, m, "metrics");
+    if (!metrics.insert(m).second) fail(task.where("metrics"), concat("task.metrics names '", m, "' twice"));
+  }
   if (c.schedule.options.has("min_lr") && c.schedule.options.get<double>("min_lr") > c.optimizer.lr) {
     Section sched(root["schedule"], "schedule", src);
     fail(sched.where("min_lr"), "schedule.min_lr must be in [0, optimizer.lr]");
@@ -334,6 +361,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   // Unknown sections first: a typo there would hide every key below it.
   const auto& sections = sectionNames();
   for (const auto& kv : root) {
+    if (!kv.first.IsScalar()) fail(src.where("", kv.first.Mark()), "a top-level key is not a name");
     std::string key = kv.first.as<std::string>();
     if (std::find(sections.begin(), sections.end(), key) != sections.end()) continue;
     std::string hint = nearest(key, sections);

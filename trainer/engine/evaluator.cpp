@@ -43,7 +43,7 @@ EvalResult evaluate(const ModelHandle& model, const Task& task, const data::Spli
   while (auto b = any ? loader.next() : std::nullopt) {
     data::Batch batch{b->x.to(device, /*non_blocking=*/true), b->y.to(device, /*non_blocking=*/true)};
     at::Tensor out = model.forward(batch).to(at::kFloat);
-    sums.add(task.loss->loss(out, batch), out, batch);
+    sums.add(task.lossOf(out, batch), out, batch);
     perClass = perClass && out.dim() == 2 && out.size(1) >= classes;
     if (perClass) {
       at::Tensor hit = out.argmax(1).eq(batch.y);

@@ -15,6 +15,11 @@ Task Task::resolve(const std::string& loss, const std::vector<std::string>& metr
   return t;
 }
 
+at::Tensor Task::lossOf(const at::Tensor& output, const data::Batch& batch) const {
+  at::Tensor value = loss->loss(output, batch);
+  return value.dim() == 0 ? value : value.reshape({});
+}
+
 std::vector<std::string> Task::metricNames() const {
   std::vector<std::string> out;
   for (const auto* m : metrics) out.push_back(m->name);
@@ -72,26 +77,34 @@ std::vector<double> MetricSums::localTotals() const {
 std::vector<std::pair<std::string, double>> MetricSums::local() const { return values(localTotals(), samples_); }
 
 std::vector<std::pair<std::string, double>> MetricSums::global(dist::Communicator& comm) const {
-  // Every rank must contribute the same number of values: a rank that saw no batch has no
-  // metric sums yet, so the lengths are agreed first.
-  std::vector<at::Tensor> parts{lossSum_.reshape({1}).cpu()};
-  at::Tensor lengths = at::zeros({static_cast<int64_t>(metricSums_.size())}, at::kLong);
-  for (size_t i = 0; i < metricSums_.size(); ++i) lengths[i] = metricSums_[i].defined() ? metricSums_[i].numel() : 0;
+  // Every rank must contribute the same number of values for each metric. The lengths are
+  // agreed first, as (longest, -shortest) over the ranks that saw a batch; a metric whose
+  // length differs between ranks is the same error on every rank (none waits for the others).
+  const int64_t k = static_cast<int64_t>(metricSums_.size());
+  constexpr int64_t kNoBatch = int64_t{1} << 40;
+  at::Tensor lengths = at::zeros({2 * k}, at::kLong);
+  for (int64_t i = 0; i < k; ++i) {
+    const bool have = metricSums_[i].defined();
+    lengths[i] = have ? metricSums_[i].numel() : 0;
+    lengths[k + i] = have ? -metricSums_[i].numel() : -kNoBatch;
+  }
   comm.allReduce(lengths, dist::ReduceOp::kMax);
-  for (size_t i = 0; i < metricSums_.size(); ++i) {
-    const int64_t len = lengths[i].item<int64_t>();
-    parts.push_back(metricSums_[i].defined() ? metricSums_[i].cpu() : at::zeros({len}, at::kDouble));
+  std::vector<at::Tensor> parts{lossSum_.reshape({1}).cpu()};
+  MetricSums sized(*this);  // values() sizes each metric by its sums: a rank without any takes the agreed sizes
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t longest = lengths[i].item<int64_t>(), shortest = -lengths[k + i].item<int64_t>();
+    if (shortest != kNoBatch && shortest != longest) {
+      throw Error(concat("metric ", task_.metrics[i]->name, " returned ", shortest, " sum(s) per batch on one rank and ",
+                         longest, " on another: a metric's sums must have the same length on every rank and batch"));
+    }
+    if (!sized.metricSums_[i].defined()) sized.metricSums_[i] = at::zeros({longest}, at::kDouble);
+    parts.push_back(sized.metricSums_[i].cpu());
   }
   parts.push_back(at::full({1}, samples_, at::kDouble));
   at::Tensor all = at::cat(parts).contiguous();
   comm.allReduce(all, dist::ReduceOp::kSum);
   std::vector<double> totals(all.data_ptr<double>(), all.data_ptr<double>() + all.numel() - 1);
   globalSamples_ = all[all.numel() - 1].item<double>();
-  // values() sizes each metric by this rank's sums: a rank without any takes the agreed sizes.
-  MetricSums sized(*this);
-  for (size_t i = 0; i < metricSums_.size(); ++i) {
-    if (!sized.metricSums_[i].defined()) sized.metricSums_[i] = at::zeros({lengths[i].item<int64_t>()}, at::kDouble);
-  }
   return sized.values(totals, globalSamples_);
 }
 

@@ -18,6 +18,8 @@ struct Task {
 
   // task.loss / task.metrics by name (ConfigError for an unknown one).
   static Task resolve(const std::string& loss, const std::vector<std::string>& metrics);
+  // The loss of a batch as a 0-d scalar (a loss of shape [1] or [1, 1] is accepted as one).
+  at::Tensor lossOf(const at::Tensor& output, const data::Batch& batch) const;
   std::vector<std::string> metricNames() const;
 };
 

@@ -103,6 +103,12 @@ void Trainer::resumeFrom() {
   state_.step = ck.step;
   state_.globalStep = ck.globalStep;
   state_.bestMetric = ck.bestMetric;
+  if (!std::isnan(ck.bestMetric) && ck.bestMetricName != monitoredMetric()) {
+    // Another task.metrics: the saved best is of another quantity, not comparable.
+    log::warn("ckpt", "the checkpoint's best metric is ", ck.bestMetricName, " = ", ck.bestMetric, ", this run follows ",
+              monitoredMetric(), ": the best so far starts anew (best.pt is replaced by the next epoch)");
+    state_.bestMetric = std::nan("");
+  }
   if (ck.worldSize == world_.size && static_cast<int>(ck.rngStates.size()) == world_.size) {
     // Restored at the start of the (mid-)epoch, after the per-epoch reseed.
     pendingRngState_ = ck.rngStates[world_.rank];

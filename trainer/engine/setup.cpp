@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <set>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -34,6 +35,7 @@ bool hasBatchNorm(const torch::nn::Module& m) {
 Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume,
                  c10::Device device, std::optional<ModelHandle> model)
     : cfg_(std::move(cfg)), comm_(comm), world_(world), device_(device), runDir_(cfg_.run.dir) {
+  registry().check();
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
   task_ = Task::resolve(cfg_.task.loss, cfg_.task.metrics);
   openData();
@@ -116,8 +118,11 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
   }
   // One move, parameters and buffers together, before the optimizer sees the parameters.
   model_.module->to(device_);
+  // A tied weight (one tensor registered under two names) is one parameter, as in PyTorch:
+  // stepped once, with one optimizer state.
+  std::set<const c10::TensorImpl*> seen;
   for (auto& p : model_.module->parameters()) {
-    if (p.requires_grad()) params_.push_back(p);
+    if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) params_.push_back(p);
   }
   optimizer_ = std::make_unique<Optimizer>(registry().optimizers.get(cfg_.optimizer.name), cfg_.optimizer.lr,
                                            cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_);

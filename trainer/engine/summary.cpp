@@ -80,7 +80,9 @@ void Trainer::logStartupSummary() const {
                 withThousands(parameterCount(*c.value()))});
   }
   int64_t total = 0, trainable = 0;
+  std::set<const c10::TensorImpl*> counted;  // a tied weight counts once
   for (const auto& p : m.parameters()) {
+    if (!counted.insert(p.unsafeGetTensorImpl()).second) continue;
     total += p.numel();
     if (p.requires_grad()) trainable += p.numel();
   }

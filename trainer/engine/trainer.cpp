@@ -136,7 +136,7 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     }
     if (cfg_.distributed.broadcastBuffers) sync_->afterForward();
     out = out.to(at::kFloat);  // the loss in fp32 (a no-op without autocast)
-    at::Tensor loss = task_.loss->loss(out, batch);
+    at::Tensor loss = task_.lossOf(out, batch);
     const bool last = m + 1 == micro;
     if (last && !checkedFirstStep_) before = snapshotParameters(*model_.module);
     sync_->backward(micro > 1 ? loss / static_cast<double>(micro) : loss, last);
@@ -200,8 +200,10 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   state_.epoch = epoch + 1;
   state_.step = 0;
   const double monitored = ev.value(task_.metrics.empty() ? "loss" : task_.metrics.front()->name);
-  const bool isBest = std::isnan(state_.bestMetric) ||
-                      (higherIsBetter() ? monitored > state_.bestMetric : monitored < state_.bestMetric);
+  // A NaN metric (a diverged model) is never the best.
+  const bool isBest = !std::isnan(monitored) &&
+                      (std::isnan(state_.bestMetric) ||
+                       (higherIsBetter() ? monitored > state_.bestMetric : monitored < state_.bestMetric));
   if (isBest) {
     state_.bestMetric = monitored;
     state_.bestEpoch = state_.epoch;

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/strings.h"
 #include "trainer/module/rules.h"
 
@@ -97,8 +98,10 @@ at::Tensor tracedForward(const ModelHandle& model, const data::Batch& batch, con
   } catch (const std::exception& e) {
     what = firstLine(e.what());
   }
+  // Parameters and buffers name the layer an operation belongs to (BatchNorm's counter is a buffer).
   std::unordered_map<const c10::TensorImpl*, std::string> params;
   for (const auto& p : model.module->named_parameters()) params[p.value().unsafeGetTensorImpl()] = p.key();
+  for (const auto& b : model.module->named_buffers()) params[b.value().unsafeGetTensorImpl()] = b.key();
   std::string opText, paramText;
   if (!trace.ops.empty()) {
     const auto& inner = trace.ops.back();
@@ -130,11 +133,13 @@ at::Tensor tracedForward(const ModelHandle& model, const data::Batch& batch, con
         if (m.key() == layer) def = " " + definition(*m.value());
       }
       for (const auto& [name, shape] : used) list += concat(list.empty() ? "" : ", ", name, " ", shape);
-      paramText = concat(", in layer '", layer, "'", def, " (parameters ", list, ")");
+      paramText = concat(", in layer '", layer, "'", def, " (tensors ", list, ")");
     }
   }
+  // One sample per batch is what training-mode BatchNorm cannot take: the key to change.
+  const std::string hint = batch.x.dim() > 0 && batch.x.size(0) == 1 ? "; the batch holds 1 sample (data.batch_size)" : "";
   throw ConfigError(concat("model and data do not fit: forward failed", opText, paramText, " (batch from ", dataName,
-                           ", inputs of shape ", dimsText(batch.x.sizes().vec()), "): ", what));
+                           ", inputs of shape ", dimsText(batch.x.sizes().vec()), hint, "): ", what));
 }
 
 }  // namespace
@@ -143,8 +148,8 @@ void probeModel(const ModelHandle& model, const data::Batch& batch, const std::s
                 bool allowUnusedParameters) {
   torch::nn::Module& m = *model.module;
   const bool wasTraining = m.is_training();
-  std::vector<at::Tensor> buffers;
-  for (const auto& b : m.buffers()) buffers.push_back(b.clone());
+  std::map<std::string, at::Tensor> buffers;  // by name: forward may register new ones
+  for (const auto& b : m.named_buffers()) buffers[b.key()] = b.value().clone();
   at::Tensor rng;
   {
     auto gen = at::detail::getDefaultCPUGenerator();
@@ -154,16 +159,23 @@ void probeModel(const ModelHandle& model, const data::Batch& batch, const std::s
   struct Restore {
     torch::nn::Module& m;
     bool training;
-    std::vector<at::Tensor>& buffers;
+    std::map<std::string, at::Tensor>& buffers;
     at::Tensor& rng;
     ~Restore() {
-      torch::NoGradGuard noGrad;
-      size_t i = 0;
-      for (auto& b : m.buffers()) b.copy_(buffers[i++]);
-      m.train(training);
-      auto gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(rng);
+      try {
+        torch::NoGradGuard noGrad;
+        for (auto& b : m.named_buffers()) {
+          auto it = buffers.find(b.key());
+          // A buffer forward replaced by one of another shape keeps the new one.
+          if (it != buffers.end() && it->second.sizes() == b.value().sizes()) b.value().copy_(it->second);
+        }
+        m.train(training);
+        auto gen = at::detail::getDefaultCPUGenerator();
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(rng);
+      } catch (const std::exception& e) {
+        log::warn("train", "the shape probe could not restore the model's buffers: ", e.what());
+      }
     }
   } restore{m, wasTraining, buffers, rng};
 
@@ -187,9 +199,10 @@ void probeModel(const ModelHandle& model, const data::Batch& batch, const std::s
                              dimsText(out.sizes().vec()), " with targets of shape ", dimsText(batch.y.sizes().vec()),
                              ": ", firstLine(e.what_without_backtrace())));
   }
-  if (value.numel() != 1) {
-    throw ConfigError(concat("the loss ", loss.name, " returned shape ", dimsText(value.sizes().vec()),
-                             ", not one number: reduce it to the batch mean"));
+  if (value.numel() != 1 || !value.is_floating_point()) {
+    throw ConfigError(concat("the loss ", loss.name, " returned ", at::toString(value.scalar_type()), " of shape ",
+                             dimsText(value.sizes().vec()), ", not one floating-point number: reduce it to the batch "
+                             "mean"));
   }
   checkAutogradGraph(m, value, allowUnusedParameters);
 }

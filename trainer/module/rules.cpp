@@ -40,9 +40,10 @@ void requireTrainableParameters(const torch::nn::Module& model) {
 
 std::vector<std::string> checkAutogradGraph(const torch::nn::Module& model, const at::Tensor& loss, bool allowUnused) {
   using torch::autograd::Node;
-  std::unordered_map<const c10::TensorImpl*, std::string> registered;
+  // Every name of a tensor: a tied weight is registered under several.
+  std::unordered_map<const c10::TensorImpl*, std::vector<std::string>> registered;
   for (const auto& p : model.named_parameters()) {
-    if (p.value().requires_grad()) registered[p.value().unsafeGetTensorImpl()] = p.key();
+    if (p.value().requires_grad()) registered[p.value().unsafeGetTensorImpl()].push_back(p.key());
   }
   std::set<std::string> reached;
   struct Stray {
@@ -64,7 +65,7 @@ std::vector<std::string> checkAutogradGraph(const torch::nn::Module& model, cons
           const c10::TensorImpl* impl = acc->variable.unsafeGetTensorImpl();
           auto it = registered.find(impl);
           if (it != registered.end()) {
-            reached.insert(it->second);
+            reached.insert(it->second.begin(), it->second.end());
           } else if (straySeen.insert(impl).second) {
             strays.push_back({acc->variable.sizes().vec(), node->name()});
           }

@@ -1,5 +1,7 @@
 #include "trainer/optim/schedule.h"
 
+#include "core/error.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -61,7 +63,9 @@ ScheduleSpec stepSchedule() {
   s.name = "step";
   s.help = "multiplied by gamma every step_epochs epochs";
   s.options.add<int64_t>("step_epochs", 1, "epochs between two decays", atLeast(1))
-      .add<double>("gamma", 0.1, "the factor of each decay", inRange(0, 1, true));
+      .add<double>("gamma", 0.1, "the factor of each decay, in (0, 1]", [](const double& g) {
+        return g > 0 && g <= 1 ? std::string() : concat("must be in (0, 1], got ", g);
+      });
   s.lr = [](const ScheduleArgs& a, const Options& o) {
     return a.baseLr * std::pow(o.get<double>("gamma"), static_cast<double>(a.epoch / o.get<int64_t>("step_epochs")));
   };

@@ -30,6 +30,37 @@ const std::vector<std::string> kKeyColumns = {"type", "epoch", "step", "global_s
 // NaN has no JSON literal: null, as Python's json.dumps(allow_nan=False) users expect.
 nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
+// A resumed run whose task has other metrics than the earlier sessions': the earlier rows
+// move under the new header by column name (a column the new header lacks is dropped from
+// the CSV, which metrics.jsonl still holds), so every value stays under its own name.
+void rewriteCsvColumns(const std::string& path, const std::string& header) {
+  std::ifstream in(path);
+  std::string first, line;
+  if (!std::getline(in, first) || first == header) return;
+  const auto from = split(first, ','), to = split(header, ',');
+  std::vector<int> where(to.size(), -1);
+  for (size_t i = 0; i < to.size(); ++i) {
+    for (size_t j = 0; j < from.size(); ++j) {
+      if (from[j] == to[i]) where[i] = static_cast<int>(j);
+    }
+  }
+  std::string text = header + "\n";
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto cells = split(line, ',');
+    std::string row;
+    for (size_t i = 0; i < to.size(); ++i) {
+      if (i) row += ",";
+      if (where[i] >= 0 && where[i] < static_cast<int>(cells.size())) row += cells[where[i]];
+    }
+    text += row + "\n";
+  }
+  in.close();
+  log::warn("metrics", path, ": the columns changed since the earlier session (", first, " -> ", header,
+            "); its rows are rewritten under the new header");
+  ckpt::writeFileAtomically(path, std::vector<char>(text.begin(), text.end()));
+}
+
 }  // namespace
 
 std::vector<std::string> metricColumns(const std::vector<std::string>& metrics) {
@@ -57,11 +88,13 @@ MetricsLog::MetricsLog(Paths paths, std::vector<std::string> columns, int64_t re
     trimMetricsFile(jsonl_, resumedAt);
     trimMetricsFile(csv_, resumedAt);
   }
+  std::string header;
+  for (const auto& c : kKeyColumns) header += (header.empty() ? "" : ",") + c;
+  for (const auto& c : columns_) header += "," + c;
   if (!fs::exists(csv_)) {
-    std::string header;
-    for (const auto& c : kKeyColumns) header += (header.empty() ? "" : ",") + c;
-    for (const auto& c : columns_) header += "," + c;
     appendText(csv_, header + "\n");
+  } else {
+    rewriteCsvColumns(csv_, header);
   }
   if (!paths.tensorboard.empty()) {
     const std::string& dir = paths.tensorboard;
@@ -102,7 +135,7 @@ void MetricsLog::write(const MetricsRecord& r) {
     for (const auto& c : columns_) {
       if (auto v = r.get(c)) j[c] = number(*v);
     }
-    appendText(jsonl_, j.dump() + "\n");
+    appendText(jsonl_, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   });
   guarded(csvOn_, csv_, [&] {
     std::string row = concat(r.type, ",", r.epoch, ",", r.step, ",", r.globalStep, ",", jsonNumber(r.wallTime));

@@ -104,6 +104,7 @@ struct PlotRun {
   std::string name;
   fs::path epochFile, stepFile;
   bool hasSteps = false;
+  std::string metric;  // the task's first metric ("accuracy"), "" when the run records none
 };
 
 // Writes a run's data files into `tmp`; nullopt (with a warning) for a run without a
@@ -117,18 +118,29 @@ std::optional<PlotRun> writeRunData(const std::string& runDir, size_t index, con
   }
   // Steps per epoch, from the epoch records (their "step" is the epoch's step count), to
   // place step records at fractional epochs.
+  // The task's first metric: the first train_<name> column besides train_loss.
+  std::string metric;
+  for (const auto& c : t.columns) {
+    if (metric.empty() && c.rfind("train_", 0) == 0 && c != "train_loss" && t.column("eval_" + c.substr(6)) >= 0) {
+      metric = c.substr(6);
+    }
+  }
+  auto metricCell = [&](const std::vector<std::string>& row, const std::string& prefix) {
+    return metric.empty() ? std::string("NaN") : cell(t, row, prefix + metric);
+  };
   std::map<std::string, double> stepsIn;
   std::ostringstream epochs, steps;
-  epochs << "# epoch train_loss train_accuracy eval_loss eval_accuracy lr samples_per_s\n";
+  epochs << "# epoch train_loss train_" << (metric.empty() ? "-" : metric) << " eval_loss eval_"
+         << (metric.empty() ? "-" : metric) << " lr samples_per_s\n";
   int nEpochs = 0;
   for (const auto& row : t.rows) {
     if (cell(t, row, "type") != "epoch") continue;
     stepsIn[cell(t, row, "epoch")] = std::stod(cell(t, row, "step"));
     lastEpoch = std::max(lastEpoch, std::stod(cell(t, row, "epoch")));
     ++nEpochs;
-    epochs << cell(t, row, "epoch") << " " << cell(t, row, "train_loss") << " " << cell(t, row, "train_accuracy")
-           << " " << cell(t, row, "eval_loss") << " " << cell(t, row, "eval_accuracy") << " " << cell(t, row, "lr")
-           << " " << cell(t, row, "samples_per_s") << "\n";
+    epochs << cell(t, row, "epoch") << " " << cell(t, row, "train_loss") << " " << metricCell(row, "train_") << " "
+           << cell(t, row, "eval_loss") << " " << metricCell(row, "eval_") << " " << cell(t, row, "lr") << " "
+           << cell(t, row, "samples_per_s") << "\n";
   }
   if (nEpochs == 0) {
     const std::string why = concat((dir / "metrics.csv").string(), " holds no epoch record yet (the first epoch of ",
@@ -150,6 +162,7 @@ std::optional<PlotRun> writeRunData(const std::string& runDir, size_t index, con
   }
   PlotRun run;
   run.dir = runDir;
+  run.metric = metric;
   run.hasSteps = nSteps > 0;
   run.epochFile = tmp / concat("epochs", index, ".dat");
   run.stepFile = tmp / concat("steps", index, ".dat");
@@ -191,6 +204,10 @@ std::string plotScript(const PlotOptions& o, const std::vector<PlotRun>& runs, d
     return gnuplotQuote(several ? runs[r].name + " " + what : what);
   };
   auto color = [&](size_t r) { return std::string(kColors[r % (sizeof kColors / sizeof *kColors)]); };
+  // The metric panel shows the first run's first metric; a fraction named like an accuracy
+  // is drawn in percent.
+  const std::string metric = runs.front().metric;
+  const bool percent = metric.find("accuracy") != std::string::npos;
   std::vector<std::string> loss, acc, lr, rate;
   for (size_t r = 0; r < runs.size(); ++r) {
     const std::string ef = gnuplotQuote(runs[r].epochFile.string());
@@ -203,10 +220,13 @@ std::string plotScript(const PlotOptions& o, const std::vector<PlotRun>& runs, d
                           label(r, "train")));
     loss.push_back(concat(ef, " using 1:4 with linespoints lw 2 dt 2 pt 5 ps 0.8 lc rgb '", color(r), "' title ",
                           label(r, "eval")));
-    acc.push_back(concat(ef, " using 1:($3*100) with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r), "' title ",
-                         label(r, "train")));
-    acc.push_back(concat(ef, " using 1:($5*100) with linespoints lw 2 dt 2 pt 5 ps 0.8 lc rgb '", color(r),
-                         "' title ", label(r, "eval")));
+    if (runs[r].metric == metric && !metric.empty()) {  // the first run's metric, where a run records it
+      const std::string scale = percent ? "*100" : "";
+      acc.push_back(concat(ef, " using 1:($3", scale, ") with linespoints lw 2 pt 7 ps 0.8 lc rgb '", color(r),
+                           "' title ", label(r, "train")));
+      acc.push_back(concat(ef, " using 1:($5", scale, ") with linespoints lw 2 dt 2 pt 5 ps 0.8 lc rgb '", color(r),
+                           "' title ", label(r, "eval")));
+    }
     if (runs[r].hasSteps) {
       lr.push_back(concat(sf, " using 1:3 with lines lw 2 lc rgb '", color(r), "' title ", label(r, "lr")));
     } else {
@@ -221,7 +241,11 @@ std::string plotScript(const PlotOptions& o, const std::vector<PlotRun>& runs, d
   s << "set key top right\n";
   panel("loss", "loss", loss);
   s << "set key bottom right\n";
-  panel("accuracy", "%", acc);
+  if (acc.empty()) {
+    s << "set multiplot next\n";  // no metric recorded: the panel stays empty
+  } else {
+    panel(metric, percent ? "%" : metric, acc);
+  }
   s << "set key top right\nset format y '%g'\n";
   panel("learning rate", "lr", lr);
   // From 0, with headroom above the highest point.

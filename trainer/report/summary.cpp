@@ -81,7 +81,7 @@ void writeSummaryJson(const std::string& path, const SessionSummary& s) {
   j["seconds"] = {{"compute", number(s.compute)},       {"communication", number(s.comm)},
                   {"data_wait", number(s.dataWait)},    {"checkpoint", number(s.checkpoint)},
                   {"evaluation", number(s.evaluation)}, {"other", number(s.other)}};
-  const std::string text = j.dump(2) + "\n";
+  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   try {
     ckpt::writeFileAtomically(path, std::vector<char>(text.begin(), text.end()));
   } catch (const CheckpointError& e) {

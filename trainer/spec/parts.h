@@ -31,8 +31,8 @@ struct ModelSpec {
   std::function<std::string(const std::vector<int64_t>& sampleShape, const Options&)> checkInput;
 };
 
-// task.loss: the mean loss over a batch, a scalar that backward starts from. `output` is the
-// model's, in fp32.
+// task.loss: the mean loss over a batch, a scalar that backward starts from (0-d; a single
+// element of another shape is taken as one). `output` is the model's, in fp32.
 struct LossSpec {
   std::string name;
   std::string help;

@@ -3,6 +3,7 @@
 // builds a Trainer. Registration is not thread-safe: do it at the start of main.
 #pragma once
 
+#include <cctype>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,8 +19,11 @@ class Registry {
  public:
   explicit Registry(std::string kind) : kind_(std::move(kind)) {}
 
-  // Error when the name is taken or empty.
+  // A name that is taken, empty, or not made of letters, digits and '_' is not registered;
+  // the mistake is kept and raised by Registries::check() (forge::runMain and the Trainer
+  // call it), so a program's registration never ends it with an uncaught exception.
   void add(Spec spec);
+  const std::vector<std::string>& errors() const { return errors_; }
   // ConfigError naming the close matches when there is no such part.
   const Spec& get(const std::string& name) const;
   const Spec* find(const std::string& name) const;
@@ -30,15 +34,23 @@ class Registry {
  private:
   std::string kind_;
   std::vector<Spec> specs_;
+  std::vector<std::string> errors_;
 };
 
 template <typename Spec>
 void Registry<Spec>::add(Spec spec) {
-  if (spec.name.empty()) throw Error(concat("a ", kind_, " needs a name to be registered"));
-  if (find(spec.name) != nullptr) {
-    throw Error(concat("a ", kind_, " named '", spec.name, "' is already registered: choose another name"));
+  // Names become config values, metrics-file columns and TensorBoard tags.
+  bool plain = !spec.name.empty();
+  for (char ch : spec.name) plain = plain && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_');
+  if (!plain) {
+    errors_.push_back(concat("cannot register a ", kind_, " named '", spec.name,
+                             "': a name is letters, digits and '_' (it becomes a config value and a column name)"));
+  } else if (find(spec.name) != nullptr) {
+    errors_.push_back(concat("cannot register a second ", kind_, " named '", spec.name,
+                             "': one is registered already (forge's own parts: forge config keys); choose another name"));
+  } else {
+    specs_.push_back(std::move(spec));
   }
-  specs_.push_back(std::move(spec));
 }
 
 template <typename Spec>
@@ -71,6 +83,16 @@ struct Registries {
   Registry<MetricSpec> metrics{"metric"};
   Registry<OptimizerSpec> optimizers{"optimizer"};
   Registry<ScheduleSpec> schedules{"schedule"};
+
+  // ConfigError listing every registration that failed.
+  void check() const {
+    std::string all;
+    for (const auto* errors : {&models.errors(), &losses.errors(), &metrics.errors(), &optimizers.errors(),
+                               &schedules.errors()}) {
+      for (const auto& e : *errors) all += (all.empty() ? "" : "; ") + e;
+    }
+    if (!all.empty()) throw ConfigError(all);
+  }
 };
 
 // The process's registries, with forge's own parts in them (trainer/builtin/builtin.cpp).
