@@ -109,15 +109,17 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
     loadModelStateDict(*model_.module, ckpt::loadModelState(cfg_.model.initFrom), cfg_.model.initFrom);
     log::info("train", "model initialized from ", cfg_.model.initFrom);
   }
+  // One move, parameters and buffers together, before the optimizer sees the parameters; the
+  // probe runs where training will (a forward that makes tensors on its input's device works).
+  model_.module->to(device_);
   {
     int64_t n = std::min<int64_t>(cfg_.data.batchSize, train_->size());
     std::vector<int64_t> first(n);
     for (int64_t i = 0; i < n; ++i) first[i] = i;
     data::Batch probe = data::readBatch(*train_, norm_, first);
+    probe = data::Batch{probe.x.to(device_), probe.y.to(device_)};
     probeModel(model_, probe, train_->name(), *task_.loss, cfg_.distributed.allowUnusedParameters);
   }
-  // One move, parameters and buffers together, before the optimizer sees the parameters.
-  model_.module->to(device_);
   // A tied weight (one tensor registered under two names) is one parameter, as in PyTorch:
   // stepped once, with one optimizer state.
   std::set<const c10::TensorImpl*> seen;
