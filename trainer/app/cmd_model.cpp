@@ -59,7 +59,11 @@ int cmdModel(int argc, char** argv) {
   if (std::string(argv[2]) != "check") usage(concat("unknown model command '", argv[2], "'"), kModelHelp);
   Args a = parseArgs(argc, argv, 3, {"set", "state-dict", "inputs", "outputs", "atol", "rtol"}, {}, kModelHelp);
   if (a.help) return std::cout << kModelHelp, 0;
-  Config cfg = configFrom(a, kModelHelp, "model check");
+  if (a.positional.size() != 1) usage("forge model check takes exactly one CONFIG.yaml", kModelHelp);
+  // The check reads no data: a config without data.path (a model's own file) is fine.
+  std::vector<std::string> sets{"data.path=(model check reads no data)"};
+  for (const auto& s : a.all("set")) sets.push_back(s);
+  Config cfg = loadConfig(a.positional[0], sets);
   if (!a.has("state-dict")) usage("forge model check needs --state-dict P.pt", kModelHelp);
   if (a.has("inputs") != a.has("outputs")) usage("--inputs and --outputs go together", kModelHelp);
   const double atol = parseDouble(a.one("atol", "1e-5"), "atol"), rtol = parseDouble(a.one("rtol", "1e-4"), "rtol");
