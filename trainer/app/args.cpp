@@ -1,6 +1,7 @@
 #include "trainer/app/args.h"
 
 #include <cmath>
+#include <iostream>
 
 #include "core/error.h"
 #include "core/strings.h"
@@ -55,6 +56,16 @@ Args parseArgs(int argc, char** argv, int first, const std::set<std::string>& va
     }
   }
   return a;
+}
+
+std::optional<int> subcommandOrHelp(int argc, char** argv, const char* help, const std::string& command,
+                                    const std::string& only) {
+  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
+    std::cout << help;
+    return argc < 3 ? 2 : 0;
+  }
+  if (!only.empty() && argv[2] != only) usage(concat("unknown ", command, " command '", argv[2], "'"), help);
+  return std::nullopt;
 }
 
 int64_t parseInt(const std::string& text, const std::string& option) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -24,6 +25,12 @@ struct Args {
 
 Args parseArgs(int argc, char** argv, int first, const std::set<std::string>& valued,
                const std::set<std::string>& flags, const char* help);
+
+// For a command with subcommands (`forge ckpt inspect`): prints `help` and returns the exit
+// code when argv[2] is missing (2) or asks for help (0); a subcommand other than `only` (when
+// given) is a usage error. nullopt: go on with argv[2].
+std::optional<int> subcommandOrHelp(int argc, char** argv, const char* help, const std::string& command,
+                                    const std::string& only = "");
 
 int64_t parseInt(const std::string& text, const std::string& option);
 double parseDouble(const std::string& text, const std::string& option);

@@ -145,11 +145,7 @@ void printTables(const std::string& path, const ckpt::Checkpoint& ck, const Cont
 }  // namespace
 
 int cmdCkpt(int argc, char** argv) {
-  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
-    std::cout << kCkptHelp;
-    return argc < 3 ? 2 : 0;
-  }
-  if (std::string(argv[2]) != "inspect") usage(concat("unknown ckpt command '", argv[2], "'"), kCkptHelp);
+  if (auto code = subcommandOrHelp(argc, argv, kCkptHelp, "ckpt", "inspect")) return *code;
   Args a = parseArgs(argc, argv, 3, {}, {"json"}, kCkptHelp);
   if (a.help) return std::cout << kCkptHelp, 0;
   if (a.positional.size() != 1) usage("forge ckpt inspect takes one PATH", kCkptHelp);

@@ -18,11 +18,7 @@ optimizer and schedule declares (marked with its name), with type, default and h
 }  // namespace
 
 int cmdConfig(int argc, char** argv) {
-  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
-    std::cout << kConfigHelp;
-    return argc < 3 ? 2 : 0;
-  }
-  if (std::string(argv[2]) != "keys") usage(concat("unknown config command '", argv[2], "'"), kConfigHelp);
+  if (auto code = subcommandOrHelp(argc, argv, kConfigHelp, "config", "keys")) return *code;
   Args a = parseArgs(argc, argv, 3, {}, {"markdown"}, kConfigHelp);
   if (a.help) return std::cout << kConfigHelp, 0;
   if (!a.positional.empty()) usage("forge config keys takes no arguments", kConfigHelp);

@@ -32,10 +32,7 @@ that is renamed into place.
 }  // namespace
 
 int cmdData(int argc, char** argv) {
-  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
-    std::cout << kDataHelp;
-    return argc < 3 ? 2 : 0;
-  }
+  if (auto code = subcommandOrHelp(argc, argv, kDataHelp, "data")) return *code;
   std::string kind = argv[2];
   if (kind == "fashion-mnist") {
     Args a = parseArgs(argc, argv, 3, {"out", "source"}, {}, kDataHelp);

@@ -52,11 +52,7 @@ std::map<std::string, at::Tensor> tensorsOf(const std::string& path) {
 }  // namespace
 
 int cmdModel(int argc, char** argv) {
-  if (argc < 3 || std::string(argv[2]) == "--help" || std::string(argv[2]) == "-h") {
-    std::cout << kModelHelp;
-    return argc < 3 ? 2 : 0;
-  }
-  if (std::string(argv[2]) != "check") usage(concat("unknown model command '", argv[2], "'"), kModelHelp);
+  if (auto code = subcommandOrHelp(argc, argv, kModelHelp, "model", "check")) return *code;
   Args a = parseArgs(argc, argv, 3, {"set", "state-dict", "inputs", "outputs", "atol", "rtol"}, {}, kModelHelp);
   if (a.help) return std::cout << kModelHelp, 0;
   if (a.positional.size() != 1) usage("forge model check takes exactly one CONFIG.yaml", kModelHelp);

@@ -11,6 +11,7 @@
 #include "distributed/device.h"
 #include "distributed/replicas.h"
 #include "trainer/engine/trainer.h"
+#include "trainer/module/probe.h"
 #include "trainer/report/summary.h"
 #include "trainer/spec/registry.h"
 
@@ -25,17 +26,6 @@ std::string hex16(uint64_t v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
   return buf;
-}
-
-// A module as `print(model)` shows it, without the C++ namespace.
-std::string describeModule(const torch::nn::Module& m) {
-  std::ostringstream os;
-  m.pretty_print(os);
-  std::string text = os.str();
-  for (const std::string ns : {"torch::nn::", "forge::train::"}) {
-    for (size_t at; (at = text.find(ns)) != std::string::npos;) text.erase(at, ns.size());
-  }
-  return text;
 }
 
 int64_t parameterCount(const torch::nn::Module& m) {

@@ -18,19 +18,9 @@ namespace {
 
 std::string firstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
 
-std::string definition(const torch::nn::Module& m) {
-  std::ostringstream def;
-  m.pretty_print(def);
-  std::string text = def.str();
-  for (const std::string ns : {"torch::nn::", "forge::train::"}) {
-    for (size_t at; (at = text.find(ns)) != std::string::npos;) text.erase(at, ns.size());
-  }
-  return text;
-}
-
 void probeStages(const ModelHandle& model, const at::Tensor& x, const std::string& dataName) {
   std::map<std::string, std::string> layers;
-  for (const auto& child : model.module->named_children()) layers[child.key()] = definition(*child.value());
+  for (const auto& child : model.module->named_children()) layers[child.key()] = describeModule(*child.value());
   torch::NoGradGuard noGrad;
   at::Tensor cur = x;
   for (const auto& stage : model.stages) {
@@ -130,7 +120,7 @@ at::Tensor tracedForward(const ModelHandle& model, const data::Batch& batch, con
       }
       std::string def, list;
       for (const auto& m : model.module->named_modules()) {
-        if (m.key() == layer) def = " " + definition(*m.value());
+        if (m.key() == layer) def = " " + describeModule(*m.value());
       }
       for (const auto& [name, shape] : used) list += concat(list.empty() ? "" : ", ", name, " ", shape);
       paramText = concat(", in layer '", layer, "'", def, " (tensors ", list, ")");
@@ -143,6 +133,16 @@ at::Tensor tracedForward(const ModelHandle& model, const data::Batch& batch, con
 }
 
 }  // namespace
+
+std::string describeModule(const torch::nn::Module& m) {
+  std::ostringstream def;
+  m.pretty_print(def);
+  std::string text = def.str();
+  for (const std::string ns : {"torch::nn::", "forge::train::"}) {
+    for (size_t at; (at = text.find(ns)) != std::string::npos;) text.erase(at, ns.size());
+  }
+  return text;
+}
 
 void probeModel(const ModelHandle& model, const data::Batch& batch, const std::string& dataName, const LossSpec& loss,
                 bool allowUnusedParameters) {

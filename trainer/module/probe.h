@@ -19,6 +19,9 @@ namespace forge::train {
 //    is walked (checkAutogradGraph).
 // The model's buffers, the CPU generator and the train / eval mode are restored: the probe
 // leaves no trace in training. ConfigError for every problem; `dataName` names the data.
+// A module as Python's print(model) shows it, without C++ namespaces: "Linear(in_features=784, ...)".
+std::string describeModule(const torch::nn::Module& m);
+
 void probeModel(const ModelHandle& model, const data::Batch& batch, const std::string& dataName, const LossSpec& loss,
                 bool allowUnusedParameters);
 
