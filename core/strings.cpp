@@ -36,6 +36,12 @@ std::string nearest(const std::string& word, const std::vector<std::string>& can
   return bestDistance <= limit ? best : std::string();
 }
 
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : std::string()) + parts[i];
+  return out;
+}
+
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> parts;
   std::string cur;

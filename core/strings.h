@@ -14,6 +14,8 @@ size_t editDistance(const std::string& a, const std::string& b);
 std::string nearest(const std::string& word, const std::vector<std::string>& candidates);
 
 std::vector<std::string> split(const std::string& text, char sep);
+// "a, b, c": the parts with `sep` between them.
+std::string join(const std::vector<std::string>& parts, const std::string& sep = ", ");
 
 // "1234567" -> "1,234,567"
 std::string withThousands(long long value);

@@ -12,6 +12,7 @@
 #include "trainer/app/commands.h"
 #include "trainer/engine/evaluator.h"
 #include "trainer/engine/run_dir.h"
+#include "trainer/engine/trainer.h"
 #include "trainer/module/state_dict.h"
 #include "trainer/spec/registry.h"
 
@@ -64,14 +65,7 @@ void printResult(const EvalResult& r, const std::string& checkpoint, const std::
   Table t({"", ""});
   t.row({"checkpoint", checkpoint}).row({"split", split}).row({"samples", withThousands(r.samples)});
   for (const auto& [name, v] : r.values) {
-    const MetricSpec* m = registry().metrics.find(name);
-    char buf[32];
-    if (m != nullptr && m->percent) {
-      std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * v);
-    } else {
-      std::snprintf(buf, sizeof buf, "%.4f", v);
-    }
-    t.row({name, buf});
+    t.row({name, metricValueText(name, v)});
   }
   std::cout << t.str() << "\n";
   if (r.classSamples.empty()) return;
@@ -99,9 +93,7 @@ int cmdEval(int argc, char** argv) {
   ModelHandle model;
   Task task;
   dist::agreeOnSetup(pg->comm(), [&] {
-    data::SourceSpec spec{cfg.data.paths, cfg.data.evalSplit, cfg.data.features, cfg.data.labels, 0};
-    if (cfg.model.options.has("num_classes")) spec.numClasses = cfg.model.options.get<int64_t>("num_classes");
-    split = std::make_unique<data::SplitSource>(spec);
+    split = std::make_unique<data::SplitSource>(sourceSpecFor(cfg, cfg.data.evalSplit));
     task = Task::resolve(cfg.task.loss, cfg.task.metrics);
     model = registry().models.get(cfg.model.name).make(cfg.model.options);
     // A forge checkpoint, or a state dict Python saved with torch.save(model.state_dict()).

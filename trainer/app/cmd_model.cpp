@@ -116,9 +116,7 @@ int cmdModel(int argc, char** argv) {
   }
   std::cout << t.str();
   if (!failed.empty()) {
-    std::string names;
-    for (const auto& f : failed) names += (names.empty() ? "" : ", ") + f;
-    throw Error(concat("outputs differ from Python's beyond atol ", atol, " + rtol ", rtol, " x |python|: ", names));
+    throw Error(concat("outputs differ from Python's beyond atol ", atol, " + rtol ", rtol, " x |python|: ", join(failed)));
   }
   std::cout << "all " << inputs.size() << " output(s) match Python's within atol " << atol << " + rtol " << rtol
             << " x |python|\n";

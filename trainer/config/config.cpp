@@ -40,12 +40,6 @@ std::string describe(const YAML::Node& n) {
   return "'" + n.Scalar() + "'";
 }
 
-std::string joined(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
-  return out;
-}
-
 // One scalar as the alternative T of OptionValue; YAML::BadConversion when it is not one.
 template <typename T>
 T scalarAs(const YAML::Node& v) {
@@ -142,7 +136,7 @@ class Section {
       if (!other.empty()) {
         msg += concat(" (it is a key of ", other, ": remove it, or drop it with --set ", dotted(key), "=~)");
       } else {
-        msg += hint.empty() ? concat(" (valid keys: ", joined(known), ")") : concat(" (did you mean '", hint, "'?)");
+        msg += hint.empty() ? concat(" (valid keys: ", join(known), ")") : concat(" (did you mean '", hint, "'?)");
       }
       fail(src_.where(dotted(key), kv.first.Mark()), msg);
     }
@@ -366,7 +360,7 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
     if (std::find(sections.begin(), sections.end(), key) != sections.end()) continue;
     std::string hint = nearest(key, sections);
     fail(src.where(key, kv.first.Mark()), concat("unknown key '", key, "'",
-                                                 hint.empty() ? concat(" (valid sections: ", joined(sections), ")")
+                                                 hint.empty() ? concat(" (valid sections: ", join(sections), ")")
                                                               : concat(" (did you mean '", hint, "'?)")));
   }
 

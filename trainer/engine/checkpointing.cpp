@@ -5,6 +5,7 @@
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "trainer/engine/trainer.h"
@@ -14,8 +15,6 @@ namespace forge::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 }  // namespace
 

@@ -8,6 +8,22 @@
 
 namespace forge::train {
 
+std::string metricValueText(const std::string& name, double value) {
+  const MetricSpec* m = registry().metrics.find(name);
+  char buf[32];
+  if (m != nullptr && m->percent) {
+    std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * value);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.4f", value);
+  }
+  return buf;
+}
+
+std::string metricLabel(const std::string& name) {
+  const MetricSpec* m = registry().metrics.find(name);
+  return m != nullptr && !m->label.empty() ? m->label : name;
+}
+
 Task Task::resolve(const std::string& loss, const std::vector<std::string>& metrics) {
   Task t;
   t.loss = &registry().losses.get(loss);

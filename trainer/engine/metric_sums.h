@@ -23,6 +23,11 @@ struct Task {
   std::vector<std::string> metricNames() const;
 };
 
+// A value of the named metric as people read it: "89.12%" for a percent metric, else
+// "0.3056" (the loss too); `label` is what the epoch line calls it ("acc").
+std::string metricValueText(const std::string& name, double value);
+std::string metricLabel(const std::string& name);
+
 class MetricSums {
  public:
   MetricSums(const Task& task, c10::Device device);

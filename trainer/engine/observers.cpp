@@ -94,30 +94,11 @@ class PreemptionWatch : public LoopObserver {
   at::Tensor flag_;
 };
 
-// "acc 80.87%" / "mae 0.1234": a metric as the epoch line shows it.
-std::string metricText(const std::string& name, double v) {
-  const MetricSpec* m = registry().metrics.find(name);
-  char buf[64];
-  if (m != nullptr && m->percent) {
-    std::snprintf(buf, sizeof buf, "%s %.2f%%", m->label.c_str(), 100.0 * v);
-  } else {
-    std::snprintf(buf, sizeof buf, "%s %.4f", m != nullptr && !m->label.empty() ? m->label.c_str() : name.c_str(), v);
-  }
-  return buf;
-}
-
+// "loss 0.4154 acc 84.94%": values as the epoch line shows them.
 std::string valuesText(const std::vector<std::pair<std::string, double>>& values) {
-  std::string out;
-  for (const auto& [k, v] : values) {
-    if (k == "loss") {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "loss %.4f", v);
-      out += (out.empty() ? "" : " ") + std::string(buf);
-    } else {
-      out += (out.empty() ? "" : " ") + metricText(k, v);
-    }
-  }
-  return out;
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : values) parts.push_back(metricLabel(k) + " " + metricValueText(k, v));
+  return join(parts, " ");
 }
 
 class ProgressObserver : public LoopObserver {

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "checkpoint/python_state_dict.h"
@@ -20,8 +21,6 @@ namespace forge::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 bool hasBatchNorm(const torch::nn::Module& m) {
   for (const auto& sub : m.modules()) {
@@ -71,13 +70,15 @@ Trainer::~Trainer() = default;
 
 // The splits, and before any training whether their samples are what the model takes (the
 // probe would also fail, but this names the data and the config key).
+data::SourceSpec sourceSpecFor(const Config& cfg, const std::string& split) {
+  data::SourceSpec spec{cfg.data.paths, split, cfg.data.features, cfg.data.labels, 0};
+  if (cfg.model.options.has("num_classes")) spec.numClasses = cfg.model.options.get<int64_t>("num_classes");
+  return spec;
+}
+
 void Trainer::openData() {
-  data::SourceSpec spec{cfg_.data.paths, cfg_.data.trainSplit, cfg_.data.features, cfg_.data.labels, 0};
-  // A model that declares num_classes gets its labels checked against it when the files open.
-  if (cfg_.model.options.has("num_classes")) spec.numClasses = cfg_.model.options.get<int64_t>("num_classes");
-  train_ = std::make_unique<data::SplitSource>(spec);
-  spec.split = cfg_.data.evalSplit;
-  eval_ = std::make_unique<data::SplitSource>(spec);
+  train_ = std::make_unique<data::SplitSource>(sourceSpecFor(cfg_, cfg_.data.trainSplit));
+  eval_ = std::make_unique<data::SplitSource>(sourceSpecFor(cfg_, cfg_.data.evalSplit));
   const auto& shape = train_->sampleShape();
   if (eval_->sampleShape() != shape || eval_->featureType() != train_->featureType()) {
     throw DataError(concat("data ", eval_->name(), ": samples are ", at::toString(eval_->featureType()), " ",
@@ -86,8 +87,8 @@ void Trainer::openData() {
   }
 }
 
-// The model from the registry (or the caller), identical on every rank, checked against
-// the nn.Module rules on a real batch before it moves to its device.
+// The model from the registry (or the caller), identical on every rank, moved to its device
+// and checked there against the nn.Module rules on a real batch.
 void Trainer::buildModel(std::optional<ModelHandle> model) {
   torch::manual_seed(cfg_.run.seed);  // identical initial weights on every rank
   if (model) {

@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/table.h"
@@ -19,8 +20,6 @@ namespace forge::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string hex16(uint64_t v) {
   char buf[32];
@@ -113,10 +112,7 @@ TrainSummary Trainer::summarize(Clock::time_point start) {
   std::string final;
   for (const auto& [name, v] : s.finalEval.values) {
     if (name == "loss") continue;
-    char buf[64];
-    std::snprintf(buf, sizeof buf, isPercent(name) ? "%s %.2f%%" : "%s %.4f", name.c_str(),
-                  isPercent(name) ? 100.0 * v : v);
-    final += concat(final.empty() ? "" : ", ", buf);
+    final += concat(final.empty() ? "" : ", ", name, " ", metricValueText(name, v));
   }
   char loss[32];
   std::snprintf(loss, sizeof loss, "%.4f", s.finalEval.loss());

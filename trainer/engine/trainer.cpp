@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "trainer/module/rules.h"
@@ -14,8 +15,6 @@ namespace forge::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // Dropout and other random layers draw from a per-rank stream: ranks must not drop the
 // same units, and the stream must be reproducible from (seed, rank).
@@ -152,10 +151,8 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
   // Parameters without any gradient were already named by the synchronizer.
   auto unchanged = checkFirstStep(*model_.module, before, {});
   if (!unchanged.empty()) {
-    std::string names;
-    for (const auto& n : unchanged) names += (names.empty() ? "" : ", ") + n;
     log::info("train", "note: unchanged by the first step (gradient below float precision, e.g. a bias followed "
-              "by BatchNorm): ", names);
+              "by BatchNorm): ", join(unchanged));
   }
   checkedFirstStep_ = true;
 }

@@ -49,6 +49,10 @@ struct TrainSummary {
   int64_t epochsThisSession = 0;
 };
 
+// The split `split` of the config's data; a model that declares num_classes gets its labels
+// checked against it when the files open.
+data::SourceSpec sourceSpecFor(const Config& cfg, const std::string& split);
+
 class Trainer {
  public:
   // Setup: loads and validates the data, builds the model (the config's model.name, or

@@ -14,12 +14,6 @@
 namespace forge::train {
 namespace {
 
-std::string joined(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
-  return out;
-}
-
 // "AddmmBackward0" -> "addmm": the forward operation an autograd node belongs to.
 std::string opOf(const std::string& node) {
   std::string op = node.substr(0, node.find("Backward"));
@@ -125,7 +119,7 @@ std::vector<std::string> checkFirstStep(const torch::nn::Module& model,
                                         const std::vector<std::string>& withoutGradient) {
   if (!withoutGradient.empty()) {
     throw ConfigError(concat("these trainable parameters got no gradient and did not change in the first step: ",
-                             joined(withoutGradient), " (is the layer used in forward, and does its output reach the loss?)"));
+                             join(withoutGradient), " (is the layer used in forward, and does its output reach the loss?)"));
   }
   auto now = model.named_parameters();
   std::vector<std::string> unchanged;

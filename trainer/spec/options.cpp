@@ -122,9 +122,9 @@ std::function<std::string(const std::string&)> oneOf(std::vector<std::string> ch
     for (const auto& c : choices) {
       if (c == v) return std::string();
     }
-    std::string hint = nearest(v, choices), all;
-    for (const auto& c : choices) all += (all.empty() ? "" : ", ") + c;
-    return concat("'", v, "' is not ", what, " (", hint.empty() ? "use " + all : "did you mean '" + hint + "'?", ")");
+    std::string hint = nearest(v, choices);
+    return concat("'", v, "' is not ", what, " (", hint.empty() ? "use " + join(choices) : "did you mean '" + hint + "'?",
+                  ")");
   };
 }
 

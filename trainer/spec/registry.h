@@ -64,10 +64,9 @@ const Spec* Registry<Spec>::find(const std::string& name) const {
 template <typename Spec>
 const Spec& Registry<Spec>::get(const std::string& name) const {
   if (const Spec* s = find(name)) return *s;
-  std::string hint = nearest(name, names()), all;
-  for (const auto& n : names()) all += (all.empty() ? "" : ", ") + n;
+  std::string hint = nearest(name, names());
   throw ConfigError(concat("'", name, "' is not a registered ", kind_, " (",
-                           hint.empty() ? "registered: " + all : "did you mean '" + hint + "'?", ")"));
+                           hint.empty() ? "registered: " + join(names()) : "did you mean '" + hint + "'?", ")"));
 }
 
 template <typename Spec>
@@ -86,12 +85,12 @@ struct Registries {
 
   // ConfigError listing every registration that failed.
   void check() const {
-    std::string all;
+    std::vector<std::string> all;
     for (const auto* errors : {&models.errors(), &losses.errors(), &metrics.errors(), &optimizers.errors(),
                                &schedules.errors()}) {
-      for (const auto& e : *errors) all += (all.empty() ? "" : "; ") + e;
+      all.insert(all.end(), errors->begin(), errors->end());
     }
-    if (!all.empty()) throw ConfigError(all);
+    if (!all.empty()) throw ConfigError(join(all, "; "));
   }
 };
 
