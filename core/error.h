@@ -50,6 +50,14 @@ class CommTimeout : public CommError {
   using CommError::CommError;
 };
 
+// Training produced non-finite values (a NaN or infinite loss, or weights): the run stops
+// before anything computed from them is saved or evaluated.
+class Diverged : public Error {
+ public:
+  using Error::Error;
+  int exitCode() const override { return 5; }
+};
+
 // Not a failure: the run saved a checkpoint on a preemption signal and stops so that the
 // scheduler can requeue it. Exit code 75 (EX_TEMPFAIL) means "saved, please requeue".
 inline constexpr int kExitRequeue = 75;

@@ -1,11 +1,6 @@
 #include "distributed/communicator.h"
 
 namespace forge::dist {
-namespace {
-Clock::time_point deadlineAfter(std::chrono::duration<double> t) {
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(t);
-}
-}  // namespace
 
 void Communicator::allReduce(const at::Tensor& tensor, ReduceOp op) {
   allReduceAsync(tensor, op)->wait(deadlineAfter(timeout_));

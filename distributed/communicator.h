@@ -31,6 +31,14 @@ class Work {
   virtual Clock::time_point startedAt() const = 0;
 };
 
+// `from` + `timeout`, saturating: a timeout of kNoDeadlineSeconds or more (distributed.timeout_s:
+// 1e10) means no deadline instead of a sum that overflows into the past.
+inline constexpr double kNoDeadlineSeconds = 1e9;
+inline Clock::time_point deadlineAfter(std::chrono::duration<double> timeout, Clock::time_point from = Clock::now()) {
+  if (!(timeout.count() < kNoDeadlineSeconds)) return Clock::time_point::max();
+  return from + std::chrono::duration_cast<Clock::duration>(timeout);
+}
+
 class Communicator {
  public:
   explicit Communicator(std::chrono::duration<double> timeout) : timeout_(timeout) {}

@@ -277,7 +277,7 @@ void GradientSynchronizer::beforeForward() {
   Impl& m = *impl_;
   if (!m.bufferWork) return;
   auto start = Clock::now();
-  m.bufferWork->wait(start + std::chrono::duration_cast<Clock::duration>(m.comm.timeout()));
+  m.bufferWork->wait(deadlineAfter(m.comm.timeout(), start));
   m.bufferWork.reset();
   commWaitSeconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   if (m.comm.rank() == 0) return;
@@ -348,7 +348,7 @@ void GradientSynchronizer::finishBackward() {
   FORGE_CHECK(m.nextToLaunch == m.buckets.size(), "not every bucket was launched");
 
   auto start = Clock::now();
-  auto deadline = start + std::chrono::duration_cast<Clock::duration>(m.comm.timeout());
+  auto deadline = deadlineAfter(m.comm.timeout(), start);
   timeline_.bucketStarted.clear();
   for (auto& b : m.buckets) {
     b.work->wait(deadline);

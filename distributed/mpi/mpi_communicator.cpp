@@ -128,7 +128,9 @@ class MpiWork final : public Work {
 
   void wait(Clock::time_point deadline) override {
     std::unique_lock<std::mutex> lock(engine_->mutex);
-    if (!engine_->cv.wait_until(lock, deadline, [&] { return op_->done; })) {
+    if (deadline == Clock::time_point::max()) {  // no deadline (distributed.timeout_s >= 1e9)
+      engine_->cv.wait(lock, [&] { return op_->done; });
+    } else if (!engine_->cv.wait_until(lock, deadline, [&] { return op_->done; })) {
       double waited = std::chrono::duration<double>(Clock::now() - op_->submitted).count();
       char secs[32];
       std::snprintf(secs, sizeof secs, "%.1f", waited);

@@ -289,7 +289,7 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, c10::Device device, 
   bootstrap.broadcast(idBytes, 0);
   std::memcpy(&id, idBytes.data_ptr(), sizeof id);
 
-  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  auto deadline = deadlineAfter(timeout);
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;  // every call returns at once; we poll against our own deadline
   std::lock_guard<std::mutex> lock(s.mutex);
@@ -333,7 +333,7 @@ std::unique_ptr<Work> NcclCommunicator::enqueue(const char* op, std::vector<at::
   if (r == ncclInProgress) {
     // The non-blocking communicator is still enqueueing (microseconds); the lock stays held,
     // so no other call reaches the communicator or its stream until it is done.
-    s.settleLocked(op, Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout()), __FILE__, __LINE__);
+    s.settleLocked(op, deadlineAfter(timeout()), __FILE__, __LINE__);
   }
   FORGE_CUDA_CHECK(rank_, cudaEventRecord(work->doneEvent(), comm));
   return work;

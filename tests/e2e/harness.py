@@ -66,7 +66,7 @@ class Harness:
 
 def small_config(h, name, data, run_dir, epochs=2, features=16, classes=4, extra=""):
     """A small MLP config over a synthetic file."""
-    return h.write(name, f"""\
+    return h.write(name, textwrap.dedent(f"""\
         run:
           dir: {run_dir}
           seed: 5
@@ -90,7 +90,7 @@ def small_config(h, name, data, run_dir, epochs=2, features=16, classes=4, extra
           keep_last: 5
         distributed:
           timeout_s: 60
-        """ + textwrap.dedent(extra))
+        """) + textwrap.dedent(extra))
 
 
 def final_accuracy(stdout):

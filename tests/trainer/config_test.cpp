@@ -129,8 +129,37 @@ TEST(Config, OutOfRangeValuesAreRejectedWithTheirLine) {
             std::string::npos);
   EXPECT_NE(errorOf("data:\n  path: x.h5\nmodel:\n  name: mpl\n").find("test.yaml:4: model.name 'mpl' is not a registered model (did you mean 'mlp'?)"),
             std::string::npos);
-  EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  timeout_s: -1\n").find("distributed.timeout_s must be positive"),
+  EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  timeout_s: -1\n").find("distributed.timeout_s must be at least 1 second"),
             std::string::npos);
+}
+
+TEST(Config, YamlThatWouldBeReadOtherwiseThanWrittenIsRefused) {
+  // yaml-cpp answers a lookup with the first of two equal keys, and Load() with the first
+  // document: each would drop what the user wrote without a word.
+  EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  lr: 0.1\n  lr: 0.2\n").find("test.yaml:5: 'optimizer.lr' appears twice"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\ndata:\n  batch_size: 4\n").find("test.yaml:3: 'data' appears twice"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\n---\nrun:\n  epochs: 2\n").find("holds 2 YAML documents"), std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\n  ? [a, b]\n  : 1\n").find("a key in 'data' is a list, not a name"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\n", {"data.normalize.mean=[0.1] 0.2"}).find("more than one YAML value"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\n", {"data.normalize.mean=[0.1]*784"}).find("value is not valid YAML"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\n", {"model={a: 1, a: 2}"}).find("--set model: 'model.a' appears twice"),
+            std::string::npos);
+}
+
+TEST(Config, ValuesThatOverflowWhereTheyGoAreRefused) {
+  EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  weight_decay: 1e300\n").find("within float32's range"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  first_bucket_cap_mb: 1e-300\n").find("must be between 1 byte"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  bucket_cap_mb: 1e30\n").find("must be between 1 byte"),
+            std::string::npos);
+  // Large deadlines are "no deadline", not an overflow into the past.
+  EXPECT_EQ(errorOf("data:\n  path: x.h5\ndistributed:\n  timeout_s: 1e10\n"), "");
 }
 
 TEST(Config, AnOptimizersKeysBelongToItAlone) {

@@ -25,8 +25,9 @@ std::string mainHelp() {
   text +=
       "\n`forge <command> --help` describes a command's options.\n"
       "Exit codes: 0 done, 1 internal error, 2 bad config / data / usage, 3 communication\n"
-      "failure or timeout, 4 checkpoint error, 75 preempted (SIGUSR1 / SIGTERM): saved, please\n"
-      "requeue and resume with --resume auto.\n";
+      "failure or timeout, 4 checkpoint error, 5 training diverged (NaN / Inf loss or weights),\n"
+      "75 preempted (SIGUSR1 / SIGTERM / Ctrl-C): saved, please requeue and resume with\n"
+      "--resume auto; 130 a second Ctrl-C (quit without saving).\n";
   return text;
 }
 

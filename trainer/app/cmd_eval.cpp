@@ -13,6 +13,7 @@
 #include "trainer/engine/evaluator.h"
 #include "trainer/engine/run_dir.h"
 #include "trainer/engine/trainer.h"
+#include "trainer/module/build.h"
 #include "trainer/module/state_dict.h"
 #include "trainer/spec/registry.h"
 
@@ -95,7 +96,7 @@ int cmdEval(int argc, char** argv) {
   dist::agreeOnSetup(pg->comm(), [&] {
     split = std::make_unique<data::SplitSource>(sourceSpecFor(cfg, cfg.data.evalSplit));
     task = Task::resolve(cfg.task.loss, cfg.task.metrics);
-    model = registry().models.get(cfg.model.name).make(cfg.model.options);
+    model = buildRegisteredModel(registry().models.get(cfg.model.name), cfg.model.options, 1);
     // A forge checkpoint, or a state dict Python saved with torch.save(model.state_dict()).
     loadModelStateDict(*model.module, ckpt::loadModelState(a.one("checkpoint")), a.one("checkpoint"));
     model.module->to(pg->device());

@@ -10,6 +10,7 @@
 #include "core/strings.h"
 #include "core/table.h"
 #include "trainer/app/commands.h"
+#include "trainer/module/build.h"
 #include "trainer/module/state_dict.h"
 #include "trainer/spec/registry.h"
 
@@ -66,7 +67,7 @@ int cmdModel(int argc, char** argv) {
   if (atol < 0 || rtol < 0) usage("--atol and --rtol must not be negative", kModelHelp);
 
   torch::manual_seed(cfg.run.seed);
-  ModelHandle model = registry().models.get(cfg.model.name).make(cfg.model.options);
+  ModelHandle model = buildRegisteredModel(registry().models.get(cfg.model.name), cfg.model.options, 1);
   const std::string sd = a.one("state-dict");
   loadModelStateDict(*model.module, ckpt::loadModelState(sd), sd);
   int64_t tensors = 0, elements = 0;

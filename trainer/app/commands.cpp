@@ -32,7 +32,12 @@ const std::vector<Command>& commands() {
        "                         load a Python state dict strictly into the configured\n"
        "                         model and compare its outputs with Python's",
        cmdModel},
-      {"config", "config keys [--markdown]\n                         every config key: type, default, help", cmdConfig},
+      {"config",
+       "config keys [--markdown]\n"
+       "                         every config key: type, default, help\n"
+       "  config check CONFIG.yaml [--set key=value ...]\n"
+       "                         check a config without training (keys, values, model size)",
+       cmdConfig},
       {"plot",
        "plot RUN_DIR... [--out FILE.png] [--title TEXT] [--size WxH]\n"
        "                         loss, metric, learning rate and throughput curves of\n"

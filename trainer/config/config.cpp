@@ -3,11 +3,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/strings.h"
@@ -49,8 +50,10 @@ T scalarAs(const YAML::Node& v) {
     return v.as<int64_t>();
   } else if constexpr (std::is_same_v<T, double>) {
     double d = v.as<double>();
-    // A non-finite hyper-parameter trains on garbage: refused where it is written.
-    if (!std::isfinite(d)) throw std::domain_error("not finite");
+    // A non-finite hyper-parameter trains on garbage: refused where it is written. So is one
+    // beyond float32's range: the tensors it reaches are float32, and it would become inf
+    // there (weight_decay: 1e300).
+    if (!std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max()) throw std::domain_error("not finite");
     return d;
   } else {
     return v.as<T>();
@@ -87,7 +90,8 @@ OptionValue readValue(const YAML::Node& v, const OptionDecl& d, const std::strin
         },
         d.defaultValue);
   } catch (const std::domain_error&) {
-    fail(src.where(dotted, v.Mark()), concat(dotted, " must be a finite number, got ", describe(v)));
+    fail(src.where(dotted, v.Mark()), concat(dotted, " must be a finite number within float32's range (|x| <= 3.4e38), got ",
+                                             describe(v)));
   } catch (const YAML::Exception&) {
     std::string type = optionTypeName(d.defaultValue.index());
     if (d.defaultValue.index() == 1 && dotted == "run.seed") type = "a non-negative integer";
@@ -162,6 +166,33 @@ class Section {
   const Source& src_;
 };
 
+// Every map key in `node` (at any depth) is a plain name that appears once. yaml-cpp keeps
+// duplicate keys and answers lookups with the first, so a second `lr:` or a second `data:`
+// section would be dropped without a word; a key that is a list or a map ("? [a, b]") is
+// no name a config can mean. `where(mark)` says where a key is.
+void rejectAmbiguousKeys(const YAML::Node& node, const std::function<std::string(const YAML::Mark&)>& where,
+                         const std::string& path = "") {
+  if (node.IsSequence()) {
+    for (const auto& e : node) rejectAmbiguousKeys(e, where, path);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::set<std::string> seen;
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) {
+      fail(where(kv.first.Mark()), concat("a key ", path.empty() ? "at the top level" : concat("in '", path, "'"),
+                                         " is ", describe(kv.first), ", not a name"));
+    }
+    const std::string key = kv.first.Scalar();
+    const std::string dotted = path.empty() ? key : path + "." + key;
+    if (!seen.insert(key).second) {
+      fail(where(kv.first.Mark()), concat("'", dotted, "' appears twice", path.empty() ? " (one section per name: "
+                                          "merge the two)" : " (forge would read only one of them: keep one)"));
+    }
+    rejectAmbiguousKeys(kv.second, where, dotted);
+  }
+}
+
 void applyOverride(YAML::Node& root, const std::string& assignment, Source& src) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
@@ -175,10 +206,18 @@ void applyOverride(YAML::Node& root, const std::string& assignment, Source& src)
   }
   YAML::Node parsed;
   try {
-    parsed = YAML::Load(value);
+    // All of the value, not its first document: YAML::Load stops there, and "[0.1]*784"
+    // would become [0.1].
+    std::vector<YAML::Node> docs = YAML::LoadAll(value);
+    if (docs.size() > 1) {
+      throw ConfigError(concat("config error in --set ", assignment, ": the value is more than one YAML value (",
+                               "quote it to make it one string, or write a list as [a, b, c])"));
+    }
+    if (!docs.empty()) parsed = docs.front();
   } catch (const YAML::Exception& e) {
     throw ConfigError(concat("config error in --set ", assignment, ": value is not valid YAML: ", e.msg));
   }
+  rejectAmbiguousKeys(parsed, [&](const YAML::Mark&) { return concat("--set ", key); }, key);
   YAML::Node cur = root;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     if (!cur[parts[i]] || !cur[parts[i]].IsMap()) cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
@@ -313,6 +352,34 @@ void crossCheck(const YAML::Node& root, const Source& src, const Config& c) {
   }
 }
 
+// The checked root map: overrides, then every section.
+Config parseRoot(YAML::Node root, Source& src, const std::vector<std::string>& overrides) {
+  for (const auto& o : overrides) applyOverride(root, o, src);
+
+  // Unknown sections first: a typo there would hide every key below it.
+  const auto& sections = sectionNames();
+  for (const auto& kv : root) {
+    if (!kv.first.IsScalar()) fail(src.where("", kv.first.Mark()), "a top-level key is not a name");
+    std::string key = kv.first.as<std::string>();
+    if (std::find(sections.begin(), sections.end(), key) != sections.end()) continue;
+    std::string hint = nearest(key, sections);
+    fail(src.where(key, kv.first.Mark()), concat("unknown key '", key, "'",
+                                                 hint.empty() ? concat(" (valid sections: ", join(sections), ")")
+                                                              : concat(" (did you mean '", hint, "'?)")));
+  }
+
+  Config c;
+  c.sourcePath = src.file;
+  c.overrides = overrides;
+  for (const auto& s : sections) readSection(root, s, src, c);
+  crossCheck(root, src, c);
+
+  YAML::Emitter out;
+  out << root;
+  c.resolved = std::string(out.c_str()) + "\n";
+  return c;
+}
+
 }  // namespace
 
 std::vector<KeyHelp> configKeys() {
@@ -344,44 +411,51 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   Source src{sourceName, {}};
   YAML::Node root;
   try {
-    root = YAML::Load(yamlText);
-  } catch (const YAML::ParserException& e) {
+    std::vector<YAML::Node> docs = YAML::LoadAll(yamlText);
+    if (docs.size() > 1) {
+      fail(src.where("", docs[1].Mark()), concat("the file holds ", docs.size(), " YAML documents; a config is one ",
+                                                 "(remove the '---' that starts the second)"));
+    }
+    if (!docs.empty()) root = docs.front();
+  } catch (const YAML::Exception& e) {
     throw ConfigError(concat("config error in ", sourceName, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
   }
-  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw ConfigError(concat("config error in ", sourceName, ": the top level must be a map of sections"));
-  for (const auto& o : overrides) applyOverride(root, o, src);
-
-  // Unknown sections first: a typo there would hide every key below it.
-  const auto& sections = sectionNames();
-  for (const auto& kv : root) {
-    if (!kv.first.IsScalar()) fail(src.where("", kv.first.Mark()), "a top-level key is not a name");
-    std::string key = kv.first.as<std::string>();
-    if (std::find(sections.begin(), sections.end(), key) != sections.end()) continue;
-    std::string hint = nearest(key, sections);
-    fail(src.where(key, kv.first.Mark()), concat("unknown key '", key, "'",
-                                                 hint.empty() ? concat(" (valid sections: ", join(sections), ")")
-                                                              : concat(" (did you mean '", hint, "'?)")));
+  rejectAmbiguousKeys(root, [&](const YAML::Mark& m) { return src.where("", m); });
+  try {
+    return parseRoot(root, src, overrides);
+  } catch (const YAML::Exception& e) {
+    // Whatever shape of YAML got past the checks: a config error at its line, never a crash.
+    throw ConfigError(concat("config error in ", src.where("", e.mark), ": ", e.msg));
   }
-
-  Config c;
-  c.sourcePath = sourceName;
-  c.overrides = overrides;
-  for (const auto& s : sections) readSection(root, s, src, c);
-  crossCheck(root, src, c);
-
-  YAML::Emitter out;
-  out << root;
-  c.resolved = std::string(out.c_str()) + "\n";
-  return c;
 }
 
 Config loadConfig(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(concat("config error: cannot read config file '", path, "' (no such file or not readable)"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return parseConfig(text.str(), path, overrides);
+  // A config is a small text file: /dev/zero, a FIFO or a data file given by mistake is
+  // refused by its kind and size, not read until memory runs out.
+  constexpr std::uintmax_t kMaxBytes = 1 << 20;
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    throw ConfigError(concat("config error: cannot read config file '", path, "' (no such file or not readable)"));
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    throw ConfigError(concat("config error: '", path, "' is not a regular file (a config is a YAML file)"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(concat("config error: cannot read config file '", path, "' (not readable)"));
+  std::string text(kMaxBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxBytes) {
+    throw ConfigError(concat("config error: '", path, "' is larger than 1 MiB; a config is a short YAML file (was ",
+                             "a data file or a checkpoint given in its place?)"));
+  }
+  if (text.find('\0') != std::string::npos) {
+    throw ConfigError(concat("config error: '", path, "' holds NUL bytes: it is not a YAML text file"));
+  }
+  return parseConfig(text, path, overrides);
 }
 
 }  // namespace forge::train

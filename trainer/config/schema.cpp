@@ -1,5 +1,8 @@
 #include "trainer/config/schema.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "core/error.h"
 #include "core/strings.h"
 
@@ -30,6 +33,15 @@ Check<int64_t> zeroOrPositive(const char* zeroMeans) {
   };
 }
 
+// A size in MiB that becomes a byte count: at least one byte, at most 1 TiB (1e300 would
+// overflow the conversion, 1e-300 would become 0 bytes).
+Check<double> mebibytes() {
+  return [](const double& v) {
+    return v >= 1.0 / (1 << 20) && v <= double(1 << 20) ? std::string()
+                                                        : concat("must be between 1 byte (9.5e-07) and 1 TiB (1048576) in MiB, got ", v);
+  };
+}
+
 using S = std::string;
 using VS = std::vector<std::string>;
 using VD = std::vector<double>;
@@ -44,7 +56,13 @@ void declareRun(std::vector<Field>& f) {
                              atLeast(1)));
   f.push_back(field<int64_t>("run", "threads", [](Config& c) -> int64_t& { return c.run.threads; },
                              "intra-op threads per rank; 0 = the node's cores / its ranks",
-                             [](const int64_t& v) { return v >= 0 ? S() : S("must be 0 (automatic) or a positive count"); }));
+                             [](const int64_t& v) {
+                               // More threads than cores only slows a rank down; tens of thousands
+                               // fail to start at all.
+                               const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+                               if (v < 0) return S("must be 0 (automatic) or a positive count");
+                               return v <= cores ? S() : concat("must be at most this node's ", cores, " cores, got ", v);
+                             }));
   f.push_back(field<S>("run", "device", [](Config& c) -> S& { return c.run.device; },
                        "auto (a GPU per rank when there are enough, else the CPU) | cpu | cuda",
                        oneOf({"auto", "cpu", "cuda"}, "a device")));
@@ -87,7 +105,7 @@ void declareData(std::vector<Field>& f) {
   f.push_back(field<int64_t>("data", "prefetch", [](Config& c) -> int64_t& { return c.data.prefetch; },
                              "batches built ahead of training, at least (the loader keeps about 8 MiB of them, up to 16)", atLeast(1)));
   f.push_back(field<double>("data", "buffer_mb", [](Config& c) -> double& { return c.data.bufferMb; },
-                            "read buffer per rank in MiB: two shuffle windows of half this each", positive()));
+                            "read buffer per rank in MiB: two shuffle windows of half this each", mebibytes()));
   f.push_back(field<S>("data", "non_finite", [](Config& c) -> S& { return c.data.nonFinite; },
                        "NaN / Inf in a feature: error (stops the run naming the sample) | skip (left out and counted)", oneOf({"error", "skip"}, "a policy")));
   f.push_back(field<double>("data.normalize", "scale", [](Config& c) -> double& { return c.data.normalize.scale; },
@@ -135,12 +153,15 @@ void declareRunControl(std::vector<Field>& f) {
   f.push_back(field<S>("distributed", "backend", [](Config& c) -> S& { return c.distributed.backend; },
                        "auto (nccl on CUDA, mpi on the CPU) | mpi | nccl", oneOf({"auto", "mpi", "nccl"}, "a backend")));
   f.push_back(field<double>("distributed", "timeout_s", [](Config& c) -> double& { return c.distributed.timeoutS; },
-                            "seconds: the deadline of every collective; a stuck peer becomes an error naming the operation", positive()));
+                            "seconds: the deadline of every collective; a stuck peer becomes an error naming the operation; 1e9 or more: no deadline",
+                            [](const double& v) {
+                              return v >= 1 ? S() : concat("must be at least 1 second (1e9 or more: no deadline), got ", v);
+                            }));
   f.push_back(field<double>("distributed", "bucket_cap_mb", [](Config& c) -> double& { return c.distributed.bucketCapMb; },
-                            "gradient bucket size cap in MiB", positive()));
+                            "gradient bucket size cap in MiB", mebibytes()));
   f.push_back(field<double>("distributed", "first_bucket_cap_mb",
                             [](Config& c) -> double& { return c.distributed.firstBucketCapMb; },
-                            "the first bucket's cap in MiB: smaller, so communication starts early", positive()));
+                            "the first bucket's cap in MiB: smaller, so communication starts early", mebibytes()));
   f.push_back(field<bool>("distributed", "rebuild_buckets", [](Config& c) -> bool& { return c.distributed.rebuildBuckets; },
                           "rebuild buckets once, from the first backward's gradient order"));
   f.push_back(field<bool>("distributed", "overlap", [](Config& c) -> bool& { return c.distributed.overlap; },
@@ -156,7 +177,9 @@ void declareRunControl(std::vector<Field>& f) {
                        oneOf({"auto", "bar", "lines", "off"}, "a progress mode")));
   f.push_back(field<double>("log", "every_s", [](Config& c) -> double& { return c.log.everyS; },
                             "lines mode: seconds between progress lines",
-                            [](const double& v) { return v > 0 ? S() : S("must be positive (seconds between progress lines)"); }));
+                            [](const double& v) {
+                              return v > 0 && v <= 1e9 ? S() : S("must be positive and at most 1e9 (seconds between progress lines)");
+                            }));
   f.push_back(field<int64_t>("log", "every_steps", [](Config& c) -> int64_t& { return c.log.everySteps; },
                              "a step record in the metrics files every N steps", zeroOrPositive("off")));
   f.push_back(field<bool>("log", "tensorboard", [](Config& c) -> bool& { return c.log.tensorboard; },

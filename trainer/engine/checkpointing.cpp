@@ -57,6 +57,7 @@ std::string Trainer::saveCheckpoint(bool isBest) {
     Clock::time_point t0 = Clock::now();
     ~Timed() { total += secondsSince(t0); }
   } timed{checkpointSeconds_};
+  ensureFinite("saving a checkpoint");  // a diverged state never replaces a good checkpoint
   at::Tensor mine = currentRngState();
   at::Tensor all = at::empty({mine.numel() * world_.size}, at::kByte);
   comm_.allGather(mine, all);

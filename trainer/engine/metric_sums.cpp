@@ -1,5 +1,7 @@
 #include "trainer/engine/metric_sums.h"
 
+#include <cmath>
+
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -80,6 +82,8 @@ std::vector<std::pair<std::string, double>> MetricSums::values(const std::vector
   }
   return out;
 }
+
+bool MetricSums::lossFinite() const { return std::isfinite(lossSum_.item<double>()); }
 
 std::vector<double> MetricSums::localTotals() const {
   std::vector<at::Tensor> parts{lossSum_.reshape({1})};

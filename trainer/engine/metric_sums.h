@@ -35,6 +35,9 @@ class MetricSums {
   // Adds one batch: `lossValue` is the batch's mean loss, `output` the model's output (fp32).
   void add(const at::Tensor& lossValue, const at::Tensor& output, const data::Batch& batch);
   double samples() const { return samples_; }
+  // Whether this rank's loss sum is finite (a NaN or Inf batch loss makes it so for good).
+  // Reads the device.
+  bool lossFinite() const;
 
   // This rank's values so far: ("loss", mean), then each metric by name. Reads the device.
   std::vector<std::pair<std::string, double>> local() const;

@@ -64,7 +64,7 @@ class PreemptionWatch : public LoopObserver {
 
   void afterTraining() override {
     if (!work_) return;
-    work_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
+    work_->wait(dist::deadlineAfter(comm_.timeout()));
     work_.reset();
   }
 
@@ -73,17 +73,20 @@ class PreemptionWatch : public LoopObserver {
   // keeps the collective off most steps. Every rank reads the same result at the same step.
   static constexpr int64_t kEverySteps = 8;
 
+  // The same collective carries a second flag: this rank's loss of the epoch so far is not
+  // finite. A diverged run then stops within 2 x kEverySteps steps on every rank alike.
   bool agreed(int64_t globalStep) {
     if (globalStep % kEverySteps != 0) return false;
     bool stop = false;
     if (work_) {
-      work_->wait(Clock::now() + std::chrono::duration_cast<Clock::duration>(comm_.timeout()));
+      work_->wait(dist::deadlineAfter(comm_.timeout()));
       work_.reset();
-      stop = flag_.item<int>() > 0;
+      if (flags_[1].item<int>() > 0) throw trainer_.divergedError("the training loss became NaN or Inf");
+      stop = flags_[0].item<int>() > 0;
     }
     if (!stop) {
-      flag_ = at::full({1}, preemptionRequested() ? 1 : 0, at::kInt);
-      work_ = comm_.allReduceAsync(flag_, dist::ReduceOp::kMax);
+      flags_ = at::tensor({preemptionRequested() ? 1 : 0, trainer_.epochLossFinite() ? 0 : 1}, at::kInt);
+      work_ = comm_.allReduceAsync(flags_, dist::ReduceOp::kMax);
     }
     return stop;
   }
@@ -91,7 +94,7 @@ class PreemptionWatch : public LoopObserver {
   Trainer& trainer_;
   dist::Communicator& comm_;
   std::unique_ptr<dist::Work> work_;
-  at::Tensor flag_;
+  at::Tensor flags_;  // preemption requested, loss not finite
 };
 
 // "loss 0.4154 acc 84.94%": values as the epoch line shows them.

@@ -1,12 +1,32 @@
 #include "trainer/engine/preemption.h"
 
+#include <unistd.h>
+
 #include <csignal>
+#include <cstring>
 
 namespace forge::train {
 namespace {
 volatile std::sig_atomic_t g_signal = 0;
 
-extern "C" void onPreemptionSignal(int sig) { g_signal = sig; }
+void say(const char* text) {
+  ssize_t ignored = ::write(STDERR_FILENO, text, std::strlen(text));
+  (void)ignored;
+}
+
+// Async-signal-safe: a flag, and for Ctrl-C a line that says what happens next. A second
+// Ctrl-C is "quit now": the process ends at once with the shell's code for SIGINT, 130.
+extern "C" void onPreemptionSignal(int sig) {
+  if (sig == SIGINT) {
+    if (g_signal == SIGINT) {
+      say("\nforge: second interrupt: quitting now without saving\n");
+      ::_exit(128 + SIGINT);
+    }
+    say("\nforge: interrupt: saving a checkpoint at the next step boundary, then exiting (Ctrl-C again quits "
+        "at once without saving)\n");
+  }
+  g_signal = sig;
+}
 }  // namespace
 
 void installPreemptionHandlers() {
@@ -16,6 +36,7 @@ void installPreemptionHandlers() {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
 }
 
 bool preemptionRequested() { return g_signal != 0; }

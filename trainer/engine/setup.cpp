@@ -12,6 +12,7 @@
 #include "distributed/device.h"
 #include "trainer/engine/observers.h"
 #include "trainer/engine/trainer.h"
+#include "trainer/module/build.h"
 #include "trainer/module/probe.h"
 #include "trainer/module/rules.h"
 #include "trainer/module/state_dict.h"
@@ -50,8 +51,26 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     throw ConfigError(concat("data.batch_size ", cfg_.data.batchSize, " with drop_last leaves no full batch from ",
                              sampler_->samplesPerRank(), " samples per rank"));
   }
+  // Steps count in int64 and the schedule computes in double: past 2^53 steps neither is
+  // exact (and such a run would never end).
+  constexpr int64_t kMaxSteps = int64_t(1) << 53;
+  if (cfg_.run.epochs > kMaxSteps / stepsPerEpoch_) {
+    throw ConfigError(concat("run.epochs ", cfg_.run.epochs, " of ", stepsPerEpoch_, " steps each is more than 2^53 ",
+                             "optimizer steps: at most ", kMaxSteps / stepsPerEpoch_, " epochs"));
+  }
   schedule_ = std::make_unique<LrSchedule>(registry().schedules.get(cfg_.schedule.name), cfg_.schedule.warmupSteps,
                                            cfg_.schedule.options, cfg_.optimizer.lr, stepsPerEpoch_, cfg_.run.epochs);
+  {
+    // The rate once warmup is over: zero, or too small for float32, trains nothing.
+    const int64_t total = stepsPerEpoch_ * cfg_.run.epochs;
+    const int64_t first = std::min(cfg_.schedule.warmupSteps, total - 1);
+    const double lr = schedule_->at(first, first / stepsPerEpoch_);
+    if (!(static_cast<float>(lr) > 0)) {
+      throw ConfigError(concat("the learning rate is ", lr, " at step ", first + 1, " of ", total, " (schedule '",
+                               cfg_.schedule.name, "', optimizer.lr ", cfg_.optimizer.lr, ", run.epochs ",
+                               cfg_.run.epochs, "): training would not move; check the schedule's keys and run.epochs"));
+    }
+  }
   checkpoints_ = std::make_unique<ckpt::CheckpointDir>(runDir_.checkpoints(), static_cast<int>(cfg_.checkpoint.keepLast));
   if (hasBatchNorm(*model_.module)) {
     // Training-mode BatchNorm needs two samples per batch to form statistics.
@@ -101,7 +120,9 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
       std::string problem = spec.checkInput(train_->sampleShape(), cfg_.model.options);
       if (!problem.empty()) throw DataError(concat("data ", train_->name(), ": ", problem));
     }
-    model_ = spec.make(cfg_.model.options);
+    // Weights, gradients, optimizer state (two moments at most) and gradient buckets: about
+    // 5 copies of the parameters per rank, times the ranks on this node.
+    model_ = buildRegisteredModel(spec, cfg_.model.options, 5 * std::max(1, world_.localSize));
   }
   if (!model_.module || !model_.forward) throw ConfigError("the model factory returned no module or no forward");
   requireTrainableParameters(*model_.module);

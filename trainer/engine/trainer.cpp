@@ -92,6 +92,11 @@ void Trainer::trainEpoch(int64_t epoch) {
   const double waitBefore = loader_->waitSeconds(), commBefore = sync_->commWaitSeconds();
   const double ckptBefore = checkpointSeconds_;
   MetricSums sums(task_, device_);
+  epochSums_ = &sums;
+  struct Forget {  // on every way out of the epoch
+    const MetricSums*& sums;
+    ~Forget() { sums = nullptr; }
+  } forget{epochSums_};
   int64_t steps = 0;
   while (state_.step < stepsPerEpoch_) {
     for (auto& o : observers_) o->beforeStep(state_, epoch);
@@ -180,6 +185,8 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
     throw Error(concat("ranks ran different numbers of steps in epoch ", epoch + 1, " (between ",
                        -count[1].item<double>(), " and ", count[0].item<double>(), ")"));
   }
+  // Nothing of a diverged epoch is evaluated, saved or reported as a result.
+  ensureFinite(concat("evaluating epoch ", epoch + 1));
   // Each rank's last forward moved its own BatchNorm statistics; rank 0's are the model's,
   // for evaluation and the checkpoint alike (as the next step's broadcast would make them).
   if (cfg_.distributed.broadcastBuffers) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "checkpoint/async_saver.h"
+#include "core/error.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "data/batch_loader.h"
 #include "data/sampler.h"
@@ -84,6 +85,13 @@ class Trainer {
   void waitForSaves();
   // Collective: every rank's buffers become rank 0's (as at any step boundary).
   void flushBuffers();
+  // Collective: throws Diverged on every rank when the loss of the epoch so far or a
+  // parameter is not finite on any rank. `before`: what it guards ("saving a checkpoint").
+  void ensureFinite(const std::string& before);
+  // This rank's loss of the epoch so far is finite (true between epochs). Reads the device.
+  bool epochLossFinite() const;
+  // The Diverged error all ranks raise once they agree the run diverged.
+  Diverged divergedError(const std::string& found) const;
 
  private:
   // setup.cpp
@@ -135,6 +143,7 @@ class Trainer {
   int64_t stepsPerEpoch_ = 0;  // optimizer steps: batches / accumulate_steps, rounded up
   TrainState state_;
   bool checkedFirstStep_ = false;
+  const MetricSums* epochSums_ = nullptr;  // the running epoch's, for the divergence checks
   std::vector<std::unique_ptr<LoopObserver>> observers_;
   bool resumed_ = false;
   std::string freshOrResumed_;  // for the startup summary

@@ -30,6 +30,11 @@ void loadModelStateDict(torch::nn::Module& model, const std::vector<std::pair<st
     } else if (it->second.sizes() != t.sizes()) {
       problems.push_back(concat("shape mismatch for '", name, "': checkpoint has ", dimsText(it->second.sizes().vec()),
                                 ", model has ", dimsText(t.sizes().vec())));
+    } else if (it->second.is_floating_point() && !torch::isfinite(it->second).all().item<bool>()) {
+      // A model that starts from NaN trains on garbage and reports a result.
+      problems.push_back(concat("'", name, "' holds non-finite values (", torch::isnan(it->second).sum().item<int64_t>(),
+                                " NaN, ", torch::isinf(it->second).sum().item<int64_t>(), " Inf of ",
+                                it->second.numel(), ")"));
     }
   }
   for (const auto& [name, t] : given) {
