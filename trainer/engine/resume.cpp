@@ -146,10 +146,10 @@ void Trainer::resumeFrom() {
   // global step are re-derived from them so that the data and the schedule stay on course.
   const ckpt::Progress saved = ckpt::progressOf(ck, path);
   const int64_t perStep = world_.size * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
-  if (saved.samples != ck.step * perStep) {
+  if (ck.worldSize != world_.size || saved.samples != ck.step * perStep) {
     state_.step = std::min(stepsPerEpoch_, saved.samples / perStep);
     state_.globalStep = state_.epoch * stepsPerEpoch_ + state_.step;
-    if (ck.worldSize == world_.size) {
+    if (ck.worldSize == world_.size && ck.step > 0) {
       log::warn("ckpt", "the checkpoint's steps were of ", saved.samples / std::max<int64_t>(1, ck.step),
                 " samples, this config's are of ", perStep, ": resuming at step ", state_.step, " of the epoch");
     }
