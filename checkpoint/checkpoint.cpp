@@ -1,7 +1,6 @@
 #include "checkpoint/checkpoint.h"
 
 #include <c10/util/Exception.h>
-#include <zlib.h>
 
 #include <algorithm>
 
@@ -18,20 +17,12 @@ using GenericDict = c10::impl::GenericDict;
 
 GenericDict stringDict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
 
-// zlib's CRC-32 of a byte range (it runs at several GB/s; FNV over every byte would cap
-// save throughput).
-uint32_t crcOf(const void* data, size_t n) {
-  const auto* p = static_cast<const Bytef*>(data);
-  uLong crc = crc32(0L, Z_NULL, 0);
-  for (size_t done = 0; done < n;) {
-    uInt piece = static_cast<uInt>(std::min<size_t>(n - done, 1u << 30));
-    crc = crc32(crc, p + done, piece);
-    done += piece;
-  }
-  return static_cast<uint32_t>(crc);
-}
-
+// FNV-1a over the fields, with each tensor's bytes in as their CRC-32 (zlib's, fast; FNV
+// over every byte would cap save throughput). A save passes the CRC-32s its archive's
+// records were written with, so the tensors are not read a second time.
 struct Hasher {
+  explicit Hasher(const RecordCrcs& crcs) : crcs(crcs) {}
+  const RecordCrcs& crcs;
   uint64_t h = 1469598103934665603ULL;
   void bytes(const void* data, size_t n) {
     const auto* p = static_cast<const unsigned char*>(data);
@@ -46,7 +37,7 @@ struct Hasher {
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     for (auto d : c.sizes()) integer(d);
     text(std::string(c10::toString(c.scalar_type())));
-    integer(static_cast<int64_t>(crcOf(c.data_ptr(), c.nbytes())));
+    integer(static_cast<int64_t>(crcs.of(c.data_ptr(), c.nbytes())));
   }
   // Tensors inside any nesting of dicts and lists (the optimizer state); scalars by value.
   void ivalue(const IValue& v) {
@@ -72,8 +63,8 @@ struct Hasher {
   }
 };
 
-uint64_t checksumOf(const Checkpoint& ck) {
-  Hasher h;
+uint64_t checksumOf(const Checkpoint& ck, const RecordCrcs& crcs = RecordCrcs()) {
+  Hasher h(crcs);
   for (const auto& [name, t] : ck.modelState) {
     h.text(name);
     h.tensor(t);
@@ -90,7 +81,22 @@ uint64_t checksumOf(const Checkpoint& ck) {
   for (const auto& r : ck.rngStates) h.tensor(r);
   if (!ck.schedule.isNone()) h.ivalue(ck.schedule);
   if (!ck.sampler.isNone()) h.ivalue(ck.sampler);
+  if (ck.epochSamples >= 0) h.integer(ck.epochSamples);  // absent from files of earlier versions
   return h.h;
+}
+
+// A file written before epoch_samples existed: each rank's sampler position (samples it
+// consumed in the epoch: step * batch size * accumulate_steps) times the ranks that wrote
+// it. -1 when it cannot be told (files older still, with no sampler record, mid-epoch).
+int64_t derivedEpochSamples(const Checkpoint& ck) {
+  if (ck.step == 0) return 0;
+  if (!ck.sampler.isGenericDict()) return -1;
+  auto sampler = ck.sampler.toGenericDict();
+  auto position = sampler.find("position");
+  if (position == sampler.end() || !position->value().isInt()) return -1;
+  auto world = sampler.find("world_size");
+  const int64_t ranks = world != sampler.end() && world->value().isInt() ? world->value().toInt() : ck.worldSize;
+  return position->value().toInt() * ranks;
 }
 
 const IValue& field(const GenericDict& d, const char* key, const std::string& source) {
@@ -134,6 +140,7 @@ IValue toIValueWith(const Checkpoint& ck, int64_t checksum) {
   d.insert(fields::kRngStates, rng);
   if (!ck.schedule.isNone()) d.insert(fields::kSchedule, ck.schedule);
   if (!ck.sampler.isNone()) d.insert(fields::kSampler, ck.sampler);
+  if (ck.epochSamples >= 0) d.insert(fields::kEpochSamples, ck.epochSamples);
   d.insert(fields::kChecksum, checksum);
   return d;
 }
@@ -181,24 +188,42 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
     if (!it->value().isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "': '", key, "' is not a dict"));
     *out = it->value();
   }
+  if (d.contains(fields::kEpochSamples)) ck.epochSamples = intField(d, fields::kEpochSamples, source);
   int64_t stored = intField(d, fields::kChecksum, source);
-  if (static_cast<uint64_t>(stored) != checksumOf(ck)) {
-    throw CheckpointError(concat("checkpoint '", source, "' fails its checksum (the file is corrupt)"));
-  }
+  if (static_cast<uint64_t>(stored) != checksumOf(ck)) throw CheckpointError(corruptMessage(source));
   return ck;
+}
+
+Progress progressOf(const Checkpoint& ck, const std::string& source) {
+  const int64_t samples = ck.epochSamples >= 0 ? ck.epochSamples : derivedEpochSamples(ck);
+  if (samples < 0) {
+    throw CheckpointError(concat("checkpoint '", source, "' (forge ", ck.forgeVersion, ") stops at step ", ck.step,
+                                 " of epoch ", ck.epoch + 1, " but records no sampler position, so how far into "
+                                 "the epoch it is cannot be told; resume from it by path (--resume PATH) only if it "
+                                 "is the newest"));
+  }
+  return Progress{ck.epoch, samples};
 }
 
 std::vector<char> encode(const Checkpoint& ck) { return toTorchZip(toIValue(ck)); }
 
+bool holdsForgeCheckpoint(const std::vector<char>& bytes) {
+  // Every forge checkpoint's pickle names this field; a Python state dict's never does. A
+  // textual test, so that a forge checkpoint whose pickle was damaged is still told apart.
+  const std::vector<char> pkl = pickleRecord(bytes);
+  const std::string key = fields::kForgeVersion;
+  return std::search(pkl.begin(), pkl.end(), key.begin(), key.end()) != pkl.end();
+}
+
 Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
-  if (bytes.empty()) throw CheckpointError(concat("checkpoint '", source, "' is empty"));
-  if (!isTorchZip(bytes)) {
-    throw CheckpointError(concat("checkpoint '", source, "' is not a readable torch zip archive (truncated or corrupt)"));
-  }
+  verifyTorchZip(bytes, source);
   IValue value;
   try {
     value = fromTorchZip(bytes);
   } catch (const c10::Error& e) {
+    // A forge checkpoint whose pickle no longer parses was damaged (in a file of an earlier
+    // version, which records no CRC-32 that would have said so above).
+    if (holdsForgeCheckpoint(bytes)) throw CheckpointError(corruptMessage(source));
     throw CheckpointError(concat("checkpoint '", source, "' is a torch archive but not a forge checkpoint: it holds "
                                  "Python objects forge does not read (e.g. a state_dict saved as an OrderedDict, or a "
                                  "pickled class)"));
@@ -212,17 +237,16 @@ Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
 }
 
 void save(const Checkpoint& ck, const std::string& path) {
-  // The checksum sits in data.pkl, which the archive holds after the tensors: a second
-  // thread computes it while the tensors are written, and it goes into the dict before the
-  // dict is pickled. The save then costs the write, not a read pass more.
+  // The checksum sits in data.pkl, which the archive holds after the tensors: it is computed
+  // from the CRC-32s a second thread worked out while the tensors were written (the zip's
+  // own), and goes into the dict before the dict is pickled. The save then costs the write,
+  // not a read pass more.
   IValue value = toIValueWith(ck, 0);
-  uint64_t checksum = 0;
-  auto alongside = [&] { checksum = checksumOf(ck); };
-  auto final = [&] {
-    value.toGenericDict().insert_or_assign(fields::kChecksum, static_cast<int64_t>(checksum));
+  auto final = [&](const RecordCrcs& crcs) {
+    value.toGenericDict().insert_or_assign(fields::kChecksum, static_cast<int64_t>(checksumOf(ck, crcs)));
     return value;
   };
-  writeFileAtomically(path, [&](const ByteSink& sink) { writeTorchZip(value, sink, alongside, final); });
+  writeFileAtomically(path, [&](const ByteSink& sink) { writeTorchZip(value, sink, final); });
 }
 
 Checkpoint load(const std::string& path) { return decode(readWholeFile(path), path); }

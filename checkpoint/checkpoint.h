@@ -4,6 +4,9 @@
 //   optimizer_state_dict  {"state": {param index: {...}}, "param_groups": [{..., "params": [...]}]}
 //   epoch                 epochs completed
 //   step, global_step     steps done within the current epoch / since the start
+//   epoch_samples         samples consumed within the current epoch, over all ranks: with
+//                         epoch, the training progress (checkpoint/progress.h), which unlike
+//                         steps means the same at any world size
 //   best_metric, best_metric_name
 //   world_size, config (resolved YAML text), forge_version
 //   rng_states            [uint8 tensor per rank]: the generators dropout draws from
@@ -22,6 +25,8 @@
 #include <utility>
 #include <vector>
 
+#include "checkpoint/progress.h"
+
 namespace forge::ckpt {
 
 struct Checkpoint {
@@ -30,6 +35,10 @@ struct Checkpoint {
   int64_t epoch = 0;
   int64_t step = 0;
   int64_t globalStep = 0;
+  // Samples consumed in the current epoch over all ranks; -1: not recorded (files written
+  // before the field existed), and progressOf() derives it from the sampler position (per
+  // rank) times the world size, i.e. step * world size * batch size * accumulate_steps.
+  int64_t epochSamples = -1;
   double bestMetric = std::nan("");
   std::string bestMetricName;
   int64_t worldSize = 1;
@@ -46,9 +55,18 @@ c10::IValue toIValue(const Checkpoint& ck);
 // Verifies keys, types and the checksum; CheckpointError naming `source` otherwise.
 Checkpoint fromIValue(const c10::IValue& value, const std::string& source);
 
-// Serialized bytes <-> checkpoint.
+// Where the checkpoint stands: (epoch, epochSamples, derived when not recorded).
+// CheckpointError naming `source` when a file of an early version records no sampler
+// position for a mid-epoch step.
+Progress progressOf(const Checkpoint& ck, const std::string& source);
+
+// Serialized bytes <-> checkpoint. decode() verifies the container (checkpoint/torch_zip.h),
+// then the fields and the checksum; a damaged file gets the same message wherever it is read.
 std::vector<char> encode(const Checkpoint& ck);
 Checkpoint decode(const std::vector<char>& bytes, const std::string& source);
+// Whether a torch archive's pickle is a forge checkpoint's (true for damaged ones too), as
+// opposed to, say, a state dict saved by Python.
+bool holdsForgeCheckpoint(const std::vector<char>& bytes);
 
 // Atomic save (checkpoint/atomic_file.h) and verified load. Any rank may call them; the
 // trainer saves from rank 0 only.

@@ -1,13 +1,24 @@
-// A run's checkpoint folder: naming, retention and resume discovery.
-//   <dir>/ckpt-e<epoch:04>-s<global step:09>.pt   periodic checkpoints, newest keep_last kept
-//   <dir>/best.pt                                  the best eval metric so far
+// A run's checkpoint folder: naming, retention and resume discovery, all by training
+// progress (checkpoint/progress.h), never by step counts, which change meaning with the
+// world size.
+//   <dir>/ckpt-e<epoch:04>-n<samples:010>.pt   periodic checkpoints: epochs complete, samples
+//                                               consumed in the next one over all ranks;
+//                                               the keep_last most advanced that verify are kept
+//   <dir>/best.pt                               the best eval metric so far
+//   <dir>/unverified/                           periodic files that did not verify, moved
+//                                               aside (never counted, never deleted)
+// Files named ckpt-e<epoch>-s<global step>.pt by earlier versions are periodic checkpoints
+// too; their progress is read from their contents.
 #pragma once
 
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/progress.h"
 
 namespace forge::ckpt {
 
@@ -16,11 +27,14 @@ class CheckpointDir {
   CheckpointDir(std::string dir, int keepLast);
 
   const std::string& dir() const { return dir_; }
-  std::string pathFor(int64_t epoch, int64_t globalStep) const;
+  std::string pathFor(const Progress& p) const;
   std::string bestPath() const;
+  std::string unverifiedDir() const;
 
-  // Writes the checkpoint atomically, then deletes periodic ones beyond keep_last (oldest
-  // first). Returns the path written. Call on one rank (rank 0).
+  // Writes the checkpoint atomically under its progress's name, then deletes the verified
+  // periodic checkpoints beyond the keep_last most advanced (files that do not verify are
+  // moved to unverified/ instead, and counted for nothing). Returns the path written. Call
+  // on one rank (rank 0).
   std::string save(const Checkpoint& ck);
   void saveBest(const Checkpoint& ck);
 
@@ -29,23 +43,43 @@ class CheckpointDir {
   // save of this run can be in flight.
   int removeStaleTemporaries() const;
 
-  // The global step in a periodic checkpoint's file name; -1 for any other name.
-  static int64_t globalStepOf(const std::string& path);
+  // The periodic checkpoint files by name alone (nothing is read or verified); for "does the
+  // folder hold checkpoints at all?".
+  std::vector<std::string> files() const;
 
-  // Periodic checkpoints, newest (highest global step) first.
-  std::vector<std::string> list() const;
+  struct Entry {
+    std::string path;
+    Progress progress;
+  };
+  // The periodic checkpoints that verify, most advanced first. Each file is read once per
+  // process (the ones this process wrote are known good); one that does not verify is moved
+  // to unverified/ with a warning naming the file and why.
+  std::vector<Entry> verified();
 
   struct Found {
     std::string path;
     Checkpoint checkpoint;
-    std::vector<std::string> skipped;  // "<path>: <why>" for each newer file that failed to verify
+    std::vector<std::string> skipped;  // "<path>: <why>" for each more advanced file that failed to verify
   };
-  // The newest checkpoint that loads and verifies; nullopt when there is none.
-  std::optional<Found> loadNewest() const;
+  // The most advanced checkpoint that verifies; nullopt when there is none. CheckpointError
+  // when there are periodic files but none verifies.
+  std::optional<Found> loadNewest();
 
  private:
+  struct Known {
+    uintmax_t size = 0;
+    int64_t mtime = 0;
+    Progress progress;
+  };
+  // Caller holds mutex_. Records a file known to verify.
+  void remember(const std::string& path, const Progress& progress);
+  bool stillKnown(const std::string& path, Known& out) const;
+  void moveUnverified(const std::string& path, const std::string& why);
+
   std::string dir_;
   int keepLast_;
+  std::mutex mutex_;  // save() runs on the background saver's thread
+  std::map<std::string, Known> known_;  // path -> what it held when it last verified
 };
 
 }  // namespace forge::ckpt

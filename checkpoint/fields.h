@@ -9,6 +9,7 @@ inline constexpr const char* kOptimizer = "optimizer_state_dict";
 inline constexpr const char* kEpoch = "epoch";
 inline constexpr const char* kStep = "step";
 inline constexpr const char* kGlobalStep = "global_step";
+inline constexpr const char* kEpochSamples = "epoch_samples";
 inline constexpr const char* kBestMetric = "best_metric";
 inline constexpr const char* kBestMetricName = "best_metric_name";
 inline constexpr const char* kWorldSize = "world_size";

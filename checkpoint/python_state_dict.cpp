@@ -173,11 +173,9 @@ std::string rewritePickle(const char* data, size_t size, const std::string& sour
   return PickleRewriter(data, size, source).run();
 }
 
-}  // namespace
-
-std::vector<std::pair<std::string, at::Tensor>> loadPythonStateDict(const std::string& path) {
-  std::vector<char> bytes = readWholeFile(path);
-  if (!isTorchZip(bytes)) throw CheckpointError(concat("'", path, "' is not a torch.save archive"));
+std::vector<std::pair<std::string, at::Tensor>> pythonStateDictOf(const std::vector<char>& bytes,
+                                                                   const std::string& path) {
+  verifyTorchZip(bytes, path);
   caffe2::serialize::PyTorchStreamReader reader(
       std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), bytes.size()));
   auto [pkl, pklSize] = reader.getRecord("data.pkl");
@@ -210,13 +208,20 @@ std::vector<std::pair<std::string, at::Tensor>> loadPythonStateDict(const std::s
   return out;
 }
 
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> loadPythonStateDict(const std::string& path) {
+  return pythonStateDictOf(readWholeFile(path), path);
+}
+
 std::vector<std::pair<std::string, at::Tensor>> loadModelState(const std::string& path) {
-  try {
-    return load(path).modelState;
-  } catch (const CheckpointError&) {
-    // Not a forge checkpoint: perhaps a plain state dict from Python.
-  }
-  return loadPythonStateDict(path);
+  std::vector<char> bytes = readWholeFile(path);
+  verifyTorchZip(bytes, path);
+  // A forge checkpoint is verified as every command verifies one (a damaged one is an error
+  // in the same words everywhere, never retried as something else); anything else may be a
+  // state dict from Python.
+  if (holdsForgeCheckpoint(bytes)) return decode(bytes, path).modelState;
+  return pythonStateDictOf(bytes, path);
 }
 
 }  // namespace forge::ckpt

@@ -6,9 +6,18 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 
+#include <zlib.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
 #include <exception>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+
+#include "core/error.h"
 
 namespace forge::ckpt {
 
@@ -33,32 +42,209 @@ Pickled pickle(const c10::IValue& value) {
   return out;
 }
 
-// Joins the helper thread on every path out (an exception from a write included).
-struct Joined {
-  std::thread thread;
-  std::exception_ptr error;
-  ~Joined() {
-    if (thread.joinable()) thread.join();
+uint32_t readLe32(const unsigned char* p) { return p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24; }
+uint16_t readLe16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+uint64_t readLe64(const unsigned char* p) { return readLe32(p) | static_cast<uint64_t>(readLe32(p + 4)) << 32; }
+void writeLe32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+
+constexpr uint32_t kLocalHeader = 0x04034b50, kDescriptor = 0x08074b50, kCentralHeader = 0x02014b50,
+                   kEnd = 0x06054b50, kEnd64Locator = 0x07064b50, kEnd64 = 0x06064b50;
+constexpr size_t kLocalHeaderSize = 30, kCentralHeaderSize = 46;
+
+// torch's zip writer (miniz) writes each record as a local header with bit 3 set (CRC-32
+// and sizes follow the data, in a data descriptor), the data, then the descriptor in a
+// write of its own, and at the end the central directory in one write. With compute_crc32
+// off the CRC-32 fields are 0: this filter fills them in as the bytes pass, from CRCs
+// computed elsewhere (the tensor records') or as the bytes go by (the small records torch
+// adds itself). It relies on the write pattern torch's own writer relies on to read the
+// descriptors back (caffe2 ostream_write_func); a writer that changes it is an error, never
+// a file with wrong CRCs.
+class CrcFiller {
+ public:
+  explicit CrcFiller(const std::function<void(const char*, size_t)>& sink) : sink_(sink) {}
+
+  // The next record's data is `size` bytes whose CRC-32 `crc()` returns (it may wait).
+  void announce(size_t size, std::function<uint32_t()> crc) {
+    announced_ = true;
+    remaining_ = size;
+    crcSource_ = std::move(crc);
   }
+
+  void operator()(const char* buf, size_t n) {
+    const auto* u = reinterpret_cast<const unsigned char*>(buf);
+    switch (at_) {
+      case At::kBetween: return between(buf, u, n);
+      case At::kHeader: return header(buf, n);
+      case At::kData: return data(buf, u, n);
+    }
+  }
+
+  // After the end of the archive: every record's CRC went into its descriptor and the
+  // central directory.
+  void finish() const {
+    TORCH_CHECK(at_ == At::kBetween && centralEntries_ == crcs_.size() && !crcs_.empty(),
+                "the zip writer's output did not have the expected layout (", crcs_.size(), " records, ",
+                centralEntries_, " central directory entries): CRC-32s cannot be filled in");
+  }
+
+ private:
+  enum class At { kBetween, kHeader, kData };
+
+  void between(const char* buf, const unsigned char* u, size_t n) {
+    const uint32_t sig = n >= 4 ? readLe32(u) : 0;
+    if (sig == kLocalHeader) {
+      TORCH_CHECK(n >= kLocalHeaderSize, "zip writer: a local header written in pieces");
+      TORCH_CHECK(readLe16(u + 6) & 0x08, "zip writer: a record without a data descriptor");
+      headerLeft_ = kLocalHeaderSize + readLe16(u + 26) + readLe16(u + 28);
+      crc_ = 0;
+      at_ = At::kHeader;
+      return header(buf, n);
+    }
+    if (sig == kCentralHeader) return central(buf, u, n);
+    sink_(buf, n);  // the end-of-archive records
+  }
+
+  void header(const char* buf, size_t n) {
+    const size_t take = std::min(n, headerLeft_);
+    sink_(buf, take);
+    headerLeft_ -= take;
+    if (headerLeft_ > 0) return;
+    at_ = At::kData;
+    if (take < n) data(buf + take, reinterpret_cast<const unsigned char*>(buf) + take, n - take);
+  }
+
+  void data(const char* buf, const unsigned char* u, size_t n) {
+    const bool done = announced_ ? remaining_ == 0 : n >= 4 && readLe32(u) == kDescriptor && (n == 16 || n == 24);
+    if (!done) {
+      size_t take = announced_ ? std::min(n, remaining_) : n;
+      if (!announced_) crc_ = static_cast<uint32_t>(crc32(crc_, u, static_cast<uInt>(take)));  // small records
+      sink_(buf, take);
+      if (announced_) remaining_ -= take;
+      if (take < n) data(buf + take, u + take, n - take);
+      return;
+    }
+    TORCH_CHECK((n == 16 || n == 24) && readLe32(u) == kDescriptor, "zip writer: no data descriptor after a record");
+    const uint32_t crc = announced_ ? crcSource_() : crc_;
+    char descriptor[24];
+    std::memcpy(descriptor, buf, n);
+    writeLe32(descriptor + 4, crc);
+    sink_(descriptor, n);
+    crcs_.push_back(crc);
+    announced_ = false;
+    crcSource_ = nullptr;
+    at_ = At::kBetween;
+  }
+
+  void central(const char* buf, const unsigned char* u, size_t n) {
+    std::vector<char> copy(buf, buf + n);
+    size_t at = 0;
+    while (at < n) {
+      TORCH_CHECK(at + kCentralHeaderSize <= n && readLe32(u + at) == kCentralHeader && centralEntries_ < crcs_.size(),
+                  "zip writer: an unexpected central directory");
+      writeLe32(copy.data() + at + 16, crcs_[centralEntries_++]);
+      at += kCentralHeaderSize + readLe16(u + at + 28) + readLe16(u + at + 30) + readLe16(u + at + 32);
+    }
+    TORCH_CHECK(at == n, "zip writer: a central directory entry written in pieces");
+    sink_(copy.data(), n);
+  }
+
+  const std::function<void(const char*, size_t)>& sink_;
+  At at_ = At::kBetween;
+  size_t headerLeft_ = 0;
+  bool announced_ = false;
+  size_t remaining_ = 0;
+  std::function<uint32_t()> crcSource_;
+  uint32_t crc_ = 0;
+  std::vector<uint32_t> crcs_;  // per record, in archive order
+  size_t centralEntries_ = 0;
+};
+
+// The tensor records' CRC-32s, computed in record order on a second thread while the
+// records are written; the writer waits for each one only when it writes that record's
+// descriptor. Joined on every path out (an exception from a write included).
+class CrcThread {
+ public:
+  explicit CrcThread(const std::vector<torch::jit::WriteableTensorData>& records) : records_(records) {
+    thread_ = std::thread([this] {
+      try {
+        for (const auto& r : records_) {
+          uint32_t crc = crc32Of(r.data(), r.sizeInBytes());
+          std::lock_guard<std::mutex> lock(mutex_);
+          crcs_.push_back(crc);
+          cv_.notify_all();
+        }
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        error_ = std::current_exception();
+        cv_.notify_all();
+      }
+    });
+  }
+  ~CrcThread() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+  uint32_t crc(size_t i) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return crcs_.size() > i || error_; });
+    if (error_) std::rethrow_exception(error_);
+    return crcs_[i];
+  }
+
+  RecordCrcs all() {
+    RecordCrcs out;
+    for (size_t i = 0; i < records_.size(); ++i) out.add(records_[i].data(), records_[i].sizeInBytes(), crc(i));
+    return out;
+  }
+
+ private:
+  const std::vector<torch::jit::WriteableTensorData>& records_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<uint32_t> crcs_;
+  std::exception_ptr error_;
 };
 
 }  // namespace
 
+uint32_t crc32Of(const void* data, size_t n) {
+  const auto* p = static_cast<const Bytef*>(data);
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (size_t done = 0; done < n;) {
+    uInt piece = static_cast<uInt>(std::min<size_t>(n - done, 1u << 30));
+    crc = crc32(crc, p + done, piece);
+    done += piece;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+uint32_t RecordCrcs::of(const void* data, size_t n) const {
+  auto it = known_.find({data, n});
+  return it != known_.end() ? it->second : crc32Of(data, n);
+}
+
 void writeTorchZip(const c10::IValue& value, const std::function<void(const char*, size_t)>& sink,
-                   const std::function<void()>& alongside, const std::function<c10::IValue()>& final) {
+                   const std::function<c10::IValue(const RecordCrcs&)>& final) {
   Pickled first = pickle(value);
-  // No zip CRC-32 (torch.load accepts that, as with set_crc32_options(False) in Python):
-  // the checkpoint's own checksum already reads every byte once.
+  // torch's own CRC-32 (compute_crc32) would read every record once more, on this thread,
+  // before it is written; CrcThread computes the same CRCs alongside the writes instead,
+  // and the checksum in data.pkl reuses them.
   // The sink may fail (a full disk). Its error must not unwind through the writer, whose
   // destructor would write again and terminate the process: keep the first error, drop the
   // rest of the bytes, and rethrow once the writer is done.
   std::exception_ptr failed;
+  std::vector<torch::jit::WriteableTensorData> records;
+  for (const auto& t : first.tensors) records.push_back(torch::jit::getWriteableTensorData(t));
+  CrcFiller filler(sink);
   {
     caffe2::serialize::PyTorchStreamWriter writer(
         [&](const void* buf, size_t n) {
           if (!failed) {
             try {
-              sink(static_cast<const char*>(buf), n);
+              filler(static_cast<const char*>(buf), n);
             } catch (...) {
               failed = std::current_exception();
             }
@@ -66,24 +252,13 @@ void writeTorchZip(const c10::IValue& value, const std::function<void(const char
           return n;
         },
         /*compute_crc32=*/false);
-    Joined helper;
-    if (alongside) {
-      helper.thread = std::thread([&] {
-        try {
-          alongside();
-        } catch (...) {
-          helper.error = std::current_exception();
-        }
-      });
+    CrcThread crcs(records);
+    for (size_t i = 0; i < records.size(); ++i) {
+      filler.announce(records[i].sizeInBytes(), [&crcs, i] { return crcs.crc(i); });
+      writer.writeRecord("data/" + std::to_string(i), records[i].data(), records[i].sizeInBytes());
     }
-    for (size_t i = 0; i < first.tensors.size(); ++i) {
-      torch::jit::WriteableTensorData data = torch::jit::getWriteableTensorData(first.tensors[i]);
-      writer.writeRecord("data/" + std::to_string(i), data.data(), data.sizeInBytes());
-    }
-    if (helper.thread.joinable()) helper.thread.join();
-    if (helper.error) std::rethrow_exception(helper.error);
     if (final) {
-      Pickled last = pickle(final());
+      Pickled last = pickle(final(crcs.all()));
       bool same = last.tensors.size() == first.tensors.size();
       for (size_t i = 0; same && i < last.tensors.size(); ++i) {
         same = last.tensors[i].storage().data() == first.tensors[i].storage().data();
@@ -96,12 +271,72 @@ void writeTorchZip(const c10::IValue& value, const std::function<void(const char
     writer.writeEndOfFile();
   }
   if (failed) std::rethrow_exception(failed);
+  filler.finish();
 }
 
 std::vector<char> toTorchZip(const c10::IValue& value) {
   std::vector<char> out;
   writeTorchZip(value, [&](const char* buf, size_t n) { out.insert(out.end(), buf, buf + n); });
   return out;
+}
+
+std::string corruptMessage(const std::string& source) {
+  return concat("checkpoint '", source, "' fails its checksum (the file is corrupt)");
+}
+
+namespace {
+
+// The CRC-32 the central directory records for `name` (any archive prefix); nullopt when
+// the directory cannot be read or has no such entry.
+std::optional<uint32_t> storedCrc(const std::vector<char>& bytes, const std::string& name) {
+  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t size = bytes.size();
+  if (size < 22) return std::nullopt;
+  size_t end = size - 22;
+  const size_t stop = size > 22 + 65535 ? size - 22 - 65535 : 0;
+  while (readLe32(u + end) != kEnd) {
+    if (end == stop) return std::nullopt;
+    --end;
+  }
+  uint64_t entries = readLe16(u + end + 10), offset = readLe32(u + end + 16);
+  if (end >= 20 && readLe32(u + end - 20) == kEnd64Locator) {
+    uint64_t at = readLe64(u + end - 20 + 8);
+    if (at + 56 > size || readLe32(u + at) != kEnd64) return std::nullopt;
+    entries = readLe64(u + at + 32);
+    offset = readLe64(u + at + 48);
+  }
+  size_t at = offset;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (at + kCentralHeaderSize > size || readLe32(u + at) != kCentralHeader) return std::nullopt;
+    const size_t nameLength = readLe16(u + at + 28);
+    if (at + kCentralHeaderSize + nameLength > size) return std::nullopt;
+    std::string entry(bytes.data() + at + kCentralHeaderSize, nameLength);
+    if (entry == name || (entry.size() > name.size() && entry.compare(entry.size() - name.size() - 1, std::string::npos,
+                                                                        "/" + name) == 0)) {
+      return readLe32(u + at + 16);
+    }
+    at += kCentralHeaderSize + nameLength + readLe16(u + at + 30) + readLe16(u + at + 32);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void verifyTorchZip(const std::vector<char>& bytes, const std::string& source) {
+  if (bytes.empty()) throw CheckpointError(concat("checkpoint '", source, "' is empty"));
+  if (!isTorchZip(bytes)) {
+    throw CheckpointError(
+        concat("checkpoint '", source, "' is not a readable torch zip archive (truncated or corrupt)"));
+  }
+  // The pickle record holds every scalar field; a changed byte there may still unpickle (into
+  // other values, which the checkpoint's checksum catches) or not (and the file would pass for
+  // something other than a forge checkpoint). Its CRC-32 says which. Files written before
+  // forge recorded CRC-32s hold 0 there.
+  auto crc = storedCrc(bytes, "data.pkl");
+  if (crc && *crc != 0) {
+    std::vector<char> pkl = pickleRecord(bytes);
+    if (crc32Of(pkl.data(), pkl.size()) != *crc) throw CheckpointError(corruptMessage(source));
+  }
 }
 
 bool isTorchZip(const std::vector<char>& bytes) {
@@ -111,6 +346,19 @@ bool isTorchZip(const std::vector<char>& bytes) {
     return reader.hasRecord("data.pkl");
   } catch (const c10::Error&) {
     return false;
+  }
+}
+
+std::vector<char> pickleRecord(const std::vector<char>& bytes) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(
+        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), bytes.size()));
+    if (!reader.hasRecord("data.pkl")) return {};
+    auto [data, size] = reader.getRecord("data.pkl");
+    const char* p = static_cast<const char*>(data.get());
+    return std::vector<char>(p, p + size);
+  } catch (const c10::Error&) {
+    return {};
   }
 }
 

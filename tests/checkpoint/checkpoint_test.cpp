@@ -1,12 +1,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "checkpoint/atomic_file.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/torch_zip.h"
 #include "core/error.h"
 #include "tests/temp_dir.h"
 
@@ -135,35 +138,134 @@ TEST_F(CheckpointTest, ADictWithoutForgeKeysIsNotAForgeCheckpoint) {
   EXPECT_NE(e.find("checkpoint 'python.pt' has no 'model_state_dict' entry"), std::string::npos) << e;
 }
 
-TEST_F(CheckpointTest, RetentionKeepsTheNewestAndResumeSkipsOnesThatDoNotVerify) {
+TEST_F(CheckpointTest, RetentionKeepsTheMostAdvancedAndResumeSkipsOnesThatDoNotVerify) {
   CheckpointDir d(path("run"), 2);
   for (int e = 1; e <= 4; ++e) d.save(sample(e));
-  auto files = d.list();
+  auto files = d.files();
   ASSERT_EQ(files.size(), 2u);
-  EXPECT_EQ(fs::path(files[0]).filename(), "ckpt-e0004-s000000403.pt");
-  EXPECT_EQ(fs::path(files[1]).filename(), "ckpt-e0003-s000000303.pt");
+  // Named by progress: 4 epochs complete, 3 steps of 2 ranks x 192 samples into the next.
+  EXPECT_EQ(fs::path(files[0]).filename(), "ckpt-e0004-n0000000384.pt");
+  EXPECT_EQ(fs::path(files[1]).filename(), "ckpt-e0003-n0000000384.pt");
 
   auto found = d.loadNewest();
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->checkpoint.epoch, 4);
   EXPECT_TRUE(found->skipped.empty());
 
-  // Corrupt the newest: resume falls back to the previous one and says why.
+  // Corrupt the newest: resume falls back to the previous one, says why, and moves the bad
+  // file aside.
   std::ofstream(files[0], std::ios::trunc) << "garbage";
   found = d.loadNewest();
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->checkpoint.epoch, 3);
   ASSERT_EQ(found->skipped.size(), 1u);
   EXPECT_NE(found->skipped[0].find(files[0]), std::string::npos);
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e0004-n0000000384.pt")));
 
   // A save killed midway leaves only its temporary file, which the next run removes.
-  { std::ofstream(path("run/.ckpt-e0005-s000000503.pt.tmp.4242")) << "half a checkpoint"; }
+  { std::ofstream(path("run/.ckpt-e0005-n0000000384.pt.tmp.4242")) << "half a checkpoint"; }
   EXPECT_EQ(d.removeStaleTemporaries(), 1);
-  EXPECT_FALSE(fs::exists(path("run/.ckpt-e0005-s000000503.pt.tmp.4242")));
-  EXPECT_EQ(d.list().size(), 2u);
+  EXPECT_FALSE(fs::exists(path("run/.ckpt-e0005-n0000000384.pt.tmp.4242")));
+  EXPECT_EQ(d.files().size(), 1u);
 
   CheckpointDir empty(path("none"), 2);
   EXPECT_FALSE(empty.loadNewest().has_value());
+}
+
+// keep_last counts checkpoints that verify: an empty or damaged file named like a more
+// advanced checkpoint pushes no valid one out; it is moved aside, never deleted.
+TEST_F(CheckpointTest, RetentionCountsOnlyCheckpointsThatVerify) {
+  CheckpointDir d(path("run"), 2);
+  d.save(sample(1));
+  { std::ofstream(path("run/ckpt-e0009-n0000000000.pt")); }                       // empty
+  { std::ofstream(path("run/ckpt-e0008-n0000000000.pt")) << "PK not really"; }    // foreign
+  d.save(sample(2));
+  std::vector<std::string> names;
+  for (const auto& f : d.files()) names.push_back(fs::path(f).filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"ckpt-e0002-n0000000384.pt", "ckpt-e0001-n0000000384.pt"}))
+      << "both valid checkpoints are kept";
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e0009-n0000000000.pt")));
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e0008-n0000000000.pt")));
+  auto ok = d.verified();
+  ASSERT_EQ(ok.size(), 2u);
+  EXPECT_EQ(ok[0].progress, (Progress{2, 384}));
+  // A third save deletes the least advanced valid one, and only it.
+  d.save(sample(3));
+  names.clear();
+  for (const auto& f : d.files()) names.push_back(fs::path(f).filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"ckpt-e0003-n0000000384.pt", "ckpt-e0002-n0000000384.pt"}));
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e0009-n0000000000.pt")));
+}
+
+// After a change of world size global steps count differently; the newest checkpoint is the
+// one furthest in training, whatever wrote it, and files named by global step by earlier
+// versions are ordered by what they hold.
+TEST_F(CheckpointTest, TheNewestIsTheMostAdvancedWhateverTheWorldSizeOrName) {
+  CheckpointDir d(path("run"), 0);
+  Checkpoint two = sample(2);  // 2 ranks, 37% into epoch 3 of 4000 samples: 1472 samples
+  two.step = 23;
+  two.globalStep = 2 * 63 + 23;
+  two.epochSamples = 23 * 2 * 32;
+  Checkpoint three = sample(2);  // resumed on 3 ranks, 94% in: fewer global steps
+  three.worldSize = 3;
+  three.step = 39;
+  three.globalStep = 2 * 42 + 39;
+  three.epochSamples = 39 * 3 * 32;
+  d.save(two);
+  d.save(three);
+  auto found = d.loadNewest();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->checkpoint.worldSize, 3);
+  EXPECT_EQ(fs::path(found->path).filename(), "ckpt-e0002-n0000003744.pt");
+
+  // A file of an earlier version: named by a larger global step, without epoch_samples. Its
+  // progress comes from its sampler position (per rank) times its world size.
+  Checkpoint old = sample(2);
+  old.step = 60;
+  old.globalStep = 2 * 63 + 60;
+  c10::impl::GenericDict sampler(c10::StringType::get(), c10::AnyType::get());
+  sampler.insert("position", int64_t{60 * 32});
+  sampler.insert("world_size", int64_t{2});
+  old.sampler = sampler;
+  save(old, path("run/ckpt-e0002-s000000186.pt"));
+  EXPECT_EQ(progressOf(load(path("run/ckpt-e0002-s000000186.pt")), "old"), (Progress{2, 3840}));
+  found = d.loadNewest();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(fs::path(found->path).filename(), "ckpt-e0002-s000000186.pt");
+  old.sampler = c10::IValue();
+  save(old, path("run/ckpt-e0002-s000000186.pt"));
+  EXPECT_THROW(progressOf(load(path("run/ckpt-e0002-s000000186.pt")), "old"), CheckpointError)
+      << "mid-epoch, without a sampler record, the progress cannot be told";
+  auto ok = d.verified();
+  ASSERT_EQ(ok.size(), 2u) << "the file whose progress cannot be told is moved aside";
+  EXPECT_EQ(fs::path(ok[0].path).filename(), "ckpt-e0002-n0000003744.pt");
+  EXPECT_EQ(fs::path(ok[1].path).filename(), "ckpt-e0002-n0000001472.pt");
+}
+
+// Every entry carries its real CRC-32 (zip tools test it), and the pickle record's is
+// checked on load: a changed byte there is the same "fails its checksum" as anywhere else.
+TEST_F(CheckpointTest, EntriesCarryTheirCrc32AndADamagedPickleFailsTheChecksum) {
+  save(sample(1), path("a.pt"));
+  auto bytes = readWholeFile(path("a.pt"));
+  // Central directory entries: signature PK\1\2, CRC-32 at offset 16, name length at 28.
+  size_t entries = 0, zero = 0;
+  for (size_t at = 0; at + 46 < bytes.size(); ++at) {
+    if (std::memcmp(bytes.data() + at, "PK\x01\x02", 4) != 0) continue;
+    uint32_t crc;
+    std::memcpy(&crc, bytes.data() + at + 16, 4);
+    ++entries;
+    if (crc == 0) ++zero;
+  }
+  EXPECT_GE(entries, 5u);
+  EXPECT_EQ(zero, 0u);
+  std::vector<char> pkl = pickleRecord(bytes);
+  auto pos = std::search(bytes.begin(), bytes.end(), pkl.begin(), pkl.end()) - bytes.begin();
+  std::vector<char> flipped = bytes;
+  flipped[pos + pkl.size() / 2] ^= 0x01;
+  writeFileAtomically(path("b.pt"), flipped);
+  EXPECT_NE(loadError(path("b.pt")).find("checkpoint '" + path("b.pt") + "' fails its checksum (the file is corrupt)"),
+            std::string::npos)
+      << loadError(path("b.pt"));
 }
 
 }  // namespace

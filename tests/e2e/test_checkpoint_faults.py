@@ -14,7 +14,7 @@ h = Harness()
 h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "600", "--features", "16", "--classes", "4"])
 cfg = small_config(h, "small.yaml", "syn.h5", "run", epochs=1)
 h.run(["train", cfg])
-first = h.path("run", "checkpoints", "ckpt-e0001-s000000019.pt")
+first = h.path("run", "checkpoints", "ckpt-e0001-n0000000000.pt")
 h.check(os.path.exists(first), "the first epoch's checkpoint exists", os.listdir(h.path("run", "checkpoints")))
 size = os.path.getsize(first)
 

@@ -48,8 +48,8 @@ fields = {"train_loss", "train_accuracy", "eval_loss", "eval_accuracy", "lr", "s
 h.check(all(fields <= set(r) for r in records), "each record has the documented fields", records)
 h.check(abs(records[-1]["eval_accuracy"] * 100 - acc) < 0.01, "the last record's accuracy is the final accuracy")
 ckpts = sorted(glob.glob(h.path("run", "checkpoints", "ckpt-*.pt")))
-h.check([os.path.basename(c) for c in ckpts] == ["ckpt-e0001-s000000032.pt", "ckpt-e0002-s000000064.pt"],
-        "a checkpoint per epoch, named by epoch and global step", ckpts)
+h.check([os.path.basename(c) for c in ckpts] == ["ckpt-e0001-n0000000000.pt", "ckpt-e0002-n0000000000.pt"],
+        "a checkpoint per epoch, named by its progress (epochs complete, samples into the next)", ckpts)
 h.check(os.path.exists(h.path("run", "checkpoints", "best.pt")), "best.pt is written")
 h.check(os.path.exists(h.path("run", "config.yaml")), "the resolved config is saved in the run dir")
 
@@ -75,7 +75,7 @@ h.check(js["epoch"] == 2 and js["world_size"] == 2 and any(t["name"] == "model_s
 # --resume auto continues at the next epoch.
 p = h.run(["train", cfg, "--set", "run.epochs=3", "--resume", "auto"], ranks=2)
 out = p.stdout
-h.check(re.search(r"resumed from \S*ckpt-e0002-s000000064\.pt at epoch 3 step 0 \(global step 64\): epoch 2 is "
+h.check(re.search(r"resumed from \S*ckpt-e0002-n0000000000\.pt at epoch 3 step 0 \(global step 64\): epoch 2 is "
                   r"complete", out) is not None,
         "--resume auto picks the newest checkpoint", out)
 h.check("epoch 3/3" in out and "epoch 1/3" not in out and "epoch 2/3" not in out,
@@ -88,12 +88,12 @@ h.check(p.returncode == 2 and "already holds checkpoints of an earlier run" in p
         "a fresh start into a run dir with checkpoints is refused, pointing at --resume auto", p.stderr)
 
 # Resuming from an older checkpoint moves the newer ones aside and trims the metrics.
-older = h.path("run", "checkpoints", "ckpt-e0001-s000000032.pt")
+older = h.path("run", "checkpoints", "ckpt-e0001-n0000000000.pt")
 p = h.run(["train", cfg, "--set", "run.epochs=2", "--resume", older], ranks=2)
-aside = h.path("run", "checkpoints", "abandoned-after-step-32")
+aside = h.path("run", "checkpoints", "abandoned-after-ckpt-e0001-n0000000000")
 moved = sorted(os.listdir(aside)) if os.path.isdir(aside) else []
-h.check(moved in (["ckpt-e0002-s000000064.pt", "ckpt-e0003-s000000096.pt"],
-                  ["best.pt", "ckpt-e0002-s000000064.pt", "ckpt-e0003-s000000096.pt"]),
+h.check(moved in (["ckpt-e0002-n0000000000.pt", "ckpt-e0003-n0000000000.pt"],
+                  ["best.pt", "ckpt-e0002-n0000000000.pt", "ckpt-e0003-n0000000000.pt"]),
         "checkpoints newer than the resumed one (best.pt too, when it is one of them) are moved aside, not deleted",
         os.listdir(h.path("run", "checkpoints")))
 h.check([r["epoch"] for r in epoch_records(h.path("run", "metrics.jsonl"))] == [1, 2],

@@ -32,7 +32,8 @@ del os.environ["FORGE_FAULT_SIGNAL_STEP"]
 h.check(p.returncode == 75, f"the job exits 75 = saved, please requeue (got {p.returncode})", p.stdout + p.stderr)
 h.check("preempted by signal 10 at epoch 2 step 25" in p.stdout, "rank 0 says where it stopped", p.stdout)
 saved = sorted(glob.glob(h.path("cut", "checkpoints", "ckpt-*.pt")))
-h.check(saved and saved[-1].endswith("ckpt-e0001-s000000088.pt"), "the checkpoint holds the step it stopped at", saved)
+h.check(saved and saved[-1].endswith("ckpt-e0001-n0000001600.pt"),
+        "the checkpoint is named by where it stopped: 1 epoch + 25 steps x 64 samples", saved)
 ins = json.loads(h.run(["ckpt", "inspect", saved[-1], "--json"]).stdout)
 h.check(ins["epoch"] == 1 and ins["step"] == 25 and ins["global_step"] == 88, "epoch 1 done, step 25 of the next", ins)
 
@@ -52,11 +53,13 @@ whole_k = fp.search(h.run(["train", cfg, "--set", "run.dir=whole_k", *steps], ra
 h.check(whole_k == reference, "saving every step does not change the numbers")
 proc = subprocess.Popen(h.command(["train", cfg, "--set", "run.dir=killed", *steps], ranks=2), cwd=h.work,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-# Kill once training is well under way: a step checkpoint past global step 20 exists.
+# Kill once training is well under way: a step checkpoint past global step 20 (20 x 64
+# samples) exists.
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline and proc.poll() is None:
-    done = [int(re.search(r"-s(\d+)\.pt$", f).group(1)) for f in glob.glob(h.path("killed", "checkpoints", "ckpt-*.pt"))]
-    if done and max(done) >= 20:
+    done = [re.search(r"-e(\d+)-n(\d+)\.pt$", f).groups()
+            for f in glob.glob(h.path("killed", "checkpoints", "ckpt-*.pt"))]
+    if any(int(e) > 0 or int(n) >= 20 * 64 for e, n in done):
         break
     time.sleep(0.01)
 time.sleep(random.Random(3).uniform(0, 0.05))

@@ -17,8 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from harness import Harness, epoch_records, read_jsonl, small_config
 
 h = Harness()
-EPOCH_FIELDS = ["type", "epoch", "step", "global_step", "wall_time", "train_loss", "train_accuracy", "eval_loss",
-                "eval_accuracy", "lr", "samples_per_s", "data_wait_share", "comm_share", "seconds"]
+EPOCH_FIELDS = ["type", "epoch", "step", "epoch_samples", "global_step", "wall_time", "train_loss", "train_accuracy",
+                "eval_loss", "eval_accuracy", "lr", "samples_per_s", "data_wait_share", "comm_share", "seconds"]
 STEP_FIELDS = [f for f in EPOCH_FIELDS if f not in ("eval_loss", "eval_accuracy")]
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # anything but \n
 
@@ -33,7 +33,7 @@ def check_tensorboard(run_dir, what):
     expected, problems = {}, []
     for r in records:
         for k, v in r.items():
-            if k in ("type", "epoch", "step", "global_step", "wall_time"):
+            if k in ("type", "epoch", "step", "epoch_samples", "global_step", "wall_time"):
                 continue
             expected.setdefault(f"{r['type']}/{k}", {})[r["global_step"]] = v
     for tag, points in expected.items():
@@ -131,7 +131,7 @@ h.check(summary["epochs"] == 3 and summary["world_size"] == 2 and abs(sum(summar
 # --- Resume: sessions continue the files; a resume from an older checkpoint drops the
 # abandoned records from the metrics and from TensorBoard.
 p = h.run(["train", cfg, *log_every, "--set", "run.epochs=4", "--resume", "auto"], ranks=2)
-h.check("(resumed from run/checkpoints/ckpt-e0003-s000000141.pt at epoch 4 step 0, global step 141)" in p.stdout
+h.check("(resumed from run/checkpoints/ckpt-e0003-n0000000000.pt at epoch 4 step 0, global step 141)" in p.stdout
         and "warning: the learning-rate schedule" not in p.stderr,
         "the startup summary says resumed, from where",
         p.stdout)
@@ -142,7 +142,7 @@ with open(h.path("run", "forge.log")) as f:
 h.check("\n".join(l for l in logged.splitlines() if not l.startswith("[rank ")) == (out + p.stdout).rstrip("\n"),
         "forge.log: the second session follows the first")
 check_tensorboard("run", "resumed run")
-old = h.path("run", "checkpoints", "ckpt-e0002-s000000094.pt")
+old = h.path("run", "checkpoints", "ckpt-e0002-n0000000000.pt")
 p = h.run(["train", cfg, *log_every, "--set", "run.epochs=3", "--set", "optimizer.lr=0.02", "--resume", old], ranks=2)
 h.check("warning: the learning-rate schedule differs from the checkpoint's (base_lr 0.05 -> 0.02)" in p.stderr,
         "a resume whose config changes the schedule says so", p.stderr)
@@ -221,7 +221,7 @@ p = h.run(["plot", "nowhere"], expect_rc=2)
 h.check("nowhere/metrics.csv" in p.stderr, "forge plot on a folder without metrics says so", p.stderr)
 
 # --- forge eval and forge ckpt inspect: tables and JSON.
-ck = h.path("run", "checkpoints", "ckpt-e0003-s000000141.pt")
+ck = h.path("run", "checkpoints", "ckpt-e0003-n0000000000.pt")
 p = h.run(["eval", cfg, "--checkpoint", ck])
 h.check(re.search(r"^samples +600$", p.stdout, re.M) and re.search(r"^accuracy +[0-9.]+%$", p.stdout, re.M)
         and re.search(r"^class +samples +correct +accuracy$", p.stdout, re.M)

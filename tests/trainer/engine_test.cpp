@@ -118,13 +118,13 @@ TEST_F(Engine, AResumeWithOtherMetricsStartsTheBestAnewAndKeepsEveryCsvValueUnde
   EXPECT_LE(best.bestMetric, 1.0);
   auto after = csv();
   ASSERT_EQ(after.size(), 3u);
-  EXPECT_EQ(after[0], "type,epoch,step,global_step,wall_time,train_loss,train_accuracy,eval_loss,eval_accuracy,lr,"
-                      "samples_per_s,data_wait_share,comm_share,seconds");
+  EXPECT_EQ(after[0], "type,epoch,step,epoch_samples,global_step,wall_time,train_loss,train_accuracy,eval_loss,"
+                      "eval_accuracy,lr,samples_per_s,data_wait_share,comm_share,seconds");
   // The first session's row: its eval_loss is still under eval_loss, its accuracy cells empty.
   auto old = split(before[1], ','), moved = split(after[1], ',');
-  EXPECT_EQ(moved[7], old[6]) << after[1];  // eval_loss
-  EXPECT_EQ(moved[6], "") << after[1];      // train_accuracy
-  EXPECT_EQ(moved[8], "") << after[1];      // eval_accuracy
+  EXPECT_EQ(moved[8], old[7]) << after[1];  // eval_loss
+  EXPECT_EQ(moved[7], "") << after[1];      // train_accuracy
+  EXPECT_EQ(moved[9], "") << after[1];      // eval_accuracy
 }
 
 TEST(Registry, MistakesInRegistrationAreReportedNotThrown) {

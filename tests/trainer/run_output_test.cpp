@@ -215,7 +215,7 @@ MetricsLog::Paths pathsIn(const TempDir& tmp, bool tensorboard) {
 TEST(Metrics, ADivergedLossIsWrittenAsNotANumberNotLeftOut) {
   TempDir tmp;
   {
-    MetricsLog m(pathsIn(tmp, false), metricColumns({"accuracy"}), -1);
+    MetricsLog m(pathsIn(tmp, false), metricColumns({"accuracy"}), std::nullopt);
     MetricsRecord r;
     r.type = "step";
     r.epoch = 1;
@@ -230,7 +230,7 @@ TEST(Metrics, ADivergedLossIsWrittenAsNotANumberNotLeftOut) {
   auto j = nlohmann::json::parse(jsonl[0]);
   EXPECT_TRUE(j["train_loss"].is_null()) << jsonl[0];
   EXPECT_EQ(j["lr"], 0.1) << jsonl[0];
-  EXPECT_EQ(csv[1], "step,1,5,5,0,nan,,,,0.1,,,,");
+  EXPECT_EQ(csv[1], "step,1,5,0,5,0,nan,,,,0.1,,,,");
 }
 
 TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
@@ -240,6 +240,7 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
     r.type = type;
     r.epoch = epoch;
     r.step = step;
+    r.epochSamples = 32 * step;
     r.globalStep = global;
     r.wallTime = 1.5e9;
     r.set("train_loss", 0.5 / global).set("lr", 0.1);
@@ -247,7 +248,7 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
     return r;
   };
   {
-    MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), -1);
+    MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), std::nullopt);
     m.write(record("step", 1, 5, 5));
     m.write(record("epoch", 1, 10, 10));
     m.write(record("step", 2, 5, 15));
@@ -257,26 +258,26 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
   auto csv = linesOf(tmp.path / "metrics.csv");
   ASSERT_EQ(jsonl.size(), 4u);
   ASSERT_EQ(csv.size(), 5u);
-  EXPECT_EQ(csv[0], "type,epoch,step,global_step,wall_time,train_loss,train_accuracy,eval_loss,eval_accuracy,lr,"
-                    "samples_per_s,data_wait_share,comm_share,seconds");
+  EXPECT_EQ(csv[0], "type,epoch,step,epoch_samples,global_step,wall_time,train_loss,train_accuracy,eval_loss,"
+                    "eval_accuracy,lr,samples_per_s,data_wait_share,comm_share,seconds");
   // Fields in column order, only those that apply.
   auto epoch = nlohmann::ordered_json::parse(jsonl[1]);
   std::vector<std::string> keys;
   for (const auto& [k, v] : epoch.items()) keys.push_back(k);
-  EXPECT_EQ(keys, (std::vector<std::string>{"type", "epoch", "step", "global_step", "wall_time", "train_loss",
-                                            "eval_accuracy", "lr"}))
+  EXPECT_EQ(keys, (std::vector<std::string>{"type", "epoch", "step", "epoch_samples", "global_step", "wall_time",
+                                            "train_loss", "eval_accuracy", "lr"}))
       << jsonl[1];
   EXPECT_EQ(epoch["type"], "epoch");
   EXPECT_EQ(epoch["global_step"], 10);
   EXPECT_EQ(epoch["wall_time"], 1.5e9);
   EXPECT_EQ(epoch["train_loss"], 0.05);
   EXPECT_EQ(epoch["eval_accuracy"], 0.75);
-  EXPECT_EQ(csv[2], "epoch,1,10,10,1500000000,0.05,,,0.75,0.1,,,,");
-  EXPECT_EQ(csv[1], "step,1,5,5,1500000000,0.1,,,,0.1,,,,");
+  EXPECT_EQ(csv[2], "epoch,1,10,320,10,1500000000,0.05,,,0.75,0.1,,,,");
+  EXPECT_EQ(csv[1], "step,1,5,160,5,1500000000,0.1,,,,0.1,,,,");
 
   // Resumed at global step 10 (the end of epoch 1): later records go, new ones follow.
   {
-    MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), 10);
+    MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), ResumePoint{{1, 0}, 10});
     m.write(record("step", 2, 5, 15));
   }
   jsonl = linesOf(tmp.path / "metrics.jsonl");
@@ -284,22 +285,73 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
   ASSERT_EQ(jsonl.size(), 3u);
   ASSERT_EQ(csv.size(), 4u);
   EXPECT_EQ(nlohmann::json::parse(jsonl[2])["global_step"], 15);
-  EXPECT_EQ(csv[3].substr(0, 12), "step,2,5,15,");
+  EXPECT_EQ(csv[3].substr(0, 16), "step,2,5,160,15,");
   // A fresh run starts the files (and the TensorBoard folder) anew.
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path / "tb"), fs::directory_iterator()), 2);
-  { MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), -1); }
+  { MetricsLog m(pathsIn(tmp, true), metricColumns({"accuracy"}), std::nullopt); }
   EXPECT_EQ(linesOf(tmp.path / "metrics.jsonl").size(), 0u);
   EXPECT_EQ(linesOf(tmp.path / "metrics.csv").size(), 1u);
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path / "tb"), fs::directory_iterator()), 1);
 
   MetricsTable t = readMetricsCsv((tmp.path / "metrics.csv").string());
-  EXPECT_EQ(t.column("global_step"), 3);
+  EXPECT_EQ(t.column("global_step"), 4);
   EXPECT_EQ(t.column("nonsense"), -1);
+}
+
+// A 2-rank run (10 steps of 64 samples per epoch) went into epoch 3; resumed on 3 ranks
+// from its checkpoint at 2 epochs + 384 samples, it counts 7 steps per epoch, so its global
+// step there is 2 * 7 + 2 = 16, below the 2-rank epoch 2 record's 20. The trim follows
+// progress: everything up to 2 epochs + 384 samples stays, in the files and in TensorBoard.
+TEST(Metrics, AResumeOnAnotherWorldSizeTrimsByProgressNotByGlobalStep) {
+  TempDir tmp;
+  auto record = [](const char* type, int64_t epoch, int64_t step, int64_t samples, int64_t global, double wall) {
+    MetricsRecord r;
+    r.type = type;
+    r.epoch = epoch;
+    r.step = step;
+    r.epochSamples = samples;
+    r.globalStep = global;
+    r.wallTime = wall;
+    r.set("train_loss", 1.0 / global);
+    return r;
+  };
+  {
+    MetricsLog m(pathsIn(tmp, true), metricColumns({}), std::nullopt);
+    m.write(record("step", 1, 5, 320, 5, 1.0));
+    m.write(record("epoch", 1, 10, 640, 10, 2.0));
+    m.write(record("step", 2, 5, 320, 15, 3.0));
+    m.write(record("epoch", 2, 10, 640, 20, 4.0));
+    m.write(record("step", 3, 5, 320, 25, 5.0));  // 2 epochs + 320: kept
+    m.write(record("step", 3, 8, 512, 28, 6.0));  // 2 epochs + 512: past the checkpoint
+  }
+  {
+    MetricsLog m(pathsIn(tmp, true), metricColumns({}), ResumePoint{{2, 384}, 16});
+    m.write(record("step", 3, 3, 576, 17, 7.0));
+  }
+  std::vector<std::pair<int64_t, double>> kept;
+  for (const auto& line : linesOf(tmp.path / "metrics.jsonl")) {
+    auto j = nlohmann::json::parse(line);
+    kept.emplace_back(j["global_step"].get<int64_t>(), j["wall_time"].get<double>());
+  }
+  EXPECT_EQ(kept, (std::vector<std::pair<int64_t, double>>{{5, 1.0}, {10, 2.0}, {15, 3.0}, {20, 4.0}, {25, 5.0},
+                                                            {17, 7.0}}));
+  auto csv = linesOf(tmp.path / "metrics.csv");
+  ASSERT_EQ(csv.size(), 7u);
+  EXPECT_EQ(csv[5].substr(0, 18), "step,3,5,320,25,5,");
+  // TensorBoard: the same points, the dropped record's gone; the session starts past the
+  // kept points (25), so that TensorBoard drops none of them.
+  std::vector<std::string> tb;
+  for (const auto& f : fs::directory_iterator(tmp.path / "tb")) {
+    for (const auto& r : records(slurp(f.path().string()))) tb.push_back(r);
+  }
+  size_t scalars = 0;
+  for (const auto& r : tb) scalars += r.find("step/train_loss") != std::string::npos ? 1 : 0;
+  EXPECT_EQ(scalars, 4u) << "steps 5, 15, 25 and the new 17";
 }
 
 TEST(Metrics, AValueOutsideTheRunsColumnsIsAnError) {
   TempDir tmp;
-  MetricsLog m(pathsIn(tmp, false), metricColumns({"accuracy"}), -1);
+  MetricsLog m(pathsIn(tmp, false), metricColumns({"accuracy"}), std::nullopt);
   MetricsRecord r;
   r.type = "step";
   r.set("train_top5", 0.5);

@@ -14,8 +14,9 @@ const char* kTrainHelp = R"(usage: forge train CONFIG.yaml [--set key=value ...]
                      `forge config keys` for every key)
   --set key=value    override a config key by its dotted path, e.g. --set run.epochs=2
                      --set optimizer.lr=0.01 (repeatable; the value is parsed as YAML)
-  --resume auto      continue from the newest checkpoint in RUN_DIR/checkpoints that
-                     verifies (fresh start when there is none)
+  --resume auto      continue from the checkpoint in RUN_DIR/checkpoints furthest in
+                     training (epochs and samples, at any world size) that verifies;
+                     fresh start when there is none
   --resume PATH      continue from that checkpoint
 
 Runs alone (1 rank), under `mpirun -np N forge train ...`, or under `srun`.
@@ -27,7 +28,7 @@ Writes, in RUN_DIR (run.dir):
                    communication shares; metrics.csv holds the same rows
   tb/              the same as TensorBoard scalars: tensorboard --logdir runs/
   summary.json     the end-of-run summary
-  checkpoints/     ckpt-e<epoch>-s<global step>.pt and best.pt
+  checkpoints/     ckpt-e<epochs complete>-n<samples into the next>.pt and best.pt
 Progress (log.progress): a live bar on a terminal, a plain line every log.every_s
 seconds otherwise (log files); `forge plot RUN_DIR` draws the curves.
 )";

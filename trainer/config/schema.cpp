@@ -147,7 +147,8 @@ void declareRunControl(std::vector<Field>& f) {
   f.push_back(field<int64_t>("checkpoint", "every_steps", [](Config& c) -> int64_t& { return c.checkpoint.everySteps; },
                              "also save every N optimizer steps", zeroOrPositive("off")));
   f.push_back(field<int64_t>("checkpoint", "keep_last", [](Config& c) -> int64_t& { return c.checkpoint.keepLast; },
-                             "checkpoints kept besides best.pt", zeroOrPositive("keep all")));
+                             "checkpoints kept besides best.pt: the most advanced that verify",
+                             zeroOrPositive("keep all")));
   f.push_back(field<bool>("checkpoint", "async", [](Config& c) -> bool& { return c.checkpoint.async; },
                           "write in a background thread: training waits only for an in-memory copy"));
   f.push_back(field<S>("distributed", "backend", [](Config& c) -> S& { return c.distributed.backend; },

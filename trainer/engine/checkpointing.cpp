@@ -25,6 +25,7 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
   ck.epoch = state_.epoch;
   ck.step = state_.step;
   ck.globalStep = state_.globalStep;
+  ck.epochSamples = state_.epochSamples;
   ck.bestMetric = state_.bestMetric;
   ck.bestMetricName = monitoredMetric();
   ck.worldSize = world_.size;
@@ -64,7 +65,7 @@ std::string Trainer::saveCheckpoint(bool isBest) {
   if (world_.rank != 0) return "";
   ckpt::Checkpoint ck = makeCheckpoint();
   for (int r = 0; r < world_.size; ++r) ck.rngStates.push_back(all.narrow(0, r * mine.numel(), mine.numel()).clone());
-  std::string path = checkpoints_->pathFor(ck.epoch, ck.globalStep);
+  std::string path = checkpoints_->pathFor(ckpt::progressOf(ck, "this run's checkpoint"));
   auto write = [this, isBest, start](const ckpt::Checkpoint& c) {
     std::string written = checkpoints_->save(c);
     if (isBest) checkpoints_->saveBest(c);

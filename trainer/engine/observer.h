@@ -33,6 +33,7 @@ struct StepReport {
 struct EpochReport {
   const TrainState& state;  // after the epoch (state.epoch is the 1-based number of this one)
   int64_t stepsPerEpoch;
+  int64_t epochSamples;     // the samples the epoch consisted of, over all ranks
   std::vector<std::pair<std::string, double>> train;  // over all ranks: ("loss", ...), metrics
   std::vector<std::pair<std::string, double>> eval;
   double lr;

@@ -153,11 +153,13 @@ class MetricsObserver : public LoopObserver {
   void beforeTraining() override {
     const Config& cfg = trainer_.config();
     // A fresh run owns its metrics files; a resumed one appends to them.
-    const bool resumed = trainer_.state().globalStep > 0 || trainer_.state().epoch > 0;
+    const TrainState& s = trainer_.state();
+    const bool resumed = s.globalStep > 0 || s.epoch > 0;
     const RunDir dir(cfg.run.dir);
     MetricsLog::Paths paths{dir.metricsJsonl(), dir.metricsCsv(), cfg.log.tensorboard ? dir.tensorboard() : ""};
-    log_ = std::make_unique<MetricsLog>(paths, metricColumns(trainer_.task().metricNames()),
-                                        resumed ? trainer_.state().globalStep : -1);
+    std::optional<ResumePoint> at;
+    if (resumed) at = ResumePoint{ckpt::Progress{s.epoch, s.epochSamples}, s.globalStep};
+    log_ = std::make_unique<MetricsLog>(paths, metricColumns(trainer_.task().metricNames()), at);
   }
 
   void afterStep(const StepReport& r) override {
@@ -178,6 +180,7 @@ class MetricsObserver : public LoopObserver {
     rec.type = "step";
     rec.epoch = r.epoch + 1;
     rec.step = r.state.step;
+    rec.epochSamples = r.state.epochSamples;
     rec.globalStep = r.state.globalStep;
     rec.wallTime = unixSeconds();
     // Rank 0's batches since the previous record (every rank's would need a collective);
@@ -197,6 +200,7 @@ class MetricsObserver : public LoopObserver {
     rec.type = "epoch";
     rec.epoch = r.state.epoch;
     rec.step = r.stepsPerEpoch;
+    rec.epochSamples = r.epochSamples;
     rec.globalStep = r.state.globalStep;
     rec.wallTime = unixSeconds();
     for (const auto& [k, v] : r.train) rec.set("train_" + k, v);

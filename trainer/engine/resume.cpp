@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "checkpoint/checkpoint.h"
@@ -19,18 +20,20 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Moves aside what a resume from an older checkpoint abandons: the periodic checkpoints
-// after it, and best.pt when it was written after it (one that fails to load stays).
-void moveAbandoned(const ckpt::CheckpointDir& dir, const std::string& resume, int64_t resumedStep,
+// Moves aside what a resume from a less advanced checkpoint abandons: the periodic
+// checkpoints further on, and best.pt when it was written further on (one that fails to
+// load stays). "Further" is by training progress, which means the same whatever world size
+// wrote each file.
+void moveAbandoned(ckpt::CheckpointDir& dir, const std::string& resume, const ckpt::Progress& resumed,
                    const std::string& monitored) {
   std::error_code ec;
   std::vector<std::string> newer;
-  for (const auto& f : dir.list()) {
-    if (!fs::equivalent(f, resume, ec) && ckpt::CheckpointDir::globalStepOf(f) > resumedStep) newer.push_back(f);
+  for (const auto& e : dir.verified()) {
+    if (!fs::equivalent(e.path, resume, ec) && e.progress > resumed) newer.push_back(e.path);
   }
   if (fs::exists(dir.bestPath()) && !fs::equivalent(dir.bestPath(), resume, ec)) {
     try {
-      if (ckpt::load(dir.bestPath()).globalStep > resumedStep) {
+      if (ckpt::progressOf(ckpt::load(dir.bestPath()), dir.bestPath()) > resumed) {
         newer.push_back(dir.bestPath());
         log::warn("ckpt", "best.pt was written after ", resume, " and goes aside with the newer checkpoints; the "
                   "next epoch that beats the resumed best ", monitored, " writes a new one");
@@ -39,37 +42,43 @@ void moveAbandoned(const ckpt::CheckpointDir& dir, const std::string& resume, in
     }
   }
   if (newer.empty()) return;
-  fs::path aside = fs::path(dir.dir()) / concat("abandoned-after-step-", resumedStep);
+  fs::path aside = fs::path(dir.dir()) / concat("abandoned-after-", fs::path(dir.pathFor(resumed)).stem().string());
   fs::create_directories(aside);
   for (const auto& f : newer) fs::rename(f, aside / fs::path(f).filename());
-  log::warn("ckpt", "moved ", newer.size(), " checkpoint(s) newer than ", resume, " to ", aside.string());
+  log::warn("ckpt", "moved ", newer.size(), " checkpoint(s) further on than ", resume, " (", resumed.text(), ") to ",
+            aside.string());
 }
 
 }  // namespace
 
 // Rank 0, during setup: the run folder, the config as resolved, and which checkpoint to
 // resume from. A fresh start never mixes with an earlier run's checkpoints, and a resume
-// from an older checkpoint moves the newer ones aside (they belong to the abandoned future)
-// so that retention and a later --resume auto cannot confuse the two histories.
+// from a less advanced checkpoint moves the further ones aside (they belong to the abandoned
+// future) so that retention and a later --resume auto cannot confuse the two histories.
+// Whatever can refuse the start is decided before anything in the run dir changes: a
+// refused start leaves every file as it was (config.yaml, forge.log, temporaries included).
 void Trainer::prepareRunDir(const std::string& resume) {
+  std::optional<ckpt::Progress> resumed;
+  if (resume.empty()) {
+    auto existing = checkpoints_->files();
+    if (!existing.empty()) {
+      const std::string more = existing.size() > 1 ? concat(" and ", existing.size() - 1, " more") : "";
+      throw ConfigError(concat("run dir '", cfg_.run.dir, "' already holds checkpoints of an earlier run (",
+                               existing.front(), more, "): continue it with --resume auto, or train afresh in "
+                               "another run.dir (or delete that one)"));
+    }
+  } else if (resume == "auto") {
+    // Files that do not verify are moved aside on the way (saying so): repairs, not changes.
+    if (auto found = checkpoints_->loadNewest()) resumePath_ = found->path;
+  } else {
+    resumed = ckpt::progressOf(ckpt::load(resume), resume);  // verified before anything is moved
+    resumePath_ = resume;
+  }
   runDir_.create(cfg_.resolved);
   if (int n = checkpoints_->removeStaleTemporaries()) {
     log::info("ckpt", "removed ", n, " temporary file(s) of a save that was interrupted");
   }
-  if (resume == "auto") {
-    if (auto found = checkpoints_->loadNewest()) {
-      for (const auto& skipped : found->skipped) log::warn("ckpt", "skipped ", skipped);
-      resumePath_ = found->path;
-    }
-  } else if (!resume.empty()) {
-    ckpt::Checkpoint ck = ckpt::load(resume);  // verify before anything is moved
-    resumePath_ = resume;
-    moveAbandoned(*checkpoints_, resume, ck.globalStep, monitoredMetric());
-  } else if (!checkpoints_->list().empty()) {
-    throw ConfigError(concat("run dir '", cfg_.run.dir, "' already holds checkpoints of an earlier run (newest: ",
-                             checkpoints_->list().front(), "): continue it with --resume auto, or train afresh "
-                             "in another run.dir (or delete that one)"));
-  }
+  if (resumed) moveAbandoned(*checkpoints_, resume, *resumed, monitoredMetric());
   // What rank 0 printed, from the first line on; a resumed run's sessions follow each other.
   std::error_code ec;
   if (resumePath_.empty()) fs::remove(runDir_.log(), ec);
@@ -132,15 +141,24 @@ void Trainer::resumeFrom() {
                 "uninterrupted run would have");
     }
   }
-  if (ck.worldSize != world_.size) {
-    // Positions are in optimizer steps, whose size depends on the world size: carry over the
-    // samples seen instead, and re-derive the global step so the schedule stays on course.
-    const int64_t perStep = cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
-    state_.step = std::min(stepsPerEpoch_, ck.step * ck.worldSize * perStep / (world_.size * perStep));
+  // Positions are in optimizer steps, whose size in samples depends on the world size (and
+  // the batch size and accumulate_steps): the samples seen carry over, and the step and the
+  // global step are re-derived from them so that the data and the schedule stay on course.
+  const ckpt::Progress saved = ckpt::progressOf(ck, path);
+  const int64_t perStep = world_.size * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
+  if (ck.worldSize != world_.size || saved.samples != ck.step * perStep) {
+    state_.step = std::min(stepsPerEpoch_, saved.samples / perStep);
     state_.globalStep = state_.epoch * stepsPerEpoch_ + state_.step;
+    if (ck.worldSize == world_.size && ck.step > 0) {
+      log::warn("ckpt", "the checkpoint's steps were of ", saved.samples / std::max<int64_t>(1, ck.step),
+                " samples, this config's are of ", perStep, ": resuming at step ", state_.step, " of the epoch");
+    }
+  }
+  if (ck.worldSize != world_.size) {
     log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
               ck.step > 0 ? ": the order of the rest of the interrupted epoch changes" : "");
   }
+  state_.epochSamples = epochSamplesDone();
   // Epochs count from 1 here, as in the progress lines: "at epoch 4 step 0" is where epoch 4
   // starts, after 3 complete ones.
   freshOrResumed_ = concat("resumed from ", path, " at epoch ", state_.epoch + 1, " step ", state_.step,

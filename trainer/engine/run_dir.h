@@ -5,7 +5,7 @@
 //   tb/                TensorBoard event files
 //   summary.json       the end-of-run summary of the last session that trained
 //   feature_stats.h5   data.normalize.stats: auto's per-feature statistics
-//   checkpoints/       ckpt-e<epoch>-s<global step>.pt and best.pt (checkpoint/checkpoint_dir.h)
+//   checkpoints/       ckpt-e<epoch>-n<samples>.pt and best.pt (checkpoint/checkpoint_dir.h)
 #pragma once
 
 #include <string>

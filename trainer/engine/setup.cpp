@@ -156,6 +156,11 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
 // position (step optimizer steps of accumulate_steps batches).
 int64_t Trainer::samplesDone() const { return state_.step * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize; }
 
+// The same over all ranks, at most the epoch's (the last step's batches may be short).
+int64_t Trainer::epochSamplesDone() const {
+  return std::min(samplesDone(), sampler_->samplesPerRank()) * world_.size;
+}
+
 // Starts streaming `epoch` (from the resumed position when it is the current one).
 void Trainer::startLoader(int64_t epoch) {
   sampler_->setEpoch(epoch);

@@ -105,6 +105,7 @@ void Trainer::trainEpoch(int64_t epoch) {
     trainStep(epoch, sums);
     ++state_.step;
     ++state_.globalStep;
+    state_.epochSamples = epochSamplesDone();
     ++steps;
     StepReport report{state_,    epoch, stepsPerEpoch_, lr, start, secondsSince(start), steps,
                       loader_->waitSeconds() - waitBefore, sync_->commWaitSeconds() - commBefore, sums};
@@ -201,8 +202,10 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   EvalResult ev = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
   evalSeconds_ += secondsSince(evalStart);
 
+  const int64_t epochSamples = state_.epochSamples;
   state_.epoch = epoch + 1;
   state_.step = 0;
+  state_.epochSamples = 0;
   const double monitored = ev.value(task_.metrics.empty() ? "loss" : task_.metrics.front()->name);
   // A NaN metric (a diverged model) is never the best.
   const bool isBest = !std::isnan(monitored) &&
@@ -213,8 +216,9 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
     state_.bestEpoch = state_.epoch;
   }
   const double t = std::max(1e-9, seconds);
-  EpochReport report{state_,  stepsPerEpoch_, train, ev.values, schedule_->at(state_.globalStep - 1, epoch),
-                     sums.globalSamples() / t, waited / t, comm / t, seconds, isBest};
+  EpochReport report{state_, stepsPerEpoch_, epochSamples, train, ev.values,
+                     schedule_->at(state_.globalStep - 1, epoch), sums.globalSamples() / t, waited / t,
+                     comm / t, seconds, isBest};
   for (auto& o : observers_) o->afterEpoch(report);
 }
 

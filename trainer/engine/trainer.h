@@ -101,6 +101,7 @@ class Trainer {
   void startLoader(int64_t epoch);
   void resolveFeatureStats();
   int64_t samplesDone() const;
+  int64_t epochSamplesDone() const;
   void addObservers();
   // resume.cpp
   void prepareRunDir(const std::string& resume);

@@ -2,9 +2,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "checkpoint/atomic_file.h"
 #include "core/error.h"
@@ -25,7 +27,7 @@ void appendText(const std::string& path, const std::string& text) {
   if (!out) throw Error(concat("cannot write to '", path, "' (disk full?)"));
 }
 
-const std::vector<std::string> kKeyColumns = {"type", "epoch", "step", "global_step", "wall_time"};
+const std::vector<std::string> kKeyColumns = {"type", "epoch", "step", "epoch_samples", "global_step", "wall_time"};
 
 // NaN has no JSON literal: null, as Python's json.dumps(allow_nan=False) users expect.
 nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
@@ -79,14 +81,15 @@ std::optional<double> MetricsRecord::get(const std::string& column) const {
   return std::nullopt;
 }
 
-MetricsLog::MetricsLog(Paths paths, std::vector<std::string> columns, int64_t resumedAt)
+MetricsLog::MetricsLog(Paths paths, std::vector<std::string> columns, const std::optional<ResumePoint>& resumedAt)
     : columns_(std::move(columns)), jsonl_(std::move(paths.jsonl)), csv_(std::move(paths.csv)) {
-  if (resumedAt < 0) {
+  Trimmed trimmed;
+  if (!resumedAt) {
     fs::remove(jsonl_);
     fs::remove(csv_);
   } else {
-    trimMetricsFile(jsonl_, resumedAt);
-    trimMetricsFile(csv_, resumedAt);
+    trimmed = trimMetricsFile(jsonl_, *resumedAt);
+    trimMetricsFile(csv_, *resumedAt);
   }
   std::string header;
   for (const auto& c : kKeyColumns) header += (header.empty() ? "" : ",") + c;
@@ -98,15 +101,24 @@ MetricsLog::MetricsLog(Paths paths, std::vector<std::string> columns, int64_t re
   }
   if (!paths.tensorboard.empty()) {
     const std::string& dir = paths.tensorboard;
-    if (resumedAt < 0) {
+    // The session starts past every point kept: after a change of world size the resumed
+    // global step can be below those of kept records (steps counted differently), and a
+    // session start at or below them would make TensorBoard drop them.
+    const int64_t firstStep = resumedAt ? std::max(resumedAt->globalStep, trimmed.lastKeptStep) + 1 : 1;
+    if (!resumedAt) {
       fs::remove_all(dir);  // an earlier run's curves would mix with these
     } else {
-      // Points past the resumed step belong to the abandoned run. The session start the
-      // writer records tells TensorBoard's Python loader so; its default (Rust) loader
-      // ignores that, so the points go from the files too.
-      dropEventsAfter(dir, resumedAt);
+      // The points of the records dropped above belong to the abandoned run. The session
+      // start the writer records tells TensorBoard's Python loader so; its default (Rust)
+      // loader ignores that, so the points go from the files too: the same records, named by
+      // type, global step and wall time (a global step alone can repeat across world sizes).
+      std::set<RecordId> gone(trimmed.dropped.begin(), trimmed.dropped.end());
+      dropEvents(dir, [&](const std::string& tag, int64_t step, double wallTime) {
+        if (tag.empty()) return step >= firstStep;  // a session start this one supersedes
+        return gone.count(RecordId{tag.substr(0, tag.find('/')), step, wallTime}) > 0;
+      });
     }
-    tb_ = std::make_unique<TensorBoardWriter>(dir, std::max<int64_t>(resumedAt, 0) + 1);
+    tb_ = std::make_unique<TensorBoardWriter>(dir, firstStep);
   }
 }
 
@@ -130,7 +142,11 @@ void MetricsLog::write(const MetricsRecord& r) {
     }
   }
   guarded(jsonlOn_, jsonl_, [&] {
-    nlohmann::ordered_json j = {{"type", r.type}, {"epoch", r.epoch}, {"step", r.step}, {"global_step", r.globalStep},
+    nlohmann::ordered_json j = {{"type", r.type},
+                                {"epoch", r.epoch},
+                                {"step", r.step},
+                                {"epoch_samples", r.epochSamples},
+                                {"global_step", r.globalStep},
                                 {"wall_time", r.wallTime}};
     for (const auto& c : columns_) {
       if (auto v = r.get(c)) j[c] = number(*v);
@@ -138,7 +154,8 @@ void MetricsLog::write(const MetricsRecord& r) {
     appendText(jsonl_, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   });
   guarded(csvOn_, csv_, [&] {
-    std::string row = concat(r.type, ",", r.epoch, ",", r.step, ",", r.globalStep, ",", jsonNumber(r.wallTime));
+    std::string row =
+        concat(r.type, ",", r.epoch, ",", r.step, ",", r.epochSamples, ",", r.globalStep, ",", jsonNumber(r.wallTime));
     for (const auto& c : columns_) {
       row += ",";
       if (auto v = r.get(c)) row += std::isnan(*v) ? std::string("nan") : jsonNumber(*v);
@@ -155,31 +172,70 @@ void MetricsLog::write(const MetricsRecord& r) {
   }
 }
 
-void trimMetricsFile(const std::string& path, int64_t globalStep) {
+bool recordAtOrBefore(const std::string& type, int64_t epoch, std::optional<int64_t> epochSamples,
+                      int64_t globalStep, const ResumePoint& at) {
+  if (type == "epoch") return epoch <= at.progress.epoch;  // 1-based: epochs complete after it
+  const int64_t complete = epoch - 1;                       // before the step's epoch
+  if (complete != at.progress.epoch) return complete < at.progress.epoch;
+  return epochSamples ? *epochSamples <= at.progress.samples : globalStep <= at.globalStep;
+}
+
+Trimmed trimMetricsFile(const std::string& path, const ResumePoint& at) {
+  Trimmed out;
   std::ifstream in(path);
-  if (!in) return;
+  if (!in) return out;
   const bool csv = fs::path(path).extension() == ".csv";
   std::string kept, line;
-  bool header = csv;
+  std::vector<std::string> header;  // the CSV's columns, by which its cells are read
+  auto column = [&](const std::vector<std::string>& cells, const char* name) -> std::optional<std::string> {
+    auto it = std::find(header.begin(), header.end(), name);
+    size_t i = static_cast<size_t>(it - header.begin());
+    if (it == header.end() || i >= cells.size() || cells[i].empty()) return std::nullopt;
+    return cells[i];
+  };
+  auto integer = [](const std::optional<std::string>& text) -> std::optional<int64_t> {
+    if (!text) return std::nullopt;
+    try {
+      return std::stoll(*text);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
   while (std::getline(in, line)) {
-    int64_t step = -1;
-    if (header) {
-      header = false;
-    } else if (csv) {
-      auto cells = split(line, ',');  // type,epoch,step,global_step,...
-      if (cells.size() > 3) {
-        try {
-          step = std::stoll(cells[3]);
-        } catch (const std::exception&) {
-        }
-      }
+    if (csv && header.empty()) {
+      header = split(line, ',');
+      kept += line + "\n";
+      continue;
+    }
+    std::string type;
+    std::optional<int64_t> epoch, samples, step;
+    double wallTime = 0;
+    if (csv) {
+      auto cells = split(line, ',');
+      type = column(cells, "type").value_or("");
+      epoch = integer(column(cells, "epoch"));
+      samples = integer(column(cells, "epoch_samples"));
+      step = integer(column(cells, "global_step"));
     } else {
       auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object() && j.contains("global_step") && j["global_step"].is_number_integer()) {
-        step = j["global_step"].get<int64_t>();
+      auto get = [&](const char* key) -> std::optional<int64_t> {
+        if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer()) return std::nullopt;
+        return j[key].get<int64_t>();
+      };
+      if (j.is_object() && j.contains("type") && j["type"].is_string()) type = j["type"].get<std::string>();
+      epoch = get("epoch");
+      samples = get("epoch_samples");
+      step = get("global_step");
+      if (j.is_object() && j.contains("wall_time") && j["wall_time"].is_number()) {
+        wallTime = j["wall_time"].get<double>();
       }
     }
-    if (step > globalStep) continue;
+    // A line that cannot be read as a record (cut short by a crash) is kept as it is.
+    if (!type.empty() && epoch && step && !recordAtOrBefore(type, *epoch, samples, *step, at)) {
+      out.dropped.push_back(RecordId{type, *step, wallTime});
+      continue;
+    }
+    if (step) out.lastKeptStep = std::max(out.lastKeptStep, *step);
     kept += line + "\n";
   }
   in.close();
@@ -189,6 +245,7 @@ void trimMetricsFile(const std::string& path, int64_t globalStep) {
   } catch (const CheckpointError& e) {
     throw Error(e.what());  // a metrics file, not a checkpoint: exit 1 as for the other metrics I/O
   }
+  return out;
 }
 
 }  // namespace forge::train

@@ -46,6 +46,10 @@ uint32_t maskedCrc32c(const void* data, size_t n) {
 }
 
 void dropEventsAfter(const std::string& dir, int64_t step) {
+  dropEvents(dir, [step](const std::string&, int64_t s, double) { return s > step; });
+}
+
+void dropEvents(const std::string& dir, const EventFilter& drop) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;
@@ -75,8 +79,12 @@ void dropEventsAfter(const std::string& dir, int64_t step) {
       }
       tensorboard::Event e;
       const size_t size = 12 + length + 4;
-      if (e.ParseFromArray(bytes.data() + at + 12, static_cast<int>(length)) && e.step() > step &&
-          (e.has_summary() || e.has_session_log())) {
+      bool gone = false;
+      if (e.ParseFromArray(bytes.data() + at + 12, static_cast<int>(length))) {
+        if (e.has_session_log()) gone = drop("", e.step(), e.wall_time());
+        for (const auto& v : e.summary().value()) gone = gone || drop(v.tag(), e.step(), e.wall_time());
+      }
+      if (gone) {
         dropped = true;
       } else {
         kept.append(bytes, at, size);

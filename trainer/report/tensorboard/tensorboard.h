@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 namespace forge::train {
@@ -13,9 +14,13 @@ namespace forge::train {
 uint32_t crc32c(const void* data, size_t n);
 uint32_t maskedCrc32c(const void* data, size_t n);
 
-// Rewrites the event files in `dir` without their points past `step` (a resume from an
-// older checkpoint). A record cut short by a crash is dropped too. Files with nothing to
-// drop are left as they are; the others are replaced atomically.
+// Rewrites the event files in `dir` without the points and session logs that `drop` picks
+// (a resume from an earlier position): it is asked with each scalar's tag, step and wall
+// time, and with an empty tag for a session log. A record cut short by a crash is dropped
+// too. Files with nothing to drop are left as they are; the others are replaced atomically.
+using EventFilter = std::function<bool(const std::string& tag, int64_t step, double wallTime)>;
+void dropEvents(const std::string& dir, const EventFilter& drop);
+// The points (and session logs) past `step`.
 void dropEventsAfter(const std::string& dir, int64_t step);
 
 class TensorBoardWriter {

@@ -1,0 +1,116 @@
+"""Nothing silently wrong with checkpoints:
+- a fresh `forge train` refused because the run dir holds checkpoints changes nothing in it
+  (every file's bytes and mtime, and the list of files, equal before and after);
+- checkpoint.keep_last counts checkpoints that verify: an empty file named like a newer
+  checkpoint pushes no valid one out, and is moved aside, not deleted;
+- every zip entry carries its real CRC-32: Python's zipfile.testzip() (and unzip -t) find
+  nothing wrong, and torch.load(weights_only=True) still reads the file (sync, async, best.pt);
+- a bit-flipped checkpoint (in a tensor, or in the pickle) is the same error at every entry
+  point: ckpt inspect, eval, model.init_from, --resume PATH, model check: "fails its
+  checksum (the file is corrupt)", exit 4; --resume auto moves it aside and resumes the
+  previous one."""
+import glob
+import os
+import shutil
+import subprocess
+import zipfile
+
+import torch
+
+from harness import Harness, small_config
+
+h = Harness()
+h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "1200", "--features", "16", "--classes", "4"])
+cfg = small_config(h, "small.yaml", "syn.h5", "run", epochs=2)
+h.run(["train", cfg], ranks=2)
+ckdir = h.path("run", "checkpoints")
+
+
+def snapshot(root):
+    """Every file and folder under root: (kind, bytes, mtime in ns)."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs:
+            out[os.path.join(d, n)] = ("dir", None, os.stat(os.path.join(d, n)).st_mtime_ns)
+        for n in files:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                out[p] = ("file", f.read(), os.stat(p).st_mtime_ns)
+    return out
+
+
+# 1. A refused fresh start changes nothing (a leftover temporary file included).
+with open(os.path.join(ckdir, ".ckpt-e0009-n0000000000.pt.tmp.4242"), "w") as f:
+    f.write("half a save")
+before = snapshot(h.path("run"))
+for ranks in (0, 2):
+    p = h.run(["train", cfg, "--set", "optimizer.lr=0.01"], ranks=ranks, expect_rc=None)
+    h.check(p.returncode == 2 and "already holds checkpoints of an earlier run" in p.stderr,
+            f"{ranks or 1} rank(s): a fresh start into a run dir with checkpoints is refused", p.stderr[-1500:])
+    after = snapshot(h.path("run"))
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    h.check(not changed, f"{ranks or 1} rank(s): the refusal changes no file of the run dir (bytes, mtime, list)",
+            changed)
+os.remove(os.path.join(ckdir, ".ckpt-e0009-n0000000000.pt.tmp.4242"))
+
+# 2. Real CRC-32s in every entry; torch.load still reads the files.
+h.run(["train", cfg, "--set", "run.dir=arun", "--set", "run.epochs=1", "--set", "checkpoint.async=true"])
+files = sorted(glob.glob(os.path.join(ckdir, "*.pt"))) + sorted(glob.glob(h.path("arun", "checkpoints", "*.pt")))
+for path in files:
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+        zero = [i.filename for i in z.infolist() if i.CRC == 0]
+    h.check(bad is None and not zero, f"zipfile.testzip() finds no bad entry in {os.path.basename(path)}, "
+            "no CRC-32 is 0", (bad, zero))
+    ck = torch.load(path, weights_only=True)
+    h.check(isinstance(ck, dict) and "model_state_dict" in ck, f"torch.load(weights_only=True) reads it")
+    if shutil.which("unzip"):
+        t = subprocess.run(["unzip", "-t", path], capture_output=True, text=True)
+        h.check(t.returncode == 0 and "No errors detected" in t.stdout, "unzip -t tests it clean", t.stdout[-800:])
+
+# 3. A bit flip, in a tensor's bytes or in the pickle: one message everywhere, exit 4.
+newest = sorted(glob.glob(os.path.join(ckdir, "ckpt-*.pt")))[-1]
+raw = open(newest, "rb").read()
+weight = torch.load(newest, weights_only=True)["model_state_dict"]["fc1.weight"].numpy().tobytes()
+with zipfile.ZipFile(newest) as z:
+    pkl = z.read([n for n in z.namelist() if n.endswith("/data.pkl")][0])
+flips = {"tensor": raw.index(weight) + 5, "pickle": raw.index(pkl) + len(pkl) // 2}
+for where, at in flips.items():
+    name = f"flip_{where}.pt"
+    damaged = bytearray(raw)
+    damaged[at] ^= 0x10
+    with open(h.path(name), "wb") as f:
+        f.write(damaged)
+    want = f"checkpoint '{name}' fails its checksum (the file is corrupt)"
+    entry_points = {
+        "ckpt inspect": (["ckpt", "inspect", name], 0),
+        "eval": (["eval", cfg, "--checkpoint", name], 0),
+        "eval on 2 ranks": (["eval", cfg, "--checkpoint", name], 2),
+        "model.init_from": (["train", cfg, "--set", "run.dir=init", "--set", f"model.init_from={name}"], 0),
+        "--resume PATH": (["train", cfg, "--set", "run.dir=res", "--resume", name], 0),
+        "model check": (["model", "check", cfg, "--state-dict", name], 0),
+    }
+    for what, (args, ranks) in entry_points.items():
+        p = h.run(args, ranks=ranks, expect_rc=None)
+        h.check(p.returncode == 4 and want in p.stderr,
+                f"flip in the {where}: {what} exits 4 saying \"{want}\"", f"exit {p.returncode}: {p.stderr[-1500:]}")
+
+# --resume auto moves the damaged newest aside (saying so) and resumes the previous one.
+shutil.copy(h.path("flip_tensor.pt"), newest)
+p = h.run(["train", cfg, "--set", "run.epochs=3", "--resume", "auto"])
+h.check("fails its checksum" in p.stderr and "moved to" in p.stderr and
+        os.path.exists(os.path.join(ckdir, "unverified", os.path.basename(newest))) and "resumed from" in p.stdout,
+        "--resume auto moves the damaged checkpoint to unverified/ and resumes the one before", p.stderr[-1500:])
+
+# 4. keep_last counts checkpoints that verify: an empty file named like a newer checkpoint.
+empty = os.path.join(ckdir, "ckpt-e0099-n0000000000.pt")
+open(empty, "w").close()
+valid = sorted(os.path.basename(f) for f in glob.glob(os.path.join(ckdir, "ckpt-*.pt")) if f != empty)
+p = h.run(["train", cfg, "--set", "run.epochs=4", "--set", "checkpoint.keep_last=2", "--resume", "auto"])
+kept = sorted(os.path.basename(f) for f in glob.glob(os.path.join(ckdir, "ckpt-*.pt")))
+h.check(kept == ["ckpt-e0003-n0000000000.pt", "ckpt-e0004-n0000000000.pt"],
+        "keep_last 2 keeps the 2 most advanced valid checkpoints", (valid, kept))
+h.check(os.path.exists(os.path.join(ckdir, "unverified", "ckpt-e0099-n0000000000.pt")) and "is empty" in p.stderr,
+        "the empty file is not counted, but moved to unverified/ with a warning", p.stderr[-1500:])
+
+h.finish()
