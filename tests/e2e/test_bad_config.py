@@ -29,18 +29,22 @@ def setting(key, value, needle, what=None, ranks=2):
 
 
 # Values beyond what the tensors or the conversions they reach can hold.
-setting("optimizer.weight_decay", "1e300", "optimizer.weight_decay must be a finite number within float32's range")
-setting("optimizer.lr", ".nan", "optimizer.lr must be a finite number")
-setting("data.normalize.scale", "1e300", "data.normalize.scale must be a finite number within float32's range")
-setting("data.normalize.mean", "[.inf]", "data.normalize.mean must be a finite number")
-setting("distributed.bucket_cap_mb", "1e300", "distributed.bucket_cap_mb must be a finite number")
-setting("distributed.bucket_cap_mb", ".inf", "distributed.bucket_cap_mb must be a finite number")
+setting("optimizer.weight_decay", "1e300", "optimizer.weight_decay must be 0 or a finite number within float32's range")
+setting("optimizer.lr", ".nan", "optimizer.lr must be 0 or a finite number")
+setting("data.normalize.scale", "1e300", "data.normalize.scale must be 0 or a finite number within float32's range")
+setting("data.normalize.mean", "[.inf]", "data.normalize.mean must be 0 or a finite number")
+setting("distributed.bucket_cap_mb", "1e300", "distributed.bucket_cap_mb must be 0 or a finite number")
+setting("distributed.bucket_cap_mb", ".inf", "distributed.bucket_cap_mb must be 0 or a finite number")
 setting("distributed.bucket_cap_mb", "1e30", "distributed.bucket_cap_mb must be between 1 byte")
-setting("distributed.first_bucket_cap_mb", "1e-300", "distributed.first_bucket_cap_mb must be between 1 byte")
+setting("distributed.first_bucket_cap_mb", "1e-9", "distributed.first_bucket_cap_mb must be between 1 byte")
 setting("data.buffer_mb", "1e-12", "data.buffer_mb must be between 1 byte")
 setting("run.threads", "100000", "run.threads must be at most this node's")
-setting("distributed.timeout_s", "1e-300", "distributed.timeout_s must be at least 1 second")
+setting("distributed.timeout_s", "0.001", "distributed.timeout_s must be at least 1 second")
 setting("log.every_s", "1e20", "log.every_s must be positive and at most 1e9")
+setting("optimizer.lr", "1e-50", "optimizer.lr must be 0 or a finite number within float32's range",
+        what="a value that float32 makes 0")
+setting("optimizer.lr", "", "no value (write optimizer.lr=~ to drop the key", what="an empty --set value")
+setting("model.hidden", str(2**62), "does not fit this node", what="a size whose byte count overflows")
 # Models that cannot fit: the message says what they need and what the node has.
 for key in ("model.hidden", "model.num_classes"):
     setting(key, "100000000000", "does not fit this node", what=f"{key}=1e11")
@@ -51,7 +55,8 @@ p = h.run(["config", "check", good, "--set", "model.hidden=100000000000"], expec
 h.check("does not fit this node" in p.stderr, "forge config check finds the same", p.stderr)
 # Schedules that cannot train: more steps than count exactly, a rate that is 0 in float32.
 setting("run.epochs", str(10**17), "is more than 2^53 optimizer steps")
-setting("optimizer.lr", "1e-46", "the learning rate is 1e-46 at step 1", what="a learning rate of 0 in float32")
+expect_error(["train", good, "--set", "optimizer.lr=1.2e-38", "--set", "schedule.warmup_steps=1000000000"],
+             "training would not move", what="a warmup whose learning rate is 0 in float32")
 
 # --set values are the whole value, or an error.
 setting("data.normalize.mean", "[0.1]*784", "config error in --set data.normalize.mean=[0.1]*784: value is not valid YAML")

@@ -38,7 +38,8 @@ def no_nan_records(run_dir):
 p = h.run(["train", cfg, "--set", "run.dir=lr30", "--set", "optimizer.lr=1e30"], ranks=2, expect_rc=None)
 h.check(p.returncode == 5, f"lr 1e30: exit 5 (got {p.returncode})", p.stderr[-3000:])
 for r in range(2):
-    h.check(f"[rank {r}] training diverged: the training loss became NaN or Inf" in p.stderr,
+    h.check(re.search(rf"\[rank {r}\] training diverged by epoch 1 step \d+ \(global step \d+, learning rate "
+                      r"[0-9.e+]+\): the training loss became NaN or Inf", p.stderr),
             f"lr 1e30: rank {r} names the divergence", p.stderr[-3000:])
 h.check("learning rate" in p.stderr and "Lower optimizer.lr" in p.stderr, "the message says what to change", p.stderr)
 h.check(files_of("lr30") == [], "lr 1e30: no checkpoint and no best.pt written", files_of("lr30"))
@@ -49,7 +50,7 @@ h.check(no_nan_records("lr30"), "lr 1e30: no NaN record in metrics.jsonl")
 p = h.run(["train", cfg, "--set", "run.dir=steps", "--set", "optimizer.lr=1e30", "--set", "checkpoint.every_steps=1"],
           ranks=2, expect_rc=None)
 h.check(p.returncode == 5, f"lr 1e30 with every_steps 1: exit 5 (got {p.returncode})", p.stderr[-3000:])
-h.check("found before saving a checkpoint" in p.stderr, "the save itself found the divergence", p.stderr[-3000:])
+h.check("(checked before saving a checkpoint)" in p.stderr, "the save itself found the divergence", p.stderr[-3000:])
 import torch
 
 
@@ -66,7 +67,28 @@ h.check(all(all_finite(h.path("steps", "checkpoints", f)) for f in saved),
         f"every_steps 1: the checkpoints written before the divergence hold finite values only ({saved})")
 h.check("best.pt" not in saved, "every_steps 1: no best.pt", saved)
 
-# 3. Diverging after a good epoch: best.pt and the good checkpoints stay as they were.
+# 3. Extreme but finite inputs: the loss and weights stay finite, BatchNorm's running
+# variance does not. A buffer counts as much as a parameter.
+p = h.run(["train", cfg, "--set", "run.dir=bnbuf", "--set", "data.normalize.scale=1e30"], ranks=2, expect_rc=None)
+h.check(p.returncode == 5 and "model tensor bn1.running_var" in p.stderr, "an infinite BatchNorm buffer: exit 5, named",
+        p.stderr[-3000:])
+h.check(files_of("bnbuf") == [], "an infinite BatchNorm buffer: nothing saved", files_of("bnbuf"))
+# An eval split whose features overflow the model: a NaN eval loss is no result.
+import h5py
+import numpy as np
+
+with h5py.File(h.path("syn.h5")) as src, h5py.File(h.path("hugetest.h5"), "w") as f:
+    for k in ("train/features", "train/labels", "test/labels"):
+        f[k] = src[k][:]
+    f["test/features"] = np.where(np.arange(16) % 2 == 0, 3e38, -3e38).astype(np.float32)[None].repeat(
+        len(src["test/labels"]), 0)
+p = h.run(["train", cfg, "--set", "run.dir=hugetest", "--set", "data.path=hugetest.h5"], ranks=2, expect_rc=None)
+h.check(p.returncode == 5 and "the loss on 'hugetest.h5:test' is" in p.stderr and "not reported as a result" in p.stderr,
+        "a non-finite eval loss: exit 5, named", p.stderr[-3000:])
+h.check("final test accuracy" not in p.stdout and "best.pt" not in files_of("hugetest"),
+        "a non-finite eval loss: no result and no best.pt", p.stdout[-2000:])
+
+# 4. Diverging after a good epoch: best.pt and the good checkpoints stay as they were.
 h.run(["train", cfg, "--set", "run.dir=good", "--set", "run.epochs=1"], ranks=2)
 before = {f: digest(h.path("good", "checkpoints", f)) for f in files_of("good")}
 h.check("best.pt" in before, "the good epoch wrote best.pt", before)
@@ -80,7 +102,7 @@ h.check(f"newest checkpoint, written before: " in p.stderr and newest in p.stder
         "the message names the newest good checkpoint", p.stderr[-3000:])
 h.check(no_nan_records("good"), "no NaN record appended to metrics.jsonl")
 
-# 4. A state dict with NaN is refused by model.init_from, naming the tensor (exit 4).
+# 5. A state dict with NaN is refused by model.init_from, naming the tensor (exit 4).
 ck = torch.load(h.path("good", "checkpoints", "best.pt"), weights_only=True)
 sd = dict(ck["model_state_dict"])
 sd["fc1.weight"] = sd["fc1.weight"].clone()
@@ -92,7 +114,7 @@ h.check(p.returncode == 4, f"init_from with NaN: exit 4 (got {p.returncode})", p
 h.check("'fc1.weight' holds non-finite values (3 NaN, 1 Inf of" in p.stderr, "the tensor and its counts are named",
         p.stderr[-3000:])
 
-# 5. Ctrl-C on a lone process: agree, save, exit 75; the resume finishes. A second Ctrl-C quits.
+# 6. Ctrl-C on a lone process: agree, save, exit 75; the resume finishes. A second Ctrl-C quits.
 h.run(["data", "synthetic", "--out", "big.h5", "--samples", "40000", "--features", "16", "--classes", "4"])
 long_cfg = small_config(h, "long.yaml", "big.h5", "sigint", epochs=30, extra="""\
     log:

@@ -154,10 +154,22 @@ TEST(Config, YamlThatWouldBeReadOtherwiseThanWrittenIsRefused) {
 TEST(Config, ValuesThatOverflowWhereTheyGoAreRefused) {
   EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  weight_decay: 1e300\n").find("within float32's range"),
             std::string::npos);
-  EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  first_bucket_cap_mb: 1e-300\n").find("must be between 1 byte"),
+  EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  first_bucket_cap_mb: 1e-9\n").find("must be between 1 byte"),
             std::string::npos);
   EXPECT_NE(errorOf("data:\n  path: x.h5\ndistributed:\n  bucket_cap_mb: 1e30\n").find("must be between 1 byte"),
             std::string::npos);
+  // A positive value float32 makes 0 (an eps of 1e-50 divides by zero).
+  EXPECT_NE(errorOf("data:\n  path: x.h5\noptimizer:\n  lr: 1e-50\n").find("(1.2e-38 <= |x| <= 3.4e38)"),
+            std::string::npos);
+  EXPECT_NE(errorOf("data:\n  path: x.h5\n", {"optimizer.lr="}).find("no value (write optimizer.lr=~"), std::string::npos);
+  // Aliases that expand without end ("billion laughs") are refused before they expand.
+  std::string bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  for (char c = 'b'; c <= 'h'; ++c) {
+    std::string prev(1, static_cast<char>(c - 1));
+    bomb += concat(c, ": &", c, " [*", prev, ", *", prev, ", *", prev, ", *", prev, ", *", prev, ", *", prev, ", *",
+                   prev, ", *", prev, ", *", prev, ", *", prev, "]\n");
+  }
+  EXPECT_NE(errorOf(bomb).find("expands to more than 100000 values through its aliases"), std::string::npos);
   // Large deadlines are "no deadline", not an overflow into the past.
   EXPECT_EQ(errorOf("data:\n  path: x.h5\ndistributed:\n  timeout_s: 1e10\n"), "");
 }
@@ -186,10 +198,10 @@ TEST(Config, AnOptimizersKeysBelongToItAlone) {
 TEST(Config, NonFiniteNumbersAreRefusedWhereTheyAreWritten) {
   for (const char* v : {".nan", ".inf", "-.inf"}) {
     std::string e = errorOf(kMinimal, {std::string("optimizer.lr=") + v});
-    EXPECT_NE(e.find("--set optimizer.lr: optimizer.lr must be a finite number"), std::string::npos) << v << ": " << e;
+    EXPECT_NE(e.find("--set optimizer.lr: optimizer.lr must be 0 or a finite number"), std::string::npos) << v << ": " << e;
   }
   std::string e = errorOf("data:\n  path: x.h5\n  normalize:\n    mean: [0, .nan]\n");
-  EXPECT_NE(e.find("test.yaml:4: data.normalize.mean must be a finite number"), std::string::npos) << e;
+  EXPECT_NE(e.find("test.yaml:4: data.normalize.mean must be 0 or a finite number"), std::string::npos) << e;
 }
 
 TEST(Config, UnknownTaskPartsAreNamedWithTheirLine) {

@@ -36,12 +36,15 @@ seconds otherwise (log files); `forge plot RUN_DIR` draws the curves.
 }  // namespace
 
 int cmdTrain(int argc, char** argv) {
+  // First: a Ctrl-C during startup (MPI, data, model) is a request to save and stop like
+  // any other, not the default handler's instant death.
+  installPreemptionHandlers();
   Args a = parseArgs(argc, argv, 2, {"set", "resume"}, {}, kTrainHelp);
   if (a.help) return std::cout << kTrainHelp, 0;
   Config cfg = configFrom(a, kTrainHelp, "train");
   const std::string resume = a.one("resume");
   auto pg = processGroupFor(&argc, &argv, cfg);
-  installPreemptionHandlers();
+  installPreemptionHandlers();  // again, in case MPI's start replaced them
   std::unique_ptr<Trainer> trainer;
   dist::agreeOnSetup(pg->comm(), [&] {
     trainer = std::make_unique<Trainer>(cfg, pg->comm(), pg->world(), resume, pg->device());

@@ -1,5 +1,6 @@
 #include "trainer/config/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -8,7 +9,9 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/strings.h"
@@ -53,7 +56,11 @@ T scalarAs(const YAML::Node& v) {
     // A non-finite hyper-parameter trains on garbage: refused where it is written. So is one
     // beyond float32's range: the tensors it reaches are float32, and it would become inf
     // there (weight_decay: 1e300).
-    if (!std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max()) throw std::domain_error("not finite");
+    // Nor one so small that float32 makes it 0 (an eps or a std of 1e-50 divides by zero).
+    const double a = std::fabs(d);
+    if (!std::isfinite(d) || a > std::numeric_limits<float>::max() || (a > 0 && a < std::numeric_limits<float>::min())) {
+      throw std::domain_error("not finite");
+    }
     return d;
   } else {
     return v.as<T>();
@@ -90,7 +97,7 @@ OptionValue readValue(const YAML::Node& v, const OptionDecl& d, const std::strin
         },
         d.defaultValue);
   } catch (const std::domain_error&) {
-    fail(src.where(dotted, v.Mark()), concat(dotted, " must be a finite number within float32's range (|x| <= 3.4e38), got ",
+    fail(src.where(dotted, v.Mark()), concat(dotted, " must be 0 or a finite number within float32's range (1.2e-38 <= |x| <= 3.4e38), got ",
                                              describe(v)));
   } catch (const YAML::Exception&) {
     std::string type = optionTypeName(d.defaultValue.index());
@@ -166,6 +173,63 @@ class Section {
   const Source& src_;
 };
 
+// The values a YAML text expands to, its aliases expanded ("billion laughs": ten levels of
+// nine aliases each are 9^10 values from a few hundred bytes, and reading them would take
+// hours). A config holds a few hundred; more than kMax is refused while parsing, before
+// anything is expanded.
+class ExpandedSize : public YAML::EventHandler {
+ public:
+  static constexpr int64_t kMax = 100000;
+  explicit ExpandedSize(std::string source) : source_(std::move(source)) {}
+
+  void OnDocumentStart(const YAML::Mark&) override { open_.clear(); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t anchor) override { done(m, anchor, 1); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t anchor) override {
+    auto it = sizes_.find(anchor);
+    done(m, 0, it == sizes_.end() ? 1 : it->second);
+  }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor, const std::string&) override {
+    done(m, anchor, 1);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open_.push_back({anchor, 1, m});
+  }
+  void OnSequenceEnd() override { close(); }
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
+    open_.push_back({anchor, 1, m});
+  }
+  void OnMapEnd() override { close(); }
+
+ private:
+  struct Open {
+    YAML::anchor_t anchor;
+    int64_t size;
+    YAML::Mark mark;
+  };
+  void close() {
+    Open o = open_.back();
+    open_.pop_back();
+    done(o.mark, o.anchor, o.size);
+  }
+  // A finished value of `size` expanded values (at most kMax + 1: no overflow).
+  void done(const YAML::Mark& m, YAML::anchor_t anchor, int64_t size) {
+    if (anchor != 0) sizes_[anchor] = size;
+    int64_t& into = open_.empty() ? total_ : open_.back().size;
+    into = std::min(into + size, kMax + 1);
+    if (into > kMax) {
+      throw ConfigError(concat("config error in ", source_, ":", m.line + 1, ": the YAML expands to more than ",
+                               kMax, " values through its aliases (*name); a config holds a few hundred"));
+    }
+  }
+
+  std::string source_;
+  std::vector<Open> open_;
+  std::map<YAML::anchor_t, int64_t> sizes_;
+  int64_t total_ = 0;
+};
+
 // Every map key in `node` (at any depth) is a plain name that appears once. yaml-cpp keeps
 // duplicate keys and answers lookups with the first, so a second `lr:` or a second `data:`
 // section would be dropped without a word; a key that is a list or a map ("? [a, b]") is
@@ -200,6 +264,11 @@ void applyOverride(YAML::Node& root, const std::string& assignment, Source& src)
   }
   std::string key = assignment.substr(0, eq);
   std::string value = assignment.substr(eq + 1);
+  if (value.find_first_not_of(" \t") == std::string::npos) {
+    // `--set optimizer.lr=$LR` with LR unset would otherwise train with the default.
+    throw ConfigError(concat("config error in --set ", assignment, ": no value (write ", key, "=~ to drop the key ",
+                             "and use its default)"));
+  }
   auto parts = split(key, '.');
   for (const auto& p : parts) {
     if (p.empty()) throw ConfigError(concat("config error in --set ", assignment, ": empty key segment in '", key, "'"));
@@ -411,6 +480,11 @@ Config parseConfig(const std::string& yamlText, const std::string& sourceName,
   Source src{sourceName, {}};
   YAML::Node root;
   try {
+    std::istringstream in(yamlText);
+    YAML::Parser parser(in);
+    ExpandedSize size(sourceName);
+    while (parser.HandleNextDocument(size)) {
+    }
     std::vector<YAML::Node> docs = YAML::LoadAll(yamlText);
     if (docs.size() > 1) {
       fail(src.where("", docs[1].Mark()), concat("the file holds ", docs.size(), " YAML documents; a config is one ",

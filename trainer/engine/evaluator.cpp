@@ -4,6 +4,9 @@
 
 #include <cmath>
 
+#include "core/error.h"
+#include "core/strings.h"
+
 namespace forge::train {
 
 double EvalResult::value(const std::string& name) const {
@@ -65,6 +68,15 @@ EvalResult evaluate(const ModelHandle& model, const Task& task, const data::Spli
     }
   }
   m.train(wasTraining);
+  // Every rank holds the same sums: all raise this alike. A NaN loss is no result to report
+  // (or to choose a best checkpoint by).
+  for (const auto& [name, v] : r.values) {
+    if (std::isnan(v) || std::isinf(v)) {
+      throw Diverged(concat("the ", name, " on '", split.name(), "' is ", v, ": the model's outputs there are not ",
+                            "finite (weights too large, or extreme values in the split's features); not reported as ",
+                            "a result, and nothing of it saved"));
+    }
+  }
   return r;
 }
 

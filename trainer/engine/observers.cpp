@@ -81,7 +81,7 @@ class PreemptionWatch : public LoopObserver {
     if (work_) {
       work_->wait(dist::deadlineAfter(comm_.timeout()));
       work_.reset();
-      if (flags_[1].item<int>() > 0) throw trainer_.divergedError("the training loss became NaN or Inf");
+      if (flags_[1].item<int>() > 0) throw trainer_.divergedError("the training loss became NaN or Inf (checked every 8 steps)");
       stop = flags_[0].item<int>() > 0;
     }
     if (!stop) {

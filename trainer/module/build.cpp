@@ -46,6 +46,7 @@ int64_t bytesAsked(const std::string& message) {
 
 bool isAllocationFailure(const std::string& message) {
   return message.find("can't allocate memory") != std::string::npos ||
+         message.find("Storage size calculation overflowed") != std::string::npos ||
          message.find("out of memory") != std::string::npos || message.find("Out of memory") != std::string::npos;
 }
 
@@ -86,7 +87,7 @@ ModelHandle buildRegisteredModel(const ModelSpec& spec, const Options& options, 
     const std::string what = e.what_without_backtrace();
     if (!isAllocationFailure(what)) throw;
     const int64_t asked = bytesAsked(what);
-    refuse(asked < 0 ? std::string("allocating its parameters failed")
+    refuse(asked < 0 ? std::string("allocating its parameters failed (sizes beyond any memory)")
                      : concat("one of its parameters alone needs ", gib(double(asked))));
   }
   if (model.module && available > 0) {
