@@ -267,7 +267,8 @@ BatchLoader::BatchLoader(const SplitSource& source, Normalization norm, LoaderOp
 BatchLoader::~BatchLoader() { stop(); }
 
 int64_t BatchLoader::batchesPerEpoch(int64_t samples) const {
-  return opt_.dropLast ? samples / opt_.batchSize : (samples + opt_.batchSize - 1) / opt_.batchSize;
+  // Rounded up without samples + batchSize - 1, which overflows for a batch size near 2^63.
+  return samples / opt_.batchSize + (!opt_.dropLast && samples % opt_.batchSize != 0 ? 1 : 0);
 }
 
 void BatchLoader::stop() {

@@ -46,7 +46,8 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
                                                          cfg_.data.shuffle, cfg_.data.dropLast, window_);
   makeLoader();
   batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
-  stepsPerEpoch_ = (batchesPerEpoch_ + cfg_.optimizer.accumulateSteps - 1) / cfg_.optimizer.accumulateSteps;
+  const int64_t k = cfg_.optimizer.accumulateSteps;
+  stepsPerEpoch_ = batchesPerEpoch_ / k + (batchesPerEpoch_ % k != 0 ? 1 : 0);  // rounded up, without overflow
   if (stepsPerEpoch_ == 0) {
     throw ConfigError(concat("data.batch_size ", cfg_.data.batchSize, " with drop_last leaves no full batch from ",
                              sampler_->samplesPerRank(), " samples per rank"));
