@@ -149,7 +149,7 @@ MappedRows& MappedRows::operator=(MappedRows&& o) noexcept {
 }
 
 SplitSource::~SplitSource() {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   files_.clear();
 }
 SplitSource::SplitSource(SplitSource&&) noexcept = default;
@@ -179,7 +179,7 @@ std::vector<std::string> expandPaths(const std::vector<std::string>& patterns) {
 int SplitSource::files() const { return static_cast<int>(files_.size()); }
 
 SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   featuresName_ = spec.split + "/" + spec.features;
   std::vector<at::Tensor> labelParts;
   for (const auto& path : expandPaths(spec.paths)) labelParts.push_back(addFile(path, spec));
@@ -288,7 +288,7 @@ uint64_t SplitSource::rowsStart(int64_t first, int64_t count) const {
     const hsize_t chunkBytes = static_cast<hsize_t>(c) * rowBytes();
     std::vector<hsize_t> offset(sampleShape_.size() + 1, 0);
     haddr_t firstChunk = HADDR_UNDEF;
-    std::lock_guard<std::mutex> lock(hdf5Mutex());
+    Hdf5Lock lock;
     for (int64_t k = row / c; k <= (row + count - 1) / c; ++k) {
       offset[0] = static_cast<hsize_t>(k * c);
       unsigned mask = 0;
@@ -338,7 +338,7 @@ void SplitSource::read(int64_t first, int64_t count, void* out) const {
   FORGE_CHECK_T(DataError, first - f.firstGlobal + count <= f.rows, "read of samples ", first, "..", first + count,
                 " crosses the end of '", f.path, "'");
   hid_t mem = nativeType(type_);
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   int64_t row = first - f.firstGlobal;
   const int64_t end = row + count;
   auto* dst = static_cast<char*>(out);
@@ -387,7 +387,7 @@ FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count,
 }
 
 void writeFeatureStats(const std::string& path, const std::vector<double>& mean, const std::vector<double>& std) {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   const std::string tmp = path + ".tmp";
   {
     H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
@@ -400,7 +400,7 @@ void writeFeatureStats(const std::string& path, const std::vector<double>& mean,
 }
 
 void readFeatureStats(const std::string& path, std::vector<double>& mean, std::vector<double>& std) {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   H5Id file = openFileReadOnly(path);
   for (auto [name, out] : {std::pair<const char*, std::vector<double>*>{"mean", &mean}, {"std", &std}}) {
     H5Id ds = openDataset(file.get(), path, name);
