@@ -141,6 +141,13 @@ hsize_t chunkRows(hid_t dataset) {
   return dims[0];
 }
 
+int64_t storedChunks(hid_t dataset) {
+  hsize_t stored = 0;
+  H5Id space(H5Dget_space(dataset));  // this HDF5 (1.10) takes no H5S_ALL here
+  if (!space.valid() || H5Dget_num_chunks(dataset, space.get(), &stored) < 0) return -1;
+  return static_cast<int64_t>(stored);
+}
+
 hsize_t streamingChunkRows(size_t bytesPerRow) {
   return std::max<hsize_t>(1, (1u << 20) / std::max<size_t>(1, bytesPerRow));
 }

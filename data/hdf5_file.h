@@ -74,6 +74,10 @@ void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* 
 // Rows per chunk of a chunked dataset (the leading dimension of its chunk); 0 if contiguous.
 hsize_t chunkRows(hid_t dataset);
 
+// The number of chunks a chunked dataset has stored (its chunk index's entries); -1 when
+// the index cannot be read.
+int64_t storedChunks(hid_t dataset);
+
 // Rows per chunk for streaming: about 1 MiB per chunk, which reads efficiently and fits
 // HDF5's default chunk cache.
 hsize_t streamingChunkRows(size_t bytesPerRow);

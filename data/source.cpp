@@ -9,12 +9,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <mutex>
 #include <utility>
 
 #include "core/error.h"
 #include "core/names.h"
 #include "core/strings.h"
+#include "data/dataset_checks.h"
 #include "data/hdf5_file.h"
 
 namespace forge::data {
@@ -118,8 +120,25 @@ at::ScalarType checkDatasets(const std::string& path, const std::string& split, 
 // The `rows` labels of dataset `labels` as int64, checked against [0, numClasses) when
 // numClasses > 0; `context` starts an error message.
 at::Tensor readLabels(hid_t labels, int64_t rows, int64_t numClasses, const std::string& context) {
-  at::Tensor out = at::empty({rows}, at::kLong);
-  readRows(labels, H5T_NATIVE_INT64, 0, static_cast<hsize_t>(rows), out.data_ptr());
+  // A header may declare more samples than any file holds (a fill value stands in for rows
+  // never written): labels that could not fit in this machine's memory are refused, not
+  // left to an allocation that fails (or, with overcommit, succeeds and swaps).
+  const double gib = static_cast<double>(rows) * 8 / (1 << 30);
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  at::Tensor out;
+  try {
+    if (static_cast<double>(rows) * 8 > memory) throw std::bad_alloc();
+    out = at::empty({rows}, at::kLong);
+  } catch (const std::exception&) {  // c10::Error or std::bad_alloc
+    throw DataError(context + concat("its ", withThousands(rows), " labels (", gib,
+                                     " GiB as int64) do not fit in memory: the file declares more samples than "
+                                     "this machine can hold the labels of"));
+  }
+  try {
+    readRows(labels, H5T_NATIVE_INT64, 0, static_cast<hsize_t>(rows), out.data_ptr());
+  } catch (const DataError& e) {
+    throw DataError(context + e.what());
+  }
   if (numClasses > 0) {
     const int64_t* l = out.data_ptr<int64_t>();
     for (int64_t i = 0; i < rows; ++i) {
@@ -201,6 +220,10 @@ at::Tensor SplitSource::addFile(const std::string& path, const SourceSpec& spec)
   H5DatasetInfo fi = datasetInfo(f->features.get());
   H5DatasetInfo li = datasetInfo(lab.get());
   const at::ScalarType type = checkDatasets(path, spec.split, featuresName_, fi, labelName, li);
+  std::error_code ec;
+  const uint64_t fileBytes = std::filesystem::file_size(path, ec);
+  checkStoredValues(f->file.get(), f->features.get(), fi, path, featuresName_, fileBytes);
+  checkStoredValues(f->file.get(), lab.get(), li, path, labelName, fileBytes);
   matchFirstFile(path, std::vector<int64_t>(fi.dims.begin() + 1, fi.dims.end()), type);
   f->rows = static_cast<int64_t>(fi.dims[0]);
   f->firstGlobal = size_;
@@ -235,8 +258,16 @@ void SplitSource::File::findStorage(const H5DatasetInfo& fi, at::ScalarType type
     bool wholeRows = dcpl.valid() && H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) ==
                                          static_cast<int>(chunk.size());
     for (size_t d = 1; wholeRows && d < chunk.size(); ++d) wholeRows = chunk[d] == fi.dims[d];
+    // H5Dread_chunk fails on a chunk never written (the fill value stands in for it): only
+    // datasets with every chunk stored are read chunk by chunk.
+    int64_t expected = 1;
+    for (size_t d = 0; wholeRows && d < chunk.size(); ++d) {
+      const auto perDim = static_cast<int64_t>((fi.dims[d] + chunk[d] - 1) / chunk[d]);
+      wholeRows = !__builtin_mul_overflow(expected, perDim, &expected);
+    }
     rawChunks = wholeRows && H5Pget_nfilters(dcpl.get()) == 0 && stored.valid() &&
-                H5Tequal(stored.get(), nativeType(type)) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr;
+                H5Tequal(stored.get(), nativeType(type)) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr &&
+                storedChunks(features.get()) == expected;
   } else {
     H5Id stored(H5Dget_type(features.get()));
     if (stored.valid() && H5Tequal(stored.get(), nativeType(type)) > 0) contiguousAt = H5Dget_offset(features.get());

@@ -8,9 +8,11 @@
 //
 // Opening validates everything that can be checked without reading the features: a missing
 // file, group or dataset, an unsupported dtype, feature and label counts that differ, sample
-// shapes that differ between files, an empty split, a label out of [0, num_classes). Each is
-// a DataError naming the file and the dataset. Labels (8 bytes a sample) are held in memory;
-// features are only ever read in blocks, on demand.
+// shapes that differ between files, an empty split, a label out of [0, num_classes), and
+// values HDF5 could not deliver as declared (data/dataset_checks.h: a filter it lacks, a
+// virtual dataset's missing source, chunks never written, an extent the file cannot hold).
+// Each is a DataError naming the file and the dataset. Labels (8 bytes a sample) are held in
+// memory; features are only ever read in blocks, on demand.
 #pragma once
 
 #include <ATen/ATen.h>
