@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <mutex>
 #include <utility>
 
@@ -17,7 +16,9 @@
 #include "core/names.h"
 #include "core/strings.h"
 #include "data/dataset_checks.h"
+#include "data/file_state.h"
 #include "data/hdf5_file.h"
+#include "data/mapped_pages.h"
 
 namespace forge::data {
 
@@ -36,6 +37,13 @@ struct SplitSource::File {
   haddr_t contiguousAt = HADDR_UNDEF;
   // Our own descriptor of the file for map(); -1 when its rows cannot be mapped.
   int fd = -1;
+  // HDF5's descriptor of the file (owned by HDF5), and what the file was when opened: every
+  // read and map compares its size and modification time with it (one fstat), the epoch
+  // boundary also its identity (changeOf).
+  int hdf5Fd = -1;
+  FileState opened;
+  // Throws DataError when the file's size or modification time is no longer `opened`.
+  void requireUnchanged() const;
   // Sets rawChunks, contiguousAt and fd: how the stored rows of `features` may be taken.
   void findStorage(const H5DatasetInfo& fi, at::ScalarType type);
   ~File() {
@@ -44,36 +52,6 @@ struct SplitSource::File {
 };
 
 namespace {
-
-// A file whose rows are mapped must not shrink under the mapping: touching a page past its
-// new end raises SIGBUS, which would kill the process without a word about the cause. This
-// handler says what happened, then puts back the handler it replaced (the default, or
-// Open MPI's backtrace printer) and returns: the access faults again and that handler
-// ends the process, as it would have.
-struct sigaction gPreviousSigbus {};
-
-void onSigbus(int, siginfo_t* info, void*) {
-  static const char kMessage[] =
-      "\n[forge] SIGBUS: a memory-mapped page could not be read. If a data file was rewritten or cut short "
-      "while this run streamed it, that is the cause: data files must not change during a run (write new "
-      "data to a new file). FORGE_NO_MAPPED_READS=1 makes forge copy rows instead of mapping them.\n";
-  if (info == nullptr || info->si_code == BUS_ADRERR) {
-    ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
-    (void)ignored;
-  }
-  ::sigaction(SIGBUS, &gPreviousSigbus, nullptr);
-}
-
-void installSigbusNote() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_sigaction = onSigbus;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGBUS, &sa, &gPreviousSigbus);
-  });
-}
 
 hid_t nativeType(at::ScalarType type) {
   return type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
@@ -195,8 +173,6 @@ std::vector<std::string> expandPaths(const std::vector<std::string>& patterns) {
   return out;
 }
 
-int SplitSource::files() const { return static_cast<int>(files_.size()); }
-
 SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
   Hdf5Lock lock;
   featuresName_ = spec.split + "/" + spec.features;
@@ -212,6 +188,10 @@ at::Tensor SplitSource::addFile(const std::string& path, const SourceSpec& spec)
   auto f = std::make_unique<File>();
   f->path = path;
   f->file = openFileReadOnly(path);
+  void* handle = nullptr;
+  FORGE_H5_CHECK(H5Fget_vfd_handle(f->file.get(), H5P_DEFAULT, &handle), "cannot find the descriptor of '", path, "'");
+  f->hdf5Fd = *static_cast<int*>(handle);  // the default (sec2) driver's handle is its descriptor
+  f->opened = FileState::of(f->hdf5Fd, path);
   if (!objectExists(f->file.get(), spec.split)) {
     throw DataError(concat("data file '", path, "' has no split group '", spec.split, "'"));
   }
@@ -220,8 +200,7 @@ at::Tensor SplitSource::addFile(const std::string& path, const SourceSpec& spec)
   H5DatasetInfo fi = datasetInfo(f->features.get());
   H5DatasetInfo li = datasetInfo(lab.get());
   const at::ScalarType type = checkDatasets(path, spec.split, featuresName_, fi, labelName, li);
-  std::error_code ec;
-  const uint64_t fileBytes = std::filesystem::file_size(path, ec);
+  const auto fileBytes = static_cast<uint64_t>(f->opened.size);
   checkStoredValues(f->file.get(), f->features.get(), fi, path, featuresName_, fileBytes);
   checkStoredValues(f->file.get(), lab.get(), li, path, labelName, fileBytes);
   matchFirstFile(path, std::vector<int64_t>(fi.dims.begin() + 1, fi.dims.end()), type);
@@ -274,8 +253,20 @@ void SplitSource::File::findStorage(const H5DatasetInfo& fi, at::ScalarType type
   }
   if ((rawChunks || contiguousAt != HADDR_UNDEF) && std::getenv(env::kNoMappedReads) == nullptr) {
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // -1: read() serves instead
-    if (fd >= 0) installSigbusNote();
+    if (fd >= 0) {
+      // The path may name another file than HDF5 opened a moment ago (replaced meanwhile).
+      const FileState mine = FileState::of(fd, path);
+      if (mine.device != opened.device || mine.inode != opened.inode) {
+        throw DataError(changedFileMessage(path, "replaced (the path names another file now)"));
+      }
+      installMappedPagesHandler();
+    }
   }
+}
+
+void SplitSource::File::requireUnchanged() const {
+  const std::string change = FileState::changeOfContent(opened, hdf5Fd);
+  if (!change.empty()) throw DataError(changedFileMessage(path, change));
 }
 
 void SplitSource::addBlocks(const File& f) {
@@ -345,10 +336,11 @@ MappedRows SplitSource::map(int64_t first, int64_t count) const {
   if (start == HADDR_UNDEF) return {};
   const File& f = *files_[fileOf(first)];
   const size_t bytes = static_cast<size_t>(count) * rowBytes();
-  // A file cut short since it was opened (rewritten in place) is read, not mapped: read()
-  // reports the problem, a mapping past the end would kill the process with SIGBUS.
-  struct stat st {};
-  if (::fstat(f.fd, &st) != 0 || static_cast<haddr_t>(st.st_size) < start + bytes) return {};
+  // A file that changed since it was opened is an error here, before its rows are mapped
+  // (past a new end they would raise SIGBUS). Rows a corrupt chunk index places past the
+  // end are left to read(), which names the problem.
+  f.requireUnchanged();
+  if (static_cast<haddr_t>(f.opened.size) < start + bytes) return {};
   static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   const size_t aligned = static_cast<size_t>(start) / page * page;
   const size_t lead = static_cast<size_t>(start) - aligned;
@@ -368,11 +360,22 @@ void SplitSource::read(int64_t first, int64_t count, void* out) const {
   const File& f = *files_[fileOf(first)];
   FORGE_CHECK_T(DataError, first - f.firstGlobal + count <= f.rows, "read of samples ", first, "..", first + count,
                 " crosses the end of '", f.path, "'");
+  try {
+    readRowsOf(f, first - f.firstGlobal, count, static_cast<char*>(out));
+  } catch (const DataError& e) {
+    f.requireUnchanged();  // a file changed under the run is the cause to report
+    throw DataError(concat(where(f.path, featuresName_), e.what()));
+  }
+  // HDF5 reads past the end of a file as zeros, without an error: a file cut short (or
+  // rewritten) while the rows were read is found by its size and modification time after
+  // the read. One fstat per run of rows, on the path that copies them.
+  f.requireUnchanged();
+}
+
+void SplitSource::readRowsOf(const File& f, int64_t row, int64_t count, char* dst) const {
   hid_t mem = nativeType(type_);
   Hdf5Lock lock;
-  int64_t row = first - f.firstGlobal;
   const int64_t end = row + count;
-  auto* dst = static_cast<char*>(out);
   if (f.rawChunks) {
     // Whole chunks inside the range go straight in; the rest (a partial first or last
     // chunk, the dataset's last chunk) through the normal read.
@@ -387,13 +390,22 @@ void SplitSource::read(int64_t first, int64_t count, void* out) const {
     while (row + c <= end && row + c <= f.rows) {
       offset[0] = static_cast<hsize_t>(row);
       uint32_t filters = 0;
-      FORGE_H5_CHECK(H5Dread_chunk(f.features.get(), H5P_DEFAULT, offset.data(), &filters, dst), "cannot read the chunk at row ",
-                     row, " of '", f.path, "'");
+      FORGE_H5_CHECK(H5Dread_chunk(f.features.get(), H5P_DEFAULT, offset.data(), &filters, dst),
+                     "cannot read the chunk at row ", row);
       dst += c * rowBytes();
       row += c;
     }
   }
   if (end > row) readRows(f.features.get(), mem, static_cast<hsize_t>(row), static_cast<hsize_t>(end - row), dst);
+}
+
+int SplitSource::files() const { return static_cast<int>(files_.size()); }
+
+const std::string& SplitSource::path(int file) const { return files_[file]->path; }
+
+std::string SplitSource::changeOf(int file) const {
+  const File& f = *files_[file];
+  return FileState::changeOf(f.opened, f.hdf5Fd, f.path);
 }
 
 FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count, double scale) {

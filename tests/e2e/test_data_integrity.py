@@ -104,4 +104,20 @@ with h5py.File(h.path("lzf-test.h5"), "w") as f:
     f["test/labels"] = YT
 expect_error("lzf-test.h5", "dataset 'test/features': its chunks are stored through HDF5 filter 'lzf'",
              "the eval split compressed with lzf")
+# --- compressed chunks that do not decompress: found mid-run by the loader's thread ------------
+with h5py.File(h.path("gzip.h5"), "w") as f:
+    f.create_dataset("train/features", data=X, chunks=(100, 16), compression="gzip")
+    f["train/labels"] = Y
+    write_test_split(f)
+    at = f["train/features"].id.get_chunk_info(3)
+blob = bytearray(open(h.path("gzip.h5"), "rb").read())
+blob[at.byte_offset + 4:at.byte_offset + at.size - 4] = bytes(at.size - 8)
+open(h.path("gzip.h5"), "wb").write(blob)
+p = h.run(["train", good, "--set", "data.path=gzip.h5", "--set", "run.dir=gziprun"], ranks=2, expect_rc=None)
+err = p.stdout + p.stderr
+h.check(p.returncode == 2, f"a compressed chunk that does not decompress: exit 2 (got {p.returncode})", err[-3000:])
+h.check("data file 'gzip.h5', dataset 'train/features': cannot read rows" in err,
+        "the message names the file and the dataset", err[-3000:])
+h.check("HDF5-DIAG" not in err and "#000:" not in err,
+        "and HDF5's error stack is not dumped from the loader's thread", err[-3000:])
 h.finish()
