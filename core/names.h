@@ -31,6 +31,12 @@ inline constexpr const char* kFaultSignalStep = "FORGE_FAULT_SIGNAL_STEP";
 // would) at the global step FORGE_FAULT_CRASH_STEP (default: the first).
 inline constexpr const char* kFaultCrashRank = "FORGE_FAULT_CRASH_RANK";
 inline constexpr const char* kFaultCrashStep = "FORGE_FAULT_CRASH_STEP";
+// Test-only: before the global step FORGE_FAULT_PAUSE_STEP every rank writes the file
+// FORGE_FAULT_PAUSE_FILE.rank<R> and waits (at most 10 minutes) until FORGE_FAULT_PAUSE_FILE
+// exists, so that a test can change a data file at a known point of a run
+// (trainer/engine/data_watch.h).
+inline constexpr const char* kFaultPauseStep = "FORGE_FAULT_PAUSE_STEP";
+inline constexpr const char* kFaultPauseFile = "FORGE_FAULT_PAUSE_FILE";
 
 // Tuning: set (to anything), the loader copies rows out of HDF5 files with read() instead
 // of mapping them from the page cache (for comparisons; both give the same bytes).

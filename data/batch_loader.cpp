@@ -14,6 +14,8 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "data/batch_loader_window.h"
+#include "data/file_state.h"
+#include "data/mapped_pages.h"
 
 namespace forge::data {
 
@@ -315,25 +317,47 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
   int64_t* yp = y.data_ptr<int64_t>();
   const size_t rowBytes = source_.rowBytes();
   int64_t m = 0;
-  for (int64_t p = b0; p < b1; ++p) {
-    if (p + 2 < b1) {
-      // Rows lie apart in memory, where the hardware's prefetcher loses the stream: the row
-      // after next is fetched now, while this one converts.
-      // (Its first 4 KiB at most: large rows find the hardware prefetcher's stream.)
-      const char* next = w.row[p + 2];
-      for (size_t off = 0; off < std::min<size_t>(rowBytes, 4096); off += 64) __builtin_prefetch(next + off);
-    }
-    const int64_t sample = order_[w.first + p];
-    if (!convert(w.row[p], type, 0, xp + m * n, n, affine)) {
-      if (opt_.nonFinite == NonFinite::kError) {
-        throw DataError(concat("non-finite feature (NaN or Inf) at feature ", firstNonFinite(w.row[p], type, 0, n),
-                               " of sample ", sample, " of ", source_.name(), " (", source_.locate(sample),
-                               "): fix the data, or set data.non_finite: skip to leave such samples out"));
+  int64_t nonFiniteAt = -1;  // position of a sample with a non-finite feature (nonFinite: kError)
+  volatile int64_t converting = b0;  // read after a jump out of the loop (see readMappedPages)
+  // Rows mapped from a file that is cut short meanwhile raise SIGBUS when read: the loop
+  // then ends by a jump, so it holds nothing with a destructor.
+  auto convertRows = [&] {
+    for (int64_t p = b0; p < b1; ++p) {
+      converting = p;
+      if (p + 2 < b1) {
+        // Rows lie apart in memory, where the hardware's prefetcher loses the stream: the row
+        // after next is fetched now, while this one converts.
+        // (Its first 4 KiB at most: large rows find the hardware prefetcher's stream.)
+        const char* next = w.row[p + 2];
+        for (size_t off = 0; off < std::min<size_t>(rowBytes, 4096); off += 64) __builtin_prefetch(next + off);
       }
-      ++skipped_;
-      continue;
+      const int64_t sample = order_[w.first + p];
+      if (!convert(w.row[p], type, 0, xp + m * n, n, affine)) {
+        if (opt_.nonFinite == NonFinite::kError) {
+          nonFiniteAt = p;
+          return;
+        }
+        ++skipped_;
+        continue;
+      }
+      yp[m++] = labels[sample];
     }
-    yp[m++] = labels[sample];
+  };
+  int64_t feature = -1;
+  auto findFeature = [&] { feature = firstNonFinite(w.row[nonFiniteAt], type, 0, n); };
+  if (!readMappedPages(convertRows) || (nonFiniteAt >= 0 && !readMappedPages(findFeature))) {
+    const int64_t sample = order_[w.first + converting];
+    const int file = source_.fileOf(sample);
+    std::string change = source_.changeOf(file);
+    if (change.empty()) change = "a page of it mapped into memory could not be read";
+    throw DataError(concat(changedFileMessage(source_.path(file), change), " (found reading sample ", sample, ": ",
+                           source_.locate(sample), ")"));
+  }
+  if (nonFiniteAt >= 0) {
+    const int64_t sample = order_[w.first + nonFiniteAt];
+    throw DataError(concat("non-finite feature (NaN or Inf) at feature ", feature, " of sample ", sample, " of ",
+                           source_.name(), " (", source_.locate(sample),
+                           "): fix the data, or set data.non_finite: skip to leave such samples out"));
   }
   if (m == 0) {
     throw DataError(concat("every sample of a batch (positions ", w.first + b0, "..", w.first + b1,

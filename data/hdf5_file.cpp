@@ -16,7 +16,24 @@ std::string H5DatasetInfo::typeName() const {
   return "compound/other";
 }
 
-void silenceHdf5Errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void silenceHdf5Errors() {
+  thread_local bool silenced = false;
+  if (silenced) return;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  silenced = true;
+}
+
+std::string hdf5ErrorText() {
+  std::string text;
+  // Upward: the first entry is where the failure was found, the last the API call.
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD,
+           [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+             if (n == 0 && e->desc != nullptr) *static_cast<std::string*>(out) = e->desc;
+             return 0;
+           },
+           &text);
+  return text;
+}
 
 H5Id openFileReadOnly(const std::string& path) {
   silenceHdf5Errors();
@@ -33,7 +50,11 @@ H5Id openFileReadOnly(const std::string& path) {
                            "' or another converter of `forge data --help`, or set data.path)"));
   }
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (id < 0) throw DataError(concat("cannot open data file '", path, "': not a readable HDF5 file"));
+  if (id < 0) {
+    const std::string why = hdf5ErrorText();
+    throw DataError(concat("cannot open data file '", path, "': not a readable HDF5 file",
+                           why.empty() ? "" : concat(" (HDF5: ", why, ")")));
+  }
   return H5Id(id);
 }
 
@@ -59,7 +80,12 @@ H5Id openDataset(hid_t file, const std::string& filePath, const std::string& nam
   H5Id dapl(H5Pcreate(H5P_DATASET_ACCESS));
   if (dapl.valid()) H5Pset_chunk_cache(dapl.get(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT);
   hid_t id = H5Dopen2(file, name.c_str(), dapl.valid() ? dapl.get() : H5P_DEFAULT);
-  if (id < 0) throw DataError(concat("data file '", filePath, "': '", name, "' is not a dataset"));
+  if (id < 0) {
+    // Not a dataset (a group), or one whose header HDF5 cannot read (a corrupt file).
+    const std::string why = hdf5ErrorText();
+    throw DataError(concat("data file '", filePath, "': cannot open '", name, "' as a dataset",
+                           why.empty() ? "" : concat(" (HDF5: ", why, ")")));
+  }
   return H5Id(id);
 }
 
@@ -113,6 +139,13 @@ hsize_t chunkRows(hid_t dataset) {
   std::vector<hsize_t> dims(rank);
   H5Pget_chunk(dcpl.get(), rank, dims.data());
   return dims[0];
+}
+
+int64_t storedChunks(hid_t dataset) {
+  hsize_t stored = 0;
+  H5Id space(H5Dget_space(dataset));  // this HDF5 (1.10) takes no H5S_ALL here
+  if (!space.valid() || H5Dget_num_chunks(dataset, space.get(), &stored) < 0) return -1;
+  return static_cast<int64_t>(stored);
 }
 
 hsize_t streamingChunkRows(size_t bytesPerRow) {

@@ -50,8 +50,16 @@ struct H5DatasetInfo {
   std::string typeName() const;  // "uint8", "float32", ...
 };
 
-// Turns off HDF5's automatic error-stack printing for this process (idempotent).
+// Turns off HDF5's automatic error-stack printing for the calling thread (idempotent). The
+// HDF5 library Debian ships is built thread-safe, and there each thread has an error stack
+// of its own that prints by default: a thread that calls HDF5 must silence it itself, or
+// a failed read on the loader's thread dumps HDF5's stack on the user. Hdf5Lock does it.
 void silenceHdf5Errors();
+
+// The innermost message on the calling thread's HDF5 error stack (what failed, e.g.
+// "required filter 'lzf' is not registered"), or "" when the stack is empty: one line for
+// an error message instead of HDF5's dump.
+std::string hdf5ErrorText();
 
 // Opens a file read-only; DataError "cannot open HDF5 file '<path>': ..." otherwise.
 H5Id openFileReadOnly(const std::string& path);
@@ -66,13 +74,27 @@ void readRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, void* 
 // Rows per chunk of a chunked dataset (the leading dimension of its chunk); 0 if contiguous.
 hsize_t chunkRows(hid_t dataset);
 
+// The number of chunks a chunked dataset has stored (its chunk index's entries); -1 when
+// the index cannot be read.
+int64_t storedChunks(hid_t dataset);
+
 // Rows per chunk for streaming: about 1 MiB per chunk, which reads efficiently and fits
 // HDF5's default chunk cache.
 hsize_t streamingChunkRows(size_t bytesPerRow);
 
-// The HDF5 library Debian ships is not built thread-safe: every HDF5 call that may run on a
-// background thread (the loader's reader) holds this lock.
+// forge's HDF5 calls are serialized (the thread-safe build serializes them anyway, and a
+// build without thread safety needs it): every HDF5 call that may run on a background
+// thread (the loader's reader) holds this lock, taken through Hdf5Lock.
 std::mutex& hdf5Mutex();
+
+// Holds hdf5Mutex() and makes sure the calling thread's HDF5 error printing is off.
+class Hdf5Lock {
+ public:
+  Hdf5Lock() : lock_(hdf5Mutex()) { silenceHdf5Errors(); }
+
+ private:
+  std::lock_guard<std::mutex> lock_;
+};
 
 // A chunked dataset of `dims` created empty, to be filled row block by row block with
 // writeRows (so that converters stream instead of holding a whole split in memory).
@@ -88,10 +110,14 @@ H5Id createGroup(hid_t file, const std::string& name);
 
 }  // namespace forge::data
 
+// HDF5's own reason (the innermost message of its error stack) is read before anything
+// else may call HDF5 and clear it.
 #define FORGE_H5_CHECK(call, ...)                                                                   \
   do {                                                                                              \
     if ((call) < 0) {                                                                               \
-      throw ::forge::DataError(::forge::concat(::forge::concat(__VA_ARGS__), " (HDF5 call ", #call, " failed at ", \
-                                            __FILE__, ":", __LINE__, ")"));                         \
+      const std::string forgeH5Why = ::forge::data::hdf5ErrorText();                                \
+      throw ::forge::DataError(::forge::concat(::forge::concat(__VA_ARGS__),                        \
+                                               forgeH5Why.empty() ? "" : " (HDF5: " + forgeH5Why + ")", \
+                                               " (HDF5 call ", #call, " failed at ", __FILE__, ":", __LINE__, ")")); \
     }                                                                                               \
   } while (0)

@@ -15,7 +15,10 @@
 #include "core/error.h"
 #include "core/names.h"
 #include "core/strings.h"
+#include "data/dataset_checks.h"
+#include "data/file_state.h"
 #include "data/hdf5_file.h"
+#include "data/mapped_pages.h"
 
 namespace forge::data {
 
@@ -34,6 +37,13 @@ struct SplitSource::File {
   haddr_t contiguousAt = HADDR_UNDEF;
   // Our own descriptor of the file for map(); -1 when its rows cannot be mapped.
   int fd = -1;
+  // HDF5's descriptor of the file (owned by HDF5), and what the file was when opened: every
+  // read and map compares its size and modification time with it (one fstat), the epoch
+  // boundary also its identity (changeOf).
+  int hdf5Fd = -1;
+  FileState opened;
+  // Throws DataError when the file's size or modification time is no longer `opened`.
+  void requireUnchanged() const;
   // Sets rawChunks, contiguousAt and fd: how the stored rows of `features` may be taken.
   void findStorage(const H5DatasetInfo& fi, at::ScalarType type);
   ~File() {
@@ -42,36 +52,6 @@ struct SplitSource::File {
 };
 
 namespace {
-
-// A file whose rows are mapped must not shrink under the mapping: touching a page past its
-// new end raises SIGBUS, which would kill the process without a word about the cause. This
-// handler says what happened, then puts back the handler it replaced (the default, or
-// Open MPI's backtrace printer) and returns: the access faults again and that handler
-// ends the process, as it would have.
-struct sigaction gPreviousSigbus {};
-
-void onSigbus(int, siginfo_t* info, void*) {
-  static const char kMessage[] =
-      "\n[forge] SIGBUS: a memory-mapped page could not be read. If a data file was rewritten or cut short "
-      "while this run streamed it, that is the cause: data files must not change during a run (write new "
-      "data to a new file). FORGE_NO_MAPPED_READS=1 makes forge copy rows instead of mapping them.\n";
-  if (info == nullptr || info->si_code == BUS_ADRERR) {
-    ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
-    (void)ignored;
-  }
-  ::sigaction(SIGBUS, &gPreviousSigbus, nullptr);
-}
-
-void installSigbusNote() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_sigaction = onSigbus;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGBUS, &sa, &gPreviousSigbus);
-  });
-}
 
 hid_t nativeType(at::ScalarType type) {
   return type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
@@ -118,8 +98,25 @@ at::ScalarType checkDatasets(const std::string& path, const std::string& split, 
 // The `rows` labels of dataset `labels` as int64, checked against [0, numClasses) when
 // numClasses > 0; `context` starts an error message.
 at::Tensor readLabels(hid_t labels, int64_t rows, int64_t numClasses, const std::string& context) {
-  at::Tensor out = at::empty({rows}, at::kLong);
-  readRows(labels, H5T_NATIVE_INT64, 0, static_cast<hsize_t>(rows), out.data_ptr());
+  // A header may declare more samples than any file holds (a fill value stands in for rows
+  // never written): labels that could not fit in this machine's memory are refused, not
+  // left to an allocation that fails (or, with overcommit, succeeds and swaps).
+  const double gib = static_cast<double>(rows) * 8 / (1 << 30);
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  at::Tensor out;
+  try {
+    if (static_cast<double>(rows) * 8 > memory) throw std::bad_alloc();
+    out = at::empty({rows}, at::kLong);
+  } catch (const std::exception&) {  // c10::Error or std::bad_alloc
+    throw DataError(context + concat("its ", withThousands(rows), " labels (", gib,
+                                     " GiB as int64) do not fit in memory: the file declares more samples than "
+                                     "this machine can hold the labels of"));
+  }
+  try {
+    readRows(labels, H5T_NATIVE_INT64, 0, static_cast<hsize_t>(rows), out.data_ptr());
+  } catch (const DataError& e) {
+    throw DataError(context + e.what());
+  }
   if (numClasses > 0) {
     const int64_t* l = out.data_ptr<int64_t>();
     for (int64_t i = 0; i < rows; ++i) {
@@ -149,7 +146,7 @@ MappedRows& MappedRows::operator=(MappedRows&& o) noexcept {
 }
 
 SplitSource::~SplitSource() {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   files_.clear();
 }
 SplitSource::SplitSource(SplitSource&&) noexcept = default;
@@ -176,10 +173,8 @@ std::vector<std::string> expandPaths(const std::vector<std::string>& patterns) {
   return out;
 }
 
-int SplitSource::files() const { return static_cast<int>(files_.size()); }
-
 SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   featuresName_ = spec.split + "/" + spec.features;
   std::vector<at::Tensor> labelParts;
   for (const auto& path : expandPaths(spec.paths)) labelParts.push_back(addFile(path, spec));
@@ -193,6 +188,10 @@ at::Tensor SplitSource::addFile(const std::string& path, const SourceSpec& spec)
   auto f = std::make_unique<File>();
   f->path = path;
   f->file = openFileReadOnly(path);
+  void* handle = nullptr;
+  FORGE_H5_CHECK(H5Fget_vfd_handle(f->file.get(), H5P_DEFAULT, &handle), "cannot find the descriptor of '", path, "'");
+  f->hdf5Fd = *static_cast<int*>(handle);  // the default (sec2) driver's handle is its descriptor
+  f->opened = FileState::of(f->hdf5Fd, path);
   if (!objectExists(f->file.get(), spec.split)) {
     throw DataError(concat("data file '", path, "' has no split group '", spec.split, "'"));
   }
@@ -201,6 +200,9 @@ at::Tensor SplitSource::addFile(const std::string& path, const SourceSpec& spec)
   H5DatasetInfo fi = datasetInfo(f->features.get());
   H5DatasetInfo li = datasetInfo(lab.get());
   const at::ScalarType type = checkDatasets(path, spec.split, featuresName_, fi, labelName, li);
+  const auto fileBytes = static_cast<uint64_t>(f->opened.size);
+  checkStoredValues(f->file.get(), f->features.get(), fi, path, featuresName_, fileBytes);
+  checkStoredValues(f->file.get(), lab.get(), li, path, labelName, fileBytes);
   matchFirstFile(path, std::vector<int64_t>(fi.dims.begin() + 1, fi.dims.end()), type);
   f->rows = static_cast<int64_t>(fi.dims[0]);
   f->firstGlobal = size_;
@@ -235,16 +237,36 @@ void SplitSource::File::findStorage(const H5DatasetInfo& fi, at::ScalarType type
     bool wholeRows = dcpl.valid() && H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) ==
                                          static_cast<int>(chunk.size());
     for (size_t d = 1; wholeRows && d < chunk.size(); ++d) wholeRows = chunk[d] == fi.dims[d];
+    // H5Dread_chunk fails on a chunk never written (the fill value stands in for it): only
+    // datasets with every chunk stored are read chunk by chunk.
+    int64_t expected = 1;
+    for (size_t d = 0; wholeRows && d < chunk.size(); ++d) {
+      const auto perDim = static_cast<int64_t>((fi.dims[d] + chunk[d] - 1) / chunk[d]);
+      wholeRows = !__builtin_mul_overflow(expected, perDim, &expected);
+    }
     rawChunks = wholeRows && H5Pget_nfilters(dcpl.get()) == 0 && stored.valid() &&
-                H5Tequal(stored.get(), nativeType(type)) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr;
+                H5Tequal(stored.get(), nativeType(type)) > 0 && std::getenv("FORGE_NO_DIRECT_CHUNKS") == nullptr &&
+                storedChunks(features.get()) == expected;
   } else {
     H5Id stored(H5Dget_type(features.get()));
     if (stored.valid() && H5Tequal(stored.get(), nativeType(type)) > 0) contiguousAt = H5Dget_offset(features.get());
   }
   if ((rawChunks || contiguousAt != HADDR_UNDEF) && std::getenv(env::kNoMappedReads) == nullptr) {
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // -1: read() serves instead
-    if (fd >= 0) installSigbusNote();
+    if (fd >= 0) {
+      // The path may name another file than HDF5 opened a moment ago (replaced meanwhile).
+      const FileState mine = FileState::of(fd, path);
+      if (mine.device != opened.device || mine.inode != opened.inode) {
+        throw DataError(changedFileMessage(path, "replaced (the path names another file now)"));
+      }
+      installMappedPagesHandler();
+    }
   }
+}
+
+void SplitSource::File::requireUnchanged() const {
+  const std::string change = FileState::changeOfContent(opened, hdf5Fd);
+  if (!change.empty()) throw DataError(changedFileMessage(path, change));
 }
 
 void SplitSource::addBlocks(const File& f) {
@@ -288,7 +310,7 @@ uint64_t SplitSource::rowsStart(int64_t first, int64_t count) const {
     const hsize_t chunkBytes = static_cast<hsize_t>(c) * rowBytes();
     std::vector<hsize_t> offset(sampleShape_.size() + 1, 0);
     haddr_t firstChunk = HADDR_UNDEF;
-    std::lock_guard<std::mutex> lock(hdf5Mutex());
+    Hdf5Lock lock;
     for (int64_t k = row / c; k <= (row + count - 1) / c; ++k) {
       offset[0] = static_cast<hsize_t>(k * c);
       unsigned mask = 0;
@@ -314,10 +336,11 @@ MappedRows SplitSource::map(int64_t first, int64_t count) const {
   if (start == HADDR_UNDEF) return {};
   const File& f = *files_[fileOf(first)];
   const size_t bytes = static_cast<size_t>(count) * rowBytes();
-  // A file cut short since it was opened (rewritten in place) is read, not mapped: read()
-  // reports the problem, a mapping past the end would kill the process with SIGBUS.
-  struct stat st {};
-  if (::fstat(f.fd, &st) != 0 || static_cast<haddr_t>(st.st_size) < start + bytes) return {};
+  // A file that changed since it was opened is an error here, before its rows are mapped
+  // (past a new end they would raise SIGBUS). Rows a corrupt chunk index places past the
+  // end are left to read(), which names the problem.
+  f.requireUnchanged();
+  if (static_cast<haddr_t>(f.opened.size) < start + bytes) return {};
   static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   const size_t aligned = static_cast<size_t>(start) / page * page;
   const size_t lead = static_cast<size_t>(start) - aligned;
@@ -337,11 +360,22 @@ void SplitSource::read(int64_t first, int64_t count, void* out) const {
   const File& f = *files_[fileOf(first)];
   FORGE_CHECK_T(DataError, first - f.firstGlobal + count <= f.rows, "read of samples ", first, "..", first + count,
                 " crosses the end of '", f.path, "'");
+  try {
+    readRowsOf(f, first - f.firstGlobal, count, static_cast<char*>(out));
+  } catch (const DataError& e) {
+    f.requireUnchanged();  // a file changed under the run is the cause to report
+    throw DataError(concat(where(f.path, featuresName_), e.what()));
+  }
+  // HDF5 reads past the end of a file as zeros, without an error: a file cut short (or
+  // rewritten) while the rows were read is found by its size and modification time after
+  // the read. One fstat per run of rows, on the path that copies them.
+  f.requireUnchanged();
+}
+
+void SplitSource::readRowsOf(const File& f, int64_t row, int64_t count, char* dst) const {
   hid_t mem = nativeType(type_);
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
-  int64_t row = first - f.firstGlobal;
+  Hdf5Lock lock;
   const int64_t end = row + count;
-  auto* dst = static_cast<char*>(out);
   if (f.rawChunks) {
     // Whole chunks inside the range go straight in; the rest (a partial first or last
     // chunk, the dataset's last chunk) through the normal read.
@@ -356,13 +390,22 @@ void SplitSource::read(int64_t first, int64_t count, void* out) const {
     while (row + c <= end && row + c <= f.rows) {
       offset[0] = static_cast<hsize_t>(row);
       uint32_t filters = 0;
-      FORGE_H5_CHECK(H5Dread_chunk(f.features.get(), H5P_DEFAULT, offset.data(), &filters, dst), "cannot read the chunk at row ",
-                     row, " of '", f.path, "'");
+      FORGE_H5_CHECK(H5Dread_chunk(f.features.get(), H5P_DEFAULT, offset.data(), &filters, dst),
+                     "cannot read the chunk at row ", row);
       dst += c * rowBytes();
       row += c;
     }
   }
   if (end > row) readRows(f.features.get(), mem, static_cast<hsize_t>(row), static_cast<hsize_t>(end - row), dst);
+}
+
+int SplitSource::files() const { return static_cast<int>(files_.size()); }
+
+const std::string& SplitSource::path(int file) const { return files_[file]->path; }
+
+std::string SplitSource::changeOf(int file) const {
+  const File& f = *files_[file];
+  return FileState::changeOf(f.opened, f.hdf5Fd, f.path);
 }
 
 FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count, double scale) {
@@ -387,7 +430,7 @@ FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count,
 }
 
 void writeFeatureStats(const std::string& path, const std::vector<double>& mean, const std::vector<double>& std) {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   const std::string tmp = path + ".tmp";
   {
     H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
@@ -400,7 +443,7 @@ void writeFeatureStats(const std::string& path, const std::vector<double>& mean,
 }
 
 void readFeatureStats(const std::string& path, std::vector<double>& mean, std::vector<double>& std) {
-  std::lock_guard<std::mutex> lock(hdf5Mutex());
+  Hdf5Lock lock;
   H5Id file = openFileReadOnly(path);
   for (auto [name, out] : {std::pair<const char*, std::vector<double>*>{"mean", &mean}, {"std", &std}}) {
     H5Id ds = openDataset(file.get(), path, name);

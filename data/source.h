@@ -8,9 +8,13 @@
 //
 // Opening validates everything that can be checked without reading the features: a missing
 // file, group or dataset, an unsupported dtype, feature and label counts that differ, sample
-// shapes that differ between files, an empty split, a label out of [0, num_classes). Each is
-// a DataError naming the file and the dataset. Labels (8 bytes a sample) are held in memory;
-// features are only ever read in blocks, on demand.
+// shapes that differ between files, an empty split, a label out of [0, num_classes), and
+// values HDF5 could not deliver as declared (data/dataset_checks.h: a filter it lacks, a
+// virtual dataset's missing source, chunks never written, an extent the file cannot hold).
+// Each is a DataError naming the file and the dataset. Labels (8 bytes a sample) are held in
+// memory; features are only ever read in blocks, on demand. A file that changes while it is
+// open (cut short, rewritten, replaced) is found by read() and map(), or at the latest by
+// changeOf(), and is a DataError naming it.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -75,16 +79,26 @@ class SplitSource {
   const std::string& name() const { return name_; }     // "<file>:<split>" or "<n> files:<split>"
   const std::string& split() const { return split_; }
   int files() const;
+  const std::string& path(int file) const;
+  // What changed in file `file` since it was opened ("" when nothing): its size, its
+  // modification time, or which file its path names (replaced). One fstat and one stat:
+  // for the epoch boundary (the engine agrees on it over ranks), not for every batch.
+  // read() and map() check size and modification time themselves and throw DataError.
+  std::string changeOf(int file) const;
 
   // Reads the features of samples [first, first + count) (which must lie in one file) into
-  // `out`, in the stored type. Thread-safe (HDF5 calls are serialized).
+  // `out`, in the stored type. Thread-safe (HDF5 calls are serialized). DataError naming the
+  // file when it cannot, or when the file changed since it was opened (HDF5 would have read
+  // zeros past a new end).
   void read(int64_t first, int64_t count, void* out) const;
   // The stored rows of samples [first, first + count) (in one file), mapped from the file
   // with their pages populated in one call, when they lie in it exactly as read() would
   // deliver them: unfiltered chunks of whole rows in the native type, back to back in the
   // file (what forge's converters write), or a contiguous dataset. Empty otherwise, and
   // with FORGE_NO_MAPPED_READS set; read() then copies them. Reading the page cache in
-  // place saves the copy read() makes. Thread-safe.
+  // place saves the copy read() makes. DataError when the file changed since it was opened.
+  // Pages of a file cut short after this call raise SIGBUS when read: read them through
+  // readMappedPages (data/mapped_pages.h). Thread-safe.
   MappedRows map(int64_t first, int64_t count) const;
   // Asks the kernel to start reading those rows into the page cache now, without waiting,
   // when they could be mapped (a no-op otherwise): for rows needed soon whose file may not
@@ -105,6 +119,8 @@ class SplitSource {
   // differs.
   void matchFirstFile(const std::string& path, const std::vector<int64_t>& shape, at::ScalarType type);
   void addBlocks(const File& f);
+  // read() of rows [row, row + count) of file `f`, without the change check.
+  void readRowsOf(const File& f, int64_t row, int64_t count, char* dst) const;
   // Where the stored rows [first, first + count) start in their file, when they lie there
   // as read() delivers them (see map()); HADDR_UNDEF otherwise.
   uint64_t rowsStart(int64_t first, int64_t count) const;

@@ -10,6 +10,7 @@
 #include "core/strings.h"
 #include "checkpoint/python_state_dict.h"
 #include "distributed/device.h"
+#include "trainer/engine/data_watch.h"
 #include "trainer/engine/observers.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/module/build.h"
@@ -238,7 +239,9 @@ bool Trainer::higherIsBetter() const { return !task_.metrics.empty() && task_.me
 
 void Trainer::addObservers() {
   // Order matters: preemption looks before a step is taken; after an epoch, the metrics
-  // record is written before the checkpoint that covers it.
+  // record is written before the checkpoint that covers it. A data file that changed stops
+  // the run before anything records or saves what was trained on it: the data watch first.
+  observers_.push_back(makeDataWatch({train_.get(), eval_.get()}, comm_, cfg_.checkpoint.everySteps));
   observers_.push_back(makePreemptionWatch(*this, comm_));
   observers_.push_back(makeFaultInjector(world_.rank));
   if (world_.rank == 0) {
