@@ -11,7 +11,7 @@ namespace forge::data {
 FileState FileState::of(int fd, const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw DataError(concat("cannot stat data file '", path, "': ", std::strerror(errno)));
-  return FileState{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+  return FileState{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, st.st_nlink};
 }
 
 namespace {
@@ -26,6 +26,11 @@ std::string contentChange(const FileState& opened, const struct stat& now) {
   }
   if (now.st_mtim.tv_sec != opened.modified.tv_sec || now.st_mtim.tv_nsec != opened.modified.tv_nsec) {
     return "modified (its modification time changed)";
+  }
+  if (now.st_nlink == opened.links &&
+      (now.st_ctim.tv_sec != opened.changed.tv_sec || now.st_ctim.tv_nsec != opened.changed.tv_nsec)) {
+    return "modified (its status change time moved: written to with the modification time set back, or its "
+           "permissions changed)";
   }
   return "";
 }

@@ -1,5 +1,5 @@
 // What a data file was when a run opened it, to notice that it changed under the run: its
-// identity (device and inode), size and modification time. A run must read the same bytes
+// identity (device and inode), size, modification and status change times. A run must read the same bytes
 // from its first step to its last; a file rewritten, cut short or replaced meanwhile would
 // otherwise train on a mix of old and new data, or on zeros (HDF5 reads past the end of a
 // file as zeros).
@@ -16,6 +16,12 @@ struct FileState {
   ino_t inode = 0;
   off_t size = 0;
   timespec modified{};
+  // The status change time: a write moves it, and unlike the modification time no call can
+  // set it back (`touch -d` after an overwrite of the same size hides from mtime alone).
+  // A link count that changed explains it (the file was renamed over or linked), and is
+  // not a change of content; chmod moves it too, and is refused as well.
+  timespec changed{};
+  nlink_t links = 0;
 
   // Of the open descriptor `fd`; DataError naming `path` when fstat fails.
   static FileState of(int fd, const std::string& path);

@@ -157,6 +157,25 @@ TEST_F(Integrity, ChangeOfNamesWhatChanged) {
   EXPECT_EQ(errorOfRead(r, 0, 10), "");
 }
 
+TEST_F(Integrity, AnOverwriteWithItsModificationTimeSetBackIsStillSeen) {
+  // Same size, other bytes, and the modification time restored to the nanosecond (what
+  // `touch -d` or a copy tool preserving times leaves): the status change time moved.
+  const std::string p = bigFile("hidden.h5");
+  SplitSource s(spec(p));
+  struct stat before {};
+  ASSERT_EQ(::stat(p.c_str(), &before), 0);
+  {
+    int fd = ::open(p.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const char byte = 0x5a;
+    ASSERT_EQ(::pwrite(fd, &byte, 1, before.st_size - 10), 1);
+    ::close(fd);
+  }
+  timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+  EXPECT_NE(s.changeOf(0).find("status change time moved"), std::string::npos) << s.changeOf(0);
+}
+
 // A chunked train/features of `dims` where only the first `written` chunks of `chunkRows`
 // rows are written, with labels for every row; `fill`: give the features a fill value.
 void writePartial(const std::string& p, std::vector<hsize_t> dims, hsize_t chunkRows, hsize_t written, bool fill,

@@ -8,6 +8,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "trainer/engine/data_watch.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/module/state_dict.h"
 
@@ -59,6 +60,9 @@ std::string Trainer::saveCheckpoint(bool isBest) {
     ~Timed() { total += secondsSince(t0); }
   } timed{checkpointSeconds_};
   ensureFinite("saving a checkpoint");  // a diverged state never replaces a good checkpoint
+  // Nor one trained on a data file that changed under the run (step, epoch and preemption
+  // saves alike).
+  requireUnchangedData({train_.get(), eval_.get()}, comm_);
   at::Tensor mine = currentRngState();
   at::Tensor all = at::empty({mine.numel() * world_.size}, at::kByte);
   comm_.allGather(mine, all);

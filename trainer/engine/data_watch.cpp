@@ -50,17 +50,10 @@ namespace {
 
 class DataWatch : public LoopObserver {
  public:
-  DataWatch(std::vector<const data::SplitSource*> sources, dist::Communicator& comm, int64_t everySteps)
-      : sources_(std::move(sources)), comm_(comm), everySteps_(everySteps) {}
+  DataWatch(std::vector<const data::SplitSource*> sources, dist::Communicator& comm)
+      : sources_(std::move(sources)), comm_(comm) {}
 
   void beforeStep(const TrainState& s, int64_t) override { pauseForTest(s.globalStep); }
-
-  void afterStep(const StepReport& r) override {
-    // The checkpoint policy (after this observer) saves at these steps.
-    if (everySteps_ > 0 && r.state.globalStep % everySteps_ == 0 && r.state.step < r.stepsPerEpoch) {
-      requireUnchangedData(sources_, comm_);
-    }
-  }
 
   void afterEpoch(const EpochReport&) override { requireUnchangedData(sources_, comm_); }
 
@@ -79,14 +72,12 @@ class DataWatch : public LoopObserver {
 
   std::vector<const data::SplitSource*> sources_;
   dist::Communicator& comm_;
-  int64_t everySteps_;
 };
 
 }  // namespace
 
-std::unique_ptr<LoopObserver> makeDataWatch(std::vector<const data::SplitSource*> sources, dist::Communicator& comm,
-                                            int64_t checkpointEverySteps) {
-  return std::make_unique<DataWatch>(std::move(sources), comm, checkpointEverySteps);
+std::unique_ptr<LoopObserver> makeDataWatch(std::vector<const data::SplitSource*> sources, dist::Communicator& comm) {
+  return std::make_unique<DataWatch>(std::move(sources), comm);
 }
 
 }  // namespace forge::train

@@ -22,11 +22,9 @@ namespace forge::train {
 // `sources` and their files). A no-op otherwise.
 void requireUnchangedData(const std::vector<const data::SplitSource*>& sources, dist::Communicator& comm);
 
-// The loop's watch: requireUnchangedData after each epoch's evaluation and before each step
-// checkpoint (every `checkpointEverySteps` global steps; 0: none), ahead of every other
-// observer. It also carries the test-only pause (env::kFaultPauseStep, kFaultPauseFile) with
+// The loop's watch: requireUnchangedData after each epoch's evaluation, ahead of every other
+// observer (every save checks too: Trainer::saveCheckpoint). It also carries the test-only pause (env::kFaultPauseStep, kFaultPauseFile) with
 // which tests change a data file at a known step. The sources must outlive it.
-std::unique_ptr<LoopObserver> makeDataWatch(std::vector<const data::SplitSource*> sources, dist::Communicator& comm,
-                                            int64_t checkpointEverySteps);
+std::unique_ptr<LoopObserver> makeDataWatch(std::vector<const data::SplitSource*> sources, dist::Communicator& comm);
 
 }  // namespace forge::train

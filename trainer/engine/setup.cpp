@@ -241,7 +241,7 @@ void Trainer::addObservers() {
   // Order matters: preemption looks before a step is taken; after an epoch, the metrics
   // record is written before the checkpoint that covers it. A data file that changed stops
   // the run before anything records or saves what was trained on it: the data watch first.
-  observers_.push_back(makeDataWatch({train_.get(), eval_.get()}, comm_, cfg_.checkpoint.everySteps));
+  observers_.push_back(makeDataWatch({train_.get(), eval_.get()}, comm_));
   observers_.push_back(makePreemptionWatch(*this, comm_));
   observers_.push_back(makeFaultInjector(world_.rank));
   if (world_.rank == 0) {
