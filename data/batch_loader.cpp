@@ -353,6 +353,13 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
     throw DataError(concat(changedFileMessage(source_.path(file), change), " (found reading sample ", sample, ": ",
                            source_.locate(sample), ")"));
   }
+  if (nonFiniteAt >= 0 && feature < 0) {
+    // The file's values are finite: the normalization overflowed float32 (scale: 1e38).
+    const int64_t sample = order_[w.first + nonFiniteAt];
+    throw DataError(concat("sample ", sample, " of ", source_.name(), " (", source_.locate(sample),
+                           ") has finite values in the file but not after data.normalize: its scale, mean or std "
+                           "make them overflow float32; check those keys"));
+  }
   if (nonFiniteAt >= 0) {
     const int64_t sample = order_[w.first + nonFiniteAt];
     throw DataError(concat("non-finite feature (NaN or Inf) at feature ", feature, " of sample ", sample, " of ",

@@ -45,6 +45,10 @@ setting("optimizer.lr", "1e-50", "optimizer.lr must be 0 or a finite number with
         what="a value that float32 makes 0")
 setting("optimizer.lr", "", "no value (write optimizer.lr=~ to drop the key", what="an empty --set value")
 setting("model.hidden", str(2**62), "does not fit this node", what="a size whose byte count overflows")
+# A finite file whose values the normalization overflows: the config is named, not the data.
+p = h.run(["train", good, "--set", "data.normalize.scale=1e38", "--set", "run.dir=scaled"], ranks=2, expect_rc=2)
+h.check("has finite values in the file but not after data.normalize" in p.stderr,
+        "an overflowing data.normalize is named as such", p.stderr[-2000:])
 # Models that cannot fit: the message says what they need and what the node has.
 for key in ("model.hidden", "model.num_classes"):
     setting(key, "100000000000", "does not fit this node", what=f"{key}=1e11")

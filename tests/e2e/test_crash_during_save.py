@@ -22,10 +22,22 @@ killed_mid_save = 0
 resumed_steps = []
 for i in range(20):
     args = [h.forge, "train", cfg, *sets] + (["--resume", "auto"] if i else [])
-    proc = subprocess.Popen(args, cwd=h.work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(rng.uniform(1.2, 2.5))  # startup takes about a second
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate()
+    log_path = h.path(f"kill{i}.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, cwd=h.work, stdout=log, stderr=subprocess.STDOUT, text=True)
+        # Startup takes about a second, more on a loaded machine: the kill comes a random
+        # time after the run said where it starts, so every restart has resumed first.
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            with open(log_path) as f:
+                if re.search(r"resumed from|starting fresh", f.read()):
+                    break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.2, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with open(log_path) as f:
+        out = f.read()
     m = re.search(r"at epoch \d+ step \d+ \(global step (\d+)\)", out)
     if i:
         resumed_steps.append(int(m.group(1)) if m else None)
