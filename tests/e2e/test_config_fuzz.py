@@ -13,8 +13,8 @@ from harness import Harness, small_config
 
 h = Harness()
 SEED = int(os.environ.get("FORGE_FUZZ_SEED", "20261130"))
-CASES = int(os.environ.get("FORGE_FUZZ_CASES", "120"))
-TRAINS = int(os.environ.get("FORGE_FUZZ_TRAINS", "8"))
+CASES = int(os.environ.get("FORGE_FUZZ_CASES", "100"))
+TRAINS = int(os.environ.get("FORGE_FUZZ_TRAINS", "6"))
 rng = random.Random(SEED)
 
 h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "240", "--features", "16", "--classes", "4"])
