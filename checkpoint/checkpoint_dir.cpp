@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "checkpoint/atomic_file.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -97,18 +98,13 @@ bool CheckpointDir::stillKnown(const std::string& path, Known& out) const {
 
 void CheckpointDir::moveUnverified(const std::string& path, const std::string& why) {
   known_.erase(path);
-  std::error_code ec;
-  fs::path aside = fs::path(unverifiedDir());
-  fs::create_directories(aside, ec);
-  fs::path target = aside / fs::path(path).filename();
-  for (int i = 1; fs::exists(target, ec); ++i) target = aside / concat(fs::path(path).filename().string(), ".", i);
-  if (!ec) fs::rename(path, target, ec);
-  if (ec) {
-    log::warn("ckpt", why, ": not counted as a checkpoint, and it could not be moved aside (", ec.message(),
+  try {
+    std::string target = moveWithoutReplacing(path, unverifiedDir());
+    log::warn("ckpt", why, ": moved to ", target, " (not counted by checkpoint.keep_last, never deleted)");
+  } catch (const CheckpointError& e) {
+    log::warn("ckpt", why, ": not counted as a checkpoint, and it could not be moved aside (", e.what(),
               "): delete or repair it");
-    return;
   }
-  log::warn("ckpt", why, ": moved to ", target.string(), " (not counted by checkpoint.keep_last, never deleted)");
 }
 
 std::vector<CheckpointDir::Entry> CheckpointDir::verified() {

@@ -6,7 +6,10 @@
 //                                               the keep_last most advanced that verify are kept
 //   <dir>/best.pt                               the best eval metric so far
 //   <dir>/unverified/                           periodic files that did not verify, moved
-//                                               aside (never counted, never deleted)
+//                                               aside (never counted, never deleted, never
+//                                               replaced: <name>.1, <name>.2, ...)
+//   <dir>/abandoned-after-<name>[.N]/           what a resume from a less advanced checkpoint
+//                                               left behind (trainer/engine/resume.cpp)
 // Files named ckpt-e<epoch>-s<global step>.pt by earlier versions are periodic checkpoints
 // too; their progress is read from their contents.
 #pragma once

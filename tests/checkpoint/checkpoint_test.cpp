@@ -268,5 +268,29 @@ TEST_F(CheckpointTest, EntriesCarryTheirCrc32AndADamagedPickleFailsTheChecksum) 
       << loadError(path("b.pt"));
 }
 
+std::vector<std::string> namesIn(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.is_regular_file()) out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Setting files aside never replaces a file already set aside.
+TEST_F(CheckpointTest, FilesSetAsideNeverReplaceEachOther) {
+  for (int i = 0; i < 3; ++i) {
+    { std::ofstream(path("x.pt")) << "copy " << i; }
+    moveWithoutReplacing(path("x.pt"), path("aside"));
+  }
+  EXPECT_EQ(namesIn(path("aside")), (std::vector<std::string>{"x.pt", "x.pt.1", "x.pt.2"}));
+  std::ifstream first(path("aside/x.pt"));
+  std::string text;
+  std::getline(first, text);
+  EXPECT_EQ(text, "copy 0");
+  EXPECT_EQ(createNewFolder(path("abandoned")), path("abandoned"));
+  EXPECT_EQ(createNewFolder(path("abandoned")), path("abandoned.2"));
+}
+
 }  // namespace
 }  // namespace forge::ckpt

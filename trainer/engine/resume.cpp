@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 
+#include "checkpoint/atomic_file.h"
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -42,11 +43,13 @@ void moveAbandoned(ckpt::CheckpointDir& dir, const std::string& resume, const ck
     }
   }
   if (newer.empty()) return;
-  fs::path aside = fs::path(dir.dir()) / concat("abandoned-after-", fs::path(dir.pathFor(resumed)).stem().string());
-  fs::create_directories(aside);
-  for (const auto& f : newer) fs::rename(f, aside / fs::path(f).filename());
+  // A folder of its own each time: resuming from the same checkpoint again abandons another
+  // future, which must not replace the first one's files of the same names.
+  const std::string aside = ckpt::createNewFolder(
+      (fs::path(dir.dir()) / concat("abandoned-after-", fs::path(dir.pathFor(resumed)).stem().string())).string());
+  for (const auto& f : newer) ckpt::moveWithoutReplacing(f, aside);
   log::warn("ckpt", "moved ", newer.size(), " checkpoint(s) further on than ", resume, " (", resumed.text(), ") to ",
-            aside.string());
+            aside);
 }
 
 }  // namespace
