@@ -277,6 +277,62 @@ std::vector<std::string> namesIn(const std::string& dir) {
   return out;
 }
 
+// A file's progress is its contents': a copy under a more advanced name, a second name for
+// the same progress and a name whose numbers do not fit are never counted, never win a
+// resume and push no valid file out; each goes to unverified/, saying why, and nothing throws.
+TEST_F(CheckpointTest, ANameThatIsNotItsContentsIsNeverCounted) {
+  CheckpointDir d(path("run"), 2);
+  d.save(sample(1));
+  d.save(sample(2));
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e0009-n0000000000.pt"));
+  fs::copy_file(path("run/ckpt-e0002-n0000000384.pt"), path("run/ckpt-e2-n384.pt"));
+  fs::copy_file(path("run/ckpt-e0002-n0000000384.pt"), path("run/ckpt-e99999999999999999999-n0.pt"));
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e0009-s000000903.pt"));  // earlier-style name
+  auto found = d.loadNewest();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(fs::path(found->path).filename(), "ckpt-e0002-n0000000384.pt");
+  std::string skipped;
+  for (const auto& s : found->skipped) skipped += s + "\n";
+  EXPECT_NE(skipped.find("ckpt-e0009-n0000000000.pt' is named for 9 epoch(s) + 0 samples but holds 1 epoch(s) + "
+                         "384 samples"),
+            std::string::npos)
+      << skipped;
+  EXPECT_EQ(namesIn(path("run/unverified")),
+            (std::vector<std::string>{"ckpt-e0009-n0000000000.pt", "ckpt-e0009-s000000903.pt", "ckpt-e2-n384.pt",
+                                      "ckpt-e99999999999999999999-n0.pt"}));
+  // Retention: the same kinds of file, arriving while the run goes on, are set aside by the
+  // pass after the next save, and the two most advanced valid files stay.
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e0007-n0000000000.pt"));
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e88888888888888888888-n0.pt"));
+  d.save(sample(3));
+  EXPECT_EQ(namesIn(path("run")), (std::vector<std::string>{"ckpt-e0002-n0000000384.pt", "ckpt-e0003-n0000000384.pt"}));
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e0007-n0000000000.pt")));
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e88888888888888888888-n0.pt")));
+}
+
+// The "known good" record of a file is its identity (device, inode, size, mtime, ctime): a
+// file rewritten in place with its mtime set back is read again, found damaged and moved
+// aside, and the valid file it would have pushed out stays.
+TEST_F(CheckpointTest, RetentionRereadsAFileChangedBehindItsMtime) {
+  CheckpointDir d(path("run"), 2);
+  d.save(sample(1));
+  d.save(sample(2));
+  const std::string second = path("run/ckpt-e0002-n0000000384.pt");
+  const auto mtime = fs::last_write_time(second);
+  auto bytes = readWholeFile(second);
+  bytes[bytes.size() / 3] ^= 0x04;
+  {
+    std::ofstream out(second, std::ios::binary | std::ios::in);  // in place: same inode, same size
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  fs::last_write_time(second, mtime);
+  d.save(sample(3));
+  EXPECT_EQ(namesIn(path("run")), (std::vector<std::string>{"ckpt-e0001-n0000000384.pt", "ckpt-e0003-n0000000384.pt"}))
+      << "the damaged file is not counted, so the first one stays";
+  EXPECT_EQ(namesIn(path("run/unverified")), (std::vector<std::string>{"ckpt-e0002-n0000000384.pt"}))
+      << "and the damaged one is moved aside, not deleted";
+}
+
 // Setting files aside never replaces a file already set aside.
 TEST_F(CheckpointTest, FilesSetAsideNeverReplaceEachOther) {
   for (int i = 0; i < 3; ++i) {

@@ -8,9 +8,13 @@
 - a bit-flipped checkpoint (in a tensor, or in the pickle) is the same error at every entry
   point: ckpt inspect, eval, model.init_from, --resume PATH, model check: "fails its
   checksum (the file is corrupt)", exit 4; --resume auto moves it aside and resumes the
-  previous one."""
+  previous one;
+- a file's progress is its contents': a copy under a more advanced name, a second name for
+  the same progress and a name whose number overflows go to unverified/ (saying name vs
+  contents), and --resume auto takes the real newest."""
 import glob
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -112,5 +116,22 @@ h.check(kept == ["ckpt-e0003-n0000000000.pt", "ckpt-e0004-n0000000000.pt"],
         "keep_last 2 keeps the 2 most advanced valid checkpoints", (valid, kept))
 h.check(os.path.exists(os.path.join(ckdir, "unverified", "ckpt-e0099-n0000000000.pt")) and "is empty" in p.stderr,
         "the empty file is not counted, but moved to unverified/ with a warning", p.stderr[-1500:])
+
+# 5. A file's progress is its contents'. Copies under a more advanced name, under a second
+# name for the same progress, and under a name whose number overflows an int64.
+e3, e4 = (os.path.join(ckdir, f"ckpt-e000{e}-n0000000000.pt") for e in (3, 4))
+fakes = {"ckpt-e0009-n0000000000.pt": e3, "ckpt-e4-n0.pt": e4, "ckpt-e99999999999999999999-n0.pt": e4}
+for fake, real in fakes.items():
+    shutil.copy(real, os.path.join(ckdir, fake))
+p = h.run(["train", cfg, "--set", "run.epochs=5", "--set", "checkpoint.keep_last=2", "--resume", "auto"])
+h.check(re.search(r"resumed from \S*ckpt-e0004-n0000000000\.pt at epoch 5", p.stdout),
+        "--resume auto takes the real newest, not the copy named for epoch 9", p.stdout[-1500:])
+h.check("ckpt-e0009-n0000000000.pt' is named for 9 epoch(s) + 0 samples but holds 3 epoch(s) + 0 samples" in p.stderr,
+        "the warning says what the name claims and what the file holds", p.stderr[-2000:])
+kept = sorted(os.path.basename(f) for f in glob.glob(os.path.join(ckdir, "ckpt-*.pt")))
+h.check(kept == ["ckpt-e0004-n0000000000.pt", "ckpt-e0005-n0000000000.pt"],
+        "keep_last 2 keeps the 2 most advanced valid checkpoints (no copy took a place)", kept)
+h.check(all(os.path.exists(os.path.join(ckdir, "unverified", f)) for f in fakes),
+        "the three misnamed copies are in unverified/", os.listdir(os.path.join(ckdir, "unverified")))
 
 h.finish()
