@@ -94,6 +94,21 @@ std::vector<std::string> CheckpointDir::files() const {
   return out;
 }
 
+std::vector<std::string> CheckpointDir::leftovers() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (fs::exists(bestPath(), ec)) out.push_back(bestPath());
+  if (!fs::is_directory(dir_, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    if (!entry.is_directory()) continue;
+    for (const auto& inner : fs::recursive_directory_iterator(entry.path(), ec)) {
+      if (!inner.is_directory()) out.push_back(inner.path().string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 int CheckpointDir::removeStaleTemporaries() const {
   static const std::regex kTemporary(R"(\..+\.pt\.tmp\.\d+)");
   int removed = 0;
@@ -261,7 +276,9 @@ std::optional<CheckpointDir::Found> CheckpointDir::loadNewest() {
   if (!result.skipped.empty()) {
     std::string all;
     for (const auto& s : result.skipped) all += "\n  " + s;
-    throw CheckpointError(concat("no checkpoint in '", dir_, "' verifies (moved to ", unverifiedDir(), "):", all));
+    throw CheckpointError(concat("no checkpoint in '", dir_, "' verifies (each was moved to ", unverifiedDir(), "):", all,
+                                 "\nnothing was resumed: resume from a file of your choice with --resume PATH (",
+                                 bestPath(), " if it is there), or repair one and move it back"));
   }
   return std::nullopt;
 }

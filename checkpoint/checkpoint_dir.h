@@ -54,6 +54,9 @@ class CheckpointDir {
   // The periodic checkpoint files by name alone (nothing is read or verified); for "does the
   // folder hold checkpoints at all?".
   std::vector<std::string> files() const;
+  // What else an earlier run left here: best.pt and every file in a subfolder (unverified/,
+  // abandoned-after-*/), by path. Save temporaries are not counted.
+  std::vector<std::string> leftovers() const;
 
   struct Entry {
     std::string path;

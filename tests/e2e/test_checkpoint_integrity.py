@@ -11,7 +11,10 @@
   previous one;
 - a file's progress is its contents': a copy under a more advanced name, a second name for
   the same progress and a name whose number overflows go to unverified/ (saying name vs
-  contents), and --resume auto takes the real newest."""
+  contents), and --resume auto takes the real newest;
+- an earlier run's best.pt and files set aside are never trained over: once every periodic
+  checkpoint failed to verify, a second --resume auto (a requeue) and a fresh start are
+  refused, and nothing in the run dir changes."""
 import glob
 import os
 import re
@@ -133,5 +136,34 @@ h.check(kept == ["ckpt-e0004-n0000000000.pt", "ckpt-e0005-n0000000000.pt"],
         "keep_last 2 keeps the 2 most advanced valid checkpoints (no copy took a place)", kept)
 h.check(all(os.path.exists(os.path.join(ckdir, "unverified", f)) for f in fakes),
         "the three misnamed copies are in unverified/", os.listdir(os.path.join(ckdir, "unverified")))
+
+# 6. A requeue loop whose periodic checkpoints are all damaged: the first --resume auto moves
+# them aside (exit 4); after that neither a second --resume auto nor a fresh start trains
+# over the earlier run's best.pt, metrics and set-aside files (exit 4, exit 2; nothing changes).
+shutil.copytree(h.path("run"), h.path("req"))
+shutil.rmtree(h.path("req", "checkpoints", "unverified"))
+for f in glob.glob(h.path("req", "checkpoints", "ckpt-*.pt")):
+    damaged = bytearray(open(f, "rb").read())
+    damaged[len(damaged) // 3] ^= 0x08
+    open(f, "wb").write(damaged)
+req = ["--set", "run.dir=req", "--set", "run.epochs=6"]
+results = {f: open(h.path("req", *f.split("/")), "rb").read() for f in ("checkpoints/best.pt", "metrics.jsonl")}
+p = h.run(["train", cfg, *req, "--resume", "auto"], expect_rc=None)
+h.check(p.returncode == 4 and "no checkpoint in" in p.stderr and "verifies" in p.stderr
+        and not glob.glob(h.path("req", "checkpoints", "ckpt-*.pt"))
+        and len(os.listdir(h.path("req", "checkpoints", "unverified"))) == 2,
+        "first --resume auto: exit 4, every periodic checkpoint moved to unverified/", p.stderr[-1500:])
+h.check(all(open(h.path("req", *f.split("/")), "rb").read() == b for f, b in results.items()),
+        "best.pt and metrics.jsonl are as the earlier run left them")
+before = snapshot(h.path("req"))
+for args, rc, says in (([*req, "--resume", "auto"], 4, "--resume auto: no checkpoint in"),
+                       (req, 2, "holds files of an earlier run")):
+    p = h.run(["train", cfg, *args], expect_rc=None)
+    h.check(p.returncode == rc and says in p.stderr and "best.pt" in p.stderr and "--resume PATH" in p.stderr,
+            f"then {'--resume auto' if rc == 4 else 'a fresh start'}: exit {rc}, naming best.pt and "
+            "--resume PATH", f"exit {p.returncode}: {p.stderr[-1500:]}")
+    after = snapshot(h.path("req"))
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    h.check(not changed, "and nothing in the run dir changes (best.pt, metrics.jsonl, unverified/)", changed)
 
 h.finish()
