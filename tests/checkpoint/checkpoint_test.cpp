@@ -5,11 +5,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "checkpoint/atomic_file.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/torch_zip.h"
+#include "checkpoint/zip_records.h"
 #include "core/error.h"
 #include "tests/temp_dir.h"
 
@@ -346,6 +348,95 @@ TEST_F(CheckpointTest, FilesSetAsideNeverReplaceEachOther) {
   EXPECT_EQ(text, "copy 0");
   EXPECT_EQ(createNewFolder(path("abandoned")), path("abandoned"));
   EXPECT_EQ(createNewFolder(path("abandoned")), path("abandoned.2"));
+}
+
+// Where each byte of an archive lies: central directory entries (from their fields), whose
+// "version made by" and attributes no reader uses; and the zip64 end record's versions.
+std::vector<bool> unusedZipBytes(const std::vector<char>& bytes) {
+  using namespace zip;
+  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::vector<bool> unused(bytes.size(), false);
+  size_t end = bytes.size() - kEndSize;
+  size_t e64 = readLe64(u + end - kEnd64LocatorSize + 8);
+  unused[e64 + 12] = unused[e64 + 13] = unused[e64 + 14] = unused[e64 + 15] = true;
+  size_t at = readLe64(u + e64 + 48);
+  for (uint64_t i = 0, n = readLe64(u + e64 + 32); i < n; ++i) {
+    for (size_t k : {4, 5, 36, 37, 38, 39, 40, 41}) unused[at + k] = true;
+    at += kCentralHeaderSize + readLe16(u + at + 28) + readLe16(u + at + 30) + readLe16(u + at + 32);
+  }
+  return unused;
+}
+
+// Every byte of a checkpoint, one bit flipped at a time: the zip's bookkeeping (end
+// records, central directory, local headers, padding, data descriptors), the small records
+// (version, byteorder) and the data. Each flip is the one corruption message, except in the
+// few fields no reader uses, which change nothing that is read. Nothing else is thrown.
+TEST_F(CheckpointTest, EveryDamagedByteIsTheOneCorruptionMessage) {
+  save(sample(1), path("a.pt"));
+  const auto bytes = readWholeFile(path("a.pt"));
+  const auto unused = unusedZipBytes(bytes);
+  const std::string want = corruptMessage("flipped");
+  size_t accepted = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::vector<char> flipped = bytes;
+    flipped[i] ^= static_cast<char>(1 << (i % 8));
+    std::string error;
+    try {
+      decode(flipped, "flipped");
+    } catch (const CheckpointError& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "byte " << i << ": not a CheckpointError: " << e.what();
+      continue;
+    }
+    if (unused[i]) {
+      EXPECT_EQ(error, "") << "byte " << i << " lies in a field no reader uses";
+      ++accepted;
+    } else {
+      EXPECT_EQ(error, want) << "byte " << i << " of " << bytes.size();
+    }
+  }
+  EXPECT_GT(accepted, 0u);
+}
+
+// A file that records no CRC-32s (written before forge did) still loads; its byteorder and
+// version records are checked by what they say.
+TEST_F(CheckpointTest, WithoutCrcsTheSmallRecordsAreCheckedByContent) {
+  using namespace zip;
+  save(sample(1), path("a.pt"));
+  auto bytes = readWholeFile(path("a.pt"));
+  auto* u = reinterpret_cast<unsigned char*>(bytes.data());
+  // Zero every CRC-32 (central directory entries and data descriptors), noting where the
+  // version and byteorder records' bytes are.
+  std::map<std::string, size_t> dataAt;
+  size_t end = bytes.size() - kEndSize;
+  size_t e64 = readLe64(u + end - kEnd64LocatorSize + 8);
+  size_t at = readLe64(u + e64 + 48);
+  for (uint64_t i = 0, n = readLe64(u + e64 + 32); i < n; ++i) {
+    const size_t local = readLe32(u + at + 42);
+    const size_t data = local + kLocalHeaderSize + readLe16(u + local + 26) + readLe16(u + local + 28);
+    const size_t descriptor = data + readLe32(u + at + 24);
+    ASSERT_EQ(readLe32(u + descriptor), kDescriptor);
+    writeLe32(bytes.data() + descriptor + 4, 0);
+    writeLe32(bytes.data() + at + 16, 0);
+    dataAt[std::string(bytes.data() + at + kCentralHeaderSize, readLe16(u + at + 28))] = data;
+    at += kCentralHeaderSize + readLe16(u + at + 28) + readLe16(u + at + 30) + readLe16(u + at + 32);
+  }
+  EXPECT_EQ(decode(bytes, "legacy").epoch, 1);
+  ASSERT_EQ(std::string(bytes.data() + dataAt.at("archive/byteorder"), 6), "little");
+  ASSERT_EQ(std::string(bytes.data() + dataAt.at("archive/version"), 2), "3\n");
+  // ",ittle" (what Python's torch.load refuses), and "3" -> ";" (not a number).
+  for (auto [record, bit] : {std::pair<const char*, int>{"archive/byteorder", 0x40}, {"archive/version", 0x08}}) {
+    std::vector<char> flipped = bytes;
+    flipped[dataAt.at(record)] ^= static_cast<char>(bit);
+    std::string error;
+    try {
+      decode(flipped, "legacy");
+    } catch (const CheckpointError& e) {
+      error = e.what();
+    }
+    EXPECT_EQ(error, corruptMessage("legacy")) << record;
+  }
 }
 
 }  // namespace

@@ -9,6 +9,9 @@
   point: ckpt inspect, eval, model.init_from, --resume PATH, model check: "fails its
   checksum (the file is corrupt)", exit 4; --resume auto moves it aside and resumes the
   previous one;
+- so is damage to the zip's bookkeeping or small records, which Python's torch.load or
+  zipfile would trip over: the byteorder record ("little" -> ",ittle"), the version record,
+  a CRC-32 in the central directory, a name in a local header or in the central directory;
 - a file's progress is its contents': a copy under a more advanced name, a second name for
   the same progress and a name whose number overflows go to unverified/ (saying name vs
   contents), and --resume auto takes the real newest;
@@ -101,6 +104,59 @@ for where, at in flips.items():
         p = h.run(args, ranks=ranks, expect_rc=None)
         h.check(p.returncode == 4 and want in p.stderr,
                 f"flip in the {where}: {what} exits 4 saying \"{want}\"", f"exit {p.returncode}: {p.stderr[-1500:]}")
+
+
+
+def zip_layout(path):
+    """{name: (local header offset, data offset, central directory entry offset)}."""
+    raw = open(path, "rb").read()
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        at = z.start_dir
+        for i in z.infolist():
+            local = i.header_offset
+            data = local + 30 + int.from_bytes(raw[local + 26:local + 28], "little") + \
+                int.from_bytes(raw[local + 28:local + 30], "little")
+            out[i.filename.split("/", 1)[1]] = (local, data, at)
+            at += 46 + len(i.filename.encode()) + len(i.extra) + len(i.comment)
+    return out
+
+
+# Damage to the zip's bookkeeping and small records: Python's torch.load or zipfile trips
+# over each; forge says the one message at every entry point.
+lay = zip_layout(newest)
+damages = {
+    "byteorder": (lay["byteorder"][1], 0x40),                  # "little" -> ",ittle"
+    "version": (lay["version"][1], 0x04),                      # "3" -> "7": still a number
+    "central_crc": (lay["data.pkl"][2] + 16, 0x01),           # the pickle's CRC-32 in the directory
+    "local_name": (lay["data/0"][0] + 30 + len("archive/data/"), 0x01),  # data/0 -> data/1
+    "central_name_case": (lay["data.pkl"][2] + 46, 0x20),     # "archive" -> "Archive"
+}
+for where, (at, bit) in damages.items():
+    name = f"zip_{where}.pt"
+    damaged = bytearray(raw)
+    damaged[at] ^= bit
+    with open(h.path(name), "wb") as f:
+        f.write(damaged)
+    try:
+        with zipfile.ZipFile(h.path(name)) as z:
+            bad = z.testzip()
+        torch.load(h.path(name), weights_only=True)
+        python = f"zipfile.testzip() names {bad}" if bad else None
+    except Exception as e:  # noqa: BLE001 (whatever Python raises is the point)
+        python = f"{type(e).__name__}: {e}"
+    want = f"checkpoint '{name}' fails its checksum (the file is corrupt)"
+    entry_points = {"ckpt inspect": ["ckpt", "inspect", name]}
+    if where == "byteorder":
+        entry_points.update({"eval": ["eval", cfg, "--checkpoint", name],
+                             "--resume PATH": ["train", cfg, "--set", "run.dir=res", "--resume", name],
+                             "model.init_from": ["train", cfg, "--set", "run.dir=init",
+                                                 "--set", f"model.init_from={name}"]})
+    for what, args in entry_points.items():
+        p = h.run(args, expect_rc=None)
+        h.check(p.returncode == 4 and want in p.stderr,
+                f"zip damage ({where}; Python: {python}): {what} exits 4 saying \"{want}\"",
+                f"exit {p.returncode}: {p.stderr[-1500:]}")
 
 # --resume auto moves the damaged newest aside (saying so) and resumes the previous one.
 shutil.copy(h.path("flip_tensor.pt"), newest)
