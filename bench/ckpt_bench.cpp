@@ -9,7 +9,11 @@
 //     background thread copies the state, and the loop waits for that copy before the
 //     optimizer step. The stall is the time the loop is blocked (submit + that wait); the
 //     step slowdown (a step with a save in flight against one without) is printed too,
-//     since the copy and the write share the cores with training.
+//     since the copy and the write share the cores with training;
+//   - load throughput: forge's verified load (every record's CRC-32, the checkpoint's
+//     checksum, the fields) of the same file, against LibTorch's own reader
+//     (torch::jit::pickle_load, which verifies nothing) of the same bytes; both read the
+//     file, warm in the page cache after the save.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -20,7 +24,10 @@
 #include <string>
 #include <vector>
 
+#include <torch/csrc/jit/serialization/pickle.h>
+
 #include "checkpoint/async_saver.h"
+#include "checkpoint/atomic_file.h"
 #include "checkpoint/checkpoint.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/spec/registry.h"
@@ -65,7 +72,7 @@ int main(int argc, char** argv) {
     opt->torch().zero_grad();
     model->forward(input).sum().backward();
   };
-  std::vector<double> save, stall, plainStep, savingStep, dd;
+  std::vector<double> save, stall, plainStep, savingStep, dd, load, torchLoad;
   double bytes = 0;
   forge::ckpt::AsyncSaver saver;
   for (int round = 0; round < 4; ++round) {
@@ -73,6 +80,16 @@ int main(int argc, char** argv) {
     forge::ckpt::save(ck, path);
     double s = since(t);
     bytes = static_cast<double>(std::filesystem::file_size(path));
+    t = Clock::now();
+    forge::ckpt::Checkpoint back = forge::ckpt::load(path);
+    double l = since(t);
+    t = Clock::now();
+    c10::IValue plainBack = torch::jit::pickle_load(forge::ckpt::readWholeFile(path));
+    double tl = since(t);
+    if (back.modelState.size() != ck.modelState.size() || !plainBack.isGenericDict()) {
+      std::fprintf(stderr, "the checkpoint did not load back\n");
+      return 1;
+    }
     // A step without a save, then one with an asynchronous save submitted at its start.
     t = Clock::now();
     trainStep();
@@ -107,6 +124,8 @@ int main(int argc, char** argv) {
       plainStep.push_back(plain);
       savingStep.push_back(saving);
       dd.push_back(d);
+      load.push_back(l);
+      torchLoad.push_back(tl);
     }
   }
   std::filesystem::remove(path);
@@ -122,5 +141,8 @@ int main(int argc, char** argv) {
   std::printf("training step (batch 64) %.3f s without a save, %.3f s with an async save in flight\n",
               median(plainStep), median(savingStep));
   std::printf("ratio stall async/sync = %.3f\n", median(stall) / median(save));
+  std::printf("forge load %.3f s (%.0f MiB/s)   torch::jit::pickle_load %.3f s (%.0f MiB/s)\n", median(load),
+              mb / median(load), median(torchLoad), mb / median(torchLoad));
+  std::printf("ratio load throughput forge/pickle_load = %.3f\n", median(torchLoad) / median(load));
   return 0;
 }

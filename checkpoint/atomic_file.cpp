@@ -1,6 +1,7 @@
 #include "checkpoint/atomic_file.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,6 +76,37 @@ void writeFileAtomically(const std::string& path, const std::function<void(const
   // The rename is durable only once the folder's entry is on disk.
   Fd dirFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dirFd.get() >= 0) ::fsync(dirFd.get());
+}
+
+std::string moveWithoutReplacing(const std::string& from, const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string name = fs::path(from).filename().string();
+  for (int i = 0;; ++i) {
+    std::string target = (fs::path(dir) / (i == 0 ? name : concat(name, ".", i))).string();
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) == 0) return target;
+    int err = errno;
+    if (err == EEXIST) continue;
+    if (err == EINVAL || err == ENOSYS) {
+      // A file system without RENAME_NOREPLACE: check, then rename (not atomic, but never
+      // over a file that was there before).
+      if (fs::exists(target, ec)) continue;
+      if (::rename(from.c_str(), target.c_str()) == 0) return target;
+      err = errno;
+    }
+    throw CheckpointError(concat("cannot move '", from, "' to '", target, "': ", std::strerror(err)));
+  }
+}
+
+std::string createNewFolder(const std::string& base) {
+  for (int i = 1;; ++i) {
+    std::string dir = i == 1 ? base : concat(base, ".", i);
+    std::error_code ec;
+    if (fs::create_directory(dir, ec)) return dir;
+    if (ec && ec != std::errc::file_exists) {
+      throw CheckpointError(concat("cannot create the folder '", dir, "': ", ec.message()));
+    }
+  }
 }
 
 std::vector<char> readWholeFile(const std::string& path) {

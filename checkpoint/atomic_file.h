@@ -19,6 +19,16 @@ using ByteSink = std::function<void(const char* data, size_t size)>;
 // large file never has to exist in memory whole.
 void writeFileAtomically(const std::string& path, const std::function<void(const ByteSink&)>& produce);
 
+// Moves the file `from` into the folder `dir` (created when missing) under its own name, or
+// <name>.1, <name>.2, ... when that name is taken there: never replacing a file (the rename
+// itself refuses to, so a file that appears meanwhile is not lost either). Returns the new
+// path; CheckpointError naming both paths and the OS error when it cannot.
+std::string moveWithoutReplacing(const std::string& from, const std::string& dir);
+
+// Creates a new, empty folder `base`, or <base>.2, <base>.3, ... when that one exists, and
+// returns its path: a folder that holds what one event set aside, never mixed with another's.
+std::string createNewFolder(const std::string& base);
+
 // Whole file; CheckpointError naming the path when it cannot be read.
 std::vector<char> readWholeFile(const std::string& path);
 

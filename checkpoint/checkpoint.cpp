@@ -7,6 +7,7 @@
 #include "checkpoint/atomic_file.h"
 #include "checkpoint/fields.h"
 #include "checkpoint/torch_zip.h"
+#include "checkpoint/torch_zip_reader.h"
 #include "core/error.h"
 
 namespace forge::ckpt {
@@ -149,7 +150,7 @@ IValue toIValueWith(const Checkpoint& ck, int64_t checksum) {
 
 IValue toIValue(const Checkpoint& ck) { return toIValueWith(ck, static_cast<int64_t>(checksumOf(ck))); }
 
-Checkpoint fromIValue(const IValue& value, const std::string& source) {
+Checkpoint fromIValue(const IValue& value, const std::string& source, const RecordCrcs& crcs) {
   if (!value.isGenericDict()) throw CheckpointError(concat("checkpoint '", source, "' does not hold a dict"));
   GenericDict d = value.toGenericDict();
   Checkpoint ck;
@@ -190,7 +191,7 @@ Checkpoint fromIValue(const IValue& value, const std::string& source) {
   }
   if (d.contains(fields::kEpochSamples)) ck.epochSamples = intField(d, fields::kEpochSamples, source);
   int64_t stored = intField(d, fields::kChecksum, source);
-  if (static_cast<uint64_t>(stored) != checksumOf(ck)) throw CheckpointError(corruptMessage(source));
+  if (static_cast<uint64_t>(stored) != checksumOf(ck, crcs)) throw CheckpointError(corruptMessage(source));
   return ck;
 }
 
@@ -216,10 +217,11 @@ bool holdsForgeCheckpoint(const std::vector<char>& bytes) {
 }
 
 Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
-  verifyTorchZip(bytes, source);
+  TorchZipReader zip(bytes, source);
   IValue value;
   try {
-    value = fromTorchZip(bytes);
+    auto [pickle, size] = zip.record("data.pkl");
+    value = zip.unpickle(pickle, size);
   } catch (const c10::Error& e) {
     // A forge checkpoint whose pickle no longer parses was damaged (in a file of an earlier
     // version, which records no CRC-32 that would have said so above).
@@ -228,8 +230,10 @@ Checkpoint decode(const std::vector<char>& bytes, const std::string& source) {
                                  "Python objects forge does not read (e.g. a state_dict saved as an OrderedDict, or a "
                                  "pickled class)"));
   }
+  zip.checkUnread();
   try {
-    return fromIValue(value, source);
+    // The tensors' CRC-32s were computed as their storages were read: the checksum reuses them.
+    return fromIValue(value, source, zip.crcs());
   } catch (const c10::Error& e) {
     std::string why = e.what_without_backtrace();
     throw CheckpointError(concat("checkpoint '", source, "' has an unexpected layout: ", why.substr(0, why.find('\n'))));

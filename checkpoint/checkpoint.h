@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "checkpoint/progress.h"
+#include "checkpoint/torch_zip.h"
 
 namespace forge::ckpt {
 
@@ -52,8 +53,9 @@ struct Checkpoint {
 };
 
 c10::IValue toIValue(const Checkpoint& ck);
-// Verifies keys, types and the checksum; CheckpointError naming `source` otherwise.
-Checkpoint fromIValue(const c10::IValue& value, const std::string& source);
+// Verifies keys, types and the checksum; CheckpointError naming `source` otherwise. `crcs`:
+// the tensors' CRC-32s where the caller knows them already (checkpoint/torch_zip.h).
+Checkpoint fromIValue(const c10::IValue& value, const std::string& source, const RecordCrcs& crcs = RecordCrcs());
 
 // Where the checkpoint stands: (epoch, epochSamples, derived when not recorded).
 // CheckpointError naming `source` when a file of an early version records no sampler

@@ -6,9 +6,17 @@
 //                                               the keep_last most advanced that verify are kept
 //   <dir>/best.pt                               the best eval metric so far
 //   <dir>/unverified/                           periodic files that did not verify, moved
-//                                               aside (never counted, never deleted)
-// Files named ckpt-e<epoch>-s<global step>.pt by earlier versions are periodic checkpoints
-// too; their progress is read from their contents.
+//                                               aside (never counted, never deleted, never
+//                                               replaced: <name>.1, <name>.2, ...)
+//   <dir>/abandoned-after-<name>[.N]/           what a resume from a less advanced checkpoint
+//                                               left behind (trainer/engine/resume.cpp)
+// Files named ckpt-e<epoch:04>-s<global step:09>.pt by earlier versions are periodic
+// checkpoints too; their progress is read from their contents.
+// A periodic file's progress is always its contents'; it verifies only when its name is the
+// one forge gives those contents (so a copy under a more advanced name, or a second name for
+// the same progress, is never counted: it goes to unverified/ like a damaged file). A name
+// that matches the pattern but is not one forge writes (other digit counts, numbers out of
+// range) goes there too, without being read.
 #pragma once
 
 #include <map>
@@ -46,6 +54,9 @@ class CheckpointDir {
   // The periodic checkpoint files by name alone (nothing is read or verified); for "does the
   // folder hold checkpoints at all?".
   std::vector<std::string> files() const;
+  // What else an earlier run left here: best.pt and every file in a subfolder (unverified/,
+  // abandoned-after-*/), by path. Save temporaries are not counted.
+  std::vector<std::string> leftovers() const;
 
   struct Entry {
     std::string path;
@@ -62,19 +73,35 @@ class CheckpointDir {
     std::vector<std::string> skipped;  // "<path>: <why>" for each more advanced file that failed to verify
   };
   // The most advanced checkpoint that verifies; nullopt when there is none. CheckpointError
-  // when there are periodic files but none verifies.
+  // when there are periodic files but none verifies. Files are read most advanced (by name)
+  // first, until one verifies.
   std::optional<Found> loadNewest();
 
  private:
+  // What a file held when it last verified, under the identity it had then. A write changes
+  // the size, the mtime or (even when the mtime is set back afterwards, which utime allows)
+  // the ctime; a file replaced by another has another inode.
+  struct Identity {
+    uint64_t device = 0, inode = 0, size = 0;
+    int64_t mtimeNs = 0, ctimeNs = 0;
+    bool operator==(const Identity& o) const {
+      return device == o.device && inode == o.inode && size == o.size && mtimeNs == o.mtimeNs && ctimeNs == o.ctimeNs;
+    }
+  };
   struct Known {
-    uintmax_t size = 0;
-    int64_t mtime = 0;
+    Identity identity;
     Progress progress;
   };
-  // Caller holds mutex_. Records a file known to verify.
+  static std::optional<Identity> identityOf(const std::string& path);
+  // All of these: caller holds mutex_.
+  // Records a file known to verify.
   void remember(const std::string& path, const Progress& progress);
   bool stillKnown(const std::string& path, Known& out) const;
   void moveUnverified(const std::string& path, const std::string& why);
+  // The periodic files whose names are ones forge writes; the others are moved aside.
+  std::vector<std::string> namedFiles();
+  // Loads a periodic file and checks that its name is its contents' (CheckpointError if not).
+  Checkpoint loadChecked(const std::string& path, Progress& progress);
 
   std::string dir_;
   int keepLast_;

@@ -1,15 +1,12 @@
 #include "checkpoint/python_state_dict.h"
 
-#include <caffe2/serialize/in_memory_adapter.h>
-#include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/serialization/unpickler.h>
-
 #include <cstring>
 #include <map>
 
 #include "checkpoint/atomic_file.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/torch_zip.h"
+#include "checkpoint/torch_zip_reader.h"
 #include "core/error.h"
 
 namespace forge::ckpt {
@@ -175,28 +172,17 @@ std::string rewritePickle(const char* data, size_t size, const std::string& sour
 
 std::vector<std::pair<std::string, at::Tensor>> pythonStateDictOf(const std::vector<char>& bytes,
                                                                    const std::string& path) {
-  verifyTorchZip(bytes, path);
-  caffe2::serialize::PyTorchStreamReader reader(
-      std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), bytes.size()));
-  auto [pkl, pklSize] = reader.getRecord("data.pkl");
-  std::string pickle = rewritePickle(static_cast<const char*>(pkl.get()), pklSize, path);
-  size_t offset = 0;
-  torch::jit::Unpickler unpickler(
-      [&](char* buf, size_t n) {
-        n = std::min(n, pickle.size() - offset);
-        std::memcpy(buf, pickle.data() + offset, n);
-        offset += n;
-        return n;
-      },
-      nullptr, nullptr, [&](const std::string& name) { return std::get<0>(reader.getRecord("data/" + name)); },
-      at::Device(at::kCPU));
+  TorchZipReader zip(bytes, path);
+  auto [pkl, pklSize] = zip.record("data.pkl");
+  std::string pickle = rewritePickle(pkl, pklSize, path);
   c10::IValue value;
   try {
-    value = unpickler.parse_ivalue();
+    value = zip.unpickle(pickle.data(), pickle.size());
   } catch (const c10::Error& e) {
     std::string why = e.what_without_backtrace();
     throw CheckpointError(concat("'", path, "' is not a state dict forge can read: ", why.substr(0, why.find('\n'))));
   }
+  zip.checkUnread();
   if (!value.isGenericDict()) throw CheckpointError(concat("'", path, "' does not hold a dict"));
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& kv : value.toGenericDict()) {

@@ -1,9 +1,7 @@
 #include "checkpoint/torch_zip.h"
 
-#include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/export.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 
 #include <zlib.h>
@@ -13,10 +11,11 @@
 #include <cstring>
 #include <exception>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 
+#include "checkpoint/torch_zip_reader.h"
+#include "checkpoint/zip_records.h"
 #include "core/error.h"
 
 namespace forge::ckpt {
@@ -42,16 +41,7 @@ Pickled pickle(const c10::IValue& value) {
   return out;
 }
 
-uint32_t readLe32(const unsigned char* p) { return p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24; }
-uint16_t readLe16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
-uint64_t readLe64(const unsigned char* p) { return readLe32(p) | static_cast<uint64_t>(readLe32(p + 4)) << 32; }
-void writeLe32(char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-
-constexpr uint32_t kLocalHeader = 0x04034b50, kDescriptor = 0x08074b50, kCentralHeader = 0x02014b50,
-                   kEnd = 0x06054b50, kEnd64Locator = 0x07064b50, kEnd64 = 0x06064b50;
-constexpr size_t kLocalHeaderSize = 30, kCentralHeaderSize = 46;
+using namespace zip;
 
 // torch's zip writer (miniz) writes each record as a local header with bit 3 set (CRC-32
 // and sizes follow the data, in a data descriptor), the data, then the descriptor in a
@@ -284,84 +274,23 @@ std::string corruptMessage(const std::string& source) {
   return concat("checkpoint '", source, "' fails its checksum (the file is corrupt)");
 }
 
-namespace {
-
-// The CRC-32 the central directory records for `name` (any archive prefix); nullopt when
-// the directory cannot be read or has no such entry.
-std::optional<uint32_t> storedCrc(const std::vector<char>& bytes, const std::string& name) {
-  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
-  const size_t size = bytes.size();
-  if (size < 22) return std::nullopt;
-  size_t end = size - 22;
-  const size_t stop = size > 22 + 65535 ? size - 22 - 65535 : 0;
-  while (readLe32(u + end) != kEnd) {
-    if (end == stop) return std::nullopt;
-    --end;
-  }
-  uint64_t entries = readLe16(u + end + 10), offset = readLe32(u + end + 16);
-  if (end >= 20 && readLe32(u + end - 20) == kEnd64Locator) {
-    uint64_t at = readLe64(u + end - 20 + 8);
-    if (at + 56 > size || readLe32(u + at) != kEnd64) return std::nullopt;
-    entries = readLe64(u + at + 32);
-    offset = readLe64(u + at + 48);
-  }
-  size_t at = offset;
-  for (uint64_t i = 0; i < entries; ++i) {
-    if (at + kCentralHeaderSize > size || readLe32(u + at) != kCentralHeader) return std::nullopt;
-    const size_t nameLength = readLe16(u + at + 28);
-    if (at + kCentralHeaderSize + nameLength > size) return std::nullopt;
-    std::string entry(bytes.data() + at + kCentralHeaderSize, nameLength);
-    if (entry == name || (entry.size() > name.size() && entry.compare(entry.size() - name.size() - 1, std::string::npos,
-                                                                        "/" + name) == 0)) {
-      return readLe32(u + at + 16);
-    }
-    at += kCentralHeaderSize + nameLength + readLe16(u + at + 30) + readLe16(u + at + 32);
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-void verifyTorchZip(const std::vector<char>& bytes, const std::string& source) {
-  if (bytes.empty()) throw CheckpointError(concat("checkpoint '", source, "' is empty"));
-  if (!isTorchZip(bytes)) {
-    throw CheckpointError(
-        concat("checkpoint '", source, "' is not a readable torch zip archive (truncated or corrupt)"));
-  }
-  // The pickle record holds every scalar field; a changed byte there may still unpickle (into
-  // other values, which the checkpoint's checksum catches) or not (and the file would pass for
-  // something other than a forge checkpoint). Its CRC-32 says which. Files written before
-  // forge recorded CRC-32s hold 0 there.
-  auto crc = storedCrc(bytes, "data.pkl");
-  if (crc && *crc != 0) {
-    std::vector<char> pkl = pickleRecord(bytes);
-    if (crc32Of(pkl.data(), pkl.size()) != *crc) throw CheckpointError(corruptMessage(source));
-  }
-}
-
-bool isTorchZip(const std::vector<char>& bytes) {
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(
-        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), bytes.size()));
-    return reader.hasRecord("data.pkl");
-  } catch (const c10::Error&) {
-    return false;
-  }
-}
+void verifyTorchZip(const std::vector<char>& bytes, const std::string& source) { TorchZipReader(bytes, source); }
 
 std::vector<char> pickleRecord(const std::vector<char>& bytes) {
   try {
-    caffe2::serialize::PyTorchStreamReader reader(
-        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), bytes.size()));
-    if (!reader.hasRecord("data.pkl")) return {};
-    auto [data, size] = reader.getRecord("data.pkl");
-    const char* p = static_cast<const char*>(data.get());
-    return std::vector<char>(p, p + size);
-  } catch (const c10::Error&) {
+    auto [data, size] = TorchZipReader(bytes, "").record("data.pkl");
+    return std::vector<char>(data, data + size);
+  } catch (const CheckpointError&) {
     return {};
   }
 }
 
-c10::IValue fromTorchZip(const std::vector<char>& bytes) { return torch::jit::pickle_load(bytes); }
+c10::IValue fromTorchZip(const std::vector<char>& bytes, const std::string& source) {
+  TorchZipReader zip(bytes, source);
+  auto [pickle, size] = zip.record("data.pkl");
+  c10::IValue value = zip.unpickle(pickle, size);
+  zip.checkUnread();
+  return value;
+}
 
 }  // namespace forge::ckpt

@@ -2,6 +2,7 @@
 // lists (torch::pickle_save adds them, and Python's torch.load(weights_only=True) rejects
 // the global that restores them), so Python reads forge checkpoints as plain dicts. Every
 // entry carries its real CRC-32, so zip tools (unzip -t, Python's zipfile) can test it.
+// Reading checks every byte of the archive that a reader uses (checkpoint/torch_zip_reader.h).
 #pragma once
 
 #include <ATen/core/ivalue.h>
@@ -42,18 +43,17 @@ void writeTorchZip(const c10::IValue& value, const std::function<void(const char
                    const std::function<c10::IValue(const RecordCrcs&)>& final = {});
 
 // The one message for a file whose bytes changed after it was written (a record's CRC-32 or
-// the checkpoint's own checksum disagrees with the contents): every command that reads a
-// checkpoint says this, in the same words.
+// the checkpoint's own checksum disagrees with the contents, or the zip's bookkeeping with
+// itself): every command that reads a checkpoint says this, in the same words.
 std::string corruptMessage(const std::string& source);
-// Checks the container before anything is read from it: not empty, a zip archive with a
-// pickle record, and the pickle record's CRC-32 (files that record one) matching its
-// bytes. CheckpointError naming `source` otherwise.
+// Checks the container before anything is read from it (checkpoint/torch_zip_reader.h: its
+// structure, and the CRC-32 of every record but the tensor storages, which are checked as
+// they are read). CheckpointError naming `source` otherwise.
 void verifyTorchZip(const std::vector<char>& bytes, const std::string& source);
-// True when the bytes are a zip archive with a pickle record (the container is intact).
-bool isTorchZip(const std::vector<char>& bytes);
-// The pickle record's bytes (an empty vector when the archive has none).
+// The pickle record's bytes (an empty vector when the archive has none or is damaged).
 std::vector<char> pickleRecord(const std::vector<char>& bytes);
-// Throws c10::Error on malformed input; callers turn that into a CheckpointError.
-c10::IValue fromTorchZip(const std::vector<char>& bytes);
+// The archive's value, checked as verifyTorchZip() checks it and every record's CRC-32 with
+// it (CheckpointError naming `source`); c10::Error for a pickle LibTorch cannot parse.
+c10::IValue fromTorchZip(const std::vector<char>& bytes, const std::string& source = "archive");
 
 }  // namespace forge::ckpt

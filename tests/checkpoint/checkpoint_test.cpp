@@ -5,11 +5,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "checkpoint/atomic_file.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/torch_zip.h"
+#include "checkpoint/zip_records.h"
 #include "core/error.h"
 #include "tests/temp_dir.h"
 
@@ -266,6 +268,175 @@ TEST_F(CheckpointTest, EntriesCarryTheirCrc32AndADamagedPickleFailsTheChecksum) 
   EXPECT_NE(loadError(path("b.pt")).find("checkpoint '" + path("b.pt") + "' fails its checksum (the file is corrupt)"),
             std::string::npos)
       << loadError(path("b.pt"));
+}
+
+std::vector<std::string> namesIn(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.is_regular_file()) out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A file's progress is its contents': a copy under a more advanced name, a second name for
+// the same progress and a name whose numbers do not fit are never counted, never win a
+// resume and push no valid file out; each goes to unverified/, saying why, and nothing throws.
+TEST_F(CheckpointTest, ANameThatIsNotItsContentsIsNeverCounted) {
+  CheckpointDir d(path("run"), 2);
+  d.save(sample(1));
+  d.save(sample(2));
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e0009-n0000000000.pt"));
+  fs::copy_file(path("run/ckpt-e0002-n0000000384.pt"), path("run/ckpt-e2-n384.pt"));
+  fs::copy_file(path("run/ckpt-e0002-n0000000384.pt"), path("run/ckpt-e99999999999999999999-n0.pt"));
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e0009-s000000903.pt"));  // earlier-style name
+  auto found = d.loadNewest();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(fs::path(found->path).filename(), "ckpt-e0002-n0000000384.pt");
+  std::string skipped;
+  for (const auto& s : found->skipped) skipped += s + "\n";
+  EXPECT_NE(skipped.find("ckpt-e0009-n0000000000.pt' is named for 9 epoch(s) + 0 samples but holds 1 epoch(s) + "
+                         "384 samples"),
+            std::string::npos)
+      << skipped;
+  EXPECT_EQ(namesIn(path("run/unverified")),
+            (std::vector<std::string>{"ckpt-e0009-n0000000000.pt", "ckpt-e0009-s000000903.pt", "ckpt-e2-n384.pt",
+                                      "ckpt-e99999999999999999999-n0.pt"}));
+  // Retention: the same kinds of file, arriving while the run goes on, are set aside by the
+  // pass after the next save, and the two most advanced valid files stay.
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e0007-n0000000000.pt"));
+  fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e88888888888888888888-n0.pt"));
+  d.save(sample(3));
+  EXPECT_EQ(namesIn(path("run")), (std::vector<std::string>{"ckpt-e0002-n0000000384.pt", "ckpt-e0003-n0000000384.pt"}));
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e0007-n0000000000.pt")));
+  EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e88888888888888888888-n0.pt")));
+}
+
+// The "known good" record of a file is its identity (device, inode, size, mtime, ctime): a
+// file rewritten in place with its mtime set back is read again, found damaged and moved
+// aside, and the valid file it would have pushed out stays.
+TEST_F(CheckpointTest, RetentionRereadsAFileChangedBehindItsMtime) {
+  CheckpointDir d(path("run"), 2);
+  d.save(sample(1));
+  d.save(sample(2));
+  const std::string second = path("run/ckpt-e0002-n0000000384.pt");
+  const auto mtime = fs::last_write_time(second);
+  auto bytes = readWholeFile(second);
+  bytes[bytes.size() / 3] ^= 0x04;
+  {
+    std::ofstream out(second, std::ios::binary | std::ios::in);  // in place: same inode, same size
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  fs::last_write_time(second, mtime);
+  d.save(sample(3));
+  EXPECT_EQ(namesIn(path("run")), (std::vector<std::string>{"ckpt-e0001-n0000000384.pt", "ckpt-e0003-n0000000384.pt"}))
+      << "the damaged file is not counted, so the first one stays";
+  EXPECT_EQ(namesIn(path("run/unverified")), (std::vector<std::string>{"ckpt-e0002-n0000000384.pt"}))
+      << "and the damaged one is moved aside, not deleted";
+}
+
+// Setting files aside never replaces a file already set aside.
+TEST_F(CheckpointTest, FilesSetAsideNeverReplaceEachOther) {
+  for (int i = 0; i < 3; ++i) {
+    { std::ofstream(path("x.pt")) << "copy " << i; }
+    moveWithoutReplacing(path("x.pt"), path("aside"));
+  }
+  EXPECT_EQ(namesIn(path("aside")), (std::vector<std::string>{"x.pt", "x.pt.1", "x.pt.2"}));
+  std::ifstream first(path("aside/x.pt"));
+  std::string text;
+  std::getline(first, text);
+  EXPECT_EQ(text, "copy 0");
+  EXPECT_EQ(createNewFolder(path("abandoned")), path("abandoned"));
+  EXPECT_EQ(createNewFolder(path("abandoned")), path("abandoned.2"));
+}
+
+// Where each byte of an archive lies: central directory entries (from their fields), whose
+// "version made by" and attributes no reader uses; and the zip64 end record's versions.
+std::vector<bool> unusedZipBytes(const std::vector<char>& bytes) {
+  using namespace zip;
+  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::vector<bool> unused(bytes.size(), false);
+  size_t end = bytes.size() - kEndSize;
+  size_t e64 = readLe64(u + end - kEnd64LocatorSize + 8);
+  unused[e64 + 12] = unused[e64 + 13] = unused[e64 + 14] = unused[e64 + 15] = true;
+  size_t at = readLe64(u + e64 + 48);
+  for (uint64_t i = 0, n = readLe64(u + e64 + 32); i < n; ++i) {
+    for (size_t k : {4, 5, 36, 37, 38, 39, 40, 41}) unused[at + k] = true;
+    at += kCentralHeaderSize + readLe16(u + at + 28) + readLe16(u + at + 30) + readLe16(u + at + 32);
+  }
+  return unused;
+}
+
+// Every byte of a checkpoint, one bit flipped at a time: the zip's bookkeeping (end
+// records, central directory, local headers, padding, data descriptors), the small records
+// (version, byteorder) and the data. Each flip is the one corruption message, except in the
+// few fields no reader uses, which change nothing that is read. Nothing else is thrown.
+TEST_F(CheckpointTest, EveryDamagedByteIsTheOneCorruptionMessage) {
+  save(sample(1), path("a.pt"));
+  const auto bytes = readWholeFile(path("a.pt"));
+  const auto unused = unusedZipBytes(bytes);
+  const std::string want = corruptMessage("flipped");
+  size_t accepted = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::vector<char> flipped = bytes;
+    flipped[i] ^= static_cast<char>(1 << (i % 8));
+    std::string error;
+    try {
+      decode(flipped, "flipped");
+    } catch (const CheckpointError& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "byte " << i << ": not a CheckpointError: " << e.what();
+      continue;
+    }
+    if (unused[i]) {
+      EXPECT_EQ(error, "") << "byte " << i << " lies in a field no reader uses";
+      ++accepted;
+    } else {
+      EXPECT_EQ(error, want) << "byte " << i << " of " << bytes.size();
+    }
+  }
+  EXPECT_GT(accepted, 0u);
+}
+
+// A file that records no CRC-32s (written before forge did) still loads; its byteorder and
+// version records are checked by what they say.
+TEST_F(CheckpointTest, WithoutCrcsTheSmallRecordsAreCheckedByContent) {
+  using namespace zip;
+  save(sample(1), path("a.pt"));
+  auto bytes = readWholeFile(path("a.pt"));
+  auto* u = reinterpret_cast<unsigned char*>(bytes.data());
+  // Zero every CRC-32 (central directory entries and data descriptors), noting where the
+  // version and byteorder records' bytes are.
+  std::map<std::string, size_t> dataAt;
+  size_t end = bytes.size() - kEndSize;
+  size_t e64 = readLe64(u + end - kEnd64LocatorSize + 8);
+  size_t at = readLe64(u + e64 + 48);
+  for (uint64_t i = 0, n = readLe64(u + e64 + 32); i < n; ++i) {
+    const size_t local = readLe32(u + at + 42);
+    const size_t data = local + kLocalHeaderSize + readLe16(u + local + 26) + readLe16(u + local + 28);
+    const size_t descriptor = data + readLe32(u + at + 24);
+    ASSERT_EQ(readLe32(u + descriptor), kDescriptor);
+    writeLe32(bytes.data() + descriptor + 4, 0);
+    writeLe32(bytes.data() + at + 16, 0);
+    dataAt[std::string(bytes.data() + at + kCentralHeaderSize, readLe16(u + at + 28))] = data;
+    at += kCentralHeaderSize + readLe16(u + at + 28) + readLe16(u + at + 30) + readLe16(u + at + 32);
+  }
+  EXPECT_EQ(decode(bytes, "legacy").epoch, 1);
+  ASSERT_EQ(std::string(bytes.data() + dataAt.at("archive/byteorder"), 6), "little");
+  ASSERT_EQ(std::string(bytes.data() + dataAt.at("archive/version"), 2), "3\n");
+  // ",ittle" (what Python's torch.load refuses), and "3" -> ";" (not a number).
+  for (auto [record, bit] : {std::pair<const char*, int>{"archive/byteorder", 0x40}, {"archive/version", 0x08}}) {
+    std::vector<char> flipped = bytes;
+    flipped[dataAt.at(record)] ^= static_cast<char>(bit);
+    std::string error;
+    try {
+      decode(flipped, "legacy");
+    } catch (const CheckpointError& e) {
+      error = e.what();
+    }
+    EXPECT_EQ(error, corruptMessage("legacy")) << record;
+  }
 }
 
 }  // namespace

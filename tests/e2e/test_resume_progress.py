@@ -102,4 +102,17 @@ h.check([r["epoch"] for r in rec if r["type"] == "epoch"] == [1, 2, 3]
         and not [r for r in rec_b if progress(r) > (2, 1664) and ident(r) in {ident(x) for x in rec}],
         "and metrics.jsonl drops the 3-rank records past the resumed position")
 
+# The same --resume PATH again, with the 3-rank checkpoint copied back (a file of the same name
+# as one in the first folder): what this resume abandons goes to a folder of its own.
+first = {f: open(os.path.join(aside, f), "rb").read() for f in os.listdir(aside)}
+shutil.copy(os.path.join(aside, "ckpt-e0002-n0000003456.pt"), h.path("back", "checkpoints"))
+p = h.run(["train", cfg, *keep, "--set", "run.dir=back", "--set", "run.epochs=3", "--resume",
+           h.path("back", "checkpoints", "ckpt-e0002-n0000001664.pt")], ranks=2)
+h.check({f: open(os.path.join(aside, f), "rb").read() for f in os.listdir(aside)} == first,
+        "a second resume from the same checkpoint leaves the first abandoned folder's files as they were",
+        sorted(os.listdir(aside)))
+second = sorted(os.listdir(aside + ".2")) if os.path.isdir(aside + ".2") else []
+h.check({"ckpt-e0002-n0000003456.pt", "ckpt-e0003-n0000000000.pt"} <= set(second),
+        "and moves what it abandons to abandoned-after-ckpt-e0002-n0000001664.2/", second)
+
 h.finish()

@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 
+#include "checkpoint/atomic_file.h"
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -42,19 +43,35 @@ void moveAbandoned(ckpt::CheckpointDir& dir, const std::string& resume, const ck
     }
   }
   if (newer.empty()) return;
-  fs::path aside = fs::path(dir.dir()) / concat("abandoned-after-", fs::path(dir.pathFor(resumed)).stem().string());
-  fs::create_directories(aside);
-  for (const auto& f : newer) fs::rename(f, aside / fs::path(f).filename());
+  // A folder of its own each time: resuming from the same checkpoint again abandons another
+  // future, which must not replace the first one's files of the same names.
+  const std::string aside = ckpt::createNewFolder(
+      (fs::path(dir.dir()) / concat("abandoned-after-", fs::path(dir.pathFor(resumed)).stem().string())).string());
+  for (const auto& f : newer) ckpt::moveWithoutReplacing(f, aside);
   log::warn("ckpt", "moved ", newer.size(), " checkpoint(s) further on than ", resume, " (", resumed.text(), ") to ",
-            aside.string());
+            aside);
+}
+
+// What an earlier run left besides periodic checkpoints, for messages: "best.pt,
+// unverified/ckpt-e0002-n0000000000.pt and 2 more" (paths relative to the checkpoints folder).
+std::string describeLeftovers(const ckpt::CheckpointDir& dir, const std::vector<std::string>& files) {
+  std::string out;
+  for (size_t i = 0; i < files.size() && i < 2; ++i) {
+    out += concat(i ? ", " : "", fs::path(files[i]).lexically_relative(dir.dir()).string());
+  }
+  if (files.size() > 2) out += concat(" and ", files.size() - 2, " more");
+  return out;
 }
 
 }  // namespace
 
 // Rank 0, during setup: the run folder, the config as resolved, and which checkpoint to
-// resume from. A fresh start never mixes with an earlier run's checkpoints, and a resume
-// from a less advanced checkpoint moves the further ones aside (they belong to the abandoned
-// future) so that retention and a later --resume auto cannot confuse the two histories.
+// resume from. A fresh start never mixes with an earlier run's files: not with its periodic
+// checkpoints, nor with its best.pt or the files set aside in unverified/ or
+// abandoned-after-*/ (a fresh start would replace best.pt and the metrics, losing that run's
+// results). A resume from a less advanced checkpoint moves the further ones aside (they
+// belong to the abandoned future) so that retention and a later --resume auto cannot
+// confuse the two histories.
 // Whatever can refuse the start is decided before anything in the run dir changes: a
 // refused start leaves every file as it was (config.yaml, forge.log, temporaries included).
 void Trainer::prepareRunDir(const std::string& resume) {
@@ -67,9 +84,28 @@ void Trainer::prepareRunDir(const std::string& resume) {
                                existing.front(), more, "): continue it with --resume auto, or train afresh in "
                                "another run.dir (or delete that one)"));
     }
+    auto others = checkpoints_->leftovers();
+    if (!others.empty()) {
+      throw ConfigError(concat("run dir '", cfg_.run.dir, "' holds files of an earlier run in ", checkpoints_->dir(),
+                               " (", describeLeftovers(*checkpoints_, others), "), and a fresh start would replace its "
+                               "best.pt and metrics: continue from one with --resume PATH (e.g. ",
+                               checkpoints_->bestPath(), "), or move them out of ", checkpoints_->dir(),
+                               ", or train afresh in another run.dir"));
+    }
   } else if (resume == "auto") {
     // Files that do not verify are moved aside on the way (saying so): repairs, not changes.
-    if (auto found = checkpoints_->loadNewest()) resumePath_ = found->path;
+    if (auto found = checkpoints_->loadNewest()) {
+      resumePath_ = found->path;
+    } else if (auto others = checkpoints_->leftovers(); !others.empty()) {
+      // Say so rather than start fresh over them: a requeued job whose periodic checkpoints
+      // all failed to verify lands here, and training afresh would replace the earlier
+      // run's best.pt and metrics.
+      throw CheckpointError(concat("--resume auto: no checkpoint in ", checkpoints_->dir(), " to continue from, but an "
+                                   "earlier run's files are there (", describeLeftovers(*checkpoints_, others),
+                                   ") and starting fresh would replace its best.pt and metrics: continue from one with "
+                                   "--resume PATH (e.g. ", checkpoints_->bestPath(), "), or move them out of ",
+                                   checkpoints_->dir(), " to start afresh"));
+    }
   } else {
     resumed = ckpt::progressOf(ckpt::load(resume), resume);  // verified before anything is moved
     resumePath_ = resume;
