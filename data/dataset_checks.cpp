@@ -1,9 +1,5 @@
 #include "data/dataset_checks.h"
 
-#include <sys/stat.h>
-
-#include <cstdlib>
-#include <filesystem>
 #include <limits>
 #include <vector>
 
@@ -27,17 +23,6 @@ std::string where(const std::string& path, const std::string& name) {
 // "1,000,000,000,000", or "more than 2^64" for a count that overflowed.
 std::string countText(uint64_t n) {
   return n == kSaturated ? std::string("more than 2^64") : withThousands(static_cast<long long>(n));
-}
-
-// A string property of a dataset's creation list read by an HDF5 getter that returns its
-// length when given no buffer.
-template <typename Getter>
-std::string property(Getter get) {
-  ssize_t n = get(nullptr, 0);
-  if (n < 0) return "";
-  std::vector<char> buf(static_cast<size_t>(n) + 1, '\0');
-  get(buf.data(), buf.size());
-  return std::string(buf.data());
 }
 
 void checkFilters(hid_t dcpl, const std::string& path, const std::string& name) {
@@ -64,83 +49,6 @@ void checkFilters(hid_t dcpl, const std::string& path, const std::string& name) 
   }
 }
 
-bool isFile(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-// Where HDF5 finds a virtual dataset's source file `source` named in the file at `path`, in
-// HDF5's own order (H5F_prefix_open_file): an absolute name as it is, then its last
-// component under each folder of HDF5_VDS_PREFIX, beside the virtual file, from the folder
-// forge runs in, and beside the virtual file's resolved path. "" when none exists.
-std::string findSource(const std::string& path, const std::string& source) {
-  namespace fs = std::filesystem;
-  if (!source.empty() && source[0] == '/' && isFile(source)) return source;
-  const std::string name = source[0] == '/' ? fs::path(source).filename().string() : source;
-  const std::string origin = fs::path(path).parent_path().string();
-  std::vector<std::string> candidates;
-  if (const char* prefixes = std::getenv("HDF5_VDS_PREFIX")) {
-    std::string all = prefixes;
-    for (size_t pos = 0; pos <= all.size();) {
-      size_t end = all.find(':', pos);
-      if (end == std::string::npos) end = all.size();
-      std::string prefix = all.substr(pos, end - pos);
-      if (prefix.rfind("${ORIGIN}", 0) == 0) prefix = (origin.empty() ? "." : origin) + prefix.substr(9);
-      if (!prefix.empty()) candidates.push_back(prefix + "/" + name);
-      pos = end + 1;
-    }
-  }
-  candidates.push_back((origin.empty() ? std::string(".") : origin) + "/" + name);
-  candidates.push_back(name);
-  std::error_code ec;
-  const fs::path resolved = fs::canonical(path, ec);
-  if (!ec) candidates.push_back((resolved.parent_path() / name).string());
-  for (const auto& c : candidates) {
-    if (isFile(c)) return c;
-  }
-  return "";
-}
-
-void checkVirtualSources(hid_t file, hid_t dcpl, const std::string& path, const std::string& name) {
-  size_t mappings = 0;
-  if (H5Pget_virtual_count(dcpl, &mappings) < 0) {
-    throw DataError(where(path, name) + "cannot read its virtual dataset mappings (a corrupt header)");
-  }
-  for (size_t i = 0; i < mappings; ++i) {
-    const std::string source =
-        property([&](char* buf, size_t size) { return H5Pget_virtual_filename(dcpl, i, buf, size); });
-    const std::string dataset =
-        property([&](char* buf, size_t size) { return H5Pget_virtual_dsetname(dcpl, i, buf, size); });
-    // A printf-style name (%b) maps an unlimited series of files, which may grow: HDF5
-    // takes those that exist as they appear.
-    if (source.find('%') != std::string::npos || dataset.find('%') != std::string::npos) continue;
-    const std::string what = concat("it is a virtual dataset, and the source of its mapping ", i + 1, " of ", mappings);
-    const std::string missing = "; HDF5 would read those rows as fill values (zeros)";
-    if (source.empty() || source == ".") {
-      if (!objectExists(file, dataset)) {
-        throw DataError(where(path, name) + concat(what, ", dataset '", dataset, "' of this file, does not exist",
-                                                   missing));
-      }
-      continue;
-    }
-    const std::string found = findSource(path, source);
-    if (found.empty()) {
-      throw DataError(where(path, name) +
-                      concat(what, ", file '", source, "', does not exist (looked for it beside '", path,
-                             "', from the folder forge runs in and under HDF5_VDS_PREFIX)", missing,
-                             ". Put the file back, or set HDF5_VDS_PREFIX to its folder"));
-    }
-    H5Id src(H5Fopen(found.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
-    if (!src.valid()) {
-      throw DataError(where(path, name) + concat(what, ", file '", found, "', is not a readable HDF5 file", missing));
-    }
-    if (!objectExists(src.get(), dataset)) {
-      throw DataError(where(path, name) +
-                      concat(what, ", dataset '", dataset, "' of file '", found, "', does not exist", missing));
-    }
-  }
-}
-
 // Chunks or contiguous storage never written, without a fill value of the dataset's own;
 // and an extent the file cannot hold.
 void checkStorage(hid_t dataset, hid_t dcpl, H5D_layout_t layout, const H5DatasetInfo& info,
@@ -160,7 +68,6 @@ void checkStorage(hid_t dataset, hid_t dcpl, H5D_layout_t layout, const H5Datase
                             "), which need ", needs, ", but the file holds ", withThousands(fileBytes),
                             " bytes: its header is corrupt, or the file was cut short"));
   };
-  const bool external = H5Pget_external_count(dcpl) > 0;  // the values live in other files
   if (layout == H5D_CHUNKED) {
     std::vector<hsize_t> chunk(info.dims.size());
     if (H5Pget_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()) != static_cast<int>(chunk.size())) {
@@ -186,7 +93,7 @@ void checkStorage(hid_t dataset, hid_t dcpl, H5D_layout_t layout, const H5Datase
                              "their rows as zeros. Write every row (or give the dataset a fill value when you "
                              "create it, if the missing rows are meant to hold it)"));
     }
-  } else if (layout == H5D_CONTIGUOUS && !external) {
+  } else if (layout == H5D_CONTIGUOUS) {
     H5D_space_status_t status = H5D_SPACE_STATUS_ERROR;
     if (H5Dget_space_status(dataset, &status) < 0) {
       throw DataError(where(path, name) + "cannot read whether its storage exists (a corrupt header)");
@@ -208,11 +115,37 @@ void checkStoredValues(hid_t file, hid_t dataset, const H5DatasetInfo& info, con
   if (!dcpl.valid()) throw DataError(where(path, name) + "cannot read how it is stored (a corrupt header)");
   const H5D_layout_t layout = H5Pget_layout(dcpl.get());
   if (layout < 0) throw DataError(where(path, name) + "cannot read its storage layout (a corrupt header)");
-  checkFilters(dcpl.get(), path, name);
+  // forge reads, maps and watches (data/file_state.h) the file it opened: values that live
+  // in other files would escape all three. A virtual dataset's sources, an external link's
+  // target or external raw storage could change under a run, or be missing, chained or
+  // partly mapped, and read as zeros without a word (a hostile trial found each of these);
+  // such data is refused, with the way to make it self-contained.
+  const std::string selfContained =
+      " forge reads only values stored in the data file itself, whose changes it can watch: write the data into "
+      "the file (h5py: dst[name] = src[name][:], or h5repack), then train on that file";
   if (layout == H5D_VIRTUAL) {
-    checkVirtualSources(file, dcpl.get(), path, name);
-    return;
+    throw DataError(where(path, name) + "it is a virtual dataset (its values live in its source files)." +
+                    selfContained);
   }
+  if (H5Pget_external_count(dcpl.get()) > 0) {
+    throw DataError(where(path, name) + "its values are stored in external raw files." + selfContained);
+  }
+  // The file the dataset lives in, by the name HDF5 opened it under (HDF5 1.10 has no
+  // H5Fget_fileno): another name is another file, reached through an external link.
+  auto fileName = [](hid_t object) {
+    const ssize_t n = H5Fget_name(object, nullptr, 0);
+    if (n < 0) return std::string();
+    std::vector<char> buf(static_cast<size_t>(n) + 1, '\0');
+    H5Fget_name(object, buf.data(), buf.size());
+    return std::string(buf.data());
+  };
+  const std::string home = fileName(dataset);
+  const bool sameFile = !home.empty() && home == fileName(file);
+  if (!sameFile) {
+    throw DataError(where(path, name) + "it is reached through an external link (it lives in another file)." +
+                    selfContained);
+  }
+  checkFilters(dcpl.get(), path, name);
   checkStorage(dataset, dcpl.get(), layout, info, path, name, fileBytes);
 }
 

@@ -4,7 +4,8 @@
 // header that promises more than the file holds only when the rows are read, mid-run. Each
 // failure here is a DataError naming the file and the dataset, before training starts:
 // - a filter its chunks need that this HDF5 library cannot decode (h5py's lzf, for one);
-// - a virtual dataset whose source file or source dataset is missing;
+// - values that live in another file: a virtual dataset, an external link, external raw
+//   storage (forge could not watch them for changes, and they may be missing or partial);
 // - chunks (or a contiguous dataset's storage) never written, without a fill value of the
 //   dataset's own (H5Pfill_value_defined is not H5D_FILL_VALUE_USER_DEFINED);
 // - a declared extent the file cannot hold (a corrupt or hostile header: 10^12 rows in a

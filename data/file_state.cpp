@@ -27,10 +27,10 @@ std::string contentChange(const FileState& opened, const struct stat& now) {
   if (now.st_mtim.tv_sec != opened.modified.tv_sec || now.st_mtim.tv_nsec != opened.modified.tv_nsec) {
     return "modified (its modification time changed)";
   }
-  if (now.st_nlink == opened.links &&
+  if (now.st_nlink != 0 &&
       (now.st_ctim.tv_sec != opened.changed.tv_sec || now.st_ctim.tv_nsec != opened.changed.tv_nsec)) {
     return "modified (its status change time moved: written to with the modification time set back, or its "
-           "permissions changed)";
+           "permissions or links changed)";
   }
   return "";
 }

@@ -18,8 +18,9 @@ struct FileState {
   timespec modified{};
   // The status change time: a write moves it, and unlike the modification time no call can
   // set it back (`touch -d` after an overwrite of the same size hides from mtime alone).
-  // A link count that changed explains it (the file was renamed over or linked), and is
-  // not a change of content; chmod moves it too, and is refused as well.
+  // Once no path names the file any more (renamed over: the run reads the old one, which
+  // nothing can write through a path now) it is not compared; chmod and new links move it
+  // too, and are refused as well: a run's data stays as it was, metadata included.
   timespec changed{};
   nlink_t links = 0;
 

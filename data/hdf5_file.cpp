@@ -49,6 +49,13 @@ H5Id openFileReadOnly(const std::string& path) {
                            "create it with 'forge data fashion-mnist --out ", path,
                            "' or another converter of `forge data --help`, or set data.path)"));
   }
+  if (!S_ISREG(st.st_mode)) {
+    // A FIFO would block the open for good (no signal reaches a training loop yet), a
+    // directory or device gives HDF5's low-level dump.
+    throw DataError(concat("cannot open data file '", path, "': not a regular file (",
+                           S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket",
+                           "); data.path names HDF5 files"));
+  }
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (id < 0) {
     const std::string why = hdf5ErrorText();

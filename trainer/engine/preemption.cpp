@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
 
@@ -16,14 +17,21 @@ void say(const char* text) {
 
 // Async-signal-safe: a flag, and for Ctrl-C a line that says what happens next. A second
 // Ctrl-C is "quit now": the process ends at once with the shell's code for SIGINT, 130.
+// The count is taken before anything is said: two Ctrl-Cs handled by two threads at once
+// must not both count as the first.
+std::atomic<int> g_interrupts{0};
+static_assert(std::atomic<int>::is_always_lock_free, "the handler needs a lock-free counter");
+
 extern "C" void onPreemptionSignal(int sig) {
   if (sig == SIGINT) {
-    if (g_signal == SIGINT) {
+    if (g_interrupts.fetch_add(1) > 0) {
       say("\nforge: second interrupt: quitting now without saving\n");
       ::_exit(128 + SIGINT);
     }
+    g_signal = sig;
     say("\nforge: interrupt: saving a checkpoint at the next step boundary, then exiting (Ctrl-C again quits "
         "at once without saving)\n");
+    return;
   }
   g_signal = sig;
 }
