@@ -29,6 +29,25 @@ inline constexpr const char* kFaultStallStep = "FORGE_FAULT_STALL_STEP";
 inline constexpr const char* kFaultSignalStep = "FORGE_FAULT_SIGNAL_STEP";
 // Test-only: the rank named by FORGE_FAULT_CRASH_RANK dies (SIGKILL, as the OOM killer
 // would) at the global step FORGE_FAULT_CRASH_STEP (default: the first).
+// Test-only: the rank named by FORGE_FAULT_FREEZE_RANK freezes (SIGSTOP) inside its first
+// all-reduce at or after the global step FORGE_FAULT_FREEZE_STEP.
+inline constexpr const char* kFaultFreezeRank = "FORGE_FAULT_FREEZE_RANK";
+inline constexpr const char* kFaultFreezeStep = "FORGE_FAULT_FREEZE_STEP";
+// Test-only: the rank named by FORGE_FAULT_HANG_RANK sleeps for FORGE_FAULT_HANG_SECONDS
+// (default: for good) in the phase FORGE_FAULT_HANG_PHASE (forward | evaluation) at the
+// global step FORGE_FAULT_HANG_STEP (default: the first time it is in that phase).
+inline constexpr const char* kFaultHangRank = "FORGE_FAULT_HANG_RANK";
+inline constexpr const char* kFaultHangPhase = "FORGE_FAULT_HANG_PHASE";
+inline constexpr const char* kFaultHangStep = "FORGE_FAULT_HANG_STEP";
+inline constexpr const char* kFaultHangSeconds = "FORGE_FAULT_HANG_SECONDS";
+// Test-only: the rank named by FORGE_FAULT_PERTURB_RANK adds 1e-3 to its first parameter
+// after the optimizer step of global step FORGE_FAULT_PERTURB_STEP (its replica drifts).
+inline constexpr const char* kFaultPerturbRank = "FORGE_FAULT_PERTURB_RANK";
+inline constexpr const char* kFaultPerturbStep = "FORGE_FAULT_PERTURB_STEP";
+// Test-only: the rank named by FORGE_FAULT_SLOW_RANK sleeps FORGE_FAULT_SLOW_MS (default
+// 20) milliseconds in every forward (a slow node).
+inline constexpr const char* kFaultSlowRank = "FORGE_FAULT_SLOW_RANK";
+inline constexpr const char* kFaultSlowMs = "FORGE_FAULT_SLOW_MS";
 inline constexpr const char* kFaultCrashRank = "FORGE_FAULT_CRASH_RANK";
 inline constexpr const char* kFaultCrashStep = "FORGE_FAULT_CRASH_STEP";
 // Test-only: before the global step FORGE_FAULT_PAUSE_STEP every rank writes the file

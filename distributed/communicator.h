@@ -14,6 +14,8 @@
 
 namespace forge::dist {
 
+class RankStatus;
+
 using Clock = std::chrono::steady_clock;
 
 enum class ReduceOp { kSum, kAvg, kMax, kMin };
@@ -48,6 +50,10 @@ class Communicator {
   virtual int size() const = 0;
   virtual std::string backend() const = 0;
 
+  // Each collective issued and completed is reported to `status` (the process's record, read
+  // by the watchdog: distributed/watchdog.h). The training communicator reports; others not.
+  void reportTo(RankStatus* status) { status_ = status; }
+
   // Default deadline for the blocking calls below, measured from the moment of the call.
   std::chrono::duration<double> timeout() const { return timeout_; }
   void setTimeout(std::chrono::duration<double> t) { timeout_ = t; }
@@ -75,6 +81,9 @@ class Communicator {
   double allReduceScalar(double value, ReduceOp op);
   // True on every rank iff `flag` is true on at least one rank.
   bool anyRank(bool flag);
+
+ protected:
+  RankStatus* status_ = nullptr;
 
  private:
   std::chrono::duration<double> timeout_;

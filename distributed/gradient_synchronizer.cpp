@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "distributed/rank_status.h"
 #include "distributed/replicas.h"
 
 namespace forge::dist {
@@ -136,6 +137,7 @@ struct GradientSynchronizer::Impl {
       } else {
         b.work = comm.allReduceAsync(b.buffer, prescaled ? ReduceOp::kSum : ReduceOp::kAvg);
       }
+      rankStatus().setBucket(static_cast<int>(nextToLaunch));
       ++nextToLaunch;
     }
   }
@@ -303,6 +305,7 @@ void GradientSynchronizer::beginBackward(bool sync) {
   Impl& m = *impl_;
   m.syncing = sync;
   m.prescaled = false;
+  rankStatus().setBucket(-1);
   if (!m.syncing) return;
   std::fill(m.arrived.begin(), m.arrived.end(), 0);
   for (auto& b : m.buckets) {

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "distributed/device.h"
+#include "distributed/rank_status.h"
 #ifdef FORGE_WITH_NCCL
 #include "distributed/nccl/nccl_communicator.h"
 #endif
@@ -69,6 +70,9 @@ ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o
     comm_ = ncclComm_.get();
   }
 #endif
+  setStatusIdentity(world_.rank);
+  comm_->reportTo(&rankStatus());
+  watchdog_ = std::make_unique<Watchdog>(MPI_COMM_WORLD, o.watchdog ? o.timeoutS : 2 * kNoDeadlineSeconds);
   const int n = threadsPerRank(o.threads, world_);
   at::set_num_threads(n);
   std::string backendText = backend_;

@@ -13,6 +13,7 @@
 #include "distributed/communicator.h"
 #include "distributed/mpi/mpi_communicator.h"
 #include "distributed/mpi_runtime.h"
+#include "distributed/watchdog.h"
 #include "distributed/world.h"
 
 namespace forge::dist {
@@ -21,6 +22,7 @@ struct ProcessGroupOptions {
   std::string device = "auto";   // auto | cpu | cuda (run.device)
   std::string backend = "auto";  // auto | mpi | nccl (distributed.backend)
   double timeoutS = 300;         // every collective's deadline (distributed.timeout_s)
+  bool watchdog = true;          // a hang ends with a verdict naming the rank (distributed.watchdog)
   int threads = 0;               // intra-op threads per rank; 0 = cores on the node / its ranks
   bool needsCuda = false;        // the run cannot compute on the CPU (run.precision bf16)
   std::string needsCudaWhy;      // the setting that needs it ("run.precision bf16"), for the error
@@ -54,6 +56,7 @@ class ProcessGroup {
   const WorldInfo& world() const { return world_; }
   Communicator& comm() { return *comm_; }
   MpiCommunicator& mpi() { return *mpiComm_; }
+  Watchdog& watchdog() { return *watchdog_; }
   c10::Device device() const { return device_; }
   const std::string& backend() const { return backend_; }
 
@@ -65,6 +68,7 @@ class ProcessGroup {
   std::unique_ptr<MpiCommunicator> mpiComm_;
   std::unique_ptr<Communicator> ncclComm_;
   Communicator* comm_ = nullptr;
+  std::unique_ptr<Watchdog> watchdog_;  // declared last: stops before the communicators go
   c10::Device device_{c10::kCPU};
   std::string backend_;
 };

@@ -1,6 +1,7 @@
 #include "distributed/mpi/mpi_communicator.h"
 
 #include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include "core/names.h"
 #include "distributed/mpi/mpi_check.h"
 #include "distributed/mpi_runtime.h"
+#include "distributed/rank_status.h"
 
 namespace forge::dist {
 namespace detail {
@@ -59,6 +61,8 @@ void checkTensor(const at::Tensor& t, const char* op) {
 struct Op {
   const char* name;
   uint64_t seq;
+  CollectiveKind kind = CollectiveKind::kNone;
+  RankStatus* status = nullptr;  // told when it completes
   std::vector<at::Tensor> keep;  // alive until the thread is done with them
   std::function<int(MPI_Comm)> call;
   std::function<void()> after;
@@ -67,6 +71,19 @@ struct Op {
   bool done = false;
   std::string error;
 };
+
+// Test-only (FORGE_FAULT_FREEZE_RANK / _STEP): the process freezes (SIGSTOP, every thread)
+// as its communication thread starts an all-reduce at or after the given global step, as a
+// rank whose node or network stops inside a collective looks to its peers.
+void maybeFreeze(const Op& op) {
+  static const char* rank = std::getenv(env::kFaultFreezeRank);
+  if (rank == nullptr || op.status == nullptr || op.kind != CollectiveKind::kAllReduce) return;
+  static const char* step = std::getenv(env::kFaultFreezeStep);
+  RankRecord r = op.status->snapshot();
+  if (std::atoi(rank) != r.rank || (step != nullptr && r.globalStep < std::atoll(step))) return;
+  log::warn("fault", "injected fault: rank ", r.rank, " freezes inside allReduce #", op.seq, " at step ", r.globalStep);
+  std::raise(SIGSTOP);
+}
 
 }  // namespace
 
@@ -92,6 +109,7 @@ struct MpiCommunicator::Engine {
         op->started = Clock::now();
       }
       std::string error;
+      maybeFreeze(*op);
       try {
         int rc = op->call(comm);
         if (rc != MPI_SUCCESS) {
@@ -105,6 +123,7 @@ struct MpiCommunicator::Engine {
       {
         std::lock_guard<std::mutex> lock(mutex);
         op->done = true;
+        if (op->status != nullptr && error.empty()) op->status->completed(op->kind, op->seq);
         op->error = std::move(error);
         op->keep.clear();
         busy = false;
@@ -203,6 +222,9 @@ std::unique_ptr<Work> MpiCommunicator::submit(const char* name, std::vector<at::
   auto op = std::make_shared<Op>();
   op->name = name;
   op->seq = ++sequence_;
+  op->kind = collectiveKindOf(name);
+  op->status = status_;
+  if (status_ != nullptr) status_->entered(op->kind, op->seq);
   op->keep = std::move(keep);
   op->call = std::move(call);
   op->after = std::move(after);

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "distributed/nccl/nccl_check.h"
+#include "distributed/rank_status.h"
 
 namespace forge::dist {
 namespace nccl {
@@ -198,8 +199,11 @@ namespace {
 
 class NcclWork final : public Work {
  public:
-  NcclWork(std::shared_ptr<NcclCommunicator::State> state, const char* op, uint64_t seq, std::vector<at::Tensor> keep)
-      : state_(std::move(state)), op_(op), seq_(seq), keep_(std::move(keep)), done_(state_->rank) {}
+  NcclWork(std::shared_ptr<NcclCommunicator::State> state, const char* op, uint64_t seq, std::vector<at::Tensor> keep,
+           RankStatus* status)
+      : state_(std::move(state)), op_(op), seq_(seq), keep_(std::move(keep)), done_(state_->rank), status_(status) {
+    if (status_ != nullptr) status_->entered(collectiveKindOf(op_), seq_);
+  }
 
   cudaEvent_t doneEvent() const { return done_.get(); }
 
@@ -245,6 +249,7 @@ class NcclWork final : public Work {
     // any stream runs after it.
     finished_ = true;
     keep_.clear();
+    if (status_ != nullptr) status_->completed(collectiveKindOf(op_), seq_);
   }
 
   bool test() override { return finished_ || (!state_->aborted && cudaEventQuery(done_.get()) == cudaSuccess); }
@@ -258,6 +263,7 @@ class NcclWork final : public Work {
   Event done_;
   Clock::time_point started_ = Clock::now();
   bool finished_ = false;
+  RankStatus* status_;
 };
 
 void checkCuda(const at::Tensor& t, const c10::Device& device, const char* op) {
@@ -320,7 +326,7 @@ std::unique_ptr<Work> NcclCommunicator::enqueue(const char* op, std::vector<at::
   c10::cuda::CUDAGuard guard(s.device);
   cudaStream_t producer = c10::cuda::getCurrentCUDAStream(s.device.index()).stream();
   cudaStream_t comm = s.stream->stream();
-  auto work = std::make_unique<NcclWork>(state_, op, ++sequence_, keep);
+  auto work = std::make_unique<NcclWork>(state_, op, ++sequence_, keep, status_);
   {
     // Ordered after everything already queued on the producer stream (the gradients).
     Event ready(rank_);

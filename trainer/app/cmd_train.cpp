@@ -49,6 +49,7 @@ int cmdTrain(int argc, char** argv) {
   dist::agreeOnSetup(pg->comm(), [&] {
     trainer = std::make_unique<Trainer>(cfg, pg->comm(), pg->world(), resume, pg->device());
   });
+  if (pg->world().rank == 0) pg->watchdog().setReportDir(cfg.run.dir);
   return runGuarded(*pg, [&] {
     trainer->run();
     return 0;

@@ -57,6 +57,7 @@ std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, con
   o.device = cfg.run.device;
   o.backend = cfg.distributed.backend;
   o.timeoutS = cfg.distributed.timeoutS;
+  o.watchdog = cfg.distributed.watchdog;
   o.threads = static_cast<int>(cfg.run.threads);
   o.needsCuda = cfg.run.precision == "bf16";
   o.needsCudaWhy = "run.precision bf16";
@@ -77,6 +78,11 @@ int runGuarded(dist::ProcessGroup& pg, const std::function<int()>& body) {
   } catch (const Preempted& e) {
     // Every rank agreed and rank 0 has saved: a clean stop, not an abort.
     log::info("train", e.what());
+    return e.exitCode();
+  } catch (const CommTimeout& e) {
+    log::error("", e.what());
+    // Rank 0 says which rank held the job up, then ends it (exit 3).
+    if (many) pg.watchdog().timedOut(e.what());
     return e.exitCode();
   } catch (const Error& e) {
     log::error("", e.what());

@@ -91,6 +91,8 @@ struct DistributedConfig {
   bool overlap = true;             // all-reduce buckets while backward goes on
   bool allowUnusedParameters = false;
   bool broadcastBuffers = true;    // buffers (BatchNorm statistics) follow rank 0 each step
+  bool watchdog = true;            // hang verdicts (distributed/watchdog.h)
+  int64_t verifyEverySteps = 0;    // replica fingerprints compared every N steps; 0: each epoch's end
 };
 
 struct LogConfig {

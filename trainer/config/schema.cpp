@@ -173,6 +173,14 @@ void declareRunControl(std::vector<Field>& f) {
   f.push_back(field<bool>("distributed", "broadcast_buffers",
                           [](Config& c) -> bool& { return c.distributed.broadcastBuffers; },
                           "buffers (BatchNorm statistics) follow rank 0 at every step"));
+  f.push_back(field<bool>("distributed", "watchdog", [](Config& c) -> bool& { return c.distributed.watchdog; },
+                          "a thread per rank that turns a hang into a verdict naming the rank, its phase and the "
+                          "collective (and RUN_DIR/hang-report.json)"));
+  f.push_back(field<int64_t>("distributed", "verify_every_steps",
+                             [](Config& c) -> int64_t& { return c.distributed.verifyEverySteps; },
+                             "compare a fingerprint of every rank's parameters every N steps (and at every epoch's "
+                             "end); replicas that differ stop the job naming the ranks and the first parameter",
+                             zeroOrPositive("at every epoch's end only")));
   f.push_back(field<S>("log", "progress", [](Config& c) -> S& { return c.log.progress; },
                        "auto (a bar on a terminal, lines otherwise) | bar | lines | off",
                        oneOf({"auto", "bar", "lines", "off"}, "a progress mode")));

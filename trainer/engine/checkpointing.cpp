@@ -8,6 +8,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "distributed/rank_status.h"
 #include "trainer/engine/data_watch.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/module/state_dict.h"
@@ -59,6 +60,7 @@ std::string Trainer::saveCheckpoint(bool isBest) {
     Clock::time_point t0 = Clock::now();
     ~Timed() { total += secondsSince(t0); }
   } timed{checkpointSeconds_};
+  dist::PhaseScope phase(dist::Phase::kCheckpoint);
   ensureFinite("saving a checkpoint");  // a diverged state never replaces a good checkpoint
   // Nor one trained on a data file that changed under the run (step, epoch and preemption
   // saves alike).

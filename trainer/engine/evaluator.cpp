@@ -6,6 +6,8 @@
 
 #include "core/error.h"
 #include "core/strings.h"
+#include "distributed/rank_status.h"
+#include "trainer/engine/faults.h"
 
 namespace forge::train {
 
@@ -18,6 +20,8 @@ double EvalResult::value(const std::string& name) const {
 
 EvalResult evaluate(const ModelHandle& model, const Task& task, const data::SplitSource& split,
                     const data::Normalization& norm, int64_t batchSize, dist::Communicator& comm, c10::Device device) {
+  dist::PhaseScope phase(dist::Phase::kEvaluation);
+  maybeHang(dist::Phase::kEvaluation, comm.rank(), dist::rankStatus().globalStep());
   torch::nn::Module& m = *model.module;
   const bool wasTraining = m.is_training();
   m.eval();

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/names.h"
 #include "core/strings.h"
+#include "distributed/rank_status.h"
 #include "trainer/engine/preemption.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/report/metrics_log.h"
@@ -77,6 +78,7 @@ class PreemptionWatch : public LoopObserver {
   // finite. A diverged run then stops within 2 x kEverySteps steps on every rank alike.
   bool agreed(int64_t globalStep) {
     if (globalStep % kEverySteps != 0) return false;
+    dist::PhaseScope phase(dist::Phase::kPreemption);
     bool stop = false;
     if (work_) {
       work_->wait(dist::deadlineAfter(comm_.timeout()));

@@ -1,6 +1,7 @@
 // What the run is, once its starting point is known, and how the session went.
 #include <torch/torch.h>
 
+#include <cstring>
 #include <map>
 #include <set>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "core/strings.h"
 #include "core/table.h"
 #include "distributed/device.h"
+#include "distributed/rank_status.h"
 #include "distributed/replicas.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/module/probe.h"
@@ -39,6 +41,37 @@ bool isPercent(const std::string& metric) {
 }
 
 }  // namespace
+
+// Collective: every rank's loop timing, for the straggler line (rank 0 gets them all).
+std::vector<RankTiming> Trainer::gatherRankTimings() {
+  constexpr int64_t kHost = 48;
+  const dist::RankRecord me = dist::rankStatus().snapshot();
+  at::Tensor mine = at::zeros({4 + kHost / 8}, at::kDouble);
+  auto* m = mine.data_ptr<double>();
+  m[0] = static_cast<double>(stepsSession_);
+  m[1] = trainLoopSeconds_;
+  m[2] = commSeconds_;
+  m[3] = dataWaitSeconds_;
+  std::memcpy(m + 4, me.host, kHost);
+  at::Tensor all = at::empty({mine.numel() * world_.size}, at::kDouble);
+  comm_.allGather(mine, all);
+  std::vector<RankTiming> out;
+  for (int r = 0; r < world_.size; ++r) {
+    const double* v = all.data_ptr<double>() + r * mine.numel();
+    RankTiming t;
+    t.rank = r;
+    char host[kHost + 1] = {};
+    std::memcpy(host, v + 4, kHost);
+    t.host = host;
+    t.steps = static_cast<int64_t>(v[0]);
+    const double steps = std::max(1.0, v[0]);
+    t.step = v[1] / steps;
+    t.commWait = v[2] / steps;
+    t.dataWait = v[3] / steps;
+    out.push_back(t);
+  }
+  return out;
+}
 
 // Rank 0: what this run is, in one screen.
 void Trainer::logStartupSummary() const {
@@ -104,6 +137,7 @@ TrainSummary Trainer::summarize(Clock::time_point start) {
   s.finalEval = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
   evalSeconds_ += secondsSince(evalStart);
   s.fingerprint = dist::verifyReplicas(*model_.module, comm_);
+  std::vector<RankTiming> timings = gatherRankTimings();
   s.bestMetric = state_.bestMetric;
   s.bestEpoch = state_.bestEpoch;
   s.seconds = secondsSince(start);
@@ -150,6 +184,7 @@ TrainSummary Trainer::summarize(Clock::time_point start) {
   r.checkpoint = s.checkpointSeconds;
   r.evaluation = s.evalSeconds;
   r.other = s.otherSeconds;
+  r.ranks = std::move(timings);
   logSessionSummary(r);
   // A session that trained nothing (the run was already complete) keeps the summary of the
   // one that did.

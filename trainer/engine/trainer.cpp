@@ -9,6 +9,9 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "distributed/rank_status.h"
+#include "distributed/replicas.h"
+#include "trainer/engine/faults.h"
 #include "trainer/module/rules.h"
 
 namespace forge::train {
@@ -98,7 +101,9 @@ void Trainer::trainEpoch(int64_t epoch) {
     ~Forget() { sums = nullptr; }
   } forget{epochSums_};
   int64_t steps = 0;
+  const int64_t verifyEvery = cfg_.distributed.verifyEverySteps;
   while (state_.step < stepsPerEpoch_) {
+    dist::rankStatus().setStep(epoch + 1, state_.globalStep);
     for (auto& o : observers_) o->beforeStep(state_, epoch);
     const double lr = schedule_->at(state_.globalStep, epoch);
     optimizer_->setLearningRate(lr);
@@ -107,6 +112,9 @@ void Trainer::trainEpoch(int64_t epoch) {
     ++state_.globalStep;
     state_.epochSamples = epochSamplesDone();
     ++steps;
+    if (verifyEvery > 0 && state_.globalStep % verifyEvery == 0 && world_.size > 1) {
+      dist::checkReplicasAgree(*model_.module, comm_, false, concat("after global step ", state_.globalStep));
+    }
     StepReport report{state_,    epoch, stepsPerEpoch_, lr, start, secondsSince(start), steps,
                       loader_->waitSeconds() - waitBefore, sync_->commWaitSeconds() - commBefore, sums};
     for (auto& o : observers_) o->afterStep(report);
@@ -125,7 +133,9 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
   const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
   std::vector<std::pair<std::string, at::Tensor>> before;
   sync_->zeroGrad();
+  auto& status = dist::rankStatus();
   for (int64_t m = 0; m < micro; ++m) {
+    status.enterPhase(dist::Phase::kDataWait);
     auto loaded = loader_->next();
     if (!loaded) {
       throw Error(concat("rank ", world_.rank, " ran out of batches at epoch ", epoch + 1, " step ", state_.step + 1,
@@ -134,6 +144,9 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     // Pinned host memory: the copies overlap.
     data::Batch batch{loaded->x.to(device_, /*non_blocking=*/true), loaded->y.to(device_, /*non_blocking=*/true)};
     sync_->beforeForward();
+    status.enterPhase(dist::Phase::kForward);
+    maybeHang(dist::Phase::kForward, world_.rank, state_.globalStep);
+    maybeSlow(world_.rank);
     at::Tensor out;
     {
       AutocastBf16 autocast(bf16);
@@ -144,6 +157,7 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     at::Tensor loss = task_.lossOf(out, batch);
     const bool last = m + 1 == micro;
     if (last && !checkedFirstStep_) before = snapshotParameters(*model_.module);
+    status.enterPhase(dist::Phase::kBackward);
     sync_->backward(micro > 1 ? loss / static_cast<double>(micro) : loss, last);
     sums.add(loss, out, batch);
   }
@@ -152,7 +166,10 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     asyncSaver_.waitForSnapshot();  // an asynchronous save's copy of what step() changes
     checkpointSeconds_ += secondsSince(waitStart);
   }
+  status.enterPhase(dist::Phase::kOptimizer);
   optimizer_->step();
+  maybePerturb(*model_.module, world_.rank, state_.globalStep);
+  status.enterPhase(dist::Phase::kBetweenSteps);
   if (checkedFirstStep_) return;
   // Parameters without any gradient were already named by the synchronizer.
   auto unchanged = checkFirstStep(*model_.module, before, {});
@@ -179,6 +196,7 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
     log::warn("data", "left out ", skipped, " sample(s) with non-finite features in epoch ", epoch + 1,
               " on this rank (data.non_finite: skip)");
   }
+  dist::PhaseScope phase(dist::Phase::kEpochEnd);
   // Every rank must have run the same number of steps; the sampler makes it so, this proves it.
   at::Tensor count = at::tensor({static_cast<double>(steps), -static_cast<double>(steps)}, at::kDouble);
   comm_.allReduce(count, dist::ReduceOp::kMax);
@@ -195,9 +213,11 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   } else {
     sync_->broadcastBuffers();
   }
+  if (world_.size > 1) dist::checkReplicasAgree(*model_.module, comm_, true, concat("at the end of epoch ", epoch + 1));
   auto train = sums.global(comm_);
   samplesSession_ += sums.globalSamples();
   ++epochsSession_;
+  stepsSession_ += steps;
   auto evalStart = Clock::now();
   EvalResult ev = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
   evalSeconds_ += secondsSince(evalStart);

@@ -32,6 +32,7 @@
 #include "trainer/engine/run_dir.h"
 #include "trainer/engine/train_state.h"
 #include "trainer/optim/optimizer.h"
+#include "trainer/report/summary.h"
 #include "trainer/optim/schedule.h"
 #include "trainer/spec/model.h"
 
@@ -119,6 +120,7 @@ class Trainer {
   // summary.cpp
   void logStartupSummary() const;
   TrainSummary summarize(std::chrono::steady_clock::time_point start);
+  std::vector<RankTiming> gatherRankTimings();
 
   Config cfg_;
   dist::Communicator& comm_;
@@ -151,7 +153,7 @@ class Trainer {
   // This session's time and samples, for the end-of-run summary.
   double trainLoopSeconds_ = 0, dataWaitSeconds_ = 0, commSeconds_ = 0, checkpointSeconds_ = 0,
          checkpointInLoopSeconds_ = 0, evalSeconds_ = 0, samplesSession_ = 0;
-  int64_t epochsSession_ = 0;
+  int64_t epochsSession_ = 0, stepsSession_ = 0;
   std::string resumePath_;      // rank 0: the checkpoint to resume from ("" = fresh)
   at::Tensor pendingRngState_;  // this rank's generator state from the checkpoint, to restore
   ckpt::AsyncSaver asyncSaver_;  // rank 0, checkpoint.async

@@ -26,7 +26,36 @@ std::string valueText(double v, bool percent) {
 
 nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
+std::string ms(double seconds) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f ms", 1e3 * seconds);
+  return buf;
+}
+
 }  // namespace
+
+Straggler stragglerOf(const std::vector<RankTiming>& ranks) {
+  Straggler s;
+  if (ranks.size() < 2) return s;
+  for (const auto& r : ranks) {
+    if (r.steps == 0) return s;
+  }
+  const RankTiming* slowest = &ranks[0];
+  double fastest = ranks[0].busy();
+  for (const auto& r : ranks) {
+    if (r.busy() > slowest->busy()) slowest = &r;
+    fastest = std::min(fastest, r.busy());
+  }
+  double share = 0;
+  for (const auto& r : ranks) {
+    if (&r != slowest) share += r.commWait / std::max(1e-12, r.step);
+  }
+  s.known = true;
+  s.slowest = *slowest;
+  s.fastestBusy = fastest;
+  s.othersWaitingShare = share / static_cast<double>(ranks.size() - 1);
+  return s;
+}
 
 void logSessionSummary(const SessionSummary& s) {
   auto pct = [&](double part) {
@@ -60,6 +89,19 @@ void logSessionSummary(const SessionSummary& s) {
   t.row({"time shares", concat("compute ", pct(s.compute), ", communication ", pct(s.comm), ", data wait ",
                                pct(s.dataWait), ", checkpoint ", pct(s.checkpoint), ", evaluation ", pct(s.evaluation),
                                ", setup and other ", pct(s.other))});
+  if (Straggler st = stragglerOf(s.ranks); st.known) {
+    char share[32];
+    std::snprintf(share, sizeof share, "%.0f%%", 100 * st.othersWaitingShare);
+    t.row({"slowest rank", concat("rank ", st.slowest.rank, " on ", st.slowest.host, ": busy ", ms(st.slowest.busy()),
+                                  " per step (the least busy rank ", ms(st.fastestBusy), "); the other ranks spend ",
+                                  share, " of their step time waiting in collectives")});
+    if (s.ranks.size() <= 16) {
+      for (const auto& r : s.ranks) {
+        t.row({concat("  rank ", r.rank), concat(ms(r.step), " per step: ", ms(r.busy()), " busy (data wait ",
+                                                 ms(r.dataWait), "), ", ms(r.commWait), " waiting in collectives")});
+      }
+    }
+  }
   log::info("train", "summary:");
   for (const auto& l : t.lines("    ")) log::info("train", l);
 }
@@ -81,6 +123,24 @@ void writeSummaryJson(const std::string& path, const SessionSummary& s) {
   j["seconds"] = {{"compute", number(s.compute)},       {"communication", number(s.comm)},
                   {"data_wait", number(s.dataWait)},    {"checkpoint", number(s.checkpoint)},
                   {"evaluation", number(s.evaluation)}, {"other", number(s.other)}};
+  nlohmann::ordered_json ranks = nlohmann::json::array();
+  for (const auto& r : s.ranks) {
+    ranks.push_back({{"rank", r.rank},
+                     {"host", r.host},
+                     {"steps", r.steps},
+                     {"step_seconds", number(r.step)},
+                     {"busy_seconds", number(r.busy())},
+                     {"data_wait_seconds", number(r.dataWait)},
+                     {"comm_wait_seconds", number(r.commWait)}});
+  }
+  j["ranks"] = ranks;
+  if (Straggler st = stragglerOf(s.ranks); st.known) {
+    j["slowest_rank"] = {{"rank", st.slowest.rank},
+                         {"host", st.slowest.host},
+                         {"busy_seconds", number(st.slowest.busy())},
+                         {"least_busy_seconds", number(st.fastestBusy)},
+                         {"others_waiting_share", number(st.othersWaitingShare)}};
+  }
   const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   try {
     ckpt::writeFileAtomically(path, std::vector<char>(text.begin(), text.end()));

@@ -9,6 +9,25 @@
 
 namespace forge::train {
 
+// One rank's training loop this session, per step on average (seconds).
+struct RankTiming {
+  int rank = 0;
+  std::string host;
+  int64_t steps = 0;
+  double step = 0, commWait = 0, dataWait = 0;
+  double busy() const { return step - commWait; }  // what the others wait for
+};
+
+// The rank that held the others up: the most busy per step; and the share of the other ranks'
+// step time spent waiting in collectives (for it, mostly). Nothing with fewer than 2 ranks.
+struct Straggler {
+  bool known = false;
+  RankTiming slowest;
+  double fastestBusy = 0;
+  double othersWaitingShare = 0;
+};
+Straggler stragglerOf(const std::vector<RankTiming>& ranks);
+
 struct SessionSummary {
   std::string monitored;        // "eval_accuracy"
   bool monitoredPercent = false;
@@ -24,6 +43,7 @@ struct SessionSummary {
   int64_t epochsThisSession = 0;
   // Where the time went, seconds: compute, communication, data wait, checkpoint, evaluation, other.
   double compute = 0, comm = 0, dataWait = 0, checkpoint = 0, evaluation = 0, other = 0;
+  std::vector<RankTiming> ranks;  // every rank's, in rank order
 };
 
 // Rank 0: the summary table.
