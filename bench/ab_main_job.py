@@ -3,6 +3,9 @@ hits both alike. Prints each run's training time and samples/s (from its summary
 fingerprint and final accuracy (which must agree), and the ratio B / A of the medians.
 
     bench/ab_main_job.py --a OLD/build/forge --b build/forge [--pairs 3] [--set key=value ...]
+    bench/ab_main_job.py --a build/forge --b build/forge --set-a distributed.watchdog=false
+
+--set applies to both sides; --set-a / --set-b to one (one build, two settings).
 
 Needs data/fashion_mnist.h5 (scripts/main-job.sh makes it). Each run gets a fresh run dir."""
 import argparse
@@ -19,6 +22,8 @@ p.add_argument("--b", required=True, help="the forge binary measured against it"
 p.add_argument("--pairs", type=int, default=3)
 p.add_argument("--config", default="configs/fashion_mnist_mlp.yaml")
 p.add_argument("--set", action="append", default=[])
+p.add_argument("--set-a", action="append", default=[])
+p.add_argument("--set-b", action="append", default=[])
 a = p.parse_args()
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -30,7 +35,7 @@ try:
     for i in range(a.pairs):
         for side in ("a", "b"):
             run = os.path.join(work, f"{side}{i}")
-            sets = sum((["--set", s] for s in a.set), [])
+            sets = sum((["--set", s] for s in a.set + getattr(a, f"set_{side}")), [])
             cmd = ["mpirun", "-np", "2", *bind, getattr(a, side), "train", a.config, "--set", f"run.dir={run}",
                    "--set", "log.progress=off", *sets]
             out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)

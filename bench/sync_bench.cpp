@@ -1,9 +1,11 @@
 // Side-by-side benchmarks of forge's gradient synchronizer, run under mpirun:
 //
-//   sync_bench loop --model mlp|wide [--steps S] [--batch B] [--rounds R]
+//   sync_bench loop --model mlp|wide [--steps S] [--batch B] [--rounds R] [--watchdog 0|1]
 //       forge's training step (GradientSynchronizer: buckets, overlap, buffer broadcast)
 //       against a minimal hand-written LibTorch + MPI loop with one blocking MPI_Allreduce
-//       per parameter, same model, data and optimizer, alternating in rounds.
+//       per parameter, same model, data and optimizer, alternating in rounds. With
+//       --watchdog 1 forge's side also keeps its rank record as the trainer does (phases,
+//       collectives) and runs the hang watchdog thread (distributed/watchdog.h).
 //   sync_bench allreduce [--mib M] [--rounds R]
 //       the synchronizer's bucketed all-reduce of an M MiB gradient set against one
 //       MPI_Allreduce of the same bytes, as bus bandwidth 2(n-1)/n * bytes / time.
@@ -20,6 +22,8 @@
 #include "distributed/gradient_synchronizer.h"
 #include "distributed/mpi/mpi_communicator.h"
 #include "distributed/mpi_runtime.h"
+#include "distributed/rank_status.h"
+#include "distributed/watchdog.h"
 #include "distributed/world.h"
 #include "trainer/spec/registry.h"
 
@@ -81,13 +85,21 @@ int runLoop(forge::dist::MpiCommunicator& comm, const Args& a) {
   for (auto& p : fnet.module->parameters()) paramCount += p.numel();
 
   const bool buffers = a.get("buffers", "1") == "1";
+  auto& status = forge::dist::rankStatus();
+  int64_t step = 0;
   auto forgeStep = [&] {
+    status.setStep(1, step++);
+    status.enterPhase(forge::dist::Phase::kDataWait);
     sync.zeroGrad();
     sync.beforeForward();
+    status.enterPhase(forge::dist::Phase::kForward);
     at::Tensor loss = torch::nn::functional::cross_entropy(fnet.forward(x), y);
     if (buffers) sync.afterForward();
+    status.enterPhase(forge::dist::Phase::kBackward);
     sync.backward(loss);
+    status.enterPhase(forge::dist::Phase::kOptimizer);
     fopt.step();
+    status.enterPhase(forge::dist::Phase::kBetweenSteps);
   };
   auto handStep = [&] {
     hopt.zero_grad();
@@ -119,11 +131,11 @@ int runLoop(forge::dist::MpiCommunicator& comm, const Args& a) {
     }
   }
   if (comm.rank() == 0) {
-    std::printf("loop model=%s params=%lld ranks=%d batch/rank=%lld threads/rank=%d buckets=%zu overlap=%d  forge %.0f  "
-                "hand-written %.0f samples/s (medians of %d rounds)\nratio forge/hand-written = %.3f\n",
+    std::printf("loop model=%s params=%lld ranks=%d batch/rank=%lld threads/rank=%d buckets=%zu overlap=%d watchdog=%s  "
+                "forge %.0f  hand-written %.0f samples/s (medians of %d rounds)\nratio forge/hand-written = %.3f\n",
                 model.c_str(), static_cast<long long>(paramCount), W, static_cast<long long>(batch),
-                at::get_num_threads(), sync.bucketLayout().size(), options.overlap ? 1 : 0, median(f), median(h), rounds,
-                median(f) / median(h));
+                at::get_num_threads(), sync.bucketLayout().size(), options.overlap ? 1 : 0,
+                a.get("watchdog", "0").c_str(), median(f), median(h), rounds, median(f) / median(h));
   }
   return 0;
 }
@@ -209,6 +221,12 @@ int main(int argc, char** argv) {
   int rc;
   {
     forge::dist::MpiCommunicator comm(MPI_COMM_WORLD, std::chrono::seconds(300));
+    std::unique_ptr<forge::dist::Watchdog> watchdog;
+    if (a.get("watchdog", "0") == "1") {
+      forge::dist::setStatusIdentity(world.rank);
+      comm.reportTo(&forge::dist::rankStatus());
+      watchdog = std::make_unique<forge::dist::Watchdog>(MPI_COMM_WORLD, 300.0);
+    }
     std::string mode = argv[1];
     rc = mode == "loop" ? runLoop(comm, a) : mode == "allreduce" ? runAllReduce(comm, a) : 2;
   }
