@@ -64,7 +64,7 @@ class Harness:
         print("all checks passed")
 
 
-def small_config(h, name, data, run_dir, epochs=2, features=16, classes=4, extra=""):
+def small_config(h, name, data, run_dir, epochs=2, features=16, classes=4, extra="", timeout_s=60):
     """A small MLP config over a synthetic file."""
     return h.write(name, textwrap.dedent(f"""\
         run:
@@ -89,8 +89,14 @@ def small_config(h, name, data, run_dir, epochs=2, features=16, classes=4, extra
           every_epochs: 1
           keep_last: 5
         distributed:
-          timeout_s: 60
+          timeout_s: {timeout_s}
         """) + textwrap.dedent(extra))
+
+
+def forge_processes(tag):
+    """The pids of `forge train` processes whose command line holds `tag` (a run.dir=...)."""
+    out = subprocess.run(["pgrep", "-f", f"^[^ ]*forge train .*{tag}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 def final_accuracy(stdout):

@@ -10,21 +10,12 @@ import re
 import subprocess
 import time
 
-from harness import Harness, small_config
+from harness import Harness, forge_processes, small_config
 
 h = Harness()
 h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "20000", "--features", "16", "--classes", "4"])
 TIMEOUT_S = 3
-cfg = small_config(h, "small.yaml", "syn.h5", "run", epochs=30)
-with open(cfg) as f:
-    text = f.read().replace("timeout_s: 60", f"timeout_s: {TIMEOUT_S}")
-with open(cfg, "w") as f:
-    f.write(text)
-
-
-def forge_processes(tag):
-    out = subprocess.run(["pgrep", "-f", f"^[^ ]*forge train .*{tag}"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+cfg = small_config(h, "small.yaml", "syn.h5", "run", epochs=30, timeout_s=TIMEOUT_S)
 
 
 def run_fault(name, env, ranks=2, extra=()):
