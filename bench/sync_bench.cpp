@@ -6,6 +6,8 @@
 //       per parameter, same model, data and optimizer, alternating in rounds. With
 //       --watchdog 1 forge's side also keeps its rank record as the trainer does (phases,
 //       collectives) and runs the hang watchdog thread (distributed/watchdog.h).
+//   sync_bench verify --model mlp|wide [--rounds R]
+//       the replica check (distributed.verify_every_steps) against one training step.
 //   sync_bench allreduce [--mib M] [--rounds R]
 //       the synchronizer's bucketed all-reduce of an M MiB gradient set against one
 //       MPI_Allreduce of the same bytes, as bus bandwidth 2(n-1)/n * bytes / time.
@@ -23,6 +25,7 @@
 #include "distributed/mpi/mpi_communicator.h"
 #include "distributed/mpi_runtime.h"
 #include "distributed/rank_status.h"
+#include "distributed/replicas.h"
 #include "distributed/watchdog.h"
 #include "distributed/world.h"
 #include "trainer/spec/registry.h"
@@ -154,6 +157,50 @@ struct Flat : torch::nn::Module {
   std::vector<at::Tensor> params;
 };
 
+// The replica check (distributed.verify_every_steps) against a training step of the same
+// model: what turning it on every N steps costs.
+int runVerify(forge::dist::MpiCommunicator& comm, const Args& a) {
+  const std::string model = a.get("model", "wide");
+  const int64_t batch = std::stoll(a.get("batch", model == "mlp" ? "64" : "32"));
+  const int rounds = std::stoi(a.get("rounds", "10"));
+  Net net = makeNet(model);
+  forge::dist::GradientSynchronizer sync(net.module, comm);
+  sync.broadcastState();
+  torch::optim::SGD opt(net.module->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  at::Tensor x = at::randn({batch, net.in});
+  at::Tensor y = at::randint(0, net.classes, {batch});
+  auto step = [&] {
+    sync.zeroGrad();
+    sync.beforeForward();
+    at::Tensor loss = torch::nn::functional::cross_entropy(net.forward(x), y);
+    sync.afterForward();
+    sync.backward(loss);
+    opt.step();
+  };
+  std::vector<double> steps, checks;
+  for (int r = 0; r < rounds + 1; ++r) {
+    comm.barrier();
+    auto t = Clock::now();
+    step();
+    comm.barrier();
+    const double s = seconds(t);
+    t = Clock::now();
+    forge::dist::checkReplicasAgree(*net.module, comm, false, "in the benchmark");
+    comm.barrier();
+    if (r > 0) {  // the first round warms up
+      steps.push_back(s);
+      checks.push_back(seconds(t));
+    }
+  }
+  if (comm.rank() == 0) {
+    const double st = median(steps), ck = median(checks);
+    std::printf("verify model=%s ranks=%d: step %.2f ms, replica check %.2f ms (medians of %d)\n"
+                "check / step = %.3f; every 100 steps: %.2f%% of training time\n",
+                model.c_str(), comm.size(), 1e3 * st, 1e3 * ck, rounds, ck / st, 100 * ck / (100 * st + ck));
+  }
+  return 0;
+}
+
 int runAllReduce(forge::dist::MpiCommunicator& comm, const Args& a) {
   const double mib = std::stod(a.get("mib", "50"));
   const int rounds = std::stoi(a.get("rounds", "10"));
@@ -228,7 +275,10 @@ int main(int argc, char** argv) {
       watchdog = std::make_unique<forge::dist::Watchdog>(MPI_COMM_WORLD, 300.0);
     }
     std::string mode = argv[1];
-    rc = mode == "loop" ? runLoop(comm, a) : mode == "allreduce" ? runAllReduce(comm, a) : 2;
+    rc = mode == "loop"        ? runLoop(comm, a)
+         : mode == "allreduce" ? runAllReduce(comm, a)
+         : mode == "verify"    ? runVerify(comm, a)
+                               : 2;
   }
   return rc;
 }
