@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
 #include "core/error.h"
 #include "core/strings.h"
@@ -36,17 +37,42 @@ std::string collectiveState(const RankRecord& r, double age) {
   return "before its first collective";
 }
 
+// Seconds since the rank entered collective `seq` (as of now), if it is among its recent ones.
+std::optional<double> enteredAge(const HeardRecord& h, uint64_t seq) {
+  for (int i = 0; i < RankRecord::kRecent; ++i) {
+    if (h.record.recentSeq[i] == seq) return h.record.recentAge[i] + h.ageSeconds;
+  }
+  return std::nullopt;
+}
+
+uint8_t enteredPhase(const HeardRecord& h, uint64_t seq) {
+  for (int i = 0; i < RankRecord::kRecent; ++i) {
+    if (h.record.recentSeq[i] == seq) return h.record.recentPhase[i];
+  }
+  return h.record.phase;
+}
+
 }  // namespace
 
 HangVerdict judgeHang(const std::vector<HeardRecord>& records, double timeoutSeconds, double silentAfterSeconds,
                       const std::string& trigger) {
   HangVerdict v;
-  // The collective the job is stuck in: the oldest one that some rank issued and saw no end of
-  // (by the fresh records: a silent rank's is from before it went quiet).
+  // The collective the job is stuck in: the one a rank's deadline passed in (as it was
+  // then: a late rank may have let it complete since); failing that, the oldest one that some
+  // rank issued and saw no end of (by the fresh records: a silent rank's is from before it
+  // went quiet).
   uint64_t stuckSeq = std::numeric_limits<uint64_t>::max();
   uint8_t stuckKind = 0;
+  auto fresh = [&](const HeardRecord& h) { return h.heard && h.ageSeconds <= silentAfterSeconds; };
   for (const auto& h : records) {
-    if (!h.heard || h.ageSeconds > silentAfterSeconds || h.record.waitingSeq == 0) continue;
+    if (fresh(h) && h.record.timedOutSeq > 0 && h.record.timedOutSeq < stuckSeq) {
+      stuckSeq = h.record.timedOutSeq;
+      stuckKind = h.record.timedOutKind;
+    }
+  }
+  for (const auto& h : records) {
+    if (stuckSeq != std::numeric_limits<uint64_t>::max()) break;
+    if (!fresh(h) || h.record.waitingSeq == 0) continue;
     if (h.record.waitingSeq < stuckSeq) {
       stuckSeq = h.record.waitingSeq;
       stuckKind = h.record.waitingKind;
@@ -75,13 +101,35 @@ HangVerdict judgeHang(const std::vector<HeardRecord>& records, double timeoutSec
   if (known) {
     for (size_t r = 0; r < records.size(); ++r) {
       const auto& h = records[r];
-      if (!h.heard || h.ageSeconds > silentAfterSeconds || h.record.enteredSeq >= stuckSeq) continue;
+      if (!fresh(h) || h.record.enteredSeq >= stuckSeq) continue;
       sentences.push_back(concat(who(h.record), " never entered ", v.collective, ": it has been in ",
                                  phaseText(h.record), " for ", secs(h.record.phaseSeconds + h.ageSeconds)));
       v.culprits.push_back(static_cast<int>(r));
     }
   }
-  // 3. Everyone is in it: the transport.
+  // 3. Ranks that did enter it, but so long after the first rank waiting in it that the
+  //    deadline had passed (they arrived while the verdict was being made).
+  if (known && sentences.empty()) {
+    double firstWaiter = 0;
+    for (const auto& h : records) {
+      if (!fresh(h)) continue;
+      if (auto age = enteredAge(h, stuckSeq)) firstWaiter = std::max(firstWaiter, *age);
+      if (h.record.waitingSeq == stuckSeq) firstWaiter = std::max(firstWaiter, h.record.inFlightSeconds + h.ageSeconds);
+      // A rank whose deadline passed in it waited at least that long.
+      if (h.record.timedOutSeq == stuckSeq) firstWaiter = std::max(firstWaiter, timeoutSeconds);
+    }
+    for (size_t r = 0; r < records.size(); ++r) {
+      const auto& h = records[r];
+      if (!fresh(h) || h.record.timedOut) continue;
+      auto age = enteredAge(h, stuckSeq);
+      if (!age || firstWaiter - *age < timeoutSeconds / 2) continue;
+      sentences.push_back(concat(who(h.record), " entered ", v.collective, " only ", secs(firstWaiter - *age),
+                                 " after the first rank waiting in it, past the deadline: it was in ",
+                                 phaseName(static_cast<Phase>(enteredPhase(h, stuckSeq))), " until then"));
+      v.culprits.push_back(static_cast<int>(r));
+    }
+  }
+  // 4. Everyone is in it: the transport.
   if (sentences.empty() && known) {
     std::vector<std::string> done, notDone;
     for (const auto& h : records) {

@@ -60,6 +60,7 @@ void RankStatus::enterPhase(Phase p) {
 void RankStatus::entered(CollectiveKind kind, uint64_t seq) {
   issuedAt_[seq % kRing].store(nowNs(), std::memory_order_relaxed);
   issuedKind_[seq % kRing].store(static_cast<uint8_t>(kind), std::memory_order_relaxed);
+  issuedPhase_[seq % kRing].store(phase_.load(std::memory_order_relaxed), std::memory_order_relaxed);
   enteredKind_.store(static_cast<uint8_t>(kind), std::memory_order_relaxed);
   enteredSeq_.store(seq, std::memory_order_release);
 }
@@ -67,6 +68,16 @@ void RankStatus::entered(CollectiveKind kind, uint64_t seq) {
 void RankStatus::completed(CollectiveKind kind, uint64_t seq) {
   completedKind_.store(static_cast<uint8_t>(kind), std::memory_order_relaxed);
   completedSeq_.store(seq, std::memory_order_release);
+}
+
+void RankStatus::markTimedOut() {
+  if (timedOut_.exchange(1) != 0) return;
+  const uint64_t entered = enteredSeq_.load(std::memory_order_acquire);
+  const uint64_t completed = completedSeq_.load(std::memory_order_acquire);
+  if (entered > completed) {
+    timedOutKind_.store(issuedKind_[(completed + 1) % kRing].load(std::memory_order_relaxed));
+    timedOutSeq_.store(completed + 1);
+  }
 }
 
 RankRecord RankStatus::snapshot() const {
@@ -88,6 +99,14 @@ RankRecord RankStatus::snapshot() const {
     r.waitingKind = issuedKind_[r.waitingSeq % kRing].load(std::memory_order_relaxed);
     const int64_t issued = issuedAt_[r.waitingSeq % kRing].load(std::memory_order_relaxed);
     r.inFlightSeconds = issued > 0 ? static_cast<double>(now - issued) * 1e-9 : 0.0;
+  }
+  r.timedOutSeq = timedOutSeq_.load();
+  r.timedOutKind = timedOutKind_.load();
+  for (int i = 0; i < RankRecord::kRecent && static_cast<uint64_t>(i) < r.enteredSeq; ++i) {
+    const uint64_t seq = r.enteredSeq - i;
+    r.recentSeq[i] = seq;
+    r.recentPhase[i] = issuedPhase_[seq % kRing].load(std::memory_order_relaxed);
+    r.recentAge[i] = static_cast<double>(now - issuedAt_[seq % kRing].load(std::memory_order_relaxed)) * 1e-9;
   }
   std::memcpy(r.host, host_, sizeof r.host);
   return r;

@@ -46,6 +46,16 @@ struct RankRecord {
   uint64_t enteredSeq = 0;     // sequence numbers on the training communicator
   uint64_t completedSeq = 0;
   uint64_t waitingSeq = 0;     // 0: none in flight
+  // The collective this rank was waiting in when its deadline passed (0: not timed out);
+  // kept as it was then, though the collective may complete later.
+  uint64_t timedOutSeq = 0;
+  uint8_t timedOutKind = 0;
+  // The last kRecent collectives entered: sequence number, seconds since, and the phase the
+  // rank was in when it entered (so a rank that arrived late can be named after it arrived).
+  static constexpr int kRecent = 8;
+  uint8_t recentPhase[kRecent] = {};
+  uint64_t recentSeq[kRecent] = {};
+  double recentAge[kRecent] = {};
   double phaseSeconds = 0;     // in the current phase, when the record was taken
   double inFlightSeconds = 0;  // since the oldest collective not yet completed was issued (0: none)
   int64_t epoch = 0;           // counted from 1, as in the progress lines
@@ -69,7 +79,8 @@ class RankStatus {
   // thread that sees it complete). Sequence numbers grow by one per collective.
   void entered(CollectiveKind kind, uint64_t seq);
   void completed(CollectiveKind kind, uint64_t seq);
-  void markTimedOut() { timedOut_.store(1, std::memory_order_relaxed); }
+  // Once: the collective being waited in is kept as the one the deadline passed in.
+  void markTimedOut();
 
   // A consistent-enough copy for a report (fields are read one by one; a hang keeps them
   // still, which is when they matter).
@@ -90,6 +101,9 @@ class RankStatus {
   static constexpr size_t kRing = 64;
   std::array<std::atomic<int64_t>, kRing> issuedAt_{};
   std::array<std::atomic<uint8_t>, kRing> issuedKind_{};
+  std::array<std::atomic<uint8_t>, kRing> issuedPhase_{};
+  std::atomic<uint64_t> timedOutSeq_{0};
+  std::atomic<uint8_t> timedOutKind_{0};
   int32_t rank_ = 0;
   char host_[48] = {};
 

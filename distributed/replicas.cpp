@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <iomanip>
 
 #include "core/error.h"
@@ -100,14 +102,26 @@ void checkReplicasAgree(const torch::nn::Module& module, Communicator& comm, boo
   at::Tensor each = at::empty({n * comm.size()}, at::kLong);
   comm.allGather(mine, each);
   const auto* e = each.data_ptr<int64_t>();
+  // The odd ones out are the ranks outside the largest group of agreeing ranks (rank 0's
+  // group on a tie): with 3 ranks of which rank 0 drifted, ranks 1 and 2 are not to blame.
+  std::map<int64_t, std::vector<int>> groups;
+  for (int r = 0; r < comm.size(); ++r) groups[v[r]].push_back(r);
+  const std::vector<int>* majority = &groups[v[0]];
+  for (const auto& [h, ranks] : groups) {
+    if (ranks.size() > majority->size()) majority = &ranks;
+  }
+  const bool tie = std::count_if(groups.begin(), groups.end(), [&](const auto& g) {
+                     return g.second.size() == majority->size();
+                   }) > 1;
+  const int reference = majority->front();
   std::string detail;
   int differing = 0;
-  for (int r = 1; r < comm.size(); ++r) {
-    if (v[r] == v[0]) continue;
+  for (int r = 0; r < comm.size(); ++r) {
+    if (v[r] == v[reference]) continue;
     ++differing;
     std::string first = "(no single tensor: they differ in the combination)";
     for (int64_t i = 0; i < n; ++i) {
-      if (e[r * n + i] != e[i]) {
+      if (e[r * n + i] != e[reference * n + i]) {
         first = names[i];
         break;
       }
@@ -115,10 +129,13 @@ void checkReplicasAgree(const torch::nn::Module& module, Communicator& comm, boo
     if (differing <= 8) detail += concat(detail.empty() ? "" : "; ", "rank ", r, " first in ", first);
   }
   if (differing > 8) detail += concat("; and ", differing - 8, " more rank(s)");
-  throw CommError(concat("replicas differ ", when, ": ", differing, " rank(s) differ from rank 0 (", detail,
-                         "); the replicas were identical at the last check, so something changed one rank's "
-                         "parameters outside the synchronized step (a non-deterministic kernel, memory corruption, "
-                         "a bug in a custom step)"));
+  throw CommError(concat(
+      "replicas differ ", when, ": ", differing, " rank(s) differ from rank ", reference,
+      tie ? concat(" (no majority among the ", comm.size(), " ranks: which side drifted cannot be told)")
+          : concat(" and the ", majority->size(), " rank(s) that agree with it"),
+      " (", detail,
+      "); the replicas were identical at the last check, so something changed parameters outside the "
+      "synchronized step (a non-deterministic kernel, memory corruption, a bug in a custom step)"));
 }
 
 }  // namespace forge::dist

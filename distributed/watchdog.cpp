@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include "core/log.h"
@@ -59,6 +61,8 @@ Watchdog::~Watchdog() {
 void Watchdog::setReportDir(const std::string& dir) {
   std::lock_guard<std::mutex> lock(mutex_);
   reportDir_ = dir;
+  // An earlier run's report must not pass for this one's.
+  std::remove((dir + "/hang-report.json").c_str());
 }
 
 void Watchdog::timedOut(const std::string& what) {
@@ -79,12 +83,19 @@ void Watchdog::timedOut(const std::string& what) {
 
 void Watchdog::loop() {
   if (rank_ != 0) send(false);  // at once: a rank that freezes early has still reported
+  double lastTick = nowSeconds();
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       cv_.wait_for(lock, std::chrono::duration<double>(period_), [&] { return stop_ || (timedOut_ && timedOutAt_ == 0); });
       if (stop_) break;
     }
+    const double tick = nowSeconds();
+    if (tick - lastTick > silentAfter_ + period_) {  // this thread did not run: the process was stopped
+      frozenFor_ = tick - lastTick;
+      frozenAt_ = tick;
+    }
+    lastTick = tick;
     checkOwnDeadline();
     const bool urgent = timedOut_ && timedOutAt_ == 0;
     if (urgent) timedOutAt_ = nowSeconds();
@@ -168,16 +179,21 @@ void Watchdog::receive() {
 }
 
 void Watchdog::deliverVerdict(const std::string& trigger) {
-  // A moment for the reports sent as the others' deadlines passed, so that they count.
-  const double until = nowSeconds() + std::min(1.0, 2 * period_);
+  // A moment for the reports sent as the others' deadlines passed (they passed at about
+  // the same time), not more: a late rank moves on meanwhile, and the records must show the
+  // job as it was when the deadline passed.
+  const double until = nowSeconds() + std::min(0.2, period_);
   while (nowSeconds() < until) {
     receive();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   std::vector<HeardRecord> records(size_);
   const double now = nowSeconds();
   records[0].record = rankStatus().snapshot();
   records[0].heard = true;
+  // This process itself was stopped (SIGSTOP, a frozen node) until just now: the others'
+  // deadlines passed while it was; it is the one that did not respond.
+  if (now - frozenAt_ < 2 * timeout_ + 2) records[0].ageSeconds = frozenFor_;
   for (int r = 1; r < size_; ++r) {
     records[r].heard = heardAt_[r] >= 0;
     records[r].record = last_[r];
@@ -193,11 +209,19 @@ void Watchdog::deliverVerdict(const std::string& trigger) {
   }
   if (!dir.empty()) {
     const std::string path = dir + "/hang-report.json", tmp = path + ".tmp";
+    bool written = false;
     {
-      std::ofstream out(tmp);
+      std::ofstream out(tmp, std::ios::trunc);
       out << v.json;
+      out.flush();
+      written = out.good();
     }
-    if (std::rename(tmp.c_str(), path.c_str()) == 0) log::errorLine("hang", concat("the same in ", path));
+    if (written && std::rename(tmp.c_str(), path.c_str()) == 0) {
+      log::errorLine("hang", concat("the same in ", path));
+    } else {
+      std::remove(tmp.c_str());
+      log::errorLine("hang", concat("could not write ", path, " (", std::strerror(errno), ")"));
+    }
   }
   MpiRuntime::abortJob(3);
 }

@@ -71,6 +71,7 @@ class Watchdog {
   std::string trigger_;             // why this rank's deadline passed (under mutex_)
   std::atomic<bool> timedOut_{false};
   double timedOutAt_ = 0;           // thread only: when it first saw timedOut_
+  double frozenFor_ = 0, frozenAt_ = -1e9;  // thread only: the last time it did not run for long
   // Rank != 0: the report in flight.
   MPI_Request sendRequest_ = MPI_REQUEST_NULL;
   RankRecord outgoing_;

@@ -42,6 +42,29 @@ TEST(HangVerdict, NamesTheRankThatNeverEnteredAndItsPhase) {
   EXPECT_NE(v.json.find("\"collective\": {\"op\": \"allReduce\", \"seq\": 12}"), std::string::npos) << v.json;
 }
 
+TEST(HangVerdict, ARankThatArrivedPastTheDeadlineIsStillNamed) {
+  // Rank 0's deadline passed in #12; rank 1 entered #12 from evaluation 0.3 s ago, #12
+  // completed, and both have moved on.
+  HeardRecord waiter = rec(0, Phase::kBetweenSteps, 13, 12, 0.2);
+  waiter.record.timedOut = 1;
+  waiter.record.timedOutSeq = 12;
+  waiter.record.timedOutKind = static_cast<uint8_t>(CollectiveKind::kAllReduce);
+  waiter.record.recentSeq[0] = 13;
+  waiter.record.recentAge[0] = 0.2;
+  waiter.record.recentSeq[1] = 12;
+  waiter.record.recentAge[1] = 3.4;
+  HeardRecord late = rec(1, Phase::kForward, 13, 12, 0.1, 0.0);
+  late.record.recentSeq[0] = 13;
+  late.record.recentAge[0] = 0.2;
+  late.record.recentSeq[1] = 12;
+  late.record.recentAge[1] = 0.3;
+  late.record.recentPhase[1] = static_cast<uint8_t>(Phase::kEvaluation);
+  auto v = judgeHang({waiter, late}, 3, 4, "timeout");
+  EXPECT_EQ(v.culprits, std::vector<int>{1}) << v.verdict;
+  EXPECT_EQ(v.verdict, "rank 1 on node1 entered allReduce #12 only 3.2 s after the first rank waiting in it, past the "
+                       "deadline: it was in evaluation until then");
+}
+
 TEST(HangVerdict, AllInsideNoneCompletedIsTheTransport) {
   auto v = judgeHang({rec(0, Phase::kBackward, 9, 8, 301), rec(1, Phase::kBackward, 9, 8, 300)}, 300, 4, "timeout");
   EXPECT_EQ(v.verdict, "all 2 ranks entered allReduce #9; none completed: the transport is stuck");

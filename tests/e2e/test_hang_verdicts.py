@@ -95,14 +95,32 @@ check_verdict("frozen", rc, out, took,
               r"(?P<op>allReduce) #(?P<seq>\d+)", 1, None)
 
 # 4. Rank 1's parameters drift after step 5; the replica check every 4 steps stops the job at
-#    step 8, naming the rank and the first parameter that differs.
+#    step 8, naming the rank and the first parameter that differs (with 2 ranks, which side
+#    drifted cannot be told, and the message says so); with 3 ranks the odd one out is named,
+#    even when it is rank 0.
 rc, out, took = run_fault("drift", {"FORGE_FAULT_PERTURB_RANK": "1", "FORGE_FAULT_PERTURB_STEP": "5"},
                           extra=["--set", "distributed.verify_every_steps=4"])
 h.check(rc == 3, f"drift: exit 3 (got {rc})", out[-3000:])
 h.check(took < TIMEOUT_S + 10, f"drift: ends within the deadline + 10 s of the fault ({took:.1f} s)")
-h.check(re.search(r"\[rank 0\] replicas differ after global step 8: 1 rank\(s\) differ from rank 0 "
-                  r"\(rank 1 first in fc1\.weight\)", out) is not None,
+h.check(re.search(r"\[rank 0\] replicas differ after global step 8: 1 rank\(s\) differ from rank 0 \(no majority "
+                  r"among the 2 ranks[^)]*\) \(rank 1 first in fc1\.weight\)", out) is not None,
         "drift: the message names the step, rank 1 and fc1.weight", out[-3000:])
+rc, out, took = run_fault("drift3", {"FORGE_FAULT_PERTURB_RANK": "0", "FORGE_FAULT_PERTURB_STEP": "5"}, ranks=3,
+                          extra=["--set", "distributed.verify_every_steps=4"])
+h.check(rc == 3 and re.search(r"replicas differ after global step 8: 1 rank\(s\) differ from rank 1 and the 2 "
+                              r"rank\(s\) that agree with it \(rank 0 first in fc1\.weight\)", out) is not None,
+        f"drift3: of 3 ranks, rank 0 is named as the one that drifted (exit {rc})", out[-3000:])
+
+# 4b. A rank late past the deadline by less than a report period: by the time the verdict
+#     is made it may already have entered the collective, and it is still the one named.
+for late in ("0.4", "0.8"):
+    name = f"late{late}"
+    rc, out, took = run_fault(name, {"FORGE_FAULT_HANG_RANK": "2", "FORGE_FAULT_HANG_PHASE": "evaluation",
+                                     "FORGE_FAULT_HANG_SECONDS": str(TIMEOUT_S + float(late))}, ranks=3)
+    r = report(name)
+    h.check(rc == 3 and r is not None and r["culprits"] == [2],
+            f"{name}: rank 2, late by {late} s past the deadline, is the one named (exit {rc}, "
+            f"culprits {r and r['culprits']})", out[-2500:])
 
 # 5. What must not trip it: a rank that sleeps in evaluation for half the deadline, and a
 #    replica check at every step. The run completes, replicas identical, no report.

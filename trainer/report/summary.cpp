@@ -92,9 +92,14 @@ void logSessionSummary(const SessionSummary& s) {
   if (Straggler st = stragglerOf(s.ranks); st.known) {
     char share[32];
     std::snprintf(share, sizeof share, "%.0f%%", 100 * st.othersWaitingShare);
-    t.row({"slowest rank", concat("rank ", st.slowest.rank, " on ", st.slowest.host, ": busy ", ms(st.slowest.busy()),
-                                  " per step (the least busy rank ", ms(st.fastestBusy), "); the other ranks spend ",
-                                  share, " of their step time waiting in collectives")});
+    if (st.slowest.busy() > 1.1 * st.fastestBusy) {
+      t.row({"slowest rank", concat("rank ", st.slowest.rank, " on ", st.slowest.host, ": busy ",
+                                    ms(st.slowest.busy()), " per step (the least busy rank ", ms(st.fastestBusy),
+                                    "); the other ranks spend ", share, " of their step time waiting in collectives")});
+    } else {
+      t.row({"ranks", concat("balanced: busy ", ms(st.fastestBusy), " to ", ms(st.slowest.busy()),
+                             " per step; they spend ", share, " of their step time waiting in collectives")});
+    }
     if (s.ranks.size() <= 16) {
       for (const auto& r : s.ranks) {
         t.row({concat("  rank ", r.rank), concat(ms(r.step), " per step: ", ms(r.busy()), " busy (data wait ",
