@@ -7,6 +7,8 @@
 #include <cstring>
 #include <fstream>
 
+#include <pthread.h>
+
 #include "core/log.h"
 #include "core/strings.h"
 #include "distributed/communicator.h"
@@ -82,6 +84,7 @@ void Watchdog::timedOut(const std::string& what) {
 }
 
 void Watchdog::loop() {
+  pthread_setname_np(pthread_self(), "forge-watchdog");  // in top -H, gdb, perf
   if (rank_ != 0) send(false);  // at once: a rank that freezes early has still reported
   double lastTick = nowSeconds();
   for (;;) {

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <thread>
 
+#include <pthread.h>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "core/names.h"
@@ -97,6 +99,7 @@ struct MpiCommunicator::Engine {
   std::thread thread;
 
   void loop() {
+    pthread_setname_np(pthread_self(), "forge-comm");
     for (;;) {
       std::shared_ptr<Op> op;
       {
