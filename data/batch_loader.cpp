@@ -289,11 +289,21 @@ void BatchLoader::stop() {
   error_ = nullptr;
 }
 
-void BatchLoader::start(std::vector<int64_t> order, int64_t skip) {
+void BatchLoader::start(std::vector<int64_t> order, int64_t skip, std::vector<int64_t> windowStarts) {
   stop();
   FORGE_CHECK(skip % opt_.batchSize == 0, "a loader starts at a batch boundary, not at sample ", skip);
   order_ = std::move(order);
   skip_ = std::min<int64_t>(skip, static_cast<int64_t>(order_.size()));
+  const int64_t total = static_cast<int64_t>(order_.size());
+  if (windowStarts.empty()) {
+    for (int64_t first = 0; first < total; first += opt_.window) windowStarts.push_back(first);
+  }
+  for (size_t i = 0; i < windowStarts.size(); ++i) {
+    FORGE_CHECK(windowStarts[i] % opt_.batchSize == 0 && windowStarts[i] < std::max<int64_t>(1, total) &&
+                    (i == 0 ? windowStarts[i] == 0 : windowStarts[i] > windowStarts[i - 1]),
+                "read windows must start at ascending batch boundaries from 0, not at ", windowStarts[i]);
+  }
+  windowStarts_ = std::move(windowStarts);
   skipped_ = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
