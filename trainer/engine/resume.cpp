@@ -186,9 +186,21 @@ void Trainer::resumeFrom() {
   resumeSample_ = std::min(saved.samples, sampler_->epochSamples());
   state_.step = stepsPerEpoch_ - sampler_->stepsFrom(resumeSample_);
   resumeStep_ = state_.step;
-  if (state_.step != ck.step) state_.globalStep = state_.epoch * stepsPerEpoch_ + state_.step;
+  // The global step counts steps of the checkpoint's size up to it: kept when those are this
+  // run's steps too (the same global batch), else re-derived so that the schedule stays on
+  // course. A file without "global_batch" (an older forge) had this one at its world size.
+  int64_t savedGlobalBatch = ck.worldSize == world_.size ? globalBatch : 0;
+  if (ck.sampler.isGenericDict()) {
+    auto d = ck.sampler.toGenericDict();
+    auto it = d.find("global_batch");
+    if (it != d.end() && it->value().isInt()) savedGlobalBatch = it->value().toInt();
+  }
+  if (savedGlobalBatch != globalBatch || state_.step != ck.step) {
+    state_.globalStep = state_.epoch * stepsPerEpoch_ + state_.step;
+  }
   if (ck.worldSize != world_.size || saved.samples % globalBatch != 0) {
-    log::info("ckpt", "checkpoint was written by ", ck.worldSize, " rank(s), resuming on ", world_.size,
+    log::info("ckpt", "checkpoint was written by ", ck.worldSize, ck.worldSize == 1 ? " rank" : " ranks",
+              ", resuming on ", world_.size,
               " at global sample ", saved.samples, " of ", sampler_->epochSamples(), " of epoch ", state_.epoch + 1,
               ", in steps of ", globalBatch, " samples",
               saved.samples % globalBatch != 0 ? concat(" (the steps so far were of another size: this epoch's step "
