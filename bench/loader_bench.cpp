@@ -12,6 +12,7 @@
 // from storage (1 round unless --rounds says more).
 //
 //   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64] [--cold 1] [--rounds N] [--world N]
+//                [--global-batch-size N]
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -82,6 +83,7 @@ int main(int argc, char** argv) {
   double bufferMb = 64;
   int rounds = 0;  // 0: 5 warm, 1 cold
   int world = 1;
+  int64_t globalBatchSize = -1;  // -1: batch x world
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--file") file = argv[i + 1];
@@ -91,6 +93,7 @@ int main(int argc, char** argv) {
     else if (k == "--cold") gCold = std::string(argv[i + 1]) == "1";
     else if (k == "--rounds") rounds = std::stoi(argv[i + 1]);
     else if (k == "--world") world = std::stoi(argv[i + 1]);
+    else if (k == "--global-batch-size") globalBatchSize = std::stoll(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -118,9 +121,13 @@ int main(int argc, char** argv) {
   if (!gCold) rawRead(file, bytes);  // warms the page cache
 
   data::SplitSource source({{file}, "train", "features", "labels", 10});
+  if (globalBatchSize < 0) globalBatchSize = batch * world;
   // As trainer/engine/setup.cpp sets them up: a global window of the buffer's size, rank
   // 0's share of each global batch, runs that step over the other ranks' rows.
-  const int64_t window = data::windowFor(static_cast<size_t>(bufferMb * (1 << 20)), source.rowElements() * sizeof(float), 1);
+  // --global-batch-size 0 measures a config without data.global_batch_size (windows then
+  // not aligned with steps); the default is the main job's (batch x world set).
+  const int64_t window = data::globalWindowFor(static_cast<size_t>(bufferMb * (1 << 20)),
+                                               source.rowElements() * sizeof(float), globalBatchSize);
   data::DistributedSampler sampler(source.blocks(), 0, world, 7, true, false, window, batch, batch * world);
   data::LoaderOptions o;
   o.batchSize = batch;

@@ -57,6 +57,11 @@ int64_t windowFor(size_t bufferBytes, size_t rowBytes, int64_t batchSize) {
   return std::max(batchSize, k / batchSize * batchSize);
 }
 
+int64_t globalWindowFor(size_t bufferBytes, size_t rowBytes, int64_t globalBatch) {
+  const int64_t w = windowFor(bufferBytes, rowBytes, 1);
+  return globalBatch > 0 ? std::max(globalBatch, w / globalBatch * globalBatch) : w;
+}
+
 // out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
 struct Affine {
   std::vector<float> a, b;

@@ -55,10 +55,10 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     cfg_.data.batchSize = split.microBatch;
     cfg_.optimizer.accumulateSteps = split.accumulate;
   }
-  // The global shuffle window depends on the buffer and the row size only, never on the
-  // world size or the batch: the epoch's order is the same on any number of ranks.
-  window_ = data::windowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)), train_->rowElements() * sizeof(float),
-                            1);
+  // The global shuffle window depends on the buffer, the row size and a configured global
+  // batch only, never on the world size: the epoch's order is the same on any number of ranks.
+  window_ = data::globalWindowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)),
+                                  train_->rowElements() * sizeof(float), cfg_.data.globalBatchSize);
   const int64_t globalBatch = int64_t{world_.size} * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
   sampler_ = std::make_unique<data::DistributedSampler>(train_->blocks(), world_.rank, world_.size, cfg_.run.seed,
                                                          cfg_.data.shuffle, cfg_.data.dropLast, window_,
