@@ -52,16 +52,6 @@ ExpandedNormalization expandNormalization(const Normalization& n, const std::vec
   return e;
 }
 
-int64_t windowFor(size_t bufferBytes, size_t rowBytes, int64_t batchSize) {
-  int64_t k = static_cast<int64_t>(bufferBytes / 2 / std::max<size_t>(1, rowBytes));
-  return std::max(batchSize, k / batchSize * batchSize);
-}
-
-int64_t globalWindowFor(size_t bufferBytes, size_t rowBytes, int64_t globalBatch) {
-  const int64_t w = windowFor(bufferBytes, rowBytes, 1);
-  return globalBatch > 0 ? std::max(globalBatch, w / globalBatch * globalBatch) : w;
-}
-
 // out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
 struct Affine {
   std::vector<float> a, b;
@@ -292,29 +282,6 @@ void BatchLoader::stop() {
   stopRequested_ = false;
   readerDone_ = true;
   error_ = nullptr;
-}
-
-void BatchLoader::start(std::vector<int64_t> order, int64_t skip, std::vector<int64_t> windowStarts) {
-  stop();
-  FORGE_CHECK(skip % opt_.batchSize == 0, "a loader starts at a batch boundary, not at sample ", skip);
-  order_ = std::move(order);
-  skip_ = std::min<int64_t>(skip, static_cast<int64_t>(order_.size()));
-  const int64_t total = static_cast<int64_t>(order_.size());
-  if (windowStarts.empty()) {
-    for (int64_t first = 0; first < total; first += opt_.window) windowStarts.push_back(first);
-  }
-  for (size_t i = 0; i < windowStarts.size(); ++i) {
-    FORGE_CHECK(windowStarts[i] % opt_.batchSize == 0 && windowStarts[i] < std::max<int64_t>(1, total) &&
-                    (i == 0 ? windowStarts[i] == 0 : windowStarts[i] > windowStarts[i - 1]),
-                "read windows must start at ascending batch boundaries from 0, not at ", windowStarts[i]);
-  }
-  windowStarts_ = std::move(windowStarts);
-  skipped_ = 0;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    readerDone_ = false;
-  }
-  reader_ = std::thread(&BatchLoader::readLoop, this);
 }
 
 // Rows [b0, b1) of the window, converted, without those skipped as non-finite.

@@ -170,7 +170,8 @@ DistributedSampler::Plan DistributedSampler::plan(int64_t start) const {
     // Global windows that begin inside this step: the rank's window starts at its first
     // sample at or after that global position, moved on to a micro-batch boundary.
     while (nextWindow < a + len) {
-      const int64_t mineBefore = static_cast<int64_t>(p.indices.size()) - q + std::clamp<int64_t>(nextWindow - first, 0, q);
+      const int64_t mineBefore =
+          static_cast<int64_t>(p.indices.size()) - q + std::clamp<int64_t>(nextWindow - first, 0, q);
       const int64_t at = (mineBefore + micro_ - 1) / micro_ * micro_;
       if (at > p.windowStarts.back()) p.windowStarts.push_back(at);
       nextWindow += window_;
