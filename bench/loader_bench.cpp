@@ -1,8 +1,9 @@
 // The streaming loader against a raw sequential read of the same bytes with the HDF5 C API,
 // over one synthetic file (made if missing; --gib sets its size), in one run:
 //   raw      H5Dread of train/features front to back in 8 MiB hyperslabs into one buffer
-//   loader   forge's SplitSource + DistributedSampler (shuffled) + BatchLoader, one rank,
-//            every batch taken: reading, shuffling, converting to normalized float32
+//   loader   forge's SplitSource + DistributedSampler (shuffled) + BatchLoader, rank 0 of
+//            --world ranks (1), set up as the trainer does, every batch taken: reading,
+//            shuffling, converting to normalized float32 (its bytes/s are of its own share)
 // Both run warm (the file in the page cache), alternating for --rounds rounds (5); the
 // ratio is the loader's median bytes/s over the raw read's median. Peak RSS is the
 // process's high-water mark (getrusage) after the loader has streamed whole epochs.
@@ -10,7 +11,8 @@
 // With --cold 1 the page cache is emptied before each timed read (root only), so both read
 // from storage (1 round unless --rounds says more).
 //
-//   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64] [--cold 1] [--rounds N]
+//   loader_bench --file /tmp/big.h5 [--gib 4] [--batch 64] [--buffer-mb 64] [--cold 1] [--rounds N] [--world N]
+//                [--global-batch-size N]
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -80,6 +82,8 @@ int main(int argc, char** argv) {
   int64_t batch = 64;
   double bufferMb = 64;
   int rounds = 0;  // 0: 5 warm, 1 cold
+  int world = 1;
+  int64_t globalBatchSize = -1;  // -1: batch x world
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--file") file = argv[i + 1];
@@ -88,6 +92,8 @@ int main(int argc, char** argv) {
     else if (k == "--buffer-mb") bufferMb = std::stod(argv[i + 1]);
     else if (k == "--cold") gCold = std::string(argv[i + 1]) == "1";
     else if (k == "--rounds") rounds = std::stoi(argv[i + 1]);
+    else if (k == "--world") world = std::stoi(argv[i + 1]);
+    else if (k == "--global-batch-size") globalBatchSize = std::stoll(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -115,11 +121,18 @@ int main(int argc, char** argv) {
   if (!gCold) rawRead(file, bytes);  // warms the page cache
 
   data::SplitSource source({{file}, "train", "features", "labels", 10});
-  const int64_t window = data::windowFor(static_cast<size_t>(bufferMb * (1 << 20)), source.rowElements() * sizeof(float), batch);
-  data::DistributedSampler sampler(source.blocks(), 0, 1, 7, true, false, window);
+  if (globalBatchSize < 0) globalBatchSize = batch * world;
+  // As trainer/engine/setup.cpp sets them up: a global window of the buffer's size, rank
+  // 0's share of each global batch, runs that step over the other ranks' rows.
+  // --global-batch-size 0 measures a config without data.global_batch_size (windows then
+  // not aligned with steps); the default is the main job's (batch x world set).
+  const int64_t window = data::globalWindowFor(static_cast<size_t>(bufferMb * (1 << 20)),
+                                               source.rowElements() * sizeof(float), globalBatchSize);
+  data::DistributedSampler sampler(source.blocks(), 0, world, 7, true, false, window, batch, batch * world);
   data::LoaderOptions o;
   o.batchSize = batch;
   o.window = window;
+  o.maxGap = 8 * int64_t{world} - 1;
   // This machine's memory bandwidth drifts from minute to minute: the two sides alternate,
   // round by round, and the ratio is of their medians.
   std::vector<double> raws, loaders;
@@ -129,10 +142,10 @@ int main(int argc, char** argv) {
     raws.push_back(rawRead(file, bytes));
     data::BatchLoader loader(source, data::Normalization{1.0, {0.1}, {2.0}}, o);
     sampler.setEpoch(round);
-    std::vector<int64_t> order = sampler.indices();
+    data::DistributedSampler::Plan plan = sampler.plan(0);
     maybeDropCaches();
     auto start = Clock::now();
-    loader.start(std::move(order));
+    loader.start(std::move(plan.indices), 0, std::move(plan.windowStarts));
     got = 0;
     while (auto b = loader.next()) got += b->y.size(0);
     loaders.push_back(static_cast<double>(got) * source.rowBytes() / seconds(start));

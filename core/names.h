@@ -56,6 +56,10 @@ inline constexpr const char* kFaultCrashStep = "FORGE_FAULT_CRASH_STEP";
 // (trainer/engine/data_watch.h).
 inline constexpr const char* kFaultPauseStep = "FORGE_FAULT_PAUSE_STEP";
 inline constexpr const char* kFaultPauseFile = "FORGE_FAULT_PAUSE_FILE";
+// Test-only: each rank appends to FORGE_SAMPLE_LOG.rank<R> one line per micro-batch it
+// trains on, "epoch global_step rank sample sample ...", so that a test can prove which
+// samples each step used across interruptions and world sizes (trainer/engine/sample_log.h).
+inline constexpr const char* kSampleLog = "FORGE_SAMPLE_LOG";
 
 // Tuning: set (to anything), the loader copies rows out of HDF5 files with read() instead
 // of mapping them from the page cache (for comparisons; both give the same bytes).

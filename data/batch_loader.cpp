@@ -52,11 +52,6 @@ ExpandedNormalization expandNormalization(const Normalization& n, const std::vec
   return e;
 }
 
-int64_t windowFor(size_t bufferBytes, size_t rowBytes, int64_t batchSize) {
-  int64_t k = static_cast<int64_t>(bufferBytes / 2 / std::max<size_t>(1, rowBytes));
-  return std::max(batchSize, k / batchSize * batchSize);
-}
-
 // out = (in * scale - mean) / std, as one multiply-add per value: out = in * a + b.
 struct Affine {
   std::vector<float> a, b;
@@ -287,19 +282,6 @@ void BatchLoader::stop() {
   stopRequested_ = false;
   readerDone_ = true;
   error_ = nullptr;
-}
-
-void BatchLoader::start(std::vector<int64_t> order, int64_t skip) {
-  stop();
-  FORGE_CHECK(skip % opt_.batchSize == 0, "a loader starts at a batch boundary, not at sample ", skip);
-  order_ = std::move(order);
-  skip_ = std::min<int64_t>(skip, static_cast<int64_t>(order_.size()));
-  skipped_ = 0;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    readerDone_ = false;
-  }
-  reader_ = std::thread(&BatchLoader::readLoop, this);
 }
 
 // Rows [b0, b1) of the window, converted, without those skipped as non-finite.

@@ -1,5 +1,6 @@
-// BatchLoader's reader thread: for each window of the epoch's order, takes hold of the
-// window's stored rows (see data/batch_loader_window.h); the batches are assembled in
+// BatchLoader's windows and reader thread: the windows' sizes, the start of an epoch's
+// stream, and for each window of the epoch's order the reader taking hold of the window's
+// stored rows (see data/batch_loader_window.h); the batches are assembled in
 // data/batch_loader.cpp.
 #include "data/batch_loader.h"
 
@@ -9,6 +10,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include "core/error.h"
 #include "data/batch_loader_window.h"
 
 namespace forge::data {
@@ -52,6 +54,39 @@ void runAsBackground() {
 
 }  // namespace
 
+int64_t windowFor(size_t bufferBytes, size_t rowBytes, int64_t batchSize) {
+  int64_t k = static_cast<int64_t>(bufferBytes / 2 / std::max<size_t>(1, rowBytes));
+  return std::max(batchSize, k / batchSize * batchSize);
+}
+
+int64_t globalWindowFor(size_t bufferBytes, size_t rowBytes, int64_t globalBatch) {
+  const int64_t w = windowFor(bufferBytes, rowBytes, 1);
+  return globalBatch > 0 ? std::max(globalBatch, w / globalBatch * globalBatch) : w;
+}
+
+void BatchLoader::start(std::vector<int64_t> order, int64_t skip, std::vector<int64_t> windowStarts) {
+  stop();
+  FORGE_CHECK(skip % opt_.batchSize == 0, "a loader starts at a batch boundary, not at sample ", skip);
+  order_ = std::move(order);
+  skip_ = std::min<int64_t>(skip, static_cast<int64_t>(order_.size()));
+  const int64_t total = static_cast<int64_t>(order_.size());
+  if (windowStarts.empty()) {
+    for (int64_t first = 0; first < total; first += opt_.window) windowStarts.push_back(first);
+  }
+  for (size_t i = 0; i < windowStarts.size(); ++i) {
+    FORGE_CHECK(windowStarts[i] % opt_.batchSize == 0 && windowStarts[i] < std::max<int64_t>(1, total) &&
+                    (i == 0 ? windowStarts[i] == 0 : windowStarts[i] > windowStarts[i - 1]),
+                "read windows must start at ascending batch boundaries from 0, not at ", windowStarts[i]);
+  }
+  windowStarts_ = std::move(windowStarts);
+  skipped_ = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    readerDone_ = false;
+  }
+  reader_ = std::thread(&BatchLoader::readLoop, this);
+}
+
 // A window's samples in the order they are stored, cut into runs of consecutive rows of one
 // file, each taken with one call. The reader keeps one and reuses its buffers from window
 // to window.
@@ -73,15 +108,16 @@ class BatchLoader::RowRuns {
     radixSort(slots_, scratch_);
   }
 
-  // Cuts the sorted samples into runs: consecutive samples of one file, each at most runRows.
-  void split(const SplitSource& source, int64_t runRows) {
+  // Cuts the sorted samples into runs: samples of one file at most maxGap rows apart, each
+  // run at most runRows long.
+  void split(const SplitSource& source, int64_t runRows, int64_t maxGap) {
     runs_.clear();
     for (size_t i = 0; i < slots_.size();) {
       const int64_t runFirst = sample(i);
       const int64_t end = source.fileEnd(source.fileOf(runFirst));
       size_t j = i;
       int64_t last = runFirst;
-      while (j < slots_.size() && sample(j) - runFirst < runRows && sample(j) < end && sample(j) - last <= 1) {
+      while (j < slots_.size() && sample(j) - runFirst < runRows && sample(j) < end && sample(j) - last <= 1 + maxGap) {
         last = sample(j);
         ++j;
       }
@@ -131,20 +167,24 @@ void BatchLoader::readLoop() {
 
 void BatchLoader::readWindows() {
   const int64_t total = static_cast<int64_t>(order_.size());
-  const int64_t firstWindow = skip_ / opt_.window * opt_.window;
   // Runs are capped so that a window's rows come in a few calls without one huge mapping.
   const int64_t runRows =
       std::max<int64_t>(1, static_cast<int64_t>((4u << 20) / std::max<size_t>(1, source_.rowBytes())));
   RowRuns runs;
-  for (int64_t first = firstWindow; first < total; first += opt_.window) {
-    std::shared_ptr<Window> w = planWindow(first, total);
+  bool firstTaken = false;
+  for (size_t i = 0; i < windowStarts_.size(); ++i) {
+    const int64_t first = windowStarts_[i];
+    const int64_t end = i + 1 < windowStarts_.size() ? windowStarts_[i + 1] : total;
+    if (end <= skip_) continue;
+    std::shared_ptr<Window> w = planWindow(first, end - first, total);
     if (w->batches.empty()) continue;
     if (!admitWindow(*w)) break;
     runs.sort(order_.data() + first, w->count);
     w->row.resize(w->count);
     auto r0 = std::chrono::steady_clock::now();
-    runs.split(source_, runRows);
-    if (first == firstWindow) {
+    runs.split(source_, runRows, opt_.maxGap);
+    if (!firstTaken) {
+      firstTaken = true;
       // The first window of the epoch is wanted at once: every run is requested from the
       // disk now, in parallel, rather than one after another as each is mapped (a cold
       // page cache). Later windows are taken while training is busy with earlier ones.
@@ -161,10 +201,10 @@ void BatchLoader::readWindows() {
   }
 }
 
-std::shared_ptr<BatchLoader::Window> BatchLoader::planWindow(int64_t first, int64_t total) const {
+std::shared_ptr<BatchLoader::Window> BatchLoader::planWindow(int64_t first, int64_t count, int64_t total) const {
   auto w = std::make_shared<Window>();
   w->first = first;
-  w->count = std::min(opt_.window, total - first);
+  w->count = count;
   for (int64_t b0 = std::max(first, skip_) - first; b0 < w->count; b0 += opt_.batchSize) {
     const int64_t b1 = std::min(b0 + opt_.batchSize, w->count);
     if (b1 - b0 < opt_.batchSize && opt_.dropLast && first + b1 == total) break;
@@ -191,6 +231,8 @@ bool BatchLoader::admitWindow(Window& w) {
 bool BatchLoader::holdRows(Window& w, const RowRuns& runs) {
   const size_t rowBytes = source_.rowBytes();
   int64_t rawUsed = 0;  // rows of the raw buffer filled
+  int64_t spanRows = 0;  // rows of every run, gaps included: what the raw buffer may need
+  for (const RowRuns::Run& r : runs.runs()) spanRows += r.rows;
   for (const RowRuns::Run& r : runs.runs()) {
     {
       std::lock_guard<std::mutex> lock(mutex_);  // a stop or an error need not wait for the window
@@ -204,7 +246,11 @@ bool BatchLoader::holdRows(Window& w, const RowRuns& runs) {
       base = static_cast<const char*>(mapped.rows());
       w.maps.push_back(std::move(mapped));
     } else {
-      if (!w.raw.defined()) w.raw = at::empty({opt_.window, source_.rowElements()}, source_.featureType());
+      // Sized at its first use in the window (a reused buffer may be too small), before any
+      // row points into it.
+      if (rawUsed == 0 && (!w.raw.defined() || w.raw.size(0) < spanRows)) {
+        w.raw = at::empty({spanRows, source_.rowElements()}, source_.featureType());
+      }
       char* dst = static_cast<char*>(w.raw.data_ptr()) + rawUsed * rowBytes;
       source_.read(r.first, r.rows, dst);
       rawUsed += r.rows;
@@ -212,7 +258,11 @@ bool BatchLoader::holdRows(Window& w, const RowRuns& runs) {
     }
     for (size_t k = r.begin; k < r.end; ++k) w.row[runs.position(k)] = base + (runs.sample(k) - r.first) * rowBytes;
     ++readCalls_;
-    rowsRead_ += r.rows;
+    // The samples taken (rows stepped over in a gap are not counted; a sample twice in a
+    // window, the padding's, is counted once).
+    int64_t distinct = 0;
+    for (size_t k = r.begin; k < r.end; ++k) distinct += k == r.begin || runs.sample(k) != runs.sample(k - 1);
+    rowsRead_ += distinct;
   }
   return true;
 }

@@ -47,31 +47,32 @@ h.check(names() == ["ckpt-e0002-n0000000000.pt", "ckpt-e0002-n0000001664.pt"],
         "2 ranks: checkpoints named by progress, the 2 most advanced kept", names())
 rec_a = read_jsonl(h.path("run", "metrics.jsonl"))
 
-# B: resumed on 3 ranks (42 steps per epoch of 96 samples): 1664 samples = step 17 (1632
-# samples, the last whole step), global step 2 * 42 + 17 = 101. Signalled at 112, stopped at
-# 120: step 36 = 2 epochs + 3456 samples (86%), a smaller global step (120) than A's (152).
+# B: resumed on 3 ranks (42 steps per epoch of 96 samples) at exactly sample 1664 (no step
+# boundary of 96): the 2336 samples left are 25 steps, so this is step 42 - 25 = 17, global
+# step 2 * 42 + 17 = 101. Signalled at 112, stopped at 120: step 36 = 2 epochs + 1664 + 19 x
+# 96 = 3488 samples (87%), a smaller global step (120) than A's (152).
 b = preempted(3, 112, ["--resume", "auto"])
 h.check(re.search(r"resumed from \S*ckpt-e0002-n0000001664\.pt at epoch 3 step 17 \(global step 101\)", b.stdout),
         "3 ranks resume the 2-rank checkpoint at the samples it had seen", b.stdout[-2000:])
-h.check(names() == ["ckpt-e0002-n0000001664.pt", "ckpt-e0002-n0000003456.pt"],
+h.check(names() == ["ckpt-e0002-n0000001664.pt", "ckpt-e0002-n0000003488.pt"],
         "retention keeps the 3-rank checkpoint (the most advanced) and the 2-rank one, by progress", names())
 rec_b = read_jsonl(h.path("run", "metrics.jsonl"))
-at_b = (2, 1632)
+at_b = (2, 1664)
 lost = [r for r in rec_a if progress(r) <= at_b and ident(r) not in {ident(x) for x in rec_b}]
 h.check(not lost and [r["epoch"] for r in rec_b if r["type"] == "epoch"] == [1, 2],
         "the 3-rank resume keeps every record up to its position (the epoch-2 record too)", lost)
-past = [r for r in rec_a if progress(r) > at_b]
-h.check(past and not [r for r in past if ident(r) in {ident(x) for x in rec_b}],
-        "and drops the 2-rank records past it (the one at 2 epochs + 1664 samples)", past)
+last_a = [r for r in rec_a if progress(r) == at_b]
+h.check(last_a and all(ident(r) in {ident(x) for x in rec_b} for r in last_a),
+        "and the 2-rank record at the resumed sample itself (nothing of it is trained again)", last_a)
 shutil.copytree(h.path("run"), h.path("back"))
 
 # C: --resume auto picks the 3-rank checkpoint, the furthest in training.
 c = h.run(["train", cfg, *keep, "--resume", "auto"], ranks=3)
-h.check(re.search(r"resumed from \S*ckpt-e0002-n0000003456\.pt at epoch 3 step 36 \(global step 120\)", c.stdout),
-        "--resume auto picks the 3-rank checkpoint at 2 epochs + 3456 samples over the 2-rank one at + 1664 "
+h.check(re.search(r"resumed from \S*ckpt-e0002-n0000003488\.pt at epoch 3 step 36 \(global step 120\)", c.stdout),
+        "--resume auto picks the 3-rank checkpoint at 2 epochs + 3488 samples over the 2-rank one at + 1664 "
         "(global steps 120 vs 152)", c.stdout[-2000:])
 rec_c = read_jsonl(h.path("run", "metrics.jsonl"))
-lost = [r for r in rec_b if progress(r) <= (2, 3456) and ident(r) not in {ident(x) for x in rec_c}]
+lost = [r for r in rec_b if progress(r) <= (2, 3488) and ident(r) not in {ident(x) for x in rec_c}]
 h.check(not lost, "metrics.jsonl keeps every record up to the resumed position", lost)
 h.check([r["epoch"] for r in rec_c if r["type"] == "epoch"] == [1, 2, 3, 4], "one epoch record per epoch",
         [(r["epoch"], r["global_step"]) for r in rec_c if r["type"] == "epoch"])
@@ -94,7 +95,7 @@ h.check(points == want, f"the event files hold the {len(want)} records' points a
 p = h.run(["train", cfg, *keep, "--set", "run.dir=back", "--set", "run.epochs=3", "--resume",
            h.path("back", "checkpoints", "ckpt-e0002-n0000001664.pt")], ranks=2)
 aside = h.path("back", "checkpoints", "abandoned-after-ckpt-e0002-n0000001664")
-h.check(os.path.isdir(aside) and os.listdir(aside) == ["ckpt-e0002-n0000003456.pt"],
+h.check(os.path.isdir(aside) and os.listdir(aside) == ["ckpt-e0002-n0000003488.pt"],
         "a resume from a less advanced checkpoint moves the further one aside, by progress",
         os.listdir(h.path("back", "checkpoints")))
 rec = read_jsonl(h.path("back", "metrics.jsonl"))
@@ -105,14 +106,14 @@ h.check([r["epoch"] for r in rec if r["type"] == "epoch"] == [1, 2, 3]
 # The same --resume PATH again, with the 3-rank checkpoint copied back (a file of the same name
 # as one in the first folder): what this resume abandons goes to a folder of its own.
 first = {f: open(os.path.join(aside, f), "rb").read() for f in os.listdir(aside)}
-shutil.copy(os.path.join(aside, "ckpt-e0002-n0000003456.pt"), h.path("back", "checkpoints"))
+shutil.copy(os.path.join(aside, "ckpt-e0002-n0000003488.pt"), h.path("back", "checkpoints"))
 p = h.run(["train", cfg, *keep, "--set", "run.dir=back", "--set", "run.epochs=3", "--resume",
            h.path("back", "checkpoints", "ckpt-e0002-n0000001664.pt")], ranks=2)
 h.check({f: open(os.path.join(aside, f), "rb").read() for f in os.listdir(aside)} == first,
         "a second resume from the same checkpoint leaves the first abandoned folder's files as they were",
         sorted(os.listdir(aside)))
 second = sorted(os.listdir(aside + ".2")) if os.path.isdir(aside + ".2") else []
-h.check({"ckpt-e0002-n0000003456.pt", "ckpt-e0003-n0000000000.pt"} <= set(second),
+h.check({"ckpt-e0002-n0000003488.pt", "ckpt-e0003-n0000000000.pt"} <= set(second),
         "and moves what it abandons to abandoned-after-ckpt-e0002-n0000001664.2/", second)
 
 h.finish()

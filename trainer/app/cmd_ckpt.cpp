@@ -9,7 +9,9 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "core/table.h"
+#include "checkpoint/progress.h"
 #include "trainer/app/commands.h"
+#include "trainer/engine/global_batch.h"
 
 namespace forge::train {
 namespace {
@@ -17,9 +19,54 @@ namespace {
 const char* kCkptHelp = R"(usage: forge ckpt inspect PATH [--json]
 
 Prints the checkpoint's epoch, step, best metric, world size, forge version, LR schedule
-and sampler position, and the name, shape, type and size of every tensor it holds. The
-file is verified (checksum) first. --json prints the same as one JSON object.
+and sampler position, the position in global samples of the epoch and the world sizes it
+resumes on exactly, and the name, shape, type and size of every tensor it holds. The file
+is verified (checksum) first. --json prints the same as one JSON object.
 )";
+
+// Where a checkpoint stands in its epoch's global order, and which world sizes continue it
+// at exactly the next unseen sample with the same global batches.
+struct Position {
+  int64_t epoch = 0, samples = 0, total = -1;  // total -1: not recorded (an older file)
+  int64_t globalBatch = 0;      // of the steps so far
+  int64_t globalBatchSize = 0;  // data.global_batch_size (0: unset)
+  std::vector<int> worlds;      // with it set: the world sizes it splits on (up to 64)
+};
+
+int64_t samplerInt(const ckpt::Checkpoint& ck, const char* key, int64_t otherwise) {
+  if (!ck.sampler.isGenericDict()) return otherwise;
+  auto d = ck.sampler.toGenericDict();
+  auto it = d.find(key);
+  return it != d.end() && it->value().isInt() ? it->value().toInt() : otherwise;
+}
+
+Position positionOf(const std::string& path, const ckpt::Checkpoint& ck) {
+  Position p;
+  const ckpt::Progress progress = ckpt::progressOf(ck, path);
+  p.epoch = progress.epoch;
+  p.samples = progress.samples;
+  p.total = samplerInt(ck, "epoch_samples_total", -1);
+  p.globalBatch = samplerInt(ck, "global_batch", 0);
+  p.globalBatchSize = samplerInt(ck, "global_batch_size", 0);
+  if (p.globalBatchSize > 0) {
+    p.worlds = worldSizesFor(p.globalBatchSize, samplerInt(ck, "batch_size_limit", p.globalBatchSize), 64);
+  }
+  return p;
+}
+
+std::string resumesOnText(const Position& p, int worldSize) {
+  if (p.globalBatch == 0) {
+    return "any world size, at the samples seen (written before global positions: the rest of the epoch's order "
+           "may differ)";
+  }
+  if (p.globalBatchSize > 0) {
+    return concat("world sizes ", listText(p.worlds), " (up to 64), with the same global batch of ",
+                  p.globalBatchSize, " samples");
+  }
+  return concat("any world size, at the next unseen sample; a step there is world size x batch_size x "
+                "accumulate_steps samples (here ", p.globalBatch, " on ", worldSize,
+                " rank(s); set data.global_batch_size to keep it)");
+}
 
 struct TensorRow {
   std::string name;
@@ -105,6 +152,14 @@ void printJson(const std::string& path, const ckpt::Checkpoint& ck, const Conten
   j["rng_states"] = ck.rngStates.size();
   j["lr_schedule"] = scalarsJson(ck.schedule);
   j["sampler"] = scalarsJson(ck.sampler);
+  const Position p = positionOf(path, ck);
+  j["position"] = {{"epoch", p.epoch}, {"samples", p.samples}, {"of", p.total >= 0 ? nlohmann::json(p.total)
+                                                                                  : nlohmann::json(nullptr)}};
+  if (p.globalBatchSize > 0) {
+    j["resumes_on"] = p.worlds;
+  } else {
+    j["resumes_on"] = "any";
+  }
   j["model_elements"] = c.modelElements;
   j["model_bytes"] = c.modelBytes;
   j["optimizer_bytes"] = c.optimizerBytes;
@@ -135,6 +190,10 @@ void printTables(const std::string& path, const ckpt::Checkpoint& ck, const Cont
       .row({"optimizer", mib(c.optimizerBytes) + " of state"});
   if (ck.schedule.isGenericDict()) head.row({"lr schedule", scalarsLine(ck.schedule)});
   if (ck.sampler.isGenericDict()) head.row({"sampler", scalarsLine(ck.sampler)});
+  const Position p = positionOf(path, ck);
+  head.row({"position", concat("epoch ", p.epoch + 1, ", ", p.samples, " of ",
+                               p.total >= 0 ? std::to_string(p.total) : std::string("?"), " samples (global)")});
+  head.row({"resumes exactly on", resumesOnText(p, ck.worldSize)});
   std::cout << head.str() << "\n";
   using A = Table::Align;
   Table tensors({"tensor", "shape", "dtype", "bytes"}, {A::kLeft, A::kLeft, A::kLeft, A::kRight});

@@ -50,6 +50,9 @@ struct DataConfig {
   std::string features = "features";
   std::string labels = "labels";
   int64_t batchSize = 64;       // per rank
+  // Samples per optimizer step over all ranks (0: world * batchSize * accumulate_steps);
+  // set, the per-rank batch and accumulate_steps derive from it (trainer/engine/global_batch.h).
+  int64_t globalBatchSize = 0;
   int64_t evalBatchSize = 1000; // per rank
   bool shuffle = true;
   bool dropLast = false;

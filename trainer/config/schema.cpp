@@ -96,12 +96,16 @@ void declareData(std::vector<Field>& f) {
   f.push_back(field<S>("data", "features", [](Config& c) -> S& { return c.data.features; }, "dataset name of the inputs"));
   f.push_back(field<S>("data", "labels", [](Config& c) -> S& { return c.data.labels; }, "dataset name of the targets"));
   f.push_back(field<int64_t>("data", "batch_size", [](Config& c) -> int64_t& { return c.data.batchSize; },
-                             "samples per rank in a (micro-)batch", atLeast(1)));
+                             "samples per rank in a (micro-)batch; with global_batch_size, the largest micro-batch", atLeast(1)));
+  f.push_back(field<int64_t>("data", "global_batch_size", [](Config& c) -> int64_t& { return c.data.globalBatchSize; },
+                             "samples per optimizer step over all ranks, kept on any world size (the per-rank batch and "
+                             "optimizer.accumulate_steps derive from it); 0: world size x batch_size x accumulate_steps",
+                             atLeast(0)));
   f.push_back(field<int64_t>("data", "eval_batch_size", [](Config& c) -> int64_t& { return c.data.evalBatchSize; },
                              "samples per rank per evaluation batch", atLeast(1)));
   f.push_back(field<bool>("data", "shuffle", [](Config& c) -> bool& { return c.data.shuffle; }, "shuffle each epoch"));
   f.push_back(field<bool>("data", "drop_last", [](Config& c) -> bool& { return c.data.dropLast; },
-                          "drop each rank's last partial batch"));
+                          "leave out the epoch's last, partial global batch (else it is padded to a multiple of the world size)"));
   f.push_back(field<int64_t>("data", "prefetch", [](Config& c) -> int64_t& { return c.data.prefetch; },
                              "batches built ahead of training, at least (the loader keeps about 8 MiB of them, up to 16)", atLeast(1)));
   f.push_back(field<double>("data", "buffer_mb", [](Config& c) -> double& { return c.data.bufferMb; },

@@ -46,7 +46,14 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
   sampler.insert("world_size", static_cast<int64_t>(world_.size));
   sampler.insert("shuffle", cfg_.data.shuffle);
   sampler.insert("drop_last", cfg_.data.dropLast);
-  sampler.insert("window", window_);
+  // The global order is a function of seed, epoch, shuffle and this window; the steps cut it
+  // into global batches of global_batch samples from the epoch's start.
+  sampler.insert("global_window", window_);
+  sampler.insert("global_batch", sampler_->globalBatch());
+  sampler.insert("global_batch_size", cfg_.data.globalBatchSize);
+  sampler.insert("micro_batch", cfg_.data.batchSize);
+  sampler.insert("batch_size_limit", batchSizeLimit_);
+  sampler.insert("epoch_samples_total", sampler_->epochSamples());
   sampler.insert("samples_per_rank", sampler_->samplesPerRank());
   ck.sampler = sampler;
   return ck;
@@ -116,22 +123,6 @@ at::Tensor Trainer::currentRngState() const {
     parts.push_back(gen.get_state());
   }
   return parts.size() == 1 ? parts[0] : at::cat(parts);
-}
-
-void Trainer::restoreRngState(const at::Tensor& state) const {
-  auto cpu = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(cpu.mutex());
-  int64_t cpuBytes = cpu.get_state().numel();
-  cpu.set_state(state.narrow(0, 0, std::min(cpuBytes, state.numel())).clone());
-  if (!device_.is_cuda()) return;
-  at::Generator gen = at::globalContext().defaultGenerator(device_);
-  std::lock_guard<std::mutex> lockCuda(gen.mutex());
-  if (state.numel() == cpuBytes + gen.get_state().numel()) {
-    gen.set_state(state.narrow(0, cpuBytes, state.numel() - cpuBytes).clone());
-  } else {
-    log::warn("ckpt", "the checkpoint holds no CUDA generator state (written on the CPU?): dropout on the GPU "
-              "continues from the epoch's seed, not from the saved position");
-  }
 }
 
 }  // namespace forge::train

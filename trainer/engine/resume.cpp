@@ -154,13 +154,11 @@ void Trainer::resumeFrom() {
               monitoredMetric(), ": the best so far starts anew (best.pt is replaced by the next epoch)");
     state_.bestMetric = std::nan("");
   }
-  if (ck.worldSize == world_.size && static_cast<int>(ck.rngStates.size()) == world_.size) {
-    // Restored at the start of the (mid-)epoch, after the per-epoch reseed.
-    pendingRngState_ = ck.rngStates[world_.rank];
-  }
-  if (ck.sampler.isGenericDict() && state_.step > 0 && ck.worldSize == world_.size) {
+  // Dropout's generator is reseeded at every step from (seed, global step, rank): the
+  // saved generator states are kept in the file but not needed to continue.
+  if (ck.sampler.isGenericDict() && state_.step > 0) {
     // Mid-epoch, the rest of the epoch follows the saved order only if nothing that shapes
-    // the order changed.
+    // the order changed (the world size does not).
     auto saved = ck.sampler.toGenericDict();
     std::string changed;
     auto differs = [&](const char* key, const c10::IValue& now) {
@@ -170,29 +168,44 @@ void Trainer::resumeFrom() {
     differs("seed", cfg_.run.seed);
     differs("shuffle", cfg_.data.shuffle);
     differs("drop_last", cfg_.data.dropLast);
-    differs("window", window_);
+    differs("global_window", window_);
     if (!changed.empty()) {
       log::warn("ckpt", "the config changes the data order (", changed, " differ from the checkpoint's; "
                 "data.buffer_mb sets the window): the rest of the interrupted epoch sees other batches than the "
                 "uninterrupted run would have");
     }
   }
-  // Positions are in optimizer steps, whose size in samples depends on the world size (and
-  // the batch size and accumulate_steps): the samples seen carry over, and the step and the
-  // global step are re-derived from them so that the data and the schedule stay on course.
+  // The position is a count of the epoch's global samples, the same measure at any world
+  // size: the rest of the epoch starts at exactly the next unseen sample, in steps of this
+  // run's global batch. The step is re-derived so that the epoch still has stepsPerEpoch_
+  // steps (the schedule's measure); when the global batch is the one the checkpoint's steps
+  // had, it is the checkpoint's step.
   const ckpt::Progress saved = ckpt::progressOf(ck, path);
-  const int64_t perStep = world_.size * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
-  if (ck.worldSize != world_.size || saved.samples != ck.step * perStep) {
-    state_.step = std::min(stepsPerEpoch_, saved.samples / perStep);
-    state_.globalStep = state_.epoch * stepsPerEpoch_ + state_.step;
-    if (ck.worldSize == world_.size && ck.step > 0) {
-      log::warn("ckpt", "the checkpoint's steps were of ", saved.samples / std::max<int64_t>(1, ck.step),
-                " samples, this config's are of ", perStep, ": resuming at step ", state_.step, " of the epoch");
-    }
+  const int64_t globalBatch = sampler_->globalBatch();
+  resumeEpoch_ = state_.epoch;
+  resumeSample_ = std::min(saved.samples, sampler_->epochSamples());
+  state_.step = stepsPerEpoch_ - sampler_->stepsFrom(resumeSample_);
+  resumeStep_ = state_.step;
+  // The global step counts steps of the checkpoint's size up to it: kept when those are this
+  // run's steps too (the same global batch), else re-derived so that the schedule stays on
+  // course. A file without "global_batch" (an older forge) had this one at its world size.
+  int64_t savedGlobalBatch = ck.worldSize == world_.size ? globalBatch : 0;
+  if (ck.sampler.isGenericDict()) {
+    auto d = ck.sampler.toGenericDict();
+    auto it = d.find("global_batch");
+    if (it != d.end() && it->value().isInt()) savedGlobalBatch = it->value().toInt();
   }
-  if (ck.worldSize != world_.size) {
-    log::warn("ckpt", "checkpoint was written by ", ck.worldSize, " ranks, resuming on ", world_.size,
-              ck.step > 0 ? ": the order of the rest of the interrupted epoch changes" : "");
+  if (savedGlobalBatch != globalBatch || state_.step != ck.step) {
+    state_.globalStep = state_.epoch * stepsPerEpoch_ + state_.step;
+  }
+  if (ck.worldSize != world_.size || saved.samples % globalBatch != 0) {
+    log::info("ckpt", "checkpoint was written by ", ck.worldSize, ck.worldSize == 1 ? " rank" : " ranks",
+              ", resuming on ", world_.size,
+              " at global sample ", saved.samples, " of ", sampler_->epochSamples(), " of epoch ", state_.epoch + 1,
+              ", in steps of ", globalBatch, " samples",
+              saved.samples % globalBatch != 0 ? concat(" (the steps so far were of another size: this epoch's step "
+                                                        "count is re-derived from the samples)")
+                                               : std::string());
   }
   state_.epochSamples = epochSamplesDone();
   // Epochs count from 1 here, as in the progress lines: "at epoch 4 step 0" is where epoch 4

@@ -11,6 +11,7 @@
 #include "checkpoint/python_state_dict.h"
 #include "distributed/device.h"
 #include "trainer/engine/data_watch.h"
+#include "trainer/engine/global_batch.h"
 #include "trainer/engine/observers.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/module/build.h"
@@ -41,17 +42,34 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   task_ = Task::resolve(cfg_.task.loss, cfg_.task.metrics);
   openData();
   buildModel(std::move(model));
-  window_ = data::windowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)), train_->rowElements() * sizeof(float),
-                            cfg_.data.batchSize);
+  {
+    // The step's global batch, split for this world size (the config's batch_size and
+    // accumulate_steps become the derived ones, which the rest of setup and the loop use).
+    BatchSplit split = splitGlobalBatch(cfg_.data.globalBatchSize, cfg_.data.batchSize,
+                                        cfg_.optimizer.accumulateSteps, world_.size);
+    if (cfg_.data.globalBatchSize > 0 && world_.rank == 0) {
+      log::info("data", "data.global_batch_size ", split.global, " on ", world_.size, " rank(s): micro-batches of ",
+                split.microBatch, " x ", split.accumulate, " per step per rank");
+    }
+    batchSizeLimit_ = cfg_.data.batchSize;
+    cfg_.data.batchSize = split.microBatch;
+    cfg_.optimizer.accumulateSteps = split.accumulate;
+  }
+  // The global shuffle window depends on the buffer, the row size and a configured global
+  // batch only, never on the world size: the epoch's order is the same on any number of ranks.
+  window_ = data::globalWindowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)),
+                                  train_->rowElements() * sizeof(float), cfg_.data.globalBatchSize);
+  const int64_t globalBatch = int64_t{world_.size} * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
   sampler_ = std::make_unique<data::DistributedSampler>(train_->blocks(), world_.rank, world_.size, cfg_.run.seed,
-                                                         cfg_.data.shuffle, cfg_.data.dropLast, window_);
+                                                         cfg_.data.shuffle, cfg_.data.dropLast, window_,
+                                                         cfg_.data.batchSize, globalBatch);
   makeLoader();
   batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
   const int64_t k = cfg_.optimizer.accumulateSteps;
   stepsPerEpoch_ = batchesPerEpoch_ / k + (batchesPerEpoch_ % k != 0 ? 1 : 0);  // rounded up, without overflow
   if (stepsPerEpoch_ == 0) {
-    throw ConfigError(concat("data.batch_size ", cfg_.data.batchSize, " with drop_last leaves no full batch from ",
-                             sampler_->samplesPerRank(), " samples per rank"));
+    throw ConfigError(concat("a global batch of ", globalBatch, " with drop_last leaves no full step from ",
+                             sampler_->datasetSize(), " samples"));
   }
   // Steps count in int64 and the schedule computes in double: past 2^53 steps neither is
   // exact (and such a run would never end).
@@ -154,25 +172,32 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
                                            cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_);
 }
 
-// Samples of this rank's share of the current epoch already trained on: the sampler's
-// position (step optimizer steps of accumulate_steps batches).
-int64_t Trainer::samplesDone() const { return state_.step * cfg_.optimizer.accumulateSteps * cfg_.data.batchSize; }
+// Samples of this rank's share of the current epoch already trained on.
+int64_t Trainer::samplesDone() const { return epochSamplesDone() / world_.size; }
 
-// The same over all ranks, at most the epoch's (the last step's batches may be short).
+// Global samples of the current epoch trained on: steps of the global batch from where the
+// epoch started (a resumed epoch may start between two steps of this world size's), at most
+// the epoch's samples (the last step's are padded or dropped).
 int64_t Trainer::epochSamplesDone() const {
-  return std::min(samplesDone(), sampler_->samplesPerRank()) * world_.size;
+  const int64_t g = sampler_->globalBatch();
+  const bool resumed = state_.epoch == resumeEpoch_;
+  const int64_t done = resumed ? resumeSample_ + (state_.step - resumeStep_) * g : state_.step * g;
+  return std::min(done, sampler_->epochSamples());
 }
 
-// Starts streaming `epoch` (from the resumed position when it is the current one).
+// Starts streaming `epoch` (from the resumed position when it is the resumed one): this
+// rank's part of the epoch's global order, read window by window.
 void Trainer::startLoader(int64_t epoch) {
   sampler_->setEpoch(epoch);
-  std::vector<int64_t> indices = sampler_->indices();
-  int64_t skip = 0;
-  if (epoch == state_.epoch) {
-    // Resuming mid-epoch: the batches already trained on are skipped, the order is unchanged.
-    skip = std::min<int64_t>(static_cast<int64_t>(indices.size()), samplesDone());
-  }
-  loader_->start(std::move(indices), skip);
+  const bool resumed = epoch == resumeEpoch_;
+  data::DistributedSampler::Plan plan = sampler_->plan(resumed ? resumeSample_ : 0);
+  // The micro-batches of the whole epoch as the loop counts them: those of the steps before
+  // the resumed one, then the plan's (the last step may have fewer).
+  batchesPerEpoch_ = (resumed ? resumeStep_ * cfg_.optimizer.accumulateSteps : 0) + plan.microBatches;
+  planSamples_ = static_cast<int64_t>(plan.indices.size());
+  planFirstStep_ = resumed ? resumeStep_ : 0;
+  sampleLog_.start(epoch, plan.indices, cfg_.data.batchSize);
+  loader_->start(std::move(plan.indices), 0, std::move(plan.windowStarts));
   loaderEpoch_ = epoch;
 }
 
@@ -182,6 +207,9 @@ void Trainer::makeLoader() {
   o.dropLast = cfg_.data.dropLast;
   o.prefetch = static_cast<size_t>(cfg_.data.prefetch);
   o.window = window_;
+  // A rank needs 1 in world_.size rows of each global window: gaps of up to a few times that
+  // are stepped over, so a window still comes in runs of whole blocks (bench/RESULTS.md).
+  o.maxGap = 8 * int64_t{world_.size} - 1;
   o.pinMemory = device_.is_cuda();
   o.nonFinite = cfg_.data.nonFinite == "skip" ? data::NonFinite::kSkip : data::NonFinite::kError;
   loader_ = std::make_unique<data::BatchLoader>(*train_, norm_, o);

@@ -19,9 +19,32 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Dropout and other random layers draw from a per-rank stream: ranks must not drop the
-// same units, and the stream must be reproducible from (seed, rank).
-uint64_t rankSeed(uint64_t seed, int rank) { return seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL * (rank + 1); }
+// Dropout and other random layers draw from a stream seeded per (seed, global step, rank):
+// ranks do not drop the same units, and a run resumed anywhere, at any world size, draws
+// what a run of that world size that never stopped would have (nothing to restore).
+uint64_t stepSeed(uint64_t seed, int64_t globalStep, int rank) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL * (rank + 1) +
+               0xD1B54A32D192ED03ULL * static_cast<uint64_t>(globalStep + 1);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// Seeds the generators a step draws from: the CPU's, and the device's. Directly, not by
+// torch::manual_seed, which also probes for CUDA devices: a few microseconds a step instead
+// of hundreds (bench/RESULTS.md).
+void seedGenerators(uint64_t seed, c10::Device device) {
+  {
+    auto cpu = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(cpu.mutex());
+    cpu.set_current_seed(seed);
+  }
+  if (device.is_cuda()) {
+    at::Generator gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+  }
+}
 
 // bf16 autocast on CUDA for the forward pass (matrix products in bf16, reductions and the
 // loss in fp32); the weights, their gradients and the optimizer state stay fp32.
@@ -82,14 +105,6 @@ TrainSummary Trainer::run() {
 
 void Trainer::trainEpoch(int64_t epoch) {
   model_.module->train();
-  // Dropout draws from a stream seeded per (seed, rank, epoch): ranks drop different units,
-  // and a run resumed at an epoch boundary draws exactly what the uninterrupted run drew.
-  torch::manual_seed(rankSeed(cfg_.run.seed, world_.rank) + static_cast<uint64_t>(epoch));
-  if (pendingRngState_.defined()) {
-    // Resumed mid-epoch at the same world size: continue this rank's stream exactly.
-    if (state_.step > 0) restoreRngState(pendingRngState_);
-    pendingRngState_ = at::Tensor();
-  }
   if (loaderEpoch_ != epoch) startLoader(epoch);
   const auto start = Clock::now();
   const double waitBefore = loader_->waitSeconds(), commBefore = sync_->commWaitSeconds();
@@ -130,8 +145,14 @@ void Trainer::trainEpoch(int64_t epoch) {
 void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
   const int64_t k = cfg_.optimizer.accumulateSteps;
   const int64_t micro = std::min(k, batchesPerEpoch_ - state_.step * k);
+  // This rank's samples in the step (fewer in the epoch's last): each micro-batch's loss
+  // weighs by its share of them, so that a step's gradient is its global batch's mean
+  // however the world size splits it.
+  const int64_t perRank = sampler_->globalBatch() / world_.size;
+  const int64_t share = std::min(perRank, planSamples_ - (state_.step - planFirstStep_) * perRank);
   const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
   std::vector<std::pair<std::string, at::Tensor>> before;
+  seedGenerators(stepSeed(cfg_.run.seed, state_.globalStep, world_.rank), device_);
   sync_->zeroGrad();
   auto& status = dist::rankStatus();
   for (int64_t m = 0; m < micro; ++m) {
@@ -141,6 +162,7 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
       throw Error(concat("rank ", world_.rank, " ran out of batches at epoch ", epoch + 1, " step ", state_.step + 1,
                          " (every rank must run the same number of steps)"));
     }
+    sampleLog_.record(epoch, state_.globalStep);
     // Pinned host memory: the copies overlap.
     data::Batch batch{loaded->x.to(device_, /*non_blocking=*/true), loaded->y.to(device_, /*non_blocking=*/true)};
     sync_->beforeForward();
@@ -157,8 +179,9 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     at::Tensor loss = task_.lossOf(out, batch);
     const bool last = m + 1 == micro;
     if (last && !checkedFirstStep_) before = snapshotParameters(*model_.module);
+    const int64_t planned = std::min(cfg_.data.batchSize, share - m * cfg_.data.batchSize);
     status.enterPhase(dist::Phase::kBackward);
-    sync_->backward(micro > 1 ? loss / static_cast<double>(micro) : loss, last);
+    sync_->backward(micro > 1 ? loss / (static_cast<double>(share) / static_cast<double>(planned)) : loss, last);
     sums.add(loss, out, batch);
   }
   {

@@ -30,6 +30,7 @@
 #include "trainer/engine/metric_sums.h"
 #include "trainer/engine/observer.h"
 #include "trainer/engine/run_dir.h"
+#include "trainer/engine/sample_log.h"
 #include "trainer/engine/train_state.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/report/summary.h"
@@ -111,7 +112,6 @@ class Trainer {
   // checkpointing.cpp
   ckpt::Checkpoint makeCheckpoint() const;
   at::Tensor currentRngState() const;
-  void restoreRngState(const at::Tensor& state) const;
   // trainer.cpp
   void trainEpoch(int64_t epoch);
   void trainStep(int64_t epoch, MetricSums& sums);
@@ -155,7 +155,13 @@ class Trainer {
          checkpointInLoopSeconds_ = 0, evalSeconds_ = 0, samplesSession_ = 0;
   int64_t epochsSession_ = 0, stepsSession_ = 0;
   std::string resumePath_;      // rank 0: the checkpoint to resume from ("" = fresh)
-  at::Tensor pendingRngState_;  // this rank's generator state from the checkpoint, to restore
+  // Where the resumed epoch continues: its global sample, and the step counted there (the
+  // epoch's steps from it on are of this world size's global batch). resumeEpoch_ -1: none.
+  int64_t resumeEpoch_ = -1, resumeSample_ = 0, resumeStep_ = 0;
+  int64_t batchSizeLimit_ = 0;
+  // The loader's current plan: this rank's samples, and the epoch step it starts at.
+  int64_t planSamples_ = 0, planFirstStep_ = 0;  // data.batch_size as configured (the largest micro-batch)
+  SampleLog sampleLog_{world_.rank};  // test-only (FORGE_SAMPLE_LOG)
   ckpt::AsyncSaver asyncSaver_;  // rank 0, checkpoint.async
 };
 
