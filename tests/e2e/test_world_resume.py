@@ -11,7 +11,7 @@ import json
 import os
 import re
 
-from harness import Harness, same_checkpoint
+from harness import Harness, same_checkpoint, small_config
 
 h = Harness()
 N, G = 1000, 24
@@ -48,12 +48,12 @@ common = ["--set", f"data.global_batch_size={G}", "--set", "data.batch_size=12",
 steps_per_epoch = -(-N // G)  # 42
 
 
-def train(run, ranks, resume=False, signal_at=None):
+def train(run, ranks, resume=False, signal_at=None, extra=()):
     env = {"FORGE_SAMPLE_LOG": h.path(run + ".samples")}
     if signal_at is not None:
         env["FORGE_FAULT_SIGNAL_STEP"] = str(signal_at)
     os.environ.update(env)
-    args = ["train", cfg, *common, "--set", f"run.dir={run}"] + (["--resume", "auto"] if resume else [])
+    args = ["train", cfg, *common, "--set", f"run.dir={run}", *extra] + (["--resume", "auto"] if resume else [])
     p = h.run(args, ranks=ranks, expect_rc=None, mpirun_args=[a for k in env for a in ("-x", k)])
     for k in env:
         del os.environ[k]
@@ -155,6 +155,37 @@ h.check("world sizes 1, 2, 3, 4, 6, 8, 12, 24" in ins, "ckpt inspect names the w
 j = json.loads(h.run(["ckpt", "inspect", mid, "--json"]).stdout)
 h.check(j["position"] == {"epoch": 0, "samples": samples, "of": N} and j["resumes_on"] == [1, 2, 3, 4, 6, 8, 12, 24],
         "and in --json", {k: j.get(k) for k in ("position", "resumes_on")})
+
+# Setting data.global_batch_size on resume (as `ckpt inspect` suggests for a checkpoint
+# written without it) rounds this config's shuffle window: the checkpoint's window is kept,
+# and the interrupted epoch still sees every sample once.
+train("w", 2, signal_at=6, extra=["--set", "data.global_batch_size=0"])
+w = train("w", 3, resume=True)
+used = collections.Counter()
+for c in sample_log("w").values():
+    used.update(c)
+h.check("keeping the checkpoint's shuffle window" in w.stdout, "the resume keeps the checkpoint's window",
+        w.stdout[-2000:])
+# 1000 = 41 x 24 + 16: on 3 ranks the last step's 16 are padded to 18 from the order's start.
+twice = [i for i, c in used.items() if c == 2]
+h.check(sorted(used) == list(range(N)) and set(used.values()) <= {1, 2} and len(twice) == 2,
+        "2 ranks without a global batch -> 3 ranks with one: every sample once (2 padding the last step)",
+        [(i, c) for i, c in used.items() if c != 1][:10] + [("missing", N - len(used))])
+
+# A resume whose last step leaves BatchNorm 1 sample per rank: 1 rank of batch 2 saves at
+# every step; from sample 82 on 3 ranks of batch 5 the epoch's last step holds 918 mod 15 = 3
+# samples.
+# A named config error (exit 2), not a torch error; the checkpoints stay for another resume.
+bn = small_config(h, "bn.yaml", "syn.h5", "bn", epochs=1)
+os.environ["FORGE_FAULT_SIGNAL_STEP"] = "40"
+h.run(["train", bn, "--set", "data.batch_size=2", "--set", "checkpoint.every_steps=1", "--set",
+       "checkpoint.keep_last=100"], ranks=1, expect_rc=75, mpirun_args=["-x", "FORGE_FAULT_SIGNAL_STEP"])
+del os.environ["FORGE_FAULT_SIGNAL_STEP"]
+p = h.run(["train", bn, "--set", "data.batch_size=5", "--resume", h.path("bn", "checkpoints",
+           "ckpt-e0000-n0000000082.pt")], ranks=3, expect_rc=None)
+h.check(p.returncode == 2 and "holds 1 sample per rank, which BatchNorm cannot train on" in p.stdout + p.stderr,
+        f"a 1-sample BatchNorm step after a resume is a named config error (exit {p.returncode})",
+        p.stdout[-2000:] + p.stderr[-2000:])
 
 # A global batch that does not split: a config error naming what would work.
 p = h.run(["train", cfg, *common, "--set", "run.dir=bad", "--set", "data.global_batch_size=25"], ranks=2,

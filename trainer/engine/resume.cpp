@@ -168,11 +168,31 @@ void Trainer::resumeFrom() {
     differs("seed", cfg_.run.seed);
     differs("shuffle", cfg_.data.shuffle);
     differs("drop_last", cfg_.data.dropLast);
-    differs("global_window", window_);
+    // The window (from data.buffer_mb, and rounded to data.global_batch_size when that is
+    // set) shapes the order too. The checkpoint's is kept for the run when nothing else
+    // changed and it fits this run's buffer: setting data.global_batch_size (or another
+    // buffer) on resume then still continues the interrupted epoch exactly.
+    auto savedWindow = saved.find("global_window");
+    if (changed.empty() && savedWindow != saved.end() && savedWindow->value().isInt() &&
+        savedWindow->value().toInt() != window_) {
+      const int64_t keep = savedWindow->value().toInt();
+      const int64_t bound = data::globalWindowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)),
+                                                  train_->rowElements() * sizeof(float), 0);
+      if (keep > 0 && keep <= bound) {
+        log::info("ckpt", "keeping the checkpoint's shuffle window of ", keep, " samples (this config's would be ",
+                  window_, ") so that the rest of the interrupted epoch follows its order");
+        window_ = keep;
+        rebuildSampler();
+      } else {
+        changed = "global_window (data.buffer_mb, and data.global_batch_size when set; the checkpoint's does not "
+                  "fit this run's buffer)";
+      }
+    } else {
+      differs("global_window", window_);
+    }
     if (!changed.empty()) {
-      log::warn("ckpt", "the config changes the data order (", changed, " differ from the checkpoint's; "
-                "data.buffer_mb sets the window): the rest of the interrupted epoch sees other batches than the "
-                "uninterrupted run would have");
+      log::warn("ckpt", "the config changes the data order (", changed, " differ from the checkpoint's): the rest "
+                "of the interrupted epoch sees other batches than the uninterrupted run would have");
     }
   }
   // The position is a count of the epoch's global samples, the same measure at any world

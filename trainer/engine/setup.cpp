@@ -60,10 +60,7 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   window_ = data::globalWindowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)),
                                   train_->rowElements() * sizeof(float), cfg_.data.globalBatchSize);
   const int64_t globalBatch = int64_t{world_.size} * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
-  sampler_ = std::make_unique<data::DistributedSampler>(train_->blocks(), world_.rank, world_.size, cfg_.run.seed,
-                                                         cfg_.data.shuffle, cfg_.data.dropLast, window_,
-                                                         cfg_.data.batchSize, globalBatch);
-  makeLoader();
+  rebuildSampler();
   batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
   const int64_t k = cfg_.optimizer.accumulateSteps;
   stepsPerEpoch_ = batchesPerEpoch_ / k + (batchesPerEpoch_ % k != 0 ? 1 : 0);  // rounded up, without overflow
@@ -92,8 +89,16 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
     }
   }
   checkpoints_ = std::make_unique<ckpt::CheckpointDir>(runDir_.checkpoints(), static_cast<int>(cfg_.checkpoint.keepLast));
-  if (hasBatchNorm(*model_.module)) {
+  hasBatchNorm_ = hasBatchNorm(*model_.module);
+  if (hasBatchNorm_) {
     // Training-mode BatchNorm needs two samples per batch to form statistics.
+    if (cfg_.data.batchSize == 1) {
+      throw ConfigError(concat("micro-batches of 1 sample per rank",
+                               cfg_.data.globalBatchSize > 0 ? concat(" (data.global_batch_size ", cfg_.data.globalBatchSize,
+                                                                      " on ", world_.size, " ranks)")
+                                                             : std::string(),
+                               ", which BatchNorm cannot train on: use a larger batch or fewer ranks"));
+    }
     int64_t lastBatch = sampler_->samplesPerRank() % cfg_.data.batchSize;
     if (lastBatch == 1 && !cfg_.data.dropLast) {
       throw ConfigError(concat("the last batch of every epoch would hold 1 sample per rank (",
@@ -199,6 +204,15 @@ void Trainer::startLoader(int64_t epoch) {
   sampleLog_.start(epoch, plan.indices, cfg_.data.batchSize);
   loader_->start(std::move(plan.indices), 0, std::move(plan.windowStarts));
   loaderEpoch_ = epoch;
+}
+
+// The sampler and the loader for window_ (again, when a resume keeps a checkpoint's window).
+void Trainer::rebuildSampler() {
+  const int64_t globalBatch = int64_t{world_.size} * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
+  sampler_ = std::make_unique<data::DistributedSampler>(train_->blocks(), world_.rank, world_.size, cfg_.run.seed,
+                                                         cfg_.data.shuffle, cfg_.data.dropLast, window_,
+                                                         cfg_.data.batchSize, globalBatch);
+  makeLoader();
 }
 
 void Trainer::makeLoader() {

@@ -165,6 +165,13 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     sampleLog_.record(epoch, state_.globalStep);
     // Pinned host memory: the copies overlap.
     data::Batch batch{loaded->x.to(device_, /*non_blocking=*/true), loaded->y.to(device_, /*non_blocking=*/true)};
+    if (hasBatchNorm_ && batch.x.size(0) == 1) {
+      // Every rank holds as many samples (the sampler pads to make it so): all stop alike.
+      throw ConfigError(concat("epoch ", epoch + 1, " step ", state_.step + 1, " holds 1 sample per rank, which "
+                               "BatchNorm cannot train on (the last step of an epoch resumed on ", world_.size,
+                               " ranks at a position that leaves one sample each); its checkpoints stay: resume "
+                               "on another number of ranks, or set data.drop_last: true"));
+    }
     sync_->beforeForward();
     status.enterPhase(dist::Phase::kForward);
     maybeHang(dist::Phase::kForward, world_.rank, state_.globalStep);

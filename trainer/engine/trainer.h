@@ -121,6 +121,7 @@ class Trainer {
   void logStartupSummary() const;
   TrainSummary summarize(std::chrono::steady_clock::time_point start);
   std::vector<RankTiming> gatherRankTimings();
+  void rebuildSampler();
 
   Config cfg_;
   dist::Communicator& comm_;
@@ -129,6 +130,7 @@ class Trainer {
   RunDir runDir_;
   std::unique_ptr<data::SplitSource> train_;
   std::unique_ptr<data::SplitSource> eval_;
+  bool hasBatchNorm_ = false;
   int64_t window_ = 0;        // samples per read / shuffle window
   int64_t loaderEpoch_ = -1;  // the epoch the loader streams
   data::Normalization norm_;
