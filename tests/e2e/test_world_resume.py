@@ -110,6 +110,15 @@ def compare_curves(run, what):
     return worst, count
 
 
+def check_run(run, what):
+    """Exactly-once, the same step sets, and the weights after every step within 1e-6."""
+    check_accounting(run, reference, what)
+    worst, count = compare_curves(run, what)
+    h.check(count >= 30 and worst < 1e-6,
+            f"{what}: the weights after each of {count} steps match the uninterrupted run's within 1e-6 "
+            f"(largest difference {worst:.3g})")
+
+
 whole = train("whole", 2)
 reference = sample_log("whole")
 h.check(sum(sum(c.values()) for c in reference.values()) == N, "the uninterrupted run logs each sample once")
@@ -121,20 +130,12 @@ b = train("a", 3, resume=True, signal_at=20)
 h.check("resuming on 3 at global sample" in b.stdout and "order of the rest of the interrupted epoch" not in b.stdout,
         "3 ranks say where they continue (global sample), without the old 'order changes' warning", b.stdout[-3000:])
 c = train("a", 2, resume=True)
-check_accounting("a", reference, "2 -> 3 -> 2 ranks")
-worst, count = compare_curves("a", "2 -> 3 -> 2 ranks")
-h.check(count >= 30 and worst < 1e-6,
-        f"2 -> 3 -> 2: the weights after each of {count} steps match the uninterrupted run's within 1e-6 "
-        f"(largest difference {worst:.3g})")
+check_run("a", "2 -> 3 -> 2 ranks")
 
 # 4 -> 1.
 train("d", 4, signal_at=10)
 train("d", 1, resume=True)
-check_accounting("d", reference, "4 -> 1 ranks")
-worst, count = compare_curves("d", "4 -> 1 ranks")
-h.check(count >= 30 and worst < 1e-6,
-        f"4 -> 1: the weights after each of {count} steps match the uninterrupted run's within 1e-6 "
-        f"(largest difference {worst:.3g})")
+check_run("d", "4 -> 1 ranks")
 
 # The same world size stays bit-exact: 2 ranks preempted and resumed on 2.
 train("e", 2, signal_at=12)
