@@ -61,6 +61,10 @@ inline constexpr const char* kFaultPauseFile = "FORGE_FAULT_PAUSE_FILE";
 // samples each step used across interruptions and world sizes (trainer/engine/sample_log.h).
 inline constexpr const char* kSampleLog = "FORGE_SAMPLE_LOG";
 
+// Test-only: the forge version this rank reports to the others when they check that every
+// rank runs the same build (distributed/agreement.h), as a node with another install would.
+inline constexpr const char* kFaultVersion = "FORGE_FAULT_VERSION";
+
 // Tuning: set (to anything), the loader copies rows out of HDF5 files with read() instead
 // of mapping them from the page cache (for comparisons; both give the same bytes).
 inline constexpr const char* kNoMappedReads = "FORGE_NO_MAPPED_READS";

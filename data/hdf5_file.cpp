@@ -56,7 +56,14 @@ H5Id openFileReadOnly(const std::string& path) {
                            S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket",
                            "); data.path names HDF5 files"));
   }
-  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  // Read-only and without HDF5's file locks, as HDF5_USE_FILE_LOCKING=FALSE would: NFS and
+  // Lustre mounts often refuse the locks, and a reader needs none (a file that changes
+  // under a run is caught by trainer/engine/data_watch.h instead).
+  H5Id fapl(H5Pcreate(H5P_FILE_ACCESS));
+#if H5_VERSION_GE(1, 10, 7)
+  H5Pset_file_locking(fapl.get(), false, true);
+#endif
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (id < 0) {
     const std::string why = hdf5ErrorText();
     throw DataError(concat("cannot open data file '", path, "': not a readable HDF5 file",

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "distributed/device.h"
+#include "distributed/launch_check.h"
 #include "distributed/rank_status.h"
 #ifdef FORGE_WITH_NCCL
 #include "distributed/nccl/nccl_communicator.h"
@@ -28,14 +29,10 @@ std::string launcherDetail() {
 
 }  // namespace
 
-int threadsPerRank(int configured, const WorldInfo& world) {
-  if (configured > 0) return configured;
-  return std::max(1, coresOnNode() / std::max(1, world.localSize));
-}
-
 ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o) : runtime_(argc, argv) {
   world_ = discoverWorld();
   log::setRank(world_.rank, world_.size);
+  checkLaunch(world_);
   auto timeout = std::chrono::duration<double>(o.timeoutS);
   mpiComm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, timeout);
   comm_ = mpiComm_.get();
@@ -73,14 +70,16 @@ ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o
   setStatusIdentity(world_.rank);
   comm_->reportTo(&rankStatus());
   watchdog_ = std::make_unique<Watchdog>(MPI_COMM_WORLD, o.watchdog ? o.timeoutS : 2 * kNoDeadlineSeconds);
-  const int n = threadsPerRank(o.threads, world_);
+  const ThreadChoice threads = chooseThreads(o.threads, world_);
+  const int n = threads.threads;
   at::set_num_threads(n);
+  if (threads.capped) log::warn("dist", "intra-op threads: ", threads.source);
   std::string backendText = backend_;
 #ifdef FORGE_WITH_NCCL
   if (backend_ == "nccl") backendText += " " + NcclCommunicator::ncclVersion() + " (control values over mpi)";
 #endif
   log::info("dist", world_.size, " rank(s) on ", world_.nodes, " node(s), ", world_.localSize, " per node, backend ",
-            backendText, ", ", n, " intra-op thread(s) per rank, launcher ", world_.launcher, launcherDetail());
+            backendText, ", ", n, " intra-op thread(s) per rank (", threads.source, "), launcher ", world_.launcher, launcherDetail());
   logDeviceMap(why);
 }
 

@@ -73,8 +73,4 @@ class ProcessGroup {
   std::string backend_;
 };
 
-// Intra-op threads for a rank: `configured`, or cores on the node divided by the ranks on it
-// (at least 1), so ranks never oversubscribe the node.
-int threadsPerRank(int configured, const WorldInfo& world);
-
 }  // namespace forge::dist

@@ -1,15 +1,32 @@
 #include "distributed/world.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
 
 #include <cstdlib>
 #include <thread>
 
+#include "core/hash.h"
 #include "core/names.h"
 #include "distributed/mpi/mpi_check.h"
 
 namespace forge::dist {
+namespace {
+
+// FNV-1a of this process's CPU affinity mask: equal on ranks bound to the same cores.
+uint64_t affinityHash() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(0, sizeof set, &set);
+  return fnv1a(&set, sizeof set);
+}
+
+}  // namespace
 
 WorldInfo discoverWorld() {
   WorldInfo w;
@@ -19,6 +36,11 @@ WorldInfo discoverWorld() {
   FORGE_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &local));
   FORGE_MPI_CHECK(MPI_Comm_rank(local, &w.localRank));
   FORGE_MPI_CHECK(MPI_Comm_size(local, &w.localSize));
+  // Who shares this rank's cores: the same affinity mask (all of them when unbound).
+  uint64_t mine = affinityHash();
+  std::vector<uint64_t> masks(static_cast<size_t>(w.localSize));
+  FORGE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_UINT64_T, masks.data(), 1, MPI_UINT64_T, local));
+  w.sharingMask = static_cast<int>(std::count(masks.begin(), masks.end(), mine));
   MPI_Comm_free(&local);
   int leader = w.localRank == 0 ? 1 : 0;
   FORGE_MPI_CHECK(MPI_Allreduce(&leader, &w.nodes, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));

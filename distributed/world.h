@@ -12,6 +12,7 @@ struct WorldInfo {
   int localRank = 0;   // rank among the processes on this node
   int localSize = 1;   // processes on this node
   int nodes = 1;
+  int sharingMask = 1;   // processes on this node with this one's CPU affinity mask
   std::string launcher;  // "mpirun", "slurm" or "none"
 };
 

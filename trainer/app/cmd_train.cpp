@@ -3,6 +3,7 @@
 
 #include "trainer/app/commands.h"
 #include "trainer/engine/preemption.h"
+#include "trainer/engine/run_lock.h"
 #include "trainer/engine/trainer.h"
 
 namespace forge::train {
@@ -45,8 +46,12 @@ int cmdTrain(int argc, char** argv) {
   const std::string resume = a.one("resume");
   auto pg = processGroupFor(&argc, &argv, cfg);
   installPreemptionHandlers();  // again, in case MPI's start replaced them
+  dist::checkRanksAgree(pg->mpi(), runFacts(&cfg));
+  // Declared before the trainer: the run dir stays locked until the trainer is gone.
+  std::unique_ptr<RunDirLock> lock;
   std::unique_ptr<Trainer> trainer;
   dist::agreeOnSetup(pg->comm(), [&] {
+    if (pg->world().rank == 0) lock = std::make_unique<RunDirLock>(cfg.run.dir);
     trainer = std::make_unique<Trainer>(cfg, pg->comm(), pg->world(), resume, pg->device());
   });
   if (pg->world().rank == 0) pg->watchdog().setReportDir(cfg.run.dir);

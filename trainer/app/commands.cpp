@@ -1,9 +1,14 @@
 #include "trainer/app/commands.h"
 
 #include <c10/util/Exception.h>
+#include <torch/version.h>
+
+#include <cstdlib>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/log.h"
+#include "core/names.h"
 #include "core/strings.h"
 
 namespace forge::train {
@@ -63,6 +68,20 @@ std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, con
   o.needsCudaWhy = "run.precision bf16";
   o.needsCudaFix = "use precision: fp32";
   return std::make_unique<dist::ProcessGroup>(argc, argv, o);
+}
+
+std::vector<dist::Fact> runFacts(const Config* cfg) {
+  std::string forgeVersion = FORGE_VERSION;
+  if (const char* fake = std::getenv(env::kFaultVersion)) forgeVersion = fake;  // test-only
+  std::vector<dist::Fact> facts = {
+      {"forge's version", forgeVersion},
+      {"LibTorch's version", concat(TORCH_VERSION_MAJOR, ".", TORCH_VERSION_MINOR, ".", TORCH_VERSION_PATCH)},
+  };
+  if (cfg != nullptr) {
+    facts.push_back({"the config (a hash of the resolved YAML; config.yaml in run.dir holds rank 0's)",
+                     hex64(fnv1a(cfg->resolved.data(), cfg->resolved.size()))});
+  }
+  return facts;
 }
 
 int runGuarded(dist::ProcessGroup& pg, const std::function<int()>& body) {

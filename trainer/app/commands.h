@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "distributed/agreement.h"
 #include "distributed/process_group.h"
 #include "trainer/app/args.h"
 #include "trainer/config/config.h"
@@ -36,6 +37,10 @@ Config configFrom(const Args& a, const char* help, const char* cmd);
 
 // MPI, device, backend and threads as the config asks.
 std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, const Config& cfg);
+
+// What every rank must agree on before it works (dist::checkRanksAgree): forge's and
+// LibTorch's versions and, given a config, its resolved text.
+std::vector<dist::Fact> runFacts(const Config* cfg);
 
 // Runs `body` (after setup, when errors may hit one rank only): an error ends every rank of
 // the job (MPI abort) with its exit code instead of leaving the others in a collective; a

@@ -1,0 +1,82 @@
+#include "distributed/launch_check.h"
+
+#include <sched.h>
+
+#include <cstdlib>
+
+#include "core/error.h"
+#include "core/strings.h"
+
+namespace forge::dist {
+namespace {
+
+// A positive integer from the environment, or 0 when unset or not one.
+long positiveEnv(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  long n = std::strtol(v, &end, 10);
+  return (end != nullptr && *end == '\0' && n > 0) ? n : 0;
+}
+
+const char* kHowToLaunch =
+    "forge's ranks are MPI processes: start them with `mpirun -np N forge train ...` (launch/mpirun.sh), "
+    "with `srun --mpi=pmix forge train ...` inside a Slurm allocation, or with `sbatch launch/forge.sbatch`";
+
+}  // namespace
+
+void checkLaunch(const WorldInfo& world) {
+  if (world.size != 1) return;
+  if (long n = positiveEnv("WORLD_SIZE"); n > 1) {
+    const char* rank = std::getenv("RANK");
+    throw ConfigError(concat("this process was started as rank ", rank ? rank : "?", " of WORLD_SIZE=", n,
+                             " (torchrun or a launcher like it), but MPI sees a world of 1 process: every process "
+                             "would train alone. ",
+                             kHowToLaunch, "; unset WORLD_SIZE to train on 1 rank"));
+  }
+  // srun sets SLURM_STEP_NUM_TASKS in a job step; without PMI each task's MPI is alone.
+  long tasks = positiveEnv("SLURM_STEP_NUM_TASKS");
+  if (tasks > 1) {
+    const char* procid = std::getenv("SLURM_PROCID");
+    throw ConfigError(concat("srun started ", tasks, " tasks (this is task ", procid ? procid : "?",
+                             "), but MPI sees a world of 1 process: srun gave MPI no PMI, so each task would train "
+                             "alone. Use `srun --mpi=pmix` (see `srun --mpi=list`) or mpirun inside the allocation; ",
+                             kHowToLaunch));
+  }
+}
+
+int coresAllowed() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return coresOnNode();
+  return std::max(1, CPU_COUNT(&set));
+}
+
+ThreadChoice chooseThreads(int configured, const WorldInfo& world) {
+  ThreadChoice c;
+  c.allowedCores = coresAllowed();
+  const int node = coresOnNode();
+  long requested = 0;
+  if (configured > 0) {
+    requested = configured;
+    c.source = "run.threads";
+  } else if (long omp = positiveEnv("OMP_NUM_THREADS"); omp > 0) {
+    requested = omp;
+    c.source = "OMP_NUM_THREADS";
+  } else if (long slurm = positiveEnv("SLURM_CPUS_PER_TASK"); slurm > 0) {
+    requested = slurm;
+    c.source = "SLURM_CPUS_PER_TASK";
+  } else {
+    // Ranks of this node with the same mask share its cores (unbound ranks: all of them).
+    const int sharing = std::max(1, world.sharingMask);
+    requested = std::max(1, c.allowedCores / sharing);
+    c.source = concat("CPU affinity: ", c.allowedCores, " of ", node, " cores on the node, shared by ", sharing,
+                      sharing == 1 ? " rank" : " ranks");
+  }
+  c.capped = requested > c.allowedCores;
+  c.threads = static_cast<int>(std::min<long>(requested, c.allowedCores));
+  if (c.capped) c.source += concat(" asked for ", requested, ", capped to the ", c.allowedCores, " allowed cores");
+  return c;
+}
+
+}  // namespace forge::dist
