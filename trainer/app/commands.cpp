@@ -48,6 +48,12 @@ const std::vector<Command>& commands() {
        "                         loss, metric, learning rate and throughput curves of\n"
        "                         one run or several side by side, as a PNG (gnuplot)",
        cmdPlot},
+      {"doctor",
+       "doctor [CONFIG.yaml] [--set key=value ...] [--seconds S]\n"
+       "                         preflight under the job's launcher: every rank's host,\n"
+       "                         device and threads, link speeds between hosts, a bucket\n"
+       "                         all-reduce against raw MPI, same build and config",
+       cmdDoctor},
   };
   return all;
 }

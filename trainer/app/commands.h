@@ -29,6 +29,7 @@ int cmdTrain(int argc, char** argv);
 int cmdEval(int argc, char** argv);
 int cmdCkpt(int argc, char** argv);
 int cmdPlot(int argc, char** argv);
+int cmdDoctor(int argc, char** argv);
 int cmdModel(int argc, char** argv);
 int cmdConfig(int argc, char** argv);
 
