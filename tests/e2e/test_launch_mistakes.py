@@ -120,4 +120,18 @@ with open(h.path("syn.h5"), "rb") as f:
 h.check(p.returncode == 0, f"a locked HDF5 file is read without HDF5's file locks (exit {p.returncode})",
         p.stderr[-800:])
 
+# 7. forge doctor: a healthy pair, then the same causes named.
+p = h.run(["doctor", cfg, "--seconds", "0.2"], ranks=2)
+h.check("2 rank(s) on 1 host(s)" in p.stdout and "same host (shared memory)" in p.stdout
+        and re.search(r"forge \(mpi\)\s+[0-9.]+ ms", p.stdout) is not None,
+        "forge doctor reports the ranks, the link and the bucket all-reduce", p.stdout[-1500:])
+p = h.run(["doctor", cfg, "--set", "run.device=cuda"], ranks=2, expect_rc=None)
+h.check(p.returncode == 2 and "cuda" in p.stderr.lower(), f"doctor, a rank without the GPU the config asks for: "
+        f"exit 2 naming it ({p.returncode})", p.stderr[-800:])
+mpmd = [h.mpirun, "--oversubscribe", "-np", "1", "-x", "FORGE_FAULT_VERSION=0.0.1-other", h.forge, "doctor", ":",
+        "-np", "1", h.forge, "doctor"]
+p = subprocess.run(mpmd, cwd=h.work, capture_output=True, text=True, timeout=120)
+h.check(p.returncode == 2 and "disagree on forge's version" in p.stderr,
+        f"doctor, ranks with different versions: exit 2 naming them ({p.returncode})", p.stderr[-800:])
+
 h.finish()

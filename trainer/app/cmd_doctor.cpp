@@ -71,6 +71,7 @@ int cmdDoctor(int argc, char** argv) {
   Args a = parseArgs(argc, argv, 2, {"set", "seconds"}, {}, kDoctorHelp);
   if (a.help) return std::cout << kDoctorHelp, 0;
   if (a.positional.size() > 1) usage("forge doctor takes at most one CONFIG.yaml", kDoctorHelp);
+  if (a.positional.empty() && !a.all("set").empty()) usage("forge doctor: --set needs a CONFIG.yaml", kDoctorHelp);
   Config cfg;
   if (!a.positional.empty()) cfg = loadConfig(a.positional[0], a.all("set"));
   double seconds = 1;
