@@ -25,6 +25,23 @@ const char* kHowToLaunch =
 
 }  // namespace
 
+[[noreturn]] void refuseSrunWithoutPmi(long tasks) {
+  const char* procid = std::getenv("SLURM_PROCID");
+  throw ConfigError(concat("srun started ", tasks, " tasks (this is task ", procid ? procid : "?",
+                           "), but gave MPI no process-management interface (PMI), so each task would be a job of "
+                           "its own. Use `srun --mpi=pmix` (see `srun --mpi=list`) or mpirun inside the allocation; ",
+                           kHowToLaunch));
+}
+
+void checkLaunchBeforeMpi() {
+  const long tasks = positiveEnv("SLURM_STEP_NUM_TASKS");
+  if (tasks <= 1) return;
+  for (const char* pmi : {"PMIX_RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"}) {
+    if (std::getenv(pmi) != nullptr) return;
+  }
+  refuseSrunWithoutPmi(tasks);
+}
+
 void checkLaunch(const WorldInfo& world) {
   if (world.size != 1) return;
   if (long n = positiveEnv("WORLD_SIZE"); n > 1) {
@@ -35,14 +52,8 @@ void checkLaunch(const WorldInfo& world) {
                              kHowToLaunch, "; unset WORLD_SIZE to train on 1 rank"));
   }
   // srun sets SLURM_STEP_NUM_TASKS in a job step; without PMI each task's MPI is alone.
-  long tasks = positiveEnv("SLURM_STEP_NUM_TASKS");
-  if (tasks > 1) {
-    const char* procid = std::getenv("SLURM_PROCID");
-    throw ConfigError(concat("srun started ", tasks, " tasks (this is task ", procid ? procid : "?",
-                             "), but MPI sees a world of 1 process: srun gave MPI no PMI, so each task would train "
-                             "alone. Use `srun --mpi=pmix` (see `srun --mpi=list`) or mpirun inside the allocation; ",
-                             kHowToLaunch));
-  }
+  // A PMI that MPI did not use (or a launcher that copied SLURM_* into each process).
+  if (long tasks = positiveEnv("SLURM_STEP_NUM_TASKS"); tasks > 1) refuseSrunWithoutPmi(tasks);
 }
 
 int coresAllowed() {

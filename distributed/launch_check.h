@@ -16,6 +16,12 @@ namespace forge::dist {
 // would each train alone and overwrite each other's run dir).
 void checkLaunch(const WorldInfo& world);
 
+// Every process, before MPI_Init (no MPI call): a ConfigError when srun started several
+// tasks (SLURM_STEP_NUM_TASKS > 1) without giving MPI a process-management interface (no
+// PMIX_RANK, PMI_RANK or OMPI_COMM_WORLD_RANK), which Open MPI would otherwise turn into
+// an abort inside MPI_Init.
+void checkLaunchBeforeMpi();
+
 // Intra-op threads for one rank and where the number came from, in this order:
 //   1. run.threads (`configured` > 0);
 //   2. OMP_NUM_THREADS;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "distributed/launch_check.h"
 #include "distributed/mpi/mpi_check.h"
 
 namespace forge::dist {
@@ -13,6 +14,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
+    // Before MPI_Init: srun without PMI makes Open MPI abort inside it with its own advice.
+    checkLaunchBeforeMpi();
     // The gradient engine talks to MPI from a communication thread while the main thread may
     // issue collectives too.
     FORGE_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &threadLevel_));

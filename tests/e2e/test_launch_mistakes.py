@@ -37,7 +37,8 @@ h.check(p.returncode == 0, f"WORLD_SIZE=1 on 1 rank is no mistake (exit {p.retur
 p = env_run(["train", cfg, "--set", "run.dir=runs/srun"], {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "2",
                                                             "SLURM_NTASKS": "4", "SLURM_JOB_ID": "77"})
 h.check(p.returncode == 2, f"srun's 4 tasks, alone in MPI: exit 2 (got {p.returncode})")
-h.check("srun started 4 tasks" in p.stderr and "--mpi=pmix" in p.stderr, "the message says to give srun PMI",
+h.check("srun started 4 tasks" in p.stderr and "--mpi=pmix" in p.stderr and "MPI_Init" not in p.stderr,
+        "forge's message, before MPI starts, says to give srun PMI",
         p.stderr)
 
 # 3. Two jobs on one run dir: the second is refused, naming the first's host and pid.
