@@ -5,7 +5,8 @@
      the job saves, requeues itself, resumes from the checkpoint (the log shows the restart
      count and the resumed step) and finishes with a final checkpoint equal to an
      uninterrupted run's;
-  3. a job whose rank dies ends FAILED with a non-zero exit code, not in a hang.
+  3. a job whose rank dies ends FAILED with a non-zero exit code, not in a hang;
+  4. `srun --mpi=none` (no PMI: N one-rank jobs) is refused by every task before MPI starts.
 Exits 77 (skipped) without root or without Slurm installed."""
 import glob
 import os
@@ -120,6 +121,13 @@ with cluster as c:
             f"a job whose rank dies ends {info['JobState']} with exit code {info.get('ExitCode')} "
             f"after {time.time() - start:.0f} s", out(j)[-3000:])
     h.check("injected fault: rank 1 dies" in out(j), "the dead rank is named in the log", out(j)[-2000:])
+
+    # 4. srun without PMI: forge refuses before MPI starts (each task would train alone).
+    p = c.run(["srun", "--mpi=none", "-n", "2", "-t", "2", h.forge, "train", cfg, "--set", "run.dir=nopmi"],
+              cwd=h.work, timeout=120)
+    h.check(p.returncode != 0 and "srun started 2 tasks" in p.stderr and "--mpi=pmix" in p.stderr,
+            f"srun --mpi=none: every task refuses, saying how to launch (exit {p.returncode})", p.stderr[-1500:])
+    h.check(not os.path.exists(h.path("nopmi")), "and nothing was written")
 
 h.check(not subprocess.run(["pgrep", "-f", f"slurm.conf|{cluster.dir}"], capture_output=True).stdout.strip(),
         "every daemon the test started is gone")
