@@ -43,7 +43,7 @@ ref_fp = fp.search(p.stdout).group(1)
 ref_ckpt = final_checkpoint("ref")
 
 try:
-    cluster = SlurmCluster(cpus=max(2, os.cpu_count()))
+    cluster = SlurmCluster(cpus=max(2, os.cpu_count()), requeue_delay_s=15)
 except SlurmUnavailable as e:
     print(f"skipped: {e}")
     sys.exit(77)
