@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/strings.h"
 
 namespace forge::dist {
@@ -22,6 +23,18 @@ long positiveEnv(const char* name) {
 const char* kHowToLaunch =
     "forge's ranks are MPI processes: start them with `mpirun -np N forge train ...` (launch/mpirun.sh), "
     "with `srun --mpi=pmix forge train ...` inside a Slurm allocation, or with `sbatch launch/forge.sbatch`";
+
+// OMP_NUM_THREADS as OpenMP reads it: a count, or a list whose first entry is the outer
+// level's. 0 when unset; a value that is not one is said and ignored.
+long ompThreads() {
+  const char* v = std::getenv("OMP_NUM_THREADS");
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  long n = std::strtol(v, &end, 10);
+  if (end != v && n > 0 && (*end == '\0' || *end == ',')) return n;
+  log::warn("dist", "OMP_NUM_THREADS='", v, "' is not a positive thread count: ignored");
+  return 0;
+}
 
 }  // namespace
 
@@ -51,7 +64,21 @@ void checkLaunch(const WorldInfo& world) {
                              "would train alone. ",
                              kHowToLaunch, "; unset WORLD_SIZE to train on 1 rank"));
   }
-  // srun sets SLURM_STEP_NUM_TASKS in a job step; without PMI each task's MPI is alone.
+  // Another MPI's launcher: its processes start, but this Open MPI cannot join them.
+  const struct {
+    const char* var;
+    const char* who;
+  } others[] = {{"PMI_SIZE", "an MPICH or Intel MPI mpiexec (or srun --mpi=pmi2)"},
+                {"OMPI_COMM_WORLD_SIZE", "an mpirun of another Open MPI installation"},
+                {"PMIX_SIZE", "a PMIx launcher this Open MPI did not join"}};
+  for (const auto& o : others) {
+    if (long n = positiveEnv(o.var); n > 1) {
+      throw ConfigError(concat("this process was started as one of ", n, " (", o.var, "=", n, ", from ", o.who,
+                               "), but MPI sees a world of 1 process: forge's MPI is not the launcher's, so every "
+                               "process would train alone. Use the mpirun of the Open MPI forge was built with; ",
+                               kHowToLaunch));
+    }
+  }
   // A PMI that MPI did not use (or a launcher that copied SLURM_* into each process).
   if (long tasks = positiveEnv("SLURM_STEP_NUM_TASKS"); tasks > 1) refuseSrunWithoutPmi(tasks);
 }
@@ -71,7 +98,7 @@ ThreadChoice chooseThreads(int configured, const WorldInfo& world) {
   if (configured > 0) {
     requested = configured;
     c.source = "run.threads";
-  } else if (long omp = positiveEnv("OMP_NUM_THREADS"); omp > 0) {
+  } else if (long omp = ompThreads(); omp > 0) {
     requested = omp;
     c.source = "OMP_NUM_THREADS";
   } else if (long slurm = positiveEnv("SLURM_CPUS_PER_TASK"); slurm > 0) {
@@ -87,6 +114,8 @@ ThreadChoice chooseThreads(int configured, const WorldInfo& world) {
   c.capped = requested > c.allowedCores;
   c.threads = static_cast<int>(std::min<long>(requested, c.allowedCores));
   if (c.capped) c.source += concat(" asked for ", requested, ", capped to the ", c.allowedCores, " allowed cores");
+  const int sharing = std::max(1, world.sharingMask);
+  c.oversubscribed = c.threads > 1 && static_cast<long>(c.threads) * sharing > c.allowedCores;
   return c;
 }
 

@@ -11,9 +11,10 @@ namespace forge::dist {
 
 // Every rank, right after MPI is up (no collective). Throws ConfigError, saying how to
 // launch instead, when MPI reports a world of 1 but the environment says the job has more
-// processes: WORLD_SIZE/RANK from torchrun or a similar launcher, or SLURM_STEP_NUM_TASKS
-// (or SLURM_NTASKS inside a step) from srun started without PMI (N one-rank jobs that
-// would each train alone and overwrite each other's run dir).
+// processes: WORLD_SIZE/RANK from torchrun or a similar launcher, PMI_SIZE from an MPICH or
+// Intel MPI mpiexec, OMPI_COMM_WORLD_SIZE from another Open MPI's mpirun, PMIX_SIZE, or
+// SLURM_STEP_NUM_TASKS from srun without PMI (N one-rank jobs that would each train alone
+// and overwrite each other's run dir).
 void checkLaunch(const WorldInfo& world);
 
 // Every process, before MPI_Init (no MPI call): a ConfigError when srun started several
@@ -24,7 +25,8 @@ void checkLaunchBeforeMpi();
 
 // Intra-op threads for one rank and where the number came from, in this order:
 //   1. run.threads (`configured` > 0);
-//   2. OMP_NUM_THREADS;
+//   2. OMP_NUM_THREADS (a count, or the first entry of OpenMP's per-level list; another
+//      value is ignored with a warning);
 //   3. SLURM_CPUS_PER_TASK;
 //   4. the cores in the rank's CPU affinity mask divided by the ranks on the node that have
 //      the same mask (a rank bound to its own cores uses them all; unbound ranks split the
@@ -36,6 +38,7 @@ struct ThreadChoice {
   std::string source;   // "run.threads", "OMP_NUM_THREADS", ... with the figures used
   bool capped = false;  // the request exceeded the cores the rank may use
   int allowedCores = 1; // cores in the affinity mask
+  bool oversubscribed = false;  // 2+ threads, and threads x ranks sharing the mask > its cores
 };
 ThreadChoice chooseThreads(int configured, const WorldInfo& world);
 

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "distributed/agreement.h"
 #include "distributed/device.h"
 #include "distributed/launch_check.h"
 #include "distributed/rank_status.h"
@@ -30,11 +31,14 @@ std::string launcherDetail() {
 }  // namespace
 
 ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o) : runtime_(argc, argv) {
+  auto timeout = std::chrono::duration<double>(o.timeoutS);
+  mpiComm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, timeout);
+  // First, before any collective whose form could change between builds: the same build,
+  // MPI and command on every rank (a mixed install would otherwise hang or misread).
+  checkRanksAgree(*mpiComm_, buildFacts(o.command));
   world_ = discoverWorld();
   log::setRank(world_.rank, world_.size);
   checkLaunch(world_);
-  auto timeout = std::chrono::duration<double>(o.timeoutS);
-  mpiComm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, timeout);
   comm_ = mpiComm_.get();
   std::string why;
   const bool boundPerRank = o.device != "cpu" && gpusBoundPerRank(*mpiComm_);
@@ -74,6 +78,11 @@ ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o
   const int n = threads.threads;
   at::set_num_threads(n);
   if (threads.capped) log::warn("dist", "intra-op threads: ", threads.source);
+  if (threads.oversubscribed) {
+    log::warn("dist", n, " intra-op threads on each of ", world_.sharingMask, " ranks that share ", threads.allowedCores,
+              " cores (", threads.source, "): the cores are oversubscribed; set OMP_NUM_THREADS or run.threads lower, "
+              "or bind each rank to its own cores");
+  }
   std::string backendText = backend_;
 #ifdef FORGE_WITH_NCCL
   if (backend_ == "nccl") backendText += " " + NcclCommunicator::ncclVersion() + " (control values over mpi)";

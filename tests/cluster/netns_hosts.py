@@ -2,11 +2,11 @@
 an address on a private bridge that only these namespaces share, so that Open MPI's ranks on
 different hosts talk over TCP as they would between nodes. Open MPI starts the remote ranks
 through its rsh agent setting: a small script that enters the host's namespaces instead of
-ssh. Needs root; everything is torn down by stop() (and by the kernel when the holder
-processes die: each namespace lives as long as its `sleep` holder).
+ssh. Needs root. stop() kills whatever runs in the namespaces and their holders; if the
+test process dies without it (kill -9), each holder notices within a second, kills every
+process left in its namespace and ends, and the kernel removes the namespaces.
 
 Traffic goes only to the addresses of the namespaces made here."""
-import ctypes
 import os
 import shutil
 import signal
@@ -15,19 +15,26 @@ import tempfile
 import time
 
 SUBNET = "10.77.0"  # private to the namespaces: nothing outside them has these addresses
-PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
-    # The holders end when the test process does, however it ends.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+# A holder keeps its namespaces alive while the test process lives; when that process is
+# gone, it kills everything left in its network namespace (ranks, Open MPI daemons) and ends.
+HOLDER = """hostname {name}; ip link set lo up; {setup}
+while kill -0 $PPID 2>/dev/null; do sleep 1; done
+me=$(readlink /proc/$$/ns/net)
+for p in /proc/[0-9]*; do
+  pid=${{p#/proc/}}
+  [ "$pid" != $$ ] && [ "$(readlink $p/ns/net 2>/dev/null)" = "$me" ] && kill -9 "$pid" 2>/dev/null
+done
+rm -rf {dir}
+"""
 
 
 def why_not_available():
     """None when namespaces can be made here, else the reason (for a skip)."""
     if os.geteuid() != 0:
         return "needs root (network and UTS namespaces, veth links)"
-    for tool in ("unshare", "nsenter", "ip", "mpirun"):
+    for tool in ("unshare", "nsenter", "ip", "mpirun", "setpriv"):
         if shutil.which(tool) is None:
             return f"needs {tool}"
     probe = subprocess.run(["unshare", "--net", "--uts", "true"], capture_output=True, text=True)
@@ -48,8 +55,7 @@ class NetnsHosts:
     # -- set up and tear down ---------------------------------------------------------
     def _holder(self, hostname, setup):
         p = subprocess.Popen(["unshare", "--net", "--uts", "--", "sh", "-c",
-                              f"hostname {hostname}; ip link set lo up; {setup} exec sleep infinity"],
-                             preexec_fn=_die_with_parent)
+                              HOLDER.format(name=hostname, setup=setup, dir=self.dir)])
         self.holders.append(p)
         return p
 
@@ -57,7 +63,7 @@ class NetnsHosts:
         subprocess.run(["nsenter", "-t", str(pid), "-n", "-u", "--", *cmd], check=True)
 
     def start(self):
-        switch = self._holder(f"{self.tag}-switch", "ip link add br0 type bridge && ip link set br0 up &&")
+        switch = self._holder(f"{self.tag}-switch", "ip link add br0 type bridge && ip link set br0 up")
         hosts = [self._holder(name, "") for name in self.names]
         time.sleep(0.3)  # the holders have unshared and set their names
         for i, host in enumerate(hosts):
@@ -146,7 +152,8 @@ class NetnsHosts:
         """The command line that starts `args` on `per_host` ranks of each of the first
         `hosts` hosts (default all), mpirun itself running on host 0."""
         hosts = hosts or self.count
-        return ["nsenter", "-t", str(self.host_pid(0)), "-n", "-u", "--",
+        # setpriv: mpirun dies with the test process, however that ends.
+        return ["setpriv", "--pdeathsig", "KILL", "--", "nsenter", "-t", str(self.host_pid(0)), "-n", "-u", "--",
                 "mpirun", "--hostfile", self.hostfile(per_host), "-np", str(hosts * per_host),
                 "--map-by", f"ppr:{per_host}:node", "--bind-to", "none",
                 "--mca", "plm_rsh_agent", self.agent,

@@ -33,6 +33,10 @@ h.check(not os.path.exists(h.path("runs", "torchrun")), "nothing was written")
 p = env_run(["train", cfg, "--set", "run.dir=runs/ws1", "--set", "run.epochs=1"], {"WORLD_SIZE": "1", "RANK": "0"})
 h.check(p.returncode == 0, f"WORLD_SIZE=1 on 1 rank is no mistake (exit {p.returncode})", p.stderr[-800:])
 
+p = env_run(["train", cfg, "--set", "run.dir=runs/mpich"], {"PMI_SIZE": "2", "PMI_RANK": "1"})
+h.check(p.returncode == 2 and "PMI_SIZE=2" in p.stderr and "MPICH" in p.stderr,
+        f"started by another MPI's mpiexec (PMI_SIZE=2), alone in MPI: exit 2 naming it ({p.returncode})", p.stderr)
+
 # 2. srun without PMI: N one-rank jobs.
 p = env_run(["train", cfg, "--set", "run.dir=runs/srun"], {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "2",
                                                             "SLURM_NTASKS": "4", "SLURM_JOB_ID": "77"})
@@ -51,7 +55,7 @@ while time.time() < deadline and not os.path.exists(h.path("runs", "shared", "me
 holder = forge_processes(long_cfg)
 p = h.run(["train", long_cfg, "--resume", "auto"], ranks=2, expect_rc=None)
 h.check(p.returncode == 2, f"a second job on the same run dir: exit 2 (got {p.returncode})", p.stdout + p.stderr)
-m = re.search(r"in use by another forge job \(host (\S+), pid (\d+)", p.stderr)
+m = re.search(r"in use by another job \(forge on host (\S+), pid (\d+)", p.stderr)
 h.check(m is not None and int(m.group(2)) in holder,
         f"the message names the running job's host and pid (running: {holder})", p.stderr[-1500:])
 h.check(first.poll() is None, "the first job keeps training")
@@ -62,6 +66,32 @@ p = h.run(["train", long_cfg, "--resume", "auto", "--set", "run.epochs=1"], rank
 h.check("in use by another" not in p.stderr, "a killed job leaves no lock behind (the OS released it)",
         p.stderr[-1500:])
 
+# A run dir moved away under a running job: the job stops at its next save instead of
+# writing a new folder at the old path (where another job could now lock and write).
+moved_cfg = small_config(h, "moved.yaml", "syn.h5", "runs/moved", epochs=400)
+job = subprocess.Popen(h.command(["train", moved_cfg, "--set", "checkpoint.every_steps=5"], ranks=2), cwd=h.work,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+deadline = time.time() + 60
+while time.time() < deadline and not os.path.exists(h.path("runs", "moved", "metrics.jsonl")):
+    time.sleep(0.2)
+os.rename(h.path("runs", "moved"), h.path("runs", "moved.away"))
+try:
+    out, _ = job.communicate(timeout=60)
+except subprocess.TimeoutExpired:
+    job.kill()
+    out, _ = job.communicate()
+h.check(job.returncode == 2 and "was moved, renamed or deleted while this job ran" in out,
+        f"a run dir renamed under the job: it stops with exit 2 at its next save ({job.returncode})", out[-1500:])
+h.check(not os.path.exists(h.path("runs", "moved", "checkpoints")), "no checkpoint was written at the old path")
+os.makedirs(h.path("runs", "sym"))
+with open(h.path("victim.txt"), "w") as f:
+    f.write("keep me\n")
+os.symlink(h.path("victim.txt"), h.path("runs", "sym", ".forge.lock"))
+p = env_run(["train", cfg, "--set", "run.dir=runs/sym"], {})
+h.check(p.returncode == 2 and "symbolic link" in p.stderr, f"a lock file that is a symlink is refused ({p.returncode})",
+        p.stderr[-800:])
+h.check(open(h.path("victim.txt")).read() == "keep me\n", "and its target is untouched")
+
 # 4. Ranks that disagree on the build or the config (mpirun's MPMD form: one program each).
 other = small_config(h, "other.yaml", "syn.h5", "runs/mpmd", epochs=1, extra="schedule:\n  name: cosine\n")
 same = small_config(h, "same.yaml", "syn.h5", "runs/mpmd", epochs=1)
@@ -71,6 +101,12 @@ print(f"$ mpirun -np 1 forge train same.yaml : -np 1 forge train other.yaml  -> 
 h.check(p.returncode == 2, f"ranks reading different configs: exit 2 (got {p.returncode})")
 h.check("disagree on the config" in p.stderr and "rank 0 (" in p.stderr and "rank 1 (" in p.stderr,
         "the message names the ranks and their hosts", p.stderr[-1500:])
+h.check(re.search(r"first difference, line \d+: rank 0 has `[^`]*`, rank 1 has `schedule:`", p.stderr) is not None,
+        "and the first line where rank 1's config differs", p.stderr[-1500:])
+mpmd = [h.mpirun, "--oversubscribe", "-np", "1", h.forge, "train", same, ":", "-np", "1", h.forge, "doctor"]
+p = subprocess.run(mpmd, cwd=h.work, capture_output=True, text=True, timeout=120)
+h.check(p.returncode == 2 and "disagree on the command" in p.stderr,
+        f"ranks running different commands (train : doctor): exit 2, not a hang ({p.returncode})", p.stderr[-1000:])
 mpmd = [h.mpirun, "--oversubscribe", "-np", "1", "-x", "FORGE_FAULT_VERSION=0.0.1-other", h.forge, "train", same,
         ":", "-np", "1", h.forge, "train", same]
 p = subprocess.run(mpmd, cwd=h.work, capture_output=True, text=True, timeout=120)
@@ -101,6 +137,11 @@ n, why = threads_of({"OMP_NUM_THREADS": "1"})
 h.check(n == 1 and why.startswith("OMP_NUM_THREADS"), f"OMP_NUM_THREADS=1: 1 thread ({n}: {why})")
 n, why = threads_of({"SLURM_CPUS_PER_TASK": "1"})
 h.check(n == 1 and why.startswith("SLURM_CPUS_PER_TASK"), f"SLURM_CPUS_PER_TASK=1: 1 thread ({n}: {why})")
+p = env_run(["train", cfg, "--set", "run.dir=runs/omp-abc"], {"OMP_NUM_THREADS": "abc"})
+h.check("OMP_NUM_THREADS='abc' is not a positive thread count: ignored" in p.stderr,
+        "an OMP_NUM_THREADS that is no count is said and ignored", p.stderr[-800:])
+n, why = threads_of({"OMP_NUM_THREADS": "1,1"})
+h.check(n == 1 and why.startswith("OMP_NUM_THREADS"), f"OMP_NUM_THREADS=1,1 (OpenMP's list): its first entry ({n})")
 n, why = threads_of({"OMP_NUM_THREADS": "64"}, prefix=("taskset", "-c", "0"))
 h.check(n == 1 and "capped" in why, f"OMP_NUM_THREADS=64 on 1 allowed core: capped to 1 ({n}: {why})")
 for bind, expect in (("none", f"shared by 2 ranks"), ("core", "1 of")):
@@ -122,6 +163,8 @@ h.check(p.returncode == 0, f"a locked HDF5 file is read without HDF5's file lock
         p.stderr[-800:])
 
 # 7. forge doctor: a healthy pair, then the same causes named.
+h.check(re.match(r"forge \S+ \(build [0-9a-f]{16}\)", h.run(["--version"]).stdout) is not None,
+        "forge --version names the build it compares across ranks")
 p = h.run(["doctor", cfg, "--seconds", "0.2"], ranks=2)
 h.check("2 rank(s) on 1 host(s)" in p.stdout and "same host (shared memory)" in p.stdout
         and re.search(r"forge \(mpi\)\s+[0-9.]+ ms", p.stdout) is not None,

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "distributed/agreement.h"
 #include "core/log.h"
 #include "core/names.h"
 #include "core/strings.h"
@@ -39,7 +40,8 @@ int dispatch(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (std::string(argv[1]) == "--version") {
-    std::cout << "forge " << FORGE_VERSION << "\n";
+    const std::string id = dist::executableBuildId();
+    std::cout << "forge " << FORGE_VERSION << (id.empty() ? "" : " (build " + id.substr(0, 16) + ")") << "\n";
     return 0;
   }
   const std::string cmd = argv[1];

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -33,7 +34,8 @@ Run it as the job will run: `mpirun -np N [--hostfile H] forge doctor CONFIG.yam
     communicator beside a raw MPI_Allreduce of the same size;
   - whether every rank runs the same forge and LibTorch (and read the same config).
 Without a config it checks the defaults (device auto, backend auto). --seconds bounds each
-measurement (default 1). Exit 0 when everything agrees; 2 with the cause when a rank runs
+measurement (default 1; less per pair when there are many hosts, so the whole stays
+within about half a minute). Exit 0 when everything agrees; 2 with the cause when a rank runs
 another build or config, or has no device the config asks for.
 )";
 
@@ -74,17 +76,17 @@ int cmdDoctor(int argc, char** argv) {
   if (a.positional.empty() && !a.all("set").empty()) usage("forge doctor: --set needs a CONFIG.yaml", kDoctorHelp);
   Config cfg;
   if (!a.positional.empty()) cfg = loadConfig(a.positional[0], a.all("set"));
-  double seconds = 1;
+  double seconds = 1;  // per measurement
   if (a.has("seconds")) {
-    seconds = parseDouble(a.one("seconds"), "--seconds");
+    seconds = parseDouble(a.one("seconds"), "seconds");
     if (!(seconds > 0 && seconds <= 60)) usage("--seconds must be in (0, 60]", kDoctorHelp);
   }
   const auto started = std::chrono::steady_clock::now();
-  auto pg = processGroupFor(&argc, &argv, cfg);
+  auto pg = processGroupFor(&argc, &argv, cfg, "doctor");
   const dist::WorldInfo& w = pg->world();
   const bool lead = w.rank == 0;
   return runGuarded(*pg, [&] {
-    dist::checkRanksAgree(pg->mpi(), runFacts(a.positional.empty() ? nullptr : &cfg));
+    dist::checkRanksAgree(pg->mpi(), configFacts(a.positional.empty() ? nullptr : &cfg));
     const dist::ThreadChoice threads = dist::chooseThreads(static_cast<int>(cfg.run.threads), w);
     auto rows = gatherRanks(*pg, threads);
     if (lead) {
@@ -104,14 +106,28 @@ int cmdDoctor(int argc, char** argv) {
       if (byHost[rows[r][0]].empty()) hostOrder.push_back(rows[r][0]);
       byHost[rows[r][0]].push_back(r);
     }
-    const int64_t bucket = static_cast<int64_t>(cfg.distributed.bucketCapMb * 1024 * 1024) / 4 * 4;
+    // One bucket, at most 256 MiB: the probe holds a few buffers of it on every rank.
+    constexpr double kMostMb = 256;
+    const bool capped = cfg.distributed.bucketCapMb > kMostMb;
+    const int64_t bucket =
+        std::max<int64_t>(4, static_cast<int64_t>(std::min(cfg.distributed.bucketCapMb, kMostMb) * 1048576) / 4 * 4);
+    if (lead && capped) {
+      std::cout << "[doctor] distributed.bucket_cap_mb " << cfg.distributed.bucketCapMb << " is measured at "
+                << kMostMb << " MiB\n";
+    }
     MPI_Comm probe;
     MPI_Comm_dup(MPI_COMM_WORLD, &probe);
     Table links({"from", "to", "path", "latency", concat("bandwidth (", fixed(bucket / 1048576.0, 1), " MiB)")},
                 {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight,
                  Table::Align::kRight});
+    // Each pair gets `seconds`, less when there are many, so that doctor stays within about
+    // half a minute of measuring on any number of hosts.
+    const size_t hostCount = hostOrder.size();
+    size_t pairs = hostCount * (hostCount - 1) / 2;
+    for (const auto& [host, ranks] : byHost) pairs += ranks.size() > 1 ? 1 : 0;
+    const double perPair = std::min(seconds, 20.0 / std::max<size_t>(1, pairs));
     auto measure = [&](int x, int y, const std::string& path) {
-      dist::PairFigures f = dist::probePair(probe, x, y, bucket, seconds);
+      dist::PairFigures f = dist::probePair(probe, x, y, bucket, perPair);
       if (w.rank == x && x != 0) MPI_Send(&f, 2, MPI_DOUBLE, 0, 9, probe);
       if (lead && x != 0) MPI_Recv(&f, 2, MPI_DOUBLE, x, 9, probe, MPI_STATUS_IGNORE);
       MPI_Barrier(probe);
@@ -125,7 +141,17 @@ int cmdDoctor(int argc, char** argv) {
       if (here.size() > 1) measure(here[0], here[1], "same host (shared memory)");
       for (size_t j = i + 1; j < hostOrder.size(); ++j) measure(here[0], byHost[hostOrder[j]][0], "between hosts (network)");
     }
-    if (lead && w.size > 1) std::cout << "[doctor] links (ping-pong between two ranks, one way):\n" << links.str("  ");
+    if (lead && w.size > 1) {
+      std::cout << "[doctor] links (ping-pong between two ranks, one way):\n" << links.str("  ");
+      // Which transports MPI may use, as configured (Open MPI takes --mca settings from the
+      // environment); it picks shared memory within a host and a network between hosts.
+      const char* btl = std::getenv("OMPI_MCA_btl");
+      const char* pml = std::getenv("OMPI_MCA_pml");
+      std::cout << "[doctor] Open MPI transports allowed: btl " << (btl ? btl : "(default: all built)") << ", pml "
+                << (pml ? pml : "(default)")
+                << (pg->backend() == "nccl" ? "; NCCL chooses its own between GPUs (NCCL_DEBUG=INFO names it)" : "")
+                << "\n";
+    }
     if (w.size > 1) {
       const double raw = dist::rawAllReduceSeconds(probe, bucket, seconds);
       const double ours = dist::forgeAllReduceSeconds(pg->comm(), bucket, pg->device(), seconds);

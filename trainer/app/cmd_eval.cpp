@@ -89,7 +89,7 @@ int cmdEval(int argc, char** argv) {
   Config cfg = configFrom(a, kEvalHelp, "eval");
   if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
   if (a.has("json")) log::infoToStderr();  // stdout holds the JSON alone
-  auto pg = processGroupFor(&argc, &argv, cfg);
+  auto pg = processGroupFor(&argc, &argv, cfg, "eval");
   std::unique_ptr<data::SplitSource> split;
   ModelHandle model;
   Task task;

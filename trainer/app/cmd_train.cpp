@@ -3,7 +3,6 @@
 
 #include "trainer/app/commands.h"
 #include "trainer/engine/preemption.h"
-#include "trainer/engine/run_lock.h"
 #include "trainer/engine/trainer.h"
 
 namespace forge::train {
@@ -44,14 +43,11 @@ int cmdTrain(int argc, char** argv) {
   if (a.help) return std::cout << kTrainHelp, 0;
   Config cfg = configFrom(a, kTrainHelp, "train");
   const std::string resume = a.one("resume");
-  auto pg = processGroupFor(&argc, &argv, cfg);
+  auto pg = processGroupFor(&argc, &argv, cfg, "train");
   installPreemptionHandlers();  // again, in case MPI's start replaced them
-  dist::checkRanksAgree(pg->mpi(), runFacts(&cfg));
-  // Declared before the trainer: the run dir stays locked until the trainer is gone.
-  std::unique_ptr<RunDirLock> lock;
+  dist::checkRanksAgree(pg->mpi(), configFacts(&cfg));
   std::unique_ptr<Trainer> trainer;
   dist::agreeOnSetup(pg->comm(), [&] {
-    if (pg->world().rank == 0) lock = std::make_unique<RunDirLock>(cfg.run.dir);
     trainer = std::make_unique<Trainer>(cfg, pg->comm(), pg->world(), resume, pg->device());
   });
   if (pg->world().rank == 0) pg->watchdog().setReportDir(cfg.run.dir);

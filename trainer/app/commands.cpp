@@ -1,14 +1,12 @@
 #include "trainer/app/commands.h"
 
 #include <c10/util/Exception.h>
-#include <torch/version.h>
 
 #include <cstdlib>
 
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
-#include "core/names.h"
 #include "core/strings.h"
 
 namespace forge::train {
@@ -63,8 +61,9 @@ Config configFrom(const Args& a, const char* help, const char* cmd) {
   return loadConfig(a.positional[0], a.all("set"));
 }
 
-std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, const Config& cfg) {
+std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, const Config& cfg, const char* command) {
   dist::ProcessGroupOptions o;
+  o.command = command;
   o.device = cfg.run.device;
   o.backend = cfg.distributed.backend;
   o.timeoutS = cfg.distributed.timeoutS;
@@ -76,18 +75,10 @@ std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, con
   return std::make_unique<dist::ProcessGroup>(argc, argv, o);
 }
 
-std::vector<dist::Fact> runFacts(const Config* cfg) {
-  std::string forgeVersion = FORGE_VERSION;
-  if (const char* fake = std::getenv(env::kFaultVersion)) forgeVersion = fake;  // test-only
-  std::vector<dist::Fact> facts = {
-      {"forge's version", forgeVersion},
-      {"LibTorch's version", concat(TORCH_VERSION_MAJOR, ".", TORCH_VERSION_MINOR, ".", TORCH_VERSION_PATCH)},
-  };
-  if (cfg != nullptr) {
-    facts.push_back({"the config (a hash of the resolved YAML; config.yaml in run.dir holds rank 0's)",
-                     hex64(fnv1a(cfg->resolved.data(), cfg->resolved.size()))});
-  }
-  return facts;
+std::vector<dist::Fact> configFacts(const Config* cfg) {
+  if (cfg == nullptr) return {{"the config", "(none)", ""}};
+  return {{"the config (a hash of the resolved YAML; config.yaml in run.dir holds rank 0's)",
+           hex64(fnv1a(cfg->resolved.data(), cfg->resolved.size())), cfg->resolved}};
 }
 
 int runGuarded(dist::ProcessGroup& pg, const std::function<int()>& body) {

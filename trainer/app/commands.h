@@ -37,11 +37,12 @@ int cmdConfig(int argc, char** argv);
 Config configFrom(const Args& a, const char* help, const char* cmd);
 
 // MPI, device, backend and threads as the config asks.
-std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, const Config& cfg);
+// `command` ("train", "eval", "doctor") is compared across ranks before anything else.
+std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, const Config& cfg, const char* command);
 
-// What every rank must agree on before it works (dist::checkRanksAgree): forge's and
-// LibTorch's versions and, given a config, its resolved text.
-std::vector<dist::Fact> runFacts(const Config* cfg);
+// The config every rank must have read alike (dist::checkRanksAgree), "(none)" without one:
+// always one fact, so that ranks with and without a config compare.
+std::vector<dist::Fact> configFacts(const Config* cfg);
 
 // Runs `body` (after setup, when errors may hit one rank only): an error ends every rank of
 // the job (MPI abort) with its exit code instead of leaving the others in a collective; a

@@ -76,6 +76,7 @@ std::string Trainer::saveCheckpoint(bool isBest) {
   at::Tensor all = at::empty({mine.numel() * world_.size}, at::kByte);
   comm_.allGather(mine, all);
   if (world_.rank != 0) return "";
+  runLock_->verify();  // the run dir is still the one this job locked
   ckpt::Checkpoint ck = makeCheckpoint();
   for (int r = 0; r < world_.size; ++r) ck.rngStates.push_back(all.narrow(0, r * mine.numel(), mine.numel()).clone());
   std::string path = checkpoints_->pathFor(ckpt::progressOf(ck, "this run's checkpoint"));

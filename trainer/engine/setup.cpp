@@ -37,6 +37,8 @@ bool hasBatchNorm(const torch::nn::Module& m) {
 Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& world, const std::string& resume,
                  c10::Device device, std::optional<ModelHandle> model)
     : cfg_(std::move(cfg)), comm_(comm), world_(world), device_(device), runDir_(cfg_.run.dir) {
+  // One job per run dir, before anything there is read (resume) or written (statistics).
+  if (world_.rank == 0) runLock_ = std::make_unique<RunDirLock>(cfg_.run.dir);
   registry().check();
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
   task_ = Task::resolve(cfg_.task.loss, cfg_.task.metrics);

@@ -30,6 +30,7 @@
 #include "trainer/engine/metric_sums.h"
 #include "trainer/engine/observer.h"
 #include "trainer/engine/run_dir.h"
+#include "trainer/engine/run_lock.h"
 #include "trainer/engine/sample_log.h"
 #include "trainer/engine/train_state.h"
 #include "trainer/optim/optimizer.h"
@@ -128,6 +129,9 @@ class Trainer {
   dist::WorldInfo world_;
   c10::Device device_;
   RunDir runDir_;
+  // Rank 0: the run dir's lock, taken before anything in it is read or written, checked
+  // before each save, released when the trainer goes.
+  std::unique_ptr<RunDirLock> runLock_;
   std::unique_ptr<data::SplitSource> train_;
   std::unique_ptr<data::SplitSource> eval_;
   bool hasBatchNorm_ = false;
