@@ -12,6 +12,10 @@
 # set run.threads in the config to override). When root, Open MPI's consent variables are
 # set; on one machine, more ranks than cores are allowed (--oversubscribe). With a
 # hostfile, FORGE_*, OMP_*, NCCL_* and CUDA_* variables are passed to every rank (-x).
+# SIGUSR1 and SIGTERM sent to this script reach every rank (through mpirun), as Ctrl-C does. The
+# exit code is forge's (README "Exit codes"), also when a rank process dies (killed, out of
+# memory): Open MPI then ends the job itself, and this script says which rank on which host
+# and exits 3, as forge does for a rank that stops responding.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ranks=2
@@ -63,4 +67,31 @@ else
     args+=(--oversubscribe --bind-to none)
   fi
 fi
-exec mpirun "${args[@]}" "$forge" "$@"
+# mpirun's own messages are kept (a copy of its output) to name a rank that died.
+messages="$(mktemp "${TMPDIR:-/tmp}/forge-mpirun.XXXXXX")"
+trap 'rm -f "$messages"' EXIT
+mpirun "${args[@]}" "$forge" "$@" > >(tee -a "$messages") 2> >(tee -a "$messages" >&2) &
+pid=$!
+forward() { interrupted=1; kill -"$1" "$pid" 2>/dev/null; }
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+# Ctrl-C reaches mpirun from the terminal itself (one process group): passing it on too
+# would make it a second Ctrl-C ("quit without saving").
+trap 'interrupted=1' INT
+# `wait` returns early when a trapped signal arrives: then wait again for mpirun's status.
+while true; do
+  interrupted=0
+  rc=0
+  wait "$pid" || rc=$?
+  [ "$interrupted" = 1 ] || break
+done
+wait || true  # the tees of mpirun's output
+died="$(grep -m1 -E 'process rank [0-9]+ with PID [0-9]+ on node [^ ]+ exited on signal' "$messages" || true)"
+if [ -n "$died" ] && [ "$rc" -gt 128 ]; then
+  rank="$(sed -E 's/.*process rank ([0-9]+) .*/\1/' <<<"$died")"
+  node="$(sed -E 's/.* on node ([^ ]+) exited.*/\1/' <<<"$died")"
+  sig="$(sed -E 's/.*exited on signal ([0-9]+).*/\1/' <<<"$died")"
+  echo "[launch] rank $rank on $node died (signal $sig) and Open MPI ended the job: exit 3 (continue with --resume auto)" >&2
+  exit 3
+fi
+exit "$rc"

@@ -148,6 +148,19 @@ class NetnsHosts:
                 f.write(f"{addr} slots={slots}\n")
         return path
 
+    def mca_env(self):
+        """Open MPI settings for these hosts, as environment variables (how a launcher script
+        that does not know them, like launch/mpirun.sh, passes them on)."""
+        return {"OMPI_MCA_plm_rsh_agent": self.agent, "OMPI_MCA_oob_tcp_if_include": "eth0",
+                "OMPI_MCA_btl_tcp_if_include": "eth0", "OMPI_MCA_mpi_yield_when_idle": "1"}
+
+    def launch(self, per_host, script, args):
+        """The command line that runs forge's launcher `script` (launch/mpirun.sh) on host 0
+        with a hostfile of `per_host` slots on each host: `script -n N --hostfile H args`."""
+        env = [f"{k}={v}" for k, v in self.mca_env().items()]
+        return ["setpriv", "--pdeathsig", "KILL", "--", "nsenter", "-t", str(self.host_pid(0)), "-n", "-u", "--",
+                "env", *env, script, "-n", str(self.count * per_host), "--hostfile", self.hostfile(per_host), *args]
+
     def mpirun(self, per_host, args, hosts=None, extra=()):
         """The command line that starts `args` on `per_host` ranks of each of the first
         `hosts` hosts (default all), mpirun itself running on host 0."""

@@ -7,8 +7,9 @@ ranks on different hosts talk over TCP as between nodes (tests/cluster/netns_hos
   2. a rank on one host that stops responding (SIGSTOP: a frozen node, a dead NIC) ends the
      whole job within distributed.timeout_s + 30 s with exit 3 and a verdict naming that
      host; --resume auto then completes;
-  3. a rank killed on one host (kill -9) ends the whole job at once, naming the host, no
-     survivor left; --resume auto then completes;
+  3. a rank killed on one host (kill -9) ends the whole job at once; forge's launcher
+     (launch/mpirun.sh, across the hosts) exits 3 naming the rank and host, no survivor
+     left; --resume auto then completes;
   4. `forge doctor` on 2 hosts x 2 ranks: links within and between hosts, a bucket
      all-reduce against raw MPI.
 Exits 77 (skipped) without root or namespaces."""
@@ -73,11 +74,13 @@ with NetnsHosts(2, "fcl") as hosts:
     # 2. A rank on host 1 stops responding: exit 3 naming the host, then resume.
     h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "4000", "--features", "16", "--classes", "4"])
     timeout_s = 10
+    launcher = os.path.join(h.repo, "launch", "mpirun.sh")
     cfg = small_config(h, "hang.yaml", "syn.h5", "runs/frozen", epochs=60, timeout_s=timeout_s)
     for fault, sig in (("frozen", signal.SIGSTOP), ("killed", signal.SIGKILL)):
         run_dir = f"runs/{fault}"
-        cmd = hosts.mpirun(1, [h.forge, "train", cfg, "--set", f"run.dir={run_dir}", "--set",
-                               "checkpoint.every_steps=20"])
+        # Through forge's own launcher script, across the hosts.
+        cmd = hosts.launch(1, launcher, ["--forge", h.forge, "--", "train", cfg, "--set", f"run.dir={run_dir}", "--set",
+                                         "checkpoint.every_steps=20"])
         proc = subprocess.Popen(cmd, cwd=h.work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None and not os.path.exists(h.path(run_dir, "checkpoints")):
@@ -97,14 +100,13 @@ with NetnsHosts(2, "fcl") as hosts:
         print(f"  {fault}: the job ended {took:.1f} s later with exit {proc.returncode}")
         h.check(took <= timeout_s + 30, f"{fault} rank on host 1: the whole job ended within timeout_s + 30 s "
                                         f"({took:.1f} s)", out[-2000:])
+        h.check(proc.returncode == 3, f"with exit 3 (got {proc.returncode})", out[-2000:])
         if fault == "frozen":
-            h.check(proc.returncode == 3, f"with exit 3 (got {proc.returncode})", out[-2000:])
             h.check(re.search(r"rank 1 on fcl-node1 stopped responding", out) is not None,
-                    "the verdict names the rank and its host", out[-2500:])
+                    "forge's verdict names the rank and its host", out[-2500:])
         else:
-            h.check(proc.returncode != 0, f"non-zero (Open MPI's own exit for a killed rank: {proc.returncode})")
-            h.check("exited on signal 9" in out and hosts.addresses[1] in out,
-                    "mpirun names the killed rank's host", out[-2000:])
+            h.check(f"[launch] rank 1 on {hosts.addresses[1]} died (signal 9)" in out,
+                    "the launcher names the killed rank and its host", out[-2000:])
         left = forge_pids(hosts, 0) + forge_pids(hosts, 1)
         h.check(left == [], f"no forge process is left on either host ({left})")
         resumed = run(hosts.mpirun(1, [h.forge, "train", cfg, "--set", f"run.dir={run_dir}", "--set", "run.epochs=2",

@@ -37,12 +37,15 @@ ckdir = h.path("run", "checkpoints")
 
 
 def snapshot(root):
-    """Every file and folder under root: (kind, bytes, mtime in ns)."""
+    """Every file and folder under root: (kind, bytes, mtime in ns); not the run dir's lock
+    file, which names the last job that opened the run dir (a refused one included)."""
     out = {}
     for d, dirs, files in os.walk(root):
         for n in dirs:
             out[os.path.join(d, n)] = ("dir", None, os.stat(os.path.join(d, n)).st_mtime_ns)
         for n in files:
+            if n == ".forge.lock" and d == root:
+                continue
             p = os.path.join(d, n)
             with open(p, "rb") as f:
                 out[p] = ("file", f.read(), os.stat(p).st_mtime_ns)
