@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "distributed/determinism.h"
 #include "distributed/device.h"
 #include "distributed/rank_status.h"
 #ifdef FORGE_WITH_NCCL
@@ -34,6 +35,8 @@ int threadsPerRank(int configured, const WorldInfo& world) {
 }
 
 ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o) : runtime_(argc, argv) {
+  // Before the device is bound and NCCL reads its environment.
+  const std::vector<std::string> pinned = applyDeterminism(o.deterministic);
   world_ = discoverWorld();
   log::setRank(world_.rank, world_.size);
   auto timeout = std::chrono::duration<double>(o.timeoutS);
@@ -82,6 +85,11 @@ ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o
   log::info("dist", world_.size, " rank(s) on ", world_.nodes, " node(s), ", world_.localSize, " per node, backend ",
             backendText, ", ", n, " intra-op thread(s) per rank, launcher ", world_.launcher, launcherDetail());
   logDeviceMap(why);
+  if (!pinned.empty() && world_.rank == 0) {
+    std::string text;
+    for (const auto& p : pinned) text += concat(text.empty() ? "" : ", ", p);
+    log::info("dist", "run.deterministic: ", text);
+  }
 }
 
 ProcessGroup::~ProcessGroup() = default;

@@ -27,6 +27,7 @@ struct ProcessGroupOptions {
   bool needsCuda = false;        // the run cannot compute on the CPU (run.precision bf16)
   std::string needsCudaWhy;      // the setting that needs it ("run.precision bf16"), for the error
   std::string needsCudaFix;      // what to change instead ("use precision: fp32")
+  bool deterministic = false;    // pin cuBLAS, cuDNN and NCCL first (run.deterministic; distributed/determinism.h)
 };
 
 // Runs `setup` on every rank, then agrees: if any rank failed, every rank stops with exit
@@ -47,7 +48,7 @@ void agreeOnSetup(Communicator& comm, Setup setup) {
 
 class ProcessGroup {
  public:
-  // Collective over MPI_COMM_WORLD: starts MPI, chooses and binds the device, creates the
+  // Collective over MPI_COMM_WORLD: starts MPI, applies run.deterministic, chooses and binds the device, creates the
   // backend's communicator, sets the threads, and logs (rank 0) the world and every rank's
   // device. A choice that cannot work (nccl without a GPU, ...) is a ConfigError on every rank.
   ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& options);
