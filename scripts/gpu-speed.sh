@@ -1,6 +1,6 @@
 # Sourced by scripts/gpu-check.sh on a machine with a GPU: the default config on cuda:0 in
-# fp32 and bf16, and samples/s against the same model and loop in Python PyTorch on the
-# same GPU (bench/python_gpu.py).
+# fp32, bf16 and fp32 with run.deterministic (its cost), and samples/s against the same
+# model and loop in Python PyTorch on the same GPU (bench/python_gpu.py).
 #
 # In: root, build, logs, py, epochs, fashion_source, result/fail/say functions.
 data="$build/fashion_mnist.h5"
@@ -26,16 +26,18 @@ print(f"{later[len(later) // 2]:.0f}")
 PY
 }
 cfg="$root/configs/fashion_mnist_mlp.yaml"
-forge_fp32=0 forge_bf16=0
-for prec in fp32 bf16; do
+forge_fp32=0 forge_bf16=0 forge_det=0
+for prec in fp32 bf16 det; do
   rm -rf "$build/run-$prec"
   say "forge: training the default config on cuda:0 ($prec, $epochs epochs)"
-  if timeout 180 "$build/forge" train "$cfg" --set run.device=cuda --set run.precision=$prec --set run.epochs="$epochs" \
+  extra=(--set run.precision=$prec)
+  [ $prec = det ] && extra=(--set run.precision=fp32 --set run.deterministic=true)
+  if timeout 180 "$build/forge" train "$cfg" --set run.device=cuda "${extra[@]}" --set run.epochs="$epochs" \
     --set run.dir="$build/run-$prec" --set data.path="$data" --set log.progress=lines >"$logs/train_$prec.log" 2>&1; then
     rate=$(steady "$build/run-$prec/metrics.jsonl")
     eval "forge_$prec=$rate"
     acc=$(grep -o "final test accuracy [0-9.]*%" "$logs/train_$prec.log" | grep -o "[0-9.]*%")
-    result "forge $prec on the GPU" "$rate samples/s, final accuracy $acc"
+    result "forge ${prec/det/fp32 + run.deterministic} on the GPU" "$rate samples/s, final accuracy $acc"
   else
     fail "forge $prec on the GPU" "log: train_$prec.log"
     tail -15 "$logs/train_$prec.log"
@@ -43,6 +45,8 @@ for prec in fp32 bf16; do
 done
 [ "$forge_fp32" != 0 ] && [ "$forge_bf16" != 0 ] &&
   result "forge bf16 / fp32" "$("$py" -c "print(f'{$forge_bf16 / $forge_fp32:.2f}')")"
+[ "$forge_fp32" != 0 ] && [ "$forge_det" != 0 ] &&
+  result "forge run.deterministic / fp32 (its cost)" "$("$py" -c "print(f'{$forge_det / $forge_fp32:.2f}')")"
 for prec in fp32 bf16; do
   flag=""; [ $prec = bf16 ] && flag="--bf16"
   say "python: the same model and loop in PyTorch ($prec, $epochs epochs)"
