@@ -119,9 +119,9 @@ cmake --build "$build" --parallel "$(nproc)" --target forge test_gpu test_device
   { grep -E "error|Error" "$logs/build.log" | head -30; die "build (CUDA + NCCL)" "log: build.log"; }
 result "build (CUDA + NCCL)" "ok in $((SECONDS - t0)) s"
 # One CUDA runtime in the process, and the one LibTorch itself would load.
-cudarts="$(ldd "$build/forge" | grep -o 'libcudart[^ ]* => [^ ]*' | sort -u)"
-torch_cudart="$(ldd "$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cuda.so"))')" |
-  grep -o 'libcudart[^ ]* => [^ ]*' | head -1)"
+cudart_paths() { ldd "$1" | grep -o 'libcudart[^ ]* => [^ ]*' | sed 's/.* => //' | xargs -r -n1 readlink -f | sort -u; }
+cudarts="$(cudart_paths "$build/forge")"
+torch_cudart="$(cudart_paths "$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cuda.so"))')")"
 if [ "$(printf '%s\n' "$cudarts" | grep -c libcudart)" -eq 1 ] && [ "$cudarts" = "$torch_cudart" ]; then
   result "one CUDA runtime in forge" "$cudarts"
 else
@@ -146,7 +146,7 @@ gtest_step "test_device (CPU-side checks)" test_device.log "$build/tests/test_de
 # ctest -L gpu: test_gpu, and e2e_gpu_train (fp32, bf16, preemption and bit-exact resume,
 # Python reading the checkpoint); the e2e test skips (exit 77) without a GPU.
 if (cd "$build" && timeout 300 ctest -L gpu --timeout 200 --output-on-failure) >"$logs/ctest_gpu.log" 2>&1; then
-  result "ctest -L gpu at 1 rank" "$(grep -o '[0-9]*% tests passed.*' "$logs/ctest_gpu.log"); $(grep -c 'Skipped' "$logs/ctest_gpu.log") skipped"
+  result "ctest -L gpu at 1 rank" "$(grep -o '[0-9]*% tests passed.*' "$logs/ctest_gpu.log"); $(grep -c '\*\*\*Skipped' "$logs/ctest_gpu.log") skipped"
 else
   fail "ctest -L gpu at 1 rank" "log: ctest_gpu.log"
   grep -E "FAIL|\*\*\*" "$logs/ctest_gpu.log" | head -10

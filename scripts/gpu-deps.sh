@@ -87,8 +87,9 @@ else
   export PATH="$P/bin:$PATH"
   mpirun_bin="$P/bin/mpirun"
   # zlib's runtime is the system's (every Linux has it); the headers come from the prefix.
-  zlib_so="$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/{print $NF; exit}')"
-  [ -n "$zlib_so" ] || zlib_so="$(ls /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)"
+  # (|| true: awk leaves early, and a caller with pipefail and -e must not stop on it)
+  zlib_so="$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/{print $NF; exit}' || true)"
+  [ -n "$zlib_so" ] || zlib_so="$(ls /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1 || true)"
   # The linker, too, must take libmpi's own dependencies from the prefix, not from its RUNPATH.
   cmake_args+=(
     -DMPI_C_COMPILER="$P/bin/mpicc" -DMPIEXEC_EXECUTABLE="$mpirun_bin"

@@ -81,10 +81,26 @@ unset LD_LIBRARY_PATH OPAL_PREFIX
 set +e
 FORGE_GPU_USE_DEBS=1 "$root/scripts/gpu-check.sh" --build "$build" --deps "$deps" --logs "$build/logs"
 rc=$?
-set -e
+# From here on each check sets rc itself.
+# The route end to end on the CPU, which the device script's own steps skip without a GPU:
+# Python's test harness starting forge at 2 ranks under the prefix's mpirun, and reading the
+# checkpoint with the machine's torch.
+if [ -x "$build/forge" ]; then
+  say() { echo "[gpu-rehearse] $*"; }
+  die() { echo "gpu-rehearse: FAILED: $*"; exit 1; }
+  source "$root/scripts/env.sh"
+  py="${FORGE_PYTHON:-python3}"
+  source "$root/scripts/gpu-deps.sh"
+  if (cd "$build" && ctest -R '^e2e_python_interop$' --output-on-failure) >"$build/logs/e2e_cpu.log" 2>&1; then
+    echo "gpu-rehearse: e2e_python_interop (2 ranks, the prefix's mpirun, Python reading the checkpoint) passed"
+  else
+    echo "gpu-rehearse: FAILED: e2e_python_interop through the route (log: $build/logs/e2e_cpu.log)"
+    rc=1
+  fi
+fi
 # Every library forge loads resolves to the carried prefix or to what the image has.
 if [ -x "$build/forge" ]; then
-  if ldd "$build/forge" | grep -E "not found|/usr/lib/x86_64-linux-gnu/(openmpi|hdf5|libmpi|libhdf5|libyaml|libprotobuf|libpmix|libhwloc)"; then
+  if ldd "$build/forge" | grep -E "not found|=> (/usr)?/lib/x86_64-linux-gnu/(openmpi|hdf5|pmix2|libmpi|libopen-|libhdf5|libyaml|libprotobuf|libpmix|libhwloc|libevent)"; then
     echo "gpu-rehearse: FAILED: forge loads a library the GPU image does not have (above)"
     rc=1
   else
