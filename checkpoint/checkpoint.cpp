@@ -83,6 +83,7 @@ uint64_t checksumOf(const Checkpoint& ck, const RecordCrcs& crcs = RecordCrcs())
   if (!ck.schedule.isNone()) h.ivalue(ck.schedule);
   if (!ck.sampler.isNone()) h.ivalue(ck.sampler);
   if (ck.epochSamples >= 0) h.integer(ck.epochSamples);  // absent from files of earlier versions
+  for (int64_t i : ck.bucketOrder) h.integer(i);          // likewise
   return h.h;
 }
 
@@ -142,6 +143,11 @@ IValue toIValueWith(const Checkpoint& ck, int64_t checksum) {
   if (!ck.schedule.isNone()) d.insert(fields::kSchedule, ck.schedule);
   if (!ck.sampler.isNone()) d.insert(fields::kSampler, ck.sampler);
   if (ck.epochSamples >= 0) d.insert(fields::kEpochSamples, ck.epochSamples);
+  if (!ck.bucketOrder.empty()) {
+    c10::impl::GenericList order(c10::AnyType::get());  // a plain list of ints for Python
+    for (int64_t i : ck.bucketOrder) order.push_back(i);
+    d.insert(fields::kBucketOrder, order);
+  }
   d.insert(fields::kChecksum, checksum);
   return d;
 }
@@ -190,6 +196,14 @@ Checkpoint fromIValue(const IValue& value, const std::string& source, const Reco
     *out = it->value();
   }
   if (d.contains(fields::kEpochSamples)) ck.epochSamples = intField(d, fields::kEpochSamples, source);
+  auto order = d.find(fields::kBucketOrder);
+  if (order != d.end()) {
+    if (!order->value().isList()) throw CheckpointError(concat("checkpoint '", source, "': 'bucket_order' is not a list"));
+    for (const auto& i : order->value().toListRef()) {
+      if (!i.isInt()) throw CheckpointError(concat("checkpoint '", source, "': 'bucket_order' holds a non-integer"));
+      ck.bucketOrder.push_back(i.toInt());
+    }
+  }
   int64_t stored = intField(d, fields::kChecksum, source);
   if (static_cast<uint64_t>(stored) != checksumOf(ck, crcs)) throw CheckpointError(corruptMessage(source));
   return ck;

@@ -14,6 +14,9 @@
 //                         and where it stands (the LR is a pure function of these)
 //   sampler               {seed, epoch, position, world_size, shuffle, drop_last, window,
 //                         samples_per_rank}: the data order and how far each rank got in it
+//   bucket_order          [int]: the gradient synchronizer's bucket order, rebuilt from the
+//                         gradients' arrival (indices of trainable parameters in registration
+//                         order); absent before the first synchronized step and at 1 rank
 //   checksum              FNV-1a over the fields above (tensor bytes included)
 #pragma once
 
@@ -50,6 +53,9 @@ struct Checkpoint {
   // {str: scalar} dicts (None when not recorded, as in checkpoints of earlier versions).
   c10::IValue schedule;
   c10::IValue sampler;
+  // The synchronizer's rebuilt bucket order (distributed/gradient_synchronizer.h); empty
+  // when not recorded.
+  std::vector<int64_t> bucketOrder;
 };
 
 c10::IValue toIValue(const Checkpoint& ck);

@@ -18,6 +18,7 @@ inline constexpr const char* kForgeVersion = "forge_version";
 inline constexpr const char* kRngStates = "rng_states";
 inline constexpr const char* kSchedule = "lr_schedule";
 inline constexpr const char* kSampler = "sampler";
+inline constexpr const char* kBucketOrder = "bucket_order";
 inline constexpr const char* kChecksum = "checksum";
 
 }  // namespace forge::ckpt::fields

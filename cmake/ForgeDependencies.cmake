@@ -27,6 +27,33 @@ foreach(_dir IN LISTS _forge_nvidia_libs)
   endif()
 endforeach()
 
+# One CUDA runtime per process. LibTorch's CMake config links forge against the toolkit's
+# libcudart and libnvrtc (CUDA::cudart, CUDA::nvrtc, e.g. /usr/local/cuda 13.0), while
+# libtorch_cuda.so loads the wheel's copies beside torch (nvidia/cu*/lib, the version torch
+# was built for) through its own RPATH. Each pair has one SONAME, so whichever forge's RUNPATH
+# finds first is the process's, LibTorch's included (and across major versions there would
+# be two runtimes). forge therefore links the wheel's libraries when there are any: then the
+# toolkit's folder is not on its RUNPATH at all.
+foreach(_lib IN ITEMS cudart nvrtc)
+  if(NOT TARGET CUDA::${_lib} OR NOT FORGE_TORCH_LINK_DIRS)
+    continue()
+  endif()
+  set(_forge_wheel_lib "")
+  foreach(_dir IN LISTS FORGE_TORCH_LINK_DIRS)
+    file(GLOB _found "${_dir}/lib${_lib}.so.[0-9]*")
+    if(_found AND NOT _forge_wheel_lib)
+      list(SORT _found)
+      list(GET _found 0 _forge_wheel_lib)
+    endif()
+  endforeach()
+  if(_forge_wheel_lib)
+    set_property(TARGET CUDA::${_lib} PROPERTY IMPORTED_LOCATION "${_forge_wheel_lib}")
+    # Torch's config also names the toolkit's libnvrtc by path, in TORCH_LIBRARIES.
+    list(TRANSFORM TORCH_LIBRARIES REPLACE "^/.*/lib${_lib}\\.so[.0-9]*$" "${_forge_wheel_lib}")
+    message(STATUS "forge: ${_lib} ${_forge_wheel_lib} (the one LibTorch loads)")
+  endif()
+endforeach()
+
 # Exported with the installed package (cmake/ForgeInstall.cmake): what forge_deps names may
 # point at LibTorch and system libraries, never into the source or build tree.
 add_library(forge_deps INTERFACE)

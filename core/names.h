@@ -65,6 +65,19 @@ inline constexpr const char* kSampleLog = "FORGE_SAMPLE_LOG";
 // rank runs the same build (distributed/agreement.h), as a node with another install would.
 inline constexpr const char* kFaultVersion = "FORGE_FAULT_VERSION";
 
+// Set to 1, the ranks of a node may share its GPUs (local rank % visible GPUs) instead of
+// the node's rank count above its GPU count being an error. For tests of several NCCL ranks
+// on one GPU, where each rank must also pose as its own host for NCCL (a distinct
+// NCCL_HOSTID, socket transport, the device seen by its UUID: scripts/gpu-device-run.sh).
+// Slower than one GPU per rank: the ranks' kernels take turns on the one device.
+inline constexpr const char* kShareGpus = "FORGE_SHARE_GPUS";
+
+// Other libraries' variables that run.deterministic sets when unset
+// (distributed/determinism.h): cuBLAS's workspace, NCCL's algorithm and protocol.
+inline constexpr const char* kCublasWorkspaceConfig = "CUBLAS_WORKSPACE_CONFIG";
+inline constexpr const char* kNcclAlgo = "NCCL_ALGO";
+inline constexpr const char* kNcclProto = "NCCL_PROTO";
+
 // Tuning: set (to anything), the loader copies rows out of HDF5 files with read() instead
 // of mapping them from the page cache (for comparisons; both give the same bytes).
 inline constexpr const char* kNoMappedReads = "FORGE_NO_MAPPED_READS";

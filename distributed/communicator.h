@@ -27,6 +27,12 @@ class Work {
   // Blocks until the operation has completed, or throws CommTimeout once `deadline` passes
   // ("timeout in <op> #<seq> after <t> s"). Call from the thread that owns the communicator.
   virtual void wait(Clock::time_point deadline) = 0;
+  // Orders the work the caller queues next on its current device stream after the
+  // operation, without blocking the host where the backend can (NCCL: the stream waits on
+  // the collective's event; errors, a timeout or completion are then seen by a later wait()
+  // or by the watchdog). Backends without streams block as wait() does. Results are only
+  // valid for stream-ordered device work until wait() returns.
+  virtual void waitOnStream(Clock::time_point deadline) { wait(deadline); }
   // Non-blocking: true once the operation has completed (results are then in place).
   virtual bool test() = 0;
   // When the backend began executing the operation (the epoch of Clock before it has).

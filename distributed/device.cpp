@@ -8,6 +8,7 @@
 #include "distributed/communicator.h"
 
 #include "core/error.h"
+#include "core/names.h"
 #include "core/strings.h"
 
 #ifdef FORGE_WITH_CUDA
@@ -47,17 +48,25 @@ int visibleCudaDevices() {
 #endif
 }
 
-int cudaDeviceFor(int localRank, int localSize, int visible) {
+bool gpuSharingAllowed() {
+  const char* v = std::getenv(env::kShareGpus);
+  if (v == nullptr || *v == '\0' || std::string(v) == "0") return false;
+  if (std::string(v) == "1") return true;
+  throw ConfigError(concat(env::kShareGpus, " must be 0 or 1, got '", v, "'"));
+}
+
+int cudaDeviceFor(int localRank, int localSize, int visible, bool shareGpus) {
   if (visible <= 0) {
     throw ConfigError(builtWithCuda() ? "run.device is cuda, but no CUDA GPU is visible to this process (is the "
                                         "driver loaded? is CUDA_VISIBLE_DEVICES empty?); use run.device: cpu"
                                       : "run.device is cuda, but this forge was built without CUDA (configure it "
                                         "against a CUDA build of LibTorch); use run.device: cpu");
   }
-  if (localSize > visible) {
+  if (localSize > visible && !shareGpus) {
     throw ConfigError(concat("this node runs ", localSize, " ranks but has ", visible, " visible GPU",
                              visible == 1 ? "" : "s", ": start at most ", visible, " rank",
-                             visible == 1 ? "" : "s", " per node (one per GPU), or use run.device: cpu"));
+                             visible == 1 ? "" : "s", " per node (one per GPU), or use run.device: cpu (",
+                             env::kShareGpus, "=1 lets ranks share GPUs, for tests)"));
   }
   return localRank % visible;
 }
@@ -66,6 +75,7 @@ DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world, boo
   DeviceChoice c;
   if (wanted == "cpu") return c;
   int visible = visibleCudaDevices();
+  const bool share = gpuSharingAllowed();
   if (boundPerRank && visible > 0 && (wanted == "auto" || wanted == "cuda")) {
     // Each rank sees only its own GPUs: the first of them is this rank's.
 #ifdef FORGE_WITH_CUDA
@@ -79,14 +89,14 @@ DeviceChoice selectDevice(const std::string& wanted, const WorldInfo& world, boo
       c.why = builtWithCuda() ? "no GPU visible" : "built without CUDA";
       return c;
     }
-    if (world.localSize > visible) {
+    if (world.localSize > visible && !share) {
       c.why = concat(world.localSize, " ranks on the node, ", visible, " GPU", visible == 1 ? "" : "s");
       return c;
     }
   } else if (wanted != "cuda") {
     throw ConfigError(concat("run.device must be auto, cpu or cuda, got '", wanted, "'"));
   }
-  int index = cudaDeviceFor(world.localRank, world.localSize, visible);
+  int index = cudaDeviceFor(world.localRank, world.localSize, visible, share);
 #ifdef FORGE_WITH_CUDA
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
 #endif

@@ -21,12 +21,18 @@ bool builtWithCuda();
 bool builtWithNccl();
 
 // The GPU index a rank takes. ConfigError when the node runs more ranks than it has GPUs
-// (two ranks sharing a GPU would double its memory and serialize its kernels).
-int cudaDeviceFor(int localRank, int localSize, int visible);
+// (two ranks sharing a GPU would double its memory and serialize its kernels), unless
+// `shareGpus` (FORGE_SHARE_GPUS=1): then ranks share them, local rank % visible.
+int cudaDeviceFor(int localRank, int localSize, int visible, bool shareGpus = false);
+
+// True when FORGE_SHARE_GPUS is 1 (core/names.h): the node's ranks may share its GPUs.
+// Any other value than unset, 0 or 1 is a ConfigError.
+bool gpuSharingAllowed();
 
 // Resolves run.device ("auto", "cpu" or "cuda") for this rank and, for CUDA, makes the GPU
 // current. "auto" takes the GPUs when every rank on the node can have one of its own, else
-// the CPU (and `why` says why). Call before any other CUDA work.
+// the CPU (and `why` says why); with FORGE_SHARE_GPUS=1, "auto" and "cuda" take a GPU
+// whatever the rank count. Call before any other CUDA work.
 struct DeviceChoice {
   c10::Device device{c10::kCPU};
   std::string why;  // for "auto": why the CPU was chosen ("" otherwise)

@@ -47,6 +47,8 @@ struct GradientSynchronizer::Impl {
   bool syncing = false;
   bool prescaled = false;  // this step's loss was scaled by 1 / world size: sum, don't average
   bool rebuilt = false;
+  bool fromArrival = false;        // `built` came from an arrival order (rebuilt or adopted)
+  std::vector<int64_t> built;      // the order the buckets were last built from
   size_t nextToLaunch = 0;
   Timeline* timeline = nullptr;
 
@@ -58,6 +60,7 @@ struct GradientSynchronizer::Impl {
 
   // Buckets over `order` (parameter indices, first to be filled first), capped in bytes.
   void buildBuckets(const std::vector<int64_t>& order) {
+    built = order;
     buckets.clear();
     where.assign(params.size(), {0, 0});
     size_t bytes = 0;
@@ -307,6 +310,7 @@ void GradientSynchronizer::beginBackward(bool sync) {
   m.prescaled = false;
   rankStatus().setBucket(-1);
   if (!m.syncing) return;
+  settle();
   std::fill(m.arrived.begin(), m.arrived.end(), 0);
   for (auto& b : m.buckets) {
     b.pending = b.params.size();
@@ -353,8 +357,14 @@ void GradientSynchronizer::finishBackward() {
   auto start = Clock::now();
   auto deadline = deadlineAfter(m.comm.timeout(), start);
   timeline_.bucketStarted.clear();
+  // The step that rebuilds the buckets waits on the host: their buffers are replaced below.
+  const bool onStream = m.rebuilt;
   for (auto& b : m.buckets) {
-    b.work->wait(deadline);
+    if (onStream) {
+      b.work->waitOnStream(deadline);
+    } else {
+      b.work->wait(deadline);
+    }
     timeline_.bucketStarted.push_back(b.work->startedAt());
   }
   commWaitSeconds_ += std::chrono::duration<double>(Clock::now() - start).count();
@@ -376,7 +386,16 @@ void GradientSynchronizer::finishBackward() {
     at::Tensor order = at::tensor(m.arrivalOrder, at::kLong);
     m.comm.broadcast(order, 0);
     m.buildBuckets(std::vector<int64_t>(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + order.numel()));
+    m.fromArrival = true;
     m.arrivalOrder.clear();
+  }
+}
+
+void GradientSynchronizer::settle() {
+  auto start = Clock::now();
+  auto deadline = deadlineAfter(impl_->comm.timeout(), start);
+  for (auto& b : impl_->buckets) {
+    if (b.work) b.work->wait(deadline);  // returns at once when it completed (or was waited)
   }
 }
 
@@ -394,6 +413,26 @@ void GradientSynchronizer::zeroGrad() {
       m.params[i].mutable_grad() = m.slots[i];
     }
   }
+}
+
+std::vector<int64_t> GradientSynchronizer::rebuiltOrder() const {
+  return impl_->fromArrival ? impl_->built : std::vector<int64_t>();
+}
+
+bool GradientSynchronizer::adoptOrder(const std::vector<int64_t>& order) {
+  Impl& m = *impl_;
+  FORGE_CHECK(!m.syncing, "adoptOrder() during backward");
+  if (!m.options.rebuildBuckets || order.size() != m.params.size()) return false;
+  std::vector<char> seen(m.params.size(), 0);
+  for (int64_t i : order) {
+    if (i < 0 || i >= static_cast<int64_t>(m.params.size()) || seen[i]) return false;
+    seen[i] = 1;
+  }
+  m.buildBuckets(order);
+  m.rebuilt = true;
+  m.fromArrival = true;
+  m.arrivalOrder.clear();
+  return true;
 }
 
 std::vector<std::vector<std::string>> GradientSynchronizer::bucketLayout() const {

@@ -10,7 +10,9 @@
 //     on, by the communicator's thread. Buckets are issued in index order on every rank,
 //     never in the order they happen to fill, so ranks always match.
 //   - after the first synchronized backward, the buckets are rebuilt once from the order in
-//     which gradients really arrived (rank 0's order, so all ranks agree).
+//     which gradients really arrived (rank 0's order, so all ranks agree). A checkpoint keeps
+//     that order (rebuiltOrder()); a resumed run adopts it (adoptOrder()), so its first step
+//     reduces in the same buckets as the uninterrupted run's step did.
 //
 // Per step: beginBackward(sync) -> loss.backward() -> finishBackward(). With sync = false
 // (the micro-batches of gradient accumulation before the last) nothing is communicated and
@@ -62,7 +64,10 @@ class GradientSynchronizer {
   // (or flushBuffers()) before anything else reads the buffers, e.g. evaluation.
   void beforeForward();
   void afterForward();
-  void flushBuffers() { beforeForward(); }
+  void flushBuffers() {
+    settle();
+    beforeForward();
+  }
 
   // Zeroes every gradient in place. Gradients are views into the buckets (backward writes
   // straight into them); use this instead of an optimizer's zero_grad(), whose default
@@ -81,10 +86,29 @@ class GradientSynchronizer {
   void beginBackward(bool sync = true);
   // Waits (deadline: the communicator's timeout) for every bucket and writes the averaged
   // gradients into .grad. Throws CommTimeout / CommError, or Error naming unused parameters.
+  // On a backend with streams (NCCL) the wait is the compute stream's, not the host's: the
+  // optimizer step is queued behind the buckets' completion events and the host goes on;
+  // the next beginBackward() or settle() checks on the host that they completed.
   void finishBackward();
+  // Blocks until the last step's buckets have completed (deadline: the communicator's
+  // timeout), reporting errors; at once when they have. Called by beginBackward() and
+  // flushBuffers(); call it before a long pause in collectives (evaluation, a checkpoint).
+  void settle();
 
   // Which parameters each bucket holds (names, in bucket order); for logs and tests.
   std::vector<std::vector<std::string>> bucketLayout() const;
+
+  // The order the buckets were built from once it came from gradients' arrival (rebuilt
+  // after the first synchronized step, or adopted): indices into the trainable parameters in
+  // registration order, first filled first. Empty while the buckets still follow the reverse
+  // registration order. Local, no communication.
+  std::vector<int64_t> rebuiltOrder() const;
+  // Builds the buckets from `order` (what rebuiltOrder() returned in the interrupted run) and
+  // skips the rebuild after the first step. Between steps only; every rank must pass the same
+  // order (they all read it from one checkpoint). Returns false and changes nothing when
+  // `order` is not a permutation of this module's trainable parameters (another model), or
+  // when rebuilding is off (SyncOptions::rebuildBuckets).
+  bool adoptOrder(const std::vector<int64_t>& order);
 
   // Timing of the last synchronized backward, for tests of overlap and for metrics.
   struct Timeline {

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "distributed/agreement.h"
+#include "distributed/determinism.h"
 #include "distributed/device.h"
 #include "distributed/launch_check.h"
 #include "distributed/rank_status.h"
@@ -31,6 +32,8 @@ std::string launcherDetail() {
 }  // namespace
 
 ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o) : runtime_(argc, argv) {
+  // Before the device is bound and NCCL reads its environment.
+  const std::vector<std::string> pinned = applyDeterminism(o.deterministic);
   auto timeout = std::chrono::duration<double>(o.timeoutS);
   mpiComm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, timeout);
   // First, before any collective whose form could change between builds: the same build,
@@ -90,6 +93,11 @@ ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o
   log::info("dist", world_.size, " rank(s) on ", world_.nodes, " node(s), ", world_.localSize, " per node, backend ",
             backendText, ", ", n, " intra-op thread(s) per rank (", threads.source, "), launcher ", world_.launcher, launcherDetail());
   logDeviceMap(why);
+  if (!pinned.empty() && world_.rank == 0) {
+    std::string text;
+    for (const auto& p : pinned) text += concat(text.empty() ? "" : ", ", p);
+    log::info("dist", "run.deterministic: ", text);
+  }
 }
 
 ProcessGroup::~ProcessGroup() = default;

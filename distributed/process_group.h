@@ -28,6 +28,7 @@ struct ProcessGroupOptions {
   std::string needsCudaWhy;      // the setting that needs it ("run.precision bf16"), for the error
   std::string needsCudaFix;      // what to change instead ("use precision: fp32")
   std::string command = "train"; // what every rank runs, compared across ranks first thing
+  bool deterministic = false;    // pin cuBLAS, cuDNN and NCCL first (run.deterministic; distributed/determinism.h)
 };
 
 // Runs `setup` on every rank, then agrees: if any rank failed, every rank stops with exit
@@ -49,7 +50,8 @@ void agreeOnSetup(Communicator& comm, Setup setup) {
 class ProcessGroup {
  public:
   // Collective over MPI_COMM_WORLD: starts MPI, checks that every rank runs the same build,
-  // MPI and command (dist::buildFacts; ConfigError naming the ranks), chooses and binds the device, creates the
+  // MPI and command (dist::buildFacts; ConfigError naming the ranks), applies
+  // run.deterministic, chooses and binds the device, creates the
   // backend's communicator, sets the threads, and logs (rank 0) the world and every rank's
   // device. A choice that cannot work (nccl without a GPU, ...) is a ConfigError on every rank.
   ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& options);

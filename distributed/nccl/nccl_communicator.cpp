@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "core/strings.h"
@@ -89,20 +90,11 @@ std::string seconds(Clock::duration d) {
   return text;
 }
 
-// A CUDA event without timing (the cheap kind), owned.
-class Event {
- public:
-  explicit Event(int rank) { FORGE_CUDA_CHECK(rank, cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
-  ~Event() {
-    if (event_ != nullptr) cudaEventDestroy(event_);  // released once any pending wait is done
-  }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-  cudaEvent_t get() const { return event_; }
-
- private:
-  cudaEvent_t event_ = nullptr;
-};
+cudaEvent_t newEvent(int rank) {
+  cudaEvent_t e = nullptr;
+  FORGE_CUDA_CHECK(rank, cudaEventCreateWithFlags(&e, cudaEventDisableTiming));  // the cheap kind
+  return e;
+}
 
 }  // namespace
 
@@ -116,6 +108,37 @@ struct NcclCommunicator::State {
   std::mutex mutex;  // enqueueing (the main thread or autograd's device thread) and abort
   std::atomic<bool> aborted{false};
   std::atomic<bool> failed{false};
+  // CUDA events are made once and reused, not created per collective: `ready` orders each
+  // collective after its producer (recorded and waited on under `mutex`; a stream wait takes
+  // the event's state at the time of the call, so re-recording it later is safe), and each
+  // Work leases a completion event from `freeEvents` and gives it back when destroyed.
+  cudaEvent_t ready = nullptr;
+  std::mutex poolMutex;
+  std::vector<cudaEvent_t> freeEvents;
+
+  cudaEvent_t leaseEvent() {
+    {
+      std::lock_guard<std::mutex> lock(poolMutex);
+      if (!freeEvents.empty()) {
+        cudaEvent_t e = freeEvents.back();
+        freeEvents.pop_back();
+        return e;
+      }
+    }
+    c10::cuda::CUDAGuard guard(device);
+    return newEvent(rank);
+  }
+  void returnEvent(cudaEvent_t e) noexcept {
+    std::lock_guard<std::mutex> lock(poolMutex);
+    freeEvents.push_back(e);
+  }
+  // Last, once no Work holds the State any more (each holds it by shared_ptr).
+  void destroyEvents() noexcept {
+    for (cudaEvent_t e : freeEvents) cudaEventDestroy(e);
+    freeEvents.clear();
+    if (ready != nullptr) cudaEventDestroy(ready);
+    ready = nullptr;
+  }
 
   // Aborts once; `comm` is gone afterwards (ncclCommAbort frees it), so every later use
   // checks `aborted` first. The caller holds `mutex`.
@@ -170,6 +193,11 @@ struct NcclCommunicator::State {
   }
 
   ~State() {
+    finalizeComm();
+    destroyEvents();
+  }
+
+  void finalizeComm() noexcept {
     if (comm == nullptr) return;  // never made, or aborted (and freed) already
     if (failed) {
       abortComm();
@@ -201,42 +229,36 @@ class NcclWork final : public Work {
  public:
   NcclWork(std::shared_ptr<NcclCommunicator::State> state, const char* op, uint64_t seq, std::vector<at::Tensor> keep,
            RankStatus* status)
-      : state_(std::move(state)), op_(op), seq_(seq), keep_(std::move(keep)), done_(state_->rank), status_(status) {
+      : state_(std::move(state)), op_(op), seq_(seq), keep_(std::move(keep)), done_(state_->leaseEvent()),
+        status_(status) {
     if (status_ != nullptr) status_->entered(collectiveKindOf(op_), seq_);
   }
+  // The event goes back to the pool; a stream that waits on it keeps the state it had then.
+  ~NcclWork() override { state_->returnEvent(done_); }
+  NcclWork(const NcclWork&) = delete;
+  NcclWork& operator=(const NcclWork&) = delete;
 
-  cudaEvent_t doneEvent() const { return done_.get(); }
+  cudaEvent_t doneEvent() const { return done_; }
+
+  // The caller's current stream waits for the collective on the GPU; the host goes on. One
+  // look at the communicator's errors now; a later wait() (with its deadline) or the
+  // watchdog finds what happens after.
+  void waitOnStream(Clock::time_point deadline) override {
+    if (finished_) return;
+    NcclCommunicator::State& s = *state_;
+    if (completedOrChecked(deadline)) return;
+    c10::cuda::CUDAGuard guard(s.device);
+    cudaStream_t current = c10::cuda::getCurrentCUDAStream(s.device.index()).stream();
+    cudaError_t r = cudaStreamWaitEvent(current, done_, 0);
+    if (r != cudaSuccess) {
+      s.abortComm();
+      nccl::throwCudaError(s.rank, "cudaStreamWaitEvent", __FILE__, __LINE__, r);
+    }
+  }
 
   void wait(Clock::time_point deadline) override {
     if (finished_) return;
-    NcclCommunicator::State& s = *state_;
-    for (int spins = 0;; ++spins) {
-      // After an abort the kernels exit early and the event completes: that is no result.
-      if (s.aborted) s.throwAborted(op_);
-      cudaError_t q = cudaEventQuery(done_.get());
-      if (q == cudaSuccess) break;
-      if (q != cudaErrorNotReady) {
-        s.abortComm();
-        nccl::throwCudaError(s.rank, "cudaEventQuery", __FILE__, __LINE__, q);
-      }
-      {
-        std::lock_guard<std::mutex> lock(s.mutex);
-        if (s.aborted) s.throwAborted(op_);
-        ncclResult_t async = ncclSuccess;
-        ncclResult_t rc = ncclCommGetAsyncError(s.comm, &async);
-        if (rc != ncclSuccess) async = rc;
-        if (async != ncclSuccess && async != ncclInProgress) {
-          std::string msg = nccl::errorMessage(s.rank, op_, __FILE__, __LINE__, async, s.comm);
-          s.abortLocked();
-          throw CommError(concat(msg, " (", op_, " #", seq_, ")"));
-        }
-      }
-      if (Clock::now() > deadline) {
-        s.abortComm();
-        throw CommTimeout(concat("timeout in ", op_, " #", seq_, " after ", seconds(Clock::now() - started_),
-                                 " s (a peer rank is dead, stuck, or issued a different collective); "
-                                 "NCCL communicator aborted"));
-      }
+    for (int spins = 0; !completedOrChecked(deadline); ++spins) {
       // Spin briefly (a bucket often completes within microseconds), then sleep so that a long
       // wait does not take a core from the data loader.
       if (spins < 2000) {
@@ -245,22 +267,57 @@ class NcclWork final : public Work {
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
     }
-    // The host has seen the collective finish, so whatever is queued after this point on
-    // any stream runs after it.
-    finished_ = true;
-    keep_.clear();
-    if (status_ != nullptr) status_->completed(collectiveKindOf(op_), seq_);
   }
 
-  bool test() override { return finished_ || (!state_->aborted && cudaEventQuery(done_.get()) == cudaSuccess); }
+  bool test() override { return finished_ || (!state_->aborted && cudaEventQuery(done_) == cudaSuccess); }
   Clock::time_point startedAt() const override { return started_; }
 
  private:
+  // One non-blocking look: true (and the Work finished) once the collective has completed;
+  // throws on an abort, a CUDA or NCCL error, or the deadline passed.
+  bool completedOrChecked(Clock::time_point deadline) {
+    NcclCommunicator::State& s = *state_;
+    // After an abort the kernels exit early and the event completes: that is no result.
+    if (s.aborted) s.throwAborted(op_);
+    cudaError_t q = cudaEventQuery(done_);
+    if (q == cudaSuccess) {
+      // The host has seen the collective finish, so whatever is queued after this point on
+      // any stream runs after it.
+      finished_ = true;
+      keep_.clear();
+      if (status_ != nullptr) status_->completed(collectiveKindOf(op_), seq_);
+      return true;
+    }
+    if (q != cudaErrorNotReady) {
+      s.abortComm();
+      nccl::throwCudaError(s.rank, "cudaEventQuery", __FILE__, __LINE__, q);
+    }
+    {
+      std::lock_guard<std::mutex> lock(s.mutex);
+      if (s.aborted) s.throwAborted(op_);
+      ncclResult_t async = ncclSuccess;
+      ncclResult_t rc = ncclCommGetAsyncError(s.comm, &async);
+      if (rc != ncclSuccess) async = rc;
+      if (async != ncclSuccess && async != ncclInProgress) {
+        std::string msg = nccl::errorMessage(s.rank, op_, __FILE__, __LINE__, async, s.comm);
+        s.abortLocked();
+        throw CommError(concat(msg, " (", op_, " #", seq_, ")"));
+      }
+    }
+    if (Clock::now() > deadline) {
+      s.abortComm();
+      throw CommTimeout(concat("timeout in ", op_, " #", seq_, " after ", seconds(Clock::now() - started_),
+                               " s (a peer rank is dead, stuck, or issued a different collective); "
+                               "NCCL communicator aborted"));
+    }
+    return false;
+  }
+
   std::shared_ptr<NcclCommunicator::State> state_;
   const char* op_;
   uint64_t seq_;
   std::vector<at::Tensor> keep_;
-  Event done_;
+  cudaEvent_t done_;
   Clock::time_point started_ = Clock::now();
   bool finished_ = false;
   RankStatus* status_;
@@ -304,6 +361,7 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, c10::Device device, 
   s.settleLocked("ncclCommInitRankConfig", deadline, __FILE__, __LINE__);
   // High priority: a bucket's all-reduce should not queue behind backward's kernels.
   s.stream.emplace(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index()));
+  s.ready = newEvent(rank_);
 }
 
 NcclCommunicator::~NcclCommunicator() = default;  // State's destructor never throws
@@ -327,12 +385,9 @@ std::unique_ptr<Work> NcclCommunicator::enqueue(const char* op, std::vector<at::
   cudaStream_t producer = c10::cuda::getCurrentCUDAStream(s.device.index()).stream();
   cudaStream_t comm = s.stream->stream();
   auto work = std::make_unique<NcclWork>(state_, op, ++sequence_, keep, status_);
-  {
-    // Ordered after everything already queued on the producer stream (the gradients).
-    Event ready(rank_);
-    FORGE_CUDA_CHECK(rank_, cudaEventRecord(ready.get(), producer));
-    FORGE_CUDA_CHECK(rank_, cudaStreamWaitEvent(comm, ready.get(), 0));
-  }
+  // Ordered after everything already queued on the producer stream (the gradients).
+  FORGE_CUDA_CHECK(rank_, cudaEventRecord(s.ready, producer));
+  FORGE_CUDA_CHECK(rank_, cudaStreamWaitEvent(comm, s.ready, 0));
   for (const auto& t : keep) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), *s.stream);
   ncclResult_t r = launch(s.comm, comm);
   s.checkLocked(r, op, __FILE__, __LINE__);

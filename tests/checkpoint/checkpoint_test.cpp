@@ -50,6 +50,7 @@ class CheckpointTest : public ::testing::Test {
     sampler.insert("position", int64_t{192});
     sampler.insert("shuffle", true);
     ck.sampler = sampler;
+    ck.bucketOrder = {3, 1, 2, 0};
     return ck;
   }
 
@@ -86,6 +87,15 @@ TEST_F(CheckpointTest, SaveThenLoadGivesIdenticalTensorsAndFields) {
   EXPECT_DOUBLE_EQ(back.schedule.toGenericDict().at("lr").toDouble(), 0.0125);
   EXPECT_EQ(back.sampler.toGenericDict().at("position").toInt(), 192);
   EXPECT_TRUE(back.sampler.toGenericDict().at("shuffle").toBool());
+  EXPECT_EQ(back.bucketOrder, (std::vector<int64_t>{3, 1, 2, 0}));
+  {
+    // The bucket order is checksummed too.
+    c10::IValue v = toIValue(sample(2));
+    c10::impl::GenericList other(c10::AnyType::get());
+    for (int64_t i : {0, 1, 2, 3}) other.push_back(i);
+    v.toGenericDict().insert_or_assign("bucket_order", other);
+    EXPECT_THROW(fromIValue(v, "tampered"), CheckpointError);
+  }
   // The checksum covers them: a sampler position changed after the fact does not verify.
   {
     Checkpoint tampered = sample(2);

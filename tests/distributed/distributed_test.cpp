@@ -314,5 +314,55 @@ TEST_F(Dist, BucketsFollowReverseOrderAndTheirCaps) {
   EXPECT_EQ(layout[5], (std::vector<std::string>{"big"}));  // registered first, produced last
 }
 
+// Registered a, b, c but applied c, then b, then a: backward produces a's gradients first,
+// the reverse of the synchronizer's first guess, so the rebuilt buckets differ from it.
+struct Reversed : torch::nn::Module {
+  Reversed() {
+    a = register_module("a", torch::nn::Linear(8, 8));
+    b = register_module("b", torch::nn::Linear(8, 8));
+    c = register_module("c", torch::nn::Linear(8, 8));
+  }
+  at::Tensor forward(const at::Tensor& x) { return a(b(c(x))); }
+  torch::nn::Linear a{nullptr}, b{nullptr}, c{nullptr};
+};
+
+TEST_F(Dist, AResumedSynchronizerReducesInTheBucketsTheInterruptedOneHad) {
+  SyncOptions o;
+  o.firstBucketCapBytes = 300;  // a weight (256 bytes) and a bias (32): one layer a bucket
+  o.bucketCapBytes = 600;       // then two layers
+  at::Tensor x = at::full({4, 8}, r() + 1.0);
+  auto straightModel = std::make_shared<Reversed>();
+  GradientSynchronizer straight(straightModel, comm, o);
+  straight.broadcastState();
+  const auto initial = straight.bucketLayout();
+  EXPECT_TRUE(straight.rebuiltOrder().empty()) << "nothing arrived yet";
+  straight.zeroGrad();
+  straight.backward(straightModel->forward(x).sum());
+  const std::vector<int64_t> order = straight.rebuiltOrder();  // what a checkpoint stores
+  const auto rebuilt = straight.bucketLayout();
+  if (w() == 1) {
+    EXPECT_TRUE(order.empty()) << "one rank reduces nothing, so nothing is rebuilt";
+    return;
+  }
+  ASSERT_EQ(order.size(), 6u);
+  ASSERT_NE(rebuilt, initial) << "the arrival order must change the layout, or this test proves nothing";
+
+  // The resumed run: a fresh replica whose synchronizer adopts the stored order.
+  auto resumedModel = std::make_shared<Reversed>();
+  GradientSynchronizer resumed(resumedModel, comm, o);
+  EXPECT_EQ(resumed.bucketLayout(), initial) << "without the stored order it would start from the first guess";
+  ASSERT_TRUE(resumed.adoptOrder(order));
+  EXPECT_EQ(resumed.bucketLayout(), rebuilt) << "its first step reduces in the interrupted run's buckets";
+  EXPECT_EQ(resumed.rebuiltOrder(), order) << "and its own checkpoints keep the order";
+  resumed.broadcastState();
+  resumed.zeroGrad();
+  resumed.backward(resumedModel->forward(x).sum());
+  EXPECT_EQ(resumed.bucketLayout(), rebuilt) << "no second rebuild after the resumed first step";
+  // Another model's order is refused and changes nothing.
+  EXPECT_FALSE(resumed.adoptOrder({0, 1, 2}));
+  EXPECT_FALSE(resumed.adoptOrder({0, 0, 1, 2, 3, 4}));
+  EXPECT_EQ(resumed.bucketLayout(), rebuilt);
+}
+
 }  // namespace
 }  // namespace forge::dist

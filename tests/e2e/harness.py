@@ -32,10 +32,21 @@ class Harness:
             cmd = [self.mpirun, "-np", str(ranks), "--oversubscribe", *mpirun_args] + cmd
         return cmd
 
+    @staticmethod
+    def env(**extra):
+        """The environment for a forge process. Where forge's libraries are not the system's
+        (scripts/gpu-deps.sh: FORGE_DEPS_LIBRARY_PATH), they go back on the library path that
+        this Python runs without."""
+        env = {**os.environ, **extra}
+        deps = env.get("FORGE_DEPS_LIBRARY_PATH")
+        if deps:
+            env["LD_LIBRARY_PATH"] = deps + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+        return env
+
     def run(self, args, ranks=0, timeout=300, expect_rc=0, mpirun_args=()):
         """Runs forge with `args`; under `mpirun -np ranks` when ranks > 0."""
         cmd = self.command(args, ranks, mpirun_args)
-        proc = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, timeout=timeout, env=self.env())
         shown = " ".join(cmd[-len(args) - 1:]) if not ranks else " ".join(cmd)
         print(f"$ {shown}  -> exit {proc.returncode}")
         if expect_rc is not None and proc.returncode != expect_rc:

@@ -39,6 +39,8 @@ h.check(ins["epoch"] == 1 and ins["step"] == 25 and ins["global_step"] == 88, "e
 
 p = h.run(["train", cfg, "--set", "run.dir=cut", "--resume", "auto"], ranks=2)
 h.check("at epoch 2 step 25 (global step 88)" in p.stdout, "the resumed run starts at the saved step", p.stdout)
+h.check("gradient buckets as the interrupted run had them" in p.stdout,
+        "the resumed run reduces in the checkpoint's gradient buckets from its first step", p.stdout)
 m = fp.search(p.stdout)
 h.check(m is not None and m.group(1) == reference,
         f"resumed weights are bit-identical to the uninterrupted run ({m.group(1) if m else None} vs {reference})",

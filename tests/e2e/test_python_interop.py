@@ -37,6 +37,11 @@ h.check(ck["epoch"] == 2 and ck["world_size"] == 2, "epoch and world size", {k: 
 h.check(ck["lr_schedule"]["name"] == "cosine" and ck["lr_schedule"]["global_step"] == ck["global_step"]
         and ck["sampler"]["world_size"] == 2 and ck["sampler"]["seed"] == 42 and ck["sampler"]["position"] == 0,
         "the LR schedule's and the sampler's state are in the file", {k: ck.get(k) for k in ("lr_schedule", "sampler")})
+# The synchronizer's bucket order (rebuilt from the gradients' arrival at 2 ranks) is a plain
+# list of ints: a permutation of the trainable parameters (model.parameters() order).
+order = ck.get("bucket_order")
+h.check(isinstance(order, list) and sorted(order) == list(range(len(list(model.parameters())))),
+        "the bucket order is a list of parameter indices", order)
 expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
 got = {k: tuple(v.shape) for k, v in ck["model_state_dict"].items()}
 h.check(got == expected, "state dict keys and shapes equal the Python class's", (got, expected))

@@ -72,6 +72,7 @@ std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, con
   o.needsCuda = cfg.run.precision == "bf16";
   o.needsCudaWhy = "run.precision bf16";
   o.needsCudaFix = "use precision: fp32";
+  o.deterministic = cfg.run.deterministic;
   return std::make_unique<dist::ProcessGroup>(argc, argv, o);
 }
 

@@ -20,6 +20,7 @@ struct RunConfig {
   int64_t threads = 0;  // intra-op threads per rank; 0 = cores on the node / ranks on the node
   std::string device = "auto";     // auto | cpu | cuda
   std::string precision = "fp32";  // fp32 | bf16 (CUDA autocast; weights, gradients, optimizer state fp32)
+  bool deterministic = false;      // pin cuBLAS, cuDNN, NCCL for bit-exact GPU runs (distributed/determinism.h)
 };
 
 // model.name picks a registered model; the rest of the section is that model's own keys.

@@ -69,6 +69,10 @@ void declareRun(std::vector<Field>& f) {
   f.push_back(field<S>("run", "precision", [](Config& c) -> S& { return c.run.precision; },
                        "fp32 | bf16 (CUDA autocast; weights, gradients and optimizer state stay fp32)",
                        oneOf({"fp32", "bf16"}, "a precision")));
+  f.push_back(field<bool>("run", "deterministic", [](Config& c) -> bool& { return c.run.deterministic; },
+                          "bit-exact GPU runs and resumes: CUBLAS_WORKSPACE_CONFIG=:4096:8, deterministic algorithms, "
+                          "cuDNN deterministic without benchmark, NCCL_ALGO=Ring and NCCL_PROTO=Simple (each unless set); "
+                          "costs some GPU speed, nothing on CPUs"));
 }
 
 // model, task: the registered model's keys follow name and init_from.

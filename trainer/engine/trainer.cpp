@@ -89,6 +89,17 @@ TrainSummary Trainer::run() {
   sync.overlap = cfg_.distributed.overlap;
   sync.allowUnusedParameters = cfg_.distributed.allowUnusedParameters;
   sync_ = std::make_unique<dist::GradientSynchronizer>(model_.module, comm_, sync);
+  // The interrupted run's buckets, so the resumed first step reduces in the same order
+  // (every rank read the same checkpoint, so every rank adopts the same order).
+  if (!resumedBucketOrder_.empty() && sync_->adoptOrder(resumedBucketOrder_)) {
+    if (world_.rank == 0) {
+      log::info("ckpt", "gradient buckets as the interrupted run had them (", sync_->bucketLayout().size(),
+                " bucket(s), the order of the checkpoint)");
+    }
+  } else if (!resumedBucketOrder_.empty()) {
+    log::warn("ckpt", "the checkpoint's gradient bucket order does not fit this model's trainable parameters (or "
+              "distributed.rebuild_buckets is off): the buckets are laid out afresh");
+  }
   sync_->broadcastState();
   for (auto& o : observers_) o->beforeTraining();
 

@@ -155,6 +155,9 @@ class Trainer {
   const MetricSums* epochSums_ = nullptr;  // the running epoch's, for the divergence checks
   std::vector<std::unique_ptr<LoopObserver>> observers_;
   bool resumed_ = false;
+  // The checkpoint's bucket order (ckpt::Checkpoint::bucketOrder), adopted by the
+  // synchronizer once it exists; empty when fresh or not recorded.
+  std::vector<int64_t> resumedBucketOrder_;
   std::string freshOrResumed_;  // for the startup summary
   // This session's time and samples, for the end-of-run summary.
   double trainLoopSeconds_ = 0, dataWaitSeconds_ = 0, commSeconds_ = 0, checkpointSeconds_ = 0,
