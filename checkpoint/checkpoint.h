@@ -14,6 +14,9 @@
 //                         and where it stands (the LR is a pure function of these)
 //   sampler               {seed, epoch, position, world_size, shuffle, drop_last, window,
 //                         samples_per_rank}: the data order and how far each rank got in it
+//   <part>                the state of each of the trainer's stateful parts, one top-level
+//                         field each (e.g. grad_guard, ema_state_dict): any field not named
+//                         above is one (checkpoint/fields.h lists the known names)
 //   checksum              FNV-1a over the fields above (tensor bytes included)
 #pragma once
 
@@ -50,6 +53,11 @@ struct Checkpoint {
   // {str: scalar} dicts (None when not recorded, as in checkpoints of earlier versions).
   c10::IValue schedule;
   c10::IValue sampler;
+  // The stateful parts' states by field name (sorted by name when hashed). A dict of tensors
+  // or scalars, saved as it is: Python reads each with weights_only=True.
+  std::vector<std::pair<std::string, c10::IValue>> parts;
+  // The part saved under `name`; None when the file has none (written without that part).
+  c10::IValue part(const std::string& name) const;
 };
 
 c10::IValue toIValue(const Checkpoint& ck);

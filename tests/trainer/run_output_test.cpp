@@ -361,7 +361,8 @@ TEST(Metrics, AValueOutsideTheRunsColumnsIsAnError) {
 TEST(Metrics, ATasksMetricsAreItsColumns) {
   EXPECT_EQ(metricColumns({"mae", "r2"}),
             (std::vector<std::string>{"train_loss", "train_mae", "train_r2", "eval_loss", "eval_mae", "eval_r2", "lr",
-                                      "samples_per_s", "data_wait_share", "comm_share", "seconds"}));
+                                      "samples_per_s", "data_wait_share", "comm_share", "seconds", "grad_norm",
+                                      "skipped_steps"}));
 }
 
 TEST(Config, TheLogSectionIsValidated) {

@@ -69,6 +69,8 @@ struct OptimizerConfig {
   double lr = 0.01;
   double weightDecay = 0.0;
   int64_t accumulateSteps = 1;  // micro-batches per optimizer step; no communication between
+  double clipGradNorm = 0;        // global L2 norm the gradients are clipped to; 0 = off
+  int64_t maxSkippedSteps = 25;   // consecutive steps with non-finite gradients tolerated (skipped)
   Options options{"optimizer"};
 };
 
@@ -83,6 +85,13 @@ struct CheckpointConfig {
   int64_t everySteps = 0;   // 0 = off
   int64_t keepLast = 3;     // 0 = keep all
   bool async = false;       // write in a background thread; training stalls only for a copy
+};
+
+// An exponential moving average of the weights (trainer/engine/ema.h).
+struct EmaConfig {
+  double decay = 0;        // 0 = off; else ema = decay * ema + (1 - decay) * weights
+  int64_t everySteps = 1;  // optimizer steps between two updates
+  bool evaluate = false;   // also evaluate the EMA weights after each epoch (eval_ema_*)
 };
 
 struct DistributedConfig {
@@ -113,6 +122,7 @@ struct Config {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   CheckpointConfig checkpoint;
+  EmaConfig ema;
   DistributedConfig distributed;
   LogConfig log;
 

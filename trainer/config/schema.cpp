@@ -1,6 +1,7 @@
 #include "trainer/config/schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 
 #include "core/error.h"
@@ -199,6 +200,31 @@ void declareRunControl(std::vector<Field>& f) {
                           "also write TensorBoard event files to RUN_DIR/tb/"));
 }
 
+// Training controls (issue 16): clipping, non-finite steps, EMA.
+void declareControls(std::vector<Field>& f) {
+  f.push_back(field<double>("optimizer", "clip_grad_norm", [](Config& c) -> double& { return c.optimizer.clipGradNorm; },
+                            "clip the all-reduced gradients to this global L2 norm (as torch.nn.utils.clip_grad_norm_; "
+                            "the norm before clipping is the metric grad_norm); 0 = off",
+                            [](const double& v) {
+                              return v >= 0 && std::isfinite(v) ? S() : concat("must be 0 (off) or a positive norm, got ", v);
+                            }));
+  f.push_back(field<int64_t>("optimizer", "max_skipped_steps",
+                             [](Config& c) -> int64_t& { return c.optimizer.maxSkippedSteps; },
+                             "a step whose all-reduced gradients are not finite is skipped on every rank; this many "
+                             "in a row are tolerated, one more stops the run (exit 5); 0 = stop at the first",
+                             zeroOrPositive("stop at the first")));
+  f.push_back(field<double>("ema", "decay", [](Config& c) -> double& { return c.ema.decay; },
+                            "keep an exponential moving average of the weights, ema = decay * ema + (1 - decay) * "
+                            "weights, saved as ema_state_dict (forge eval --ema); 0 = off",
+                            [](const double& v) {
+                              return v >= 0 && v < 1 ? S() : concat("must be in [0, 1) (0: off), got ", v);
+                            }));
+  f.push_back(field<int64_t>("ema", "every_steps", [](Config& c) -> int64_t& { return c.ema.everySteps; },
+                             "optimizer steps between two updates of the average", atLeast(1)));
+  f.push_back(field<bool>("ema", "evaluate", [](Config& c) -> bool& { return c.ema.evaluate; },
+                          "also evaluate the averaged weights after each epoch (eval_ema_loss, eval_ema_<metric>)"));
+}
+
 std::vector<Field> declare() {
   std::vector<Field> f;
   declareRun(f);
@@ -206,6 +232,7 @@ std::vector<Field> declare() {
   declareData(f);
   declareOptimization(f);
   declareRunControl(f);
+  declareControls(f);
   return f;
 }
 
@@ -218,7 +245,7 @@ const std::vector<Field>& schema() {
 
 const std::vector<std::string>& sectionNames() {
   static const std::vector<std::string> names = {"run",        "model",       "task", "data", "optimizer", "schedule",
-                                                 "checkpoint", "distributed", "log"};
+                                                 "checkpoint", "ema", "distributed", "log"};
   return names;
 }
 

@@ -56,6 +56,7 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
   sampler.insert("epoch_samples_total", sampler_->epochSamples());
   sampler.insert("samples_per_rank", sampler_->samplesPerRank());
   ck.sampler = sampler;
+  for (const StatefulPart* part : parts_) ck.parts.emplace_back(part->field(), part->stateDict());
   return ck;
 }
 

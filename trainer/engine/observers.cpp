@@ -161,7 +161,12 @@ class MetricsObserver : public LoopObserver {
     MetricsLog::Paths paths{dir.metricsJsonl(), dir.metricsCsv(), cfg.log.tensorboard ? dir.tensorboard() : ""};
     std::optional<ResumePoint> at;
     if (resumed) at = ResumePoint{ckpt::Progress{s.epoch, s.epochSamples}, s.globalStep};
-    log_ = std::make_unique<MetricsLog>(paths, metricColumns(trainer_.task().metricNames()), at);
+    std::vector<std::string> columns = metricColumns(trainer_.task().metricNames());
+    if (cfg.ema.decay > 0 && cfg.ema.evaluate) {
+      columns.push_back("eval_ema_loss");
+      for (const auto& m : trainer_.task().metricNames()) columns.push_back("eval_ema_" + m);
+    }
+    log_ = std::make_unique<MetricsLog>(paths, columns, at);
   }
 
   void afterStep(const StepReport& r) override {
@@ -192,7 +197,9 @@ class MetricsObserver : public LoopObserver {
         .set("samples_per_s", n * worldSize_ / elapsed)
         .set("data_wait_share", (r.dataWaitSeconds - mark_.dataWait) / elapsed)
         .set("comm_share", (r.commSeconds - mark_.comm) / elapsed)
-        .set("seconds", elapsed);
+        .set("seconds", elapsed)
+        .set("grad_norm", r.gradNorm)
+        .set("skipped_steps", static_cast<double>(r.skippedSteps));
     log_->write(rec);
     mark_ = Mark{totals, r.sums.samples(), r.dataWaitSeconds, r.commSeconds, Clock::now()};
   }
@@ -207,6 +214,7 @@ class MetricsObserver : public LoopObserver {
     rec.wallTime = unixSeconds();
     for (const auto& [k, v] : r.train) rec.set("train_" + k, v);
     for (const auto& [k, v] : r.eval) rec.set("eval_" + k, v);
+    for (const auto& [k, v] : r.extraEval) rec.set("eval_" + k, v);
     rec.set("lr", r.lr)
         .set("samples_per_s", r.samplesPerS)
         .set("data_wait_share", r.dataWaitShare)

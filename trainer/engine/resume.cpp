@@ -144,6 +144,7 @@ void Trainer::resumeFrom() {
     throw CheckpointError(concat("checkpoint '", path, "': its optimizer state does not fit the config's optimizer '",
                                  cfg_.optimizer.name, "' (was the optimizer changed?): ", e.what()));
   }
+  for (StatefulPart* part : parts_) part->loadStateDict(ck.part(part->field()), path);
   state_.epoch = ck.epoch;
   state_.step = ck.step;
   state_.globalStep = ck.globalStep;

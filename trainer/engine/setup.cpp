@@ -11,6 +11,7 @@
 #include "checkpoint/python_state_dict.h"
 #include "distributed/device.h"
 #include "trainer/engine/data_watch.h"
+#include "trainer/engine/ema.h"
 #include "trainer/engine/global_batch.h"
 #include "trainer/engine/observers.h"
 #include "trainer/engine/trainer.h"
@@ -175,7 +176,14 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
   }
   optimizer_ = std::make_unique<Optimizer>(registry().optimizers.get(cfg_.optimizer.name), cfg_.optimizer.lr,
                                            cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_);
+  GradientGuardOptions guard{cfg_.optimizer.clipGradNorm, cfg_.optimizer.maxSkippedSteps, world_.rank == 0};
+  gradients_ = std::make_unique<GradientGuard>(params_, guard, [this](const std::string& found) {
+    throw divergedError(found);
+  });
+  addPart(*gradients_);
 }
+
+void Trainer::addPart(StatefulPart& part) { parts_.push_back(&part); }
 
 // Samples of this rank's share of the current epoch already trained on.
 int64_t Trainer::samplesDone() const { return epochSamplesDone() / world_.size; }
@@ -286,11 +294,17 @@ void Trainer::addObservers() {
   observers_.push_back(makeDataWatch({train_.get(), eval_.get()}, comm_));
   observers_.push_back(makePreemptionWatch(*this, comm_));
   observers_.push_back(makeFaultInjector(world_.rank));
+  // Before the reporting and saving ones, which see what it adds (its step's update, its
+  // evaluation).
+  if (auto ema = makeWeightAverage(*this)) observers_.push_back(std::move(ema));
   if (world_.rank == 0) {
     observers_.push_back(makeProgressObserver(*this, world_.size));
     observers_.push_back(makeMetricsObserver(*this, world_.size));
   }
   observers_.push_back(makeCheckpointPolicy(*this));
+  for (auto& o : observers_) {
+    if (auto* part = dynamic_cast<StatefulPart*>(o.get())) addPart(*part);
+  }
 }
 
 }  // namespace forge::train

@@ -131,7 +131,8 @@ void Trainer::trainEpoch(int64_t epoch) {
       dist::checkReplicasAgree(*model_.module, comm_, false, concat("after global step ", state_.globalStep));
     }
     StepReport report{state_,    epoch, stepsPerEpoch_, lr, start, secondsSince(start), steps,
-                      loader_->waitSeconds() - waitBefore, sync_->commWaitSeconds() - commBefore, sums};
+                      loader_->waitSeconds() - waitBefore, sync_->commWaitSeconds() - commBefore, sums,
+                      gradients_->lastNorm(), gradients_->skippedSteps()};
     for (auto& o : observers_) o->afterStep(report);
   }
   const double seconds = secondsSince(start);
@@ -188,7 +189,8 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     if (last && !checkedFirstStep_) before = snapshotParameters(*model_.module);
     const int64_t planned = std::min(cfg_.data.batchSize, share - m * cfg_.data.batchSize);
     status.enterPhase(dist::Phase::kBackward);
-    sync_->backward(micro > 1 ? loss / (static_cast<double>(share) / static_cast<double>(planned)) : loss, last);
+    const at::Tensor weighed = micro > 1 ? loss / (static_cast<double>(share) / static_cast<double>(planned)) : loss;
+    sync_->backward(maybeInfGradient(weighed, world_.rank, state_.globalStep), last);
     sums.add(loss, out, batch);
   }
   {
@@ -197,10 +199,12 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     checkpointSeconds_ += secondsSince(waitStart);
   }
   status.enterPhase(dist::Phase::kOptimizer);
-  optimizer_->step();
+  // The all-reduced gradients, equal on every rank: every rank skips or clips alike.
+  const GradientVerdict verdict = gradients_->inspect(state_.globalStep);
+  if (verdict.apply) optimizer_->step();
   maybePerturb(*model_.module, world_.rank, state_.globalStep);
   status.enterPhase(dist::Phase::kBetweenSteps);
-  if (checkedFirstStep_) return;
+  if (checkedFirstStep_ || !verdict.apply) return;
   // Parameters without any gradient were already named by the synchronizer.
   auto unchanged = checkFirstStep(*model_.module, before, {});
   if (!unchanged.empty()) {
@@ -248,9 +252,7 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   samplesSession_ += sums.globalSamples();
   ++epochsSession_;
   stepsSession_ += steps;
-  auto evalStart = Clock::now();
-  EvalResult ev = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
-  evalSeconds_ += secondsSince(evalStart);
+  EvalResult ev = evaluateModel();
 
   const int64_t epochSamples = state_.epochSamples;
   state_.epoch = epoch + 1;
@@ -268,10 +270,17 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   const double t = std::max(1e-9, seconds);
   EpochReport report{state_, stepsPerEpoch_, epochSamples, train, ev.values,
                      schedule_->at(state_.globalStep - 1, epoch), sums.globalSamples() / t, waited / t,
-                     comm / t, seconds, isBest};
+                     comm / t, seconds, isBest, {}};
   for (auto& o : observers_) o->afterEpoch(report);
 }
 
 void Trainer::flushBuffers() { sync_->flushBuffers(); }
+
+EvalResult Trainer::evaluateModel() {
+  auto evalStart = Clock::now();
+  EvalResult ev = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
+  evalSeconds_ += secondsSince(evalStart);
+  return ev;
+}
 
 }  // namespace forge::train

@@ -27,10 +27,12 @@
 #include "distributed/world.h"
 #include "trainer/config/config.h"
 #include "trainer/engine/evaluator.h"
+#include "trainer/engine/gradient_guard.h"
 #include "trainer/engine/metric_sums.h"
 #include "trainer/engine/observer.h"
 #include "trainer/engine/run_dir.h"
 #include "trainer/engine/sample_log.h"
+#include "trainer/engine/stateful_part.h"
 #include "trainer/engine/train_state.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/report/summary.h"
@@ -76,6 +78,7 @@ class Trainer {
   const TrainState& state() const { return state_; }
   const Config& config() const { return cfg_; }
   const Task& task() const { return task_; }
+  bool isRankZero() const { return world_.rank == 0; }
   // The metric best.pt follows: "eval_<first metric>" (or "eval_loss"), and its direction.
   std::string monitoredMetric() const;
   bool higherIsBetter() const;
@@ -94,6 +97,11 @@ class Trainer {
   bool epochLossFinite() const;
   // The Diverged error all ranks raise once they agree the run diverged.
   Diverged divergedError(const std::string& found) const;
+  // The trainable parameters (the optimizer's), in the order of the optimizer state.
+  const std::vector<at::Tensor>& parameters() const { return params_; }
+  // Collective (every rank evaluates its share): the model's metrics on the eval split, in
+  // eval mode, as after each epoch.
+  EvalResult evaluateModel();
 
  private:
   // setup.cpp
@@ -105,6 +113,8 @@ class Trainer {
   int64_t samplesDone() const;
   int64_t epochSamplesDone() const;
   void addObservers();
+  // A part whose state the checkpoint carries (saved by makeCheckpoint, loaded by resumeFrom).
+  void addPart(StatefulPart& part);
   // resume.cpp
   void prepareRunDir(const std::string& resume);
   void resumeFrom();
@@ -139,6 +149,8 @@ class Trainer {
   Task task_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<GradientGuard> gradients_;  // between the all-reduce and the optimizer step
+  std::vector<StatefulPart*> parts_;           // the guard's and the observers' that have state
   std::unique_ptr<dist::GradientSynchronizer> sync_;
   std::unique_ptr<data::DistributedSampler> sampler_;
   std::unique_ptr<data::BatchLoader> loader_;
