@@ -184,4 +184,6 @@ def _same_value(a, b):
             if not ok:
                 return False, f"[{i}]{where}"
         return True, ""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True, ""  # NaN ("none yet") in both
     return a == b, f" {a!r} vs {b!r}"

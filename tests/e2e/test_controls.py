@@ -6,7 +6,9 @@ and EMA updates) and resumed: the final checkpoints are equal tensor for tensor,
 optimizer, generators, EMA weights and the guard's counters included, all read by Python
 with weights_only=True. Then: the limit of consecutive skipped steps stops the run with a
 named error; clipping by the global norm makes 1-rank and 2-rank runs of the same global
-batch agree; `forge eval --ema` evaluates the averaged weights; bad values are named."""
+batch agree; `forge eval --ema` evaluates the averaged weights; the checkpoint policy (top-k
+copies, last.pt) and the stopping rules (early stopping, run.max_steps, run.max_time) survive
+SIGUSR1 and their own stops bit for bit; bad values are named."""
 import glob
 import json
 import math
@@ -112,9 +114,64 @@ h.check(len(n1) == len(n2) and all(math.isclose(x, y, rel_tol=1e-4) for x, y in 
         "1 and 2 ranks measure the same global norm at every step", list(zip(n1, n2))[:5])
 h.check(worst < 1e-5, f"1 and 2 ranks end with the same weights within float tolerance (worst {worst:.2e})")
 
+# 7. Checkpoint policy and stopping. 6 epochs of 10 steps; eval_loss monitored (min); the top 2
+# epochs kept in top/; early stopping with a min_delta no epoch beats, so patience 3 ends the
+# run after epoch 4 (40 steps). Reference, then two interrupted chains: SIGUSR1 at step 20
+# (stops at step 32: top-2 full, patience counting 2 of 3) and run.max_steps 12 then
+# run.max_time (a slowed rank runs out of a 2 s budget, exit 75), each resumed to the end.
+policy = ["--set", "run.epochs=6", "--set", "checkpoint.monitor=eval_loss", "--set", "checkpoint.save_top_k=2",
+          "--set", "early_stopping.patience=3", "--set", "early_stopping.min_delta=10"]
+p = train("pol", {}, extra=policy)
+h.check("stopped: early stopping: eval_loss has not improved" in p.stdout, "early stopping ends the run, named",
+        p.stdout[-2000:])
+ref = final_checkpoint(h, "pol")
+ck = torch.load(ref, weights_only=True)
+h.check(ck["epoch"] == 4 and ck["global_step"] == 40 and ck["early_stopping"]["stopped"]
+        and ck["early_stopping"]["bad_epochs"] == 3, "stopped after epoch 4 with a checkpoint", ck.get("early_stopping"))
+top = ck["checkpoint_policy"]
+h.check(top["monitor"] == "eval_loss" and not top["higher_is_better"] and len(top["top_k_epochs"]) == 2
+        and top["top_k_values"][0] <= top["top_k_values"][1], "checkpoint_policy: the 2 best epochs, best first", top)
+names = sorted(os.path.basename(f) for f in glob.glob(h.path("pol", "checkpoints", "top", "*.pt")))
+want = sorted(f"ckpt-e{e:04d}-n{0:010d}.pt" for e in top["top_k_epochs"])
+h.check(names == want, f"top/ holds exactly the top-k epochs' copies ({names})", want)
+link = h.path("pol", "checkpoints", "last.pt")
+h.check(os.path.islink(link) and os.readlink(link) == os.path.basename(ref)
+        and torch.load(link, weights_only=True)["global_step"] == 40, "last.pt links to the newest checkpoint",
+        os.readlink(link) if os.path.islink(link) else "no link")
+p = train("pol", {}, extra=[*policy, "--resume", "auto"])
+h.check("early stopping had already stopped this run" in p.stdout and final_checkpoint(h, "pol") == ref,
+        "a stopped run resumed stays stopped", p.stdout[-1500:])
+
+p = train("pcut", {"FORGE_FAULT_SIGNAL_STEP": "20"}, extra=policy, expect_rc=75)
+ck = torch.load(final_checkpoint(h, "pcut"), weights_only=True)
+h.check(ck["global_step"] == 32 and ck["step"] == 2 and len(ck["checkpoint_policy"]["top_k_epochs"]) == 2
+        and ck["early_stopping"]["bad_epochs"] == 2, "preempted mid-epoch 4 with top-2 full and patience at 2 of 3",
+        (ck["global_step"], ck["checkpoint_policy"], ck["early_stopping"]))
+train("pcut", {}, extra=[*policy, "--resume", "auto"])
+ok, diff = same_checkpoint(ref, final_checkpoint(h, "pcut"))
+h.check(ok, "top-k + early stopping, SIGUSR1 and resume on 2 ranks: final checkpoints equal tensor for tensor "
+        "(checkpoint_policy and early_stopping included)", diff)
+h.check(sorted(os.path.basename(f) for f in glob.glob(h.path("pcut", "checkpoints", "top", "*.pt"))) == names,
+        "the resumed run keeps and prunes the same top-k files")
+
+p = train("pstep", {}, extra=[*policy, "--set", "run.max_steps=12"])
+ck = torch.load(final_checkpoint(h, "pstep"), weights_only=True)
+h.check(ck["global_step"] == 12 and "stopped: run.max_steps = 12 reached" in p.stdout,
+        "run.max_steps 12: exit 0 with a checkpoint at step 12 (mid-epoch 2)", (ck["global_step"], p.stdout[-1000:]))
+p = train("pstep", {"FORGE_FAULT_SLOW_RANK": "1", "FORGE_FAULT_SLOW_MS": "250"},
+          extra=[*policy, "--set", "run.max_time=2", "--resume", "auto"], expect_rc=75)
+ck = torch.load(final_checkpoint(h, "pstep"), weights_only=True)
+h.check("run.max_time = 2 s is nearly spent" in p.stderr + p.stdout and 12 < ck["global_step"] < 40,
+        f"run.max_time: saved and exit 75 at step {ck['global_step']}", (p.stdout + p.stderr)[-1500:])
+train("pstep", {}, extra=[*policy, "--resume", "auto"])
+ok, diff = same_checkpoint(ref, final_checkpoint(h, "pstep"))
+h.check(ok, "stopped by run.max_steps, then by run.max_time, resumed: equal to the uninterrupted run", diff)
+
 # 6. Bad values are named.
 for key, value in [("optimizer.clip_grad_norm", "-1"), ("optimizer.max_skipped_steps", "-2"), ("ema.decay", "1.5"),
-                   ("ema.every_steps", "0")]:
+                   ("ema.every_steps", "0"), ("checkpoint.mode", "median"), ("checkpoint.save_top_k", "-1"),
+                   ("checkpoint.monitor", "eval_nope"), ("run.max_steps", "-1"), ("run.max_time", "-5"),
+                   ("early_stopping.patience", "-1"), ("early_stopping.min_delta", "-0.1")]:
     p = h.run(["train", cfg, "--set", f"{key}={value}"], expect_rc=None)
     h.check(p.returncode != 0 and key in p.stderr, f"{key}={value} is refused, named", p.stderr[-500:])
 

@@ -20,6 +20,8 @@ struct RunConfig {
   int64_t threads = 0;  // intra-op threads per rank; 0 = cores on the node / ranks on the node
   std::string device = "auto";     // auto | cpu | cuda
   std::string precision = "fp32";  // fp32 | bf16 (CUDA autocast; weights, gradients, optimizer state fp32)
+  int64_t maxSteps = 0;  // stop (with a checkpoint) after this many optimizer steps of the run; 0 = off
+  double maxTime = 0;    // seconds of wall-clock time for this session; 0 = off (trainer/engine/stopping.h)
 };
 
 // model.name picks a registered model; the rest of the section is that model's own keys.
@@ -85,6 +87,15 @@ struct CheckpointConfig {
   int64_t everySteps = 0;   // 0 = off
   int64_t keepLast = 3;     // 0 = keep all
   bool async = false;       // write in a background thread; training stalls only for a copy
+  std::string monitor;      // "" = eval_<first task metric> (eval_loss without one) | eval_* | train_*
+  std::string mode = "auto";  // auto (the metric's own direction) | min | max
+  int64_t saveTopK = 0;     // copies of the k best epochs by the monitored metric in top/; 0 = none
+};
+
+// Stopping when the monitored metric (checkpoint.monitor) stops improving.
+struct EarlyStoppingConfig {
+  int64_t patience = 0;  // epochs without an improvement of more than min_delta; 0 = off
+  double minDelta = 0;
 };
 
 // An exponential moving average of the weights (trainer/engine/ema.h).
@@ -123,6 +134,7 @@ struct Config {
   ScheduleConfig schedule;
   CheckpointConfig checkpoint;
   EmaConfig ema;
+  EarlyStoppingConfig earlyStopping;
   DistributedConfig distributed;
   LogConfig log;
 

@@ -200,6 +200,44 @@ void declareRunControl(std::vector<Field>& f) {
                           "also write TensorBoard event files to RUN_DIR/tb/"));
 }
 
+// Checkpoint policy and stopping (issue 16).
+void declareStopping(std::vector<Field>& f) {
+  f.push_back(field<S>("checkpoint", "monitor", [](Config& c) -> S& { return c.checkpoint.monitor; },
+                       "the metric best.pt, save_top_k and early stopping follow: eval_loss, eval_<metric>, "
+                       "train_loss or train_<metric> of the task; empty = eval_<first metric> (eval_loss without one)",
+                       [](const S& v) {
+                         return v.empty() || v.rfind("eval_", 0) == 0 || v.rfind("train_", 0) == 0
+                                    ? S()
+                                    : concat("must be eval_<name> or train_<name> (e.g. eval_loss), got '", v, "'");
+                       }));
+  f.push_back(field<S>("checkpoint", "mode", [](Config& c) -> S& { return c.checkpoint.mode; },
+                       "auto (the metric's direction: lower loss, higher accuracy) | min | max",
+                       oneOf({"auto", "min", "max"}, "a mode")));
+  f.push_back(field<int64_t>("checkpoint", "save_top_k", [](Config& c) -> int64_t& { return c.checkpoint.saveTopK; },
+                             "keep copies of the k best epochs by the monitored metric in checkpoints/top/, beside "
+                             "keep_last recent ones and best.pt",
+                             zeroOrPositive("none")));
+  f.push_back(field<int64_t>("run", "max_steps", [](Config& c) -> int64_t& { return c.run.maxSteps; },
+                             "stop after this many optimizer steps of the run, with a checkpoint (exit 0)",
+                             zeroOrPositive("off")));
+  f.push_back(field<double>("run", "max_time", [](Config& c) -> double& { return c.run.maxTime; },
+                            "seconds of wall-clock time this session may train: it saves and exits 75 (requeue) "
+                            "early enough to finish the save before then when epochs remain; 0 = off",
+                            [](const double& v) {
+                              return v >= 0 && std::isfinite(v) ? S() : concat("must be 0 (off) or positive seconds, got ", v);
+                            }));
+  f.push_back(field<int64_t>("early_stopping", "patience",
+                             [](Config& c) -> int64_t& { return c.earlyStopping.patience; },
+                             "stop (exit 0, with a checkpoint) after this many epochs in a row without an improvement "
+                             "of the monitored metric by more than min_delta",
+                             zeroOrPositive("off")));
+  f.push_back(field<double>("early_stopping", "min_delta", [](Config& c) -> double& { return c.earlyStopping.minDelta; },
+                            "the least change of the monitored metric that counts as an improvement",
+                            [](const double& v) {
+                              return v >= 0 && std::isfinite(v) ? S() : concat("must not be negative, got ", v);
+                            }));
+}
+
 // Training controls (issue 16): clipping, non-finite steps, EMA.
 void declareControls(std::vector<Field>& f) {
   f.push_back(field<double>("optimizer", "clip_grad_norm", [](Config& c) -> double& { return c.optimizer.clipGradNorm; },
@@ -223,6 +261,7 @@ void declareControls(std::vector<Field>& f) {
                              "optimizer steps between two updates of the average", atLeast(1)));
   f.push_back(field<bool>("ema", "evaluate", [](Config& c) -> bool& { return c.ema.evaluate; },
                           "also evaluate the averaged weights after each epoch (eval_ema_loss, eval_ema_<metric>)"));
+  declareStopping(f);
 }
 
 std::vector<Field> declare() {
@@ -245,7 +284,7 @@ const std::vector<Field>& schema() {
 
 const std::vector<std::string>& sectionNames() {
   static const std::vector<std::string> names = {"run",        "model",       "task", "data", "optimizer", "schedule",
-                                                 "checkpoint", "ema", "distributed", "log"};
+                                                 "checkpoint", "ema", "early_stopping", "distributed", "log"};
   return names;
 }
 

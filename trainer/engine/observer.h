@@ -43,6 +43,7 @@ struct EpochReport {
   double dataWaitShare, commShare;
   double seconds;  // training time of the epoch, in this session
   bool isBest;     // the monitored metric improved
+  double monitored;  // the monitored metric's value this epoch (Trainer::monitoredMetric)
   // Further evaluation values ("ema_loss", ...) that observers earlier in the order add for
   // the later ones (the metrics record holds them as eval_<name>).
   mutable std::vector<std::pair<std::string, double>> extraEval;

@@ -1,6 +1,7 @@
 // The Trainer's setup: data, model, optimizer, schedule, loader, observers.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "trainer/engine/ema.h"
 #include "trainer/engine/global_batch.h"
 #include "trainer/engine/observers.h"
+#include "trainer/engine/stopping.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/module/build.h"
 #include "trainer/module/probe.h"
@@ -41,6 +43,7 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   registry().check();
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
   task_ = Task::resolve(cfg_.task.loss, cfg_.task.metrics);
+  checkMonitor();
   openData();
   buildModel(std::move(model));
   {
@@ -282,10 +285,37 @@ void Trainer::resolveFeatureStats() {
 }
 
 std::string Trainer::monitoredMetric() const {
+  if (!cfg_.checkpoint.monitor.empty()) return cfg_.checkpoint.monitor;
   return task_.metrics.empty() ? std::string("eval_loss") : "eval_" + task_.metrics.front()->name;
 }
 
-bool Trainer::higherIsBetter() const { return !task_.metrics.empty() && task_.metrics.front()->higherIsBetter; }
+bool Trainer::higherIsBetter() const {
+  if (cfg_.checkpoint.mode != "auto") return cfg_.checkpoint.mode == "max";
+  const std::string m = monitoredMetric();
+  const std::string name = m.substr(m.find('_') + 1);
+  for (const auto& metric : task_.metrics) {
+    if (metric->name == name) return metric->higherIsBetter;
+  }
+  return false;  // a loss
+}
+
+void Trainer::requestStop(const std::string& why) {
+  if (stopReason_.empty()) stopReason_ = why;
+}
+
+// checkpoint.monitor names a value the run has: eval_ or train_, then loss or a task metric.
+void Trainer::checkMonitor() const {
+  std::vector<std::string> valid;
+  for (const char* side : {"eval_", "train_"}) {
+    valid.push_back(std::string(side) + "loss");
+    for (const auto& metric : task_.metrics) valid.push_back(side + metric->name);
+  }
+  const std::string m = monitoredMetric();
+  if (std::find(valid.begin(), valid.end(), m) == valid.end()) {
+    throw ConfigError(concat("config error in ", cfg_.sourcePath, ": checkpoint.monitor '", m,
+                             "' is not a value of this run (task.metrics: valid are ", join(valid, ", "), ")"));
+  }
+}
 
 void Trainer::addObservers() {
   // Order matters: preemption looks before a step is taken; after an epoch, the metrics
@@ -301,6 +331,7 @@ void Trainer::addObservers() {
     observers_.push_back(makeProgressObserver(*this, world_.size));
     observers_.push_back(makeMetricsObserver(*this, world_.size));
   }
+  observers_.push_back(makeStoppingRules(*this));  // before the policy, which saves where it stops
   observers_.push_back(makeCheckpointPolicy(*this));
   for (auto& o : observers_) {
     if (auto* part = dynamic_cast<StatefulPart*>(o.get())) addPart(*part);

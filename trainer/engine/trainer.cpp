@@ -97,7 +97,8 @@ TrainSummary Trainer::run() {
     log::info("train", "all ", cfg_.run.epochs, " epochs are already done (raise run.epochs to train on, or "
               "use another run.dir to train afresh)");
   }
-  for (int64_t e = state_.epoch; e < cfg_.run.epochs; ++e) trainEpoch(e);
+  for (int64_t e = state_.epoch; e < cfg_.run.epochs && !stopRequested(); ++e) trainEpoch(e);
+  if (stopRequested() && world_.rank == 0) log::info("train", "stopped: ", stopReason_);
   for (auto& o : observers_) o->afterTraining();
   waitForSaves();
   return summarize(start);
@@ -117,7 +118,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   } forget{epochSums_};
   int64_t steps = 0;
   const int64_t verifyEvery = cfg_.distributed.verifyEverySteps;
-  while (state_.step < stepsPerEpoch_) {
+  while (state_.step < stepsPerEpoch_ && !stopRequested()) {
     dist::rankStatus().setStep(epoch + 1, state_.globalStep);
     for (auto& o : observers_) o->beforeStep(state_, epoch);
     const double lr = schedule_->at(state_.globalStep, epoch);
@@ -137,6 +138,12 @@ void Trainer::trainEpoch(int64_t epoch) {
   }
   const double seconds = secondsSince(start);
   checkpointInLoopSeconds_ += checkpointSeconds_ - ckptBefore;
+  if (state_.step < stepsPerEpoch_) {  // stopped mid-epoch (run.max_steps): nothing to evaluate
+    flushBuffers();  // every rank's buffers become rank 0's, as saved (the replicas end equal)
+    trainLoopSeconds_ += seconds;
+    stepsSession_ += steps;
+    return;
+  }
   finishEpoch(epoch, sums, steps, seconds, waitBefore, commBefore);
 }
 
@@ -258,7 +265,13 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   state_.epoch = epoch + 1;
   state_.step = 0;
   state_.epochSamples = 0;
-  const double monitored = ev.value(task_.metrics.empty() ? "loss" : task_.metrics.front()->name);
+  const std::string name = monitoredMetric();
+  const bool onEval = name.rfind("eval_", 0) == 0;
+  const std::string key = name.substr(onEval ? 5 : 6);
+  double monitored = std::nan("");
+  for (const auto& [k, v] : onEval ? ev.values : train) {
+    if (k == key) monitored = v;
+  }
   // A NaN metric (a diverged model) is never the best.
   const bool isBest = !std::isnan(monitored) &&
                       (std::isnan(state_.bestMetric) ||
@@ -270,7 +283,7 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   const double t = std::max(1e-9, seconds);
   EpochReport report{state_, stepsPerEpoch_, epochSamples, train, ev.values,
                      schedule_->at(state_.globalStep - 1, epoch), sums.globalSamples() / t, waited / t,
-                     comm / t, seconds, isBest, {}};
+                     comm / t, seconds, isBest, monitored, {}};
   for (auto& o : observers_) o->afterEpoch(report);
 }
 

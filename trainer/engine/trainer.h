@@ -58,6 +58,13 @@ struct TrainSummary {
 // checked against it when the files open.
 data::SourceSpec sourceSpecFor(const Config& cfg, const std::string& split);
 
+// What a save writes besides the periodic file (checkpoint/checkpoint_dir.h).
+struct SaveCopies {
+  bool best = false;                 // best.pt
+  bool top = false;                  // top/<name>: the epoch entered checkpoint.save_top_k
+  std::vector<std::string> dropTop;  // top/ files of epochs pushed out of the top k
+};
+
 class Trainer {
  public:
   // Setup: loads and validates the data, builds the model (the config's model.name, or
@@ -79,13 +86,20 @@ class Trainer {
   const Config& config() const { return cfg_; }
   const Task& task() const { return task_; }
   bool isRankZero() const { return world_.rank == 0; }
-  // The metric best.pt follows: "eval_<first metric>" (or "eval_loss"), and its direction.
+  // The metric best.pt, save_top_k and early stopping follow: checkpoint.monitor, by
+  // default "eval_<first metric>" (or "eval_loss"); its direction (checkpoint.mode, by
+  // default the metric's own).
   std::string monitoredMetric() const;
   bool higherIsBetter() const;
+  // Ends training at the next step boundary (after the current epoch's evaluation when the
+  // step ended the epoch), on this rank: call it on every rank alike (a decision every rank
+  // takes from the same values). The first reason is kept for the log.
+  void requestStop(const std::string& why);
+  bool stopRequested() const { return !stopReason_.empty(); }
 
   // For observers. Collective (every rank's generator state is gathered); rank 0 writes,
   // in the background with checkpoint.async. Returns the path on rank 0, "" elsewhere.
-  std::string saveCheckpoint(bool isBest);
+  std::string saveCheckpoint(const SaveCopies& copies = {});
   // Waits for a background save (rank 0; a no-op elsewhere).
   void waitForSaves();
   // Collective: every rank's buffers become rank 0's (as at any step boundary).
@@ -113,6 +127,7 @@ class Trainer {
   int64_t samplesDone() const;
   int64_t epochSamplesDone() const;
   void addObservers();
+  void checkMonitor() const;
   // A part whose state the checkpoint carries (saved by makeCheckpoint, loaded by resumeFrom).
   void addPart(StatefulPart& part);
   // resume.cpp
@@ -164,6 +179,7 @@ class Trainer {
   std::vector<std::unique_ptr<LoopObserver>> observers_;
   bool resumed_ = false;
   std::string freshOrResumed_;  // for the startup summary
+  std::string stopReason_;      // why training ends early ("" = it does not)
   // This session's time and samples, for the end-of-run summary.
   double trainLoopSeconds_ = 0, dataWaitSeconds_ = 0, commSeconds_ = 0, checkpointSeconds_ = 0,
          checkpointInLoopSeconds_ = 0, evalSeconds_ = 0, samplesSession_ = 0;
