@@ -45,7 +45,8 @@ class StoppingRules : public LoopObserver, public StatefulPart {
 
   c10::IValue stateDict() const override {
     c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
-    d.insert("best", best_);
+    // None before the first evaluation (not NaN, which compares unequal to itself in Python).
+    d.insert("best", std::isnan(best_) ? c10::IValue() : c10::IValue(best_));
     d.insert("bad_epochs", badEpochs_);
     d.insert("stopped", stopped_);
     return d;
@@ -57,7 +58,9 @@ class StoppingRules : public LoopObserver, public StatefulPart {
     if (!state.isGenericDict()) throw bad();
     auto d = state.toGenericDict();
     if (!d.contains("best") || !d.contains("bad_epochs") || !d.contains("stopped")) throw bad();
-    best_ = d.at("best").toDouble();
+    const c10::IValue best = d.at("best");
+    if (!best.isNone() && !best.isDouble()) throw bad();
+    best_ = best.isNone() ? std::nan("") : best.toDouble();
     badEpochs_ = d.at("bad_epochs").toInt();
     stopped_ = d.at("stopped").toBool();
   }
