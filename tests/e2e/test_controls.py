@@ -119,8 +119,12 @@ h.check(worst < 1e-5, f"1 and 2 ranks end with the same weights within float tol
 # run after epoch 4 (40 steps). Reference, then two interrupted chains: SIGUSR1 at step 20
 # (stops at step 32: top-2 full, patience counting 2 of 3) and run.max_steps 12 then
 # run.max_time (a slowed rank runs out of a 2 s budget, exit 75), each resumed to the end.
+# The same runs carry the per-parameter-group options: weight decay but none on biases and
+# BatchNorm weights, and a linear decay after a 5-step warmup.
 policy = ["--set", "run.epochs=6", "--set", "checkpoint.monitor=eval_loss", "--set", "checkpoint.save_top_k=2",
-          "--set", "early_stopping.patience=3", "--set", "early_stopping.min_delta=10"]
+          "--set", "early_stopping.patience=3", "--set", "early_stopping.min_delta=10",
+          "--set", "optimizer.weight_decay=0.01", "--set", "optimizer.no_decay=[bias, norm]",
+          "--set", "schedule.name=linear", "--set", "schedule.warmup_steps=5", "--set", "schedule.min_lr=0.005"]
 p = train("pol", {}, extra=policy)
 h.check("stopped: early stopping: eval_loss has not improved" in p.stdout, "early stopping ends the run, named",
         p.stdout[-2000:])
@@ -138,6 +142,21 @@ link = h.path("pol", "checkpoints", "last.pt")
 h.check(os.path.islink(link) and os.readlink(link) == os.path.basename(ref)
         and torch.load(link, weights_only=True)["global_step"] == 40, "last.pt links to the newest checkpoint",
         os.readlink(link) if os.path.islink(link) else "no link")
+groups = ck["optimizer_state_dict"]["param_groups"]
+buffers = ("running_mean", "running_var", "num_batches_tracked")
+params = [k for k in ck["model_state_dict"] if not k.endswith(buffers)]
+exempt = sorted(params[i] for i in groups[1]["params"]) if len(groups) == 2 else None
+h.check(len(groups) == 2 and groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0
+        and exempt == sorted(k for k in params if k.endswith("bias") or k.startswith("bn"))
+        and sorted(groups[0]["params"] + groups[1]["params"]) == list(range(len(params))),
+        f"optimizer.no_decay: a second param group, weight_decay 0, of the biases and BatchNorm weights ({exempt})",
+        groups)
+lrs = {r["global_step"]: r["lr"] for r in read_jsonl(h.path("pol", "metrics.jsonl")) if r["type"] == "step"}
+h.check(math.isclose(lrs[1], 0.01) and math.isclose(lrs[5], 0.05) and math.isclose(lrs[6], 0.05)
+        and lrs[7] < lrs[6] and math.isclose(lrs[6] - lrs[7], lrs[20] - lrs[21])
+        and math.isclose(lrs[6] - lrs[7], (0.05 - 0.005) / 55),
+        "warmup rises to optimizer.lr over 5 steps, then the linear decay starts there and falls by step to min_lr "
+        "at step 60", [lrs[g] for g in (1, 5, 6, 7, 20, 21)])
 p = train("pol", {}, extra=[*policy, "--resume", "auto"])
 h.check("early stopping had already stopped this run" in p.stdout and final_checkpoint(h, "pol") == ref,
         "a stopped run resumed stays stopped", p.stdout[-1500:])
@@ -171,7 +190,8 @@ h.check(ok, "stopped by run.max_steps, then by run.max_time, resumed: equal to t
 for key, value in [("optimizer.clip_grad_norm", "-1"), ("optimizer.max_skipped_steps", "-2"), ("ema.decay", "1.5"),
                    ("ema.every_steps", "0"), ("checkpoint.mode", "median"), ("checkpoint.save_top_k", "-1"),
                    ("checkpoint.monitor", "eval_nope"), ("run.max_steps", "-1"), ("run.max_time", "-5"),
-                   ("early_stopping.patience", "-1"), ("early_stopping.min_delta", "-0.1")]:
+                   ("early_stopping.patience", "-1"), ("early_stopping.min_delta", "-0.1"),
+                   ("optimizer.no_decay", "[bias, gamma]")]:
     p = h.run(["train", cfg, "--set", f"{key}={value}"], expect_rc=None)
     h.check(p.returncode != 0 and key in p.stderr, f"{key}={value} is refused, named", p.stderr[-500:])
 

@@ -73,6 +73,9 @@ struct OptimizerConfig {
   int64_t accumulateSteps = 1;  // micro-batches per optimizer step; no communication between
   double clipGradNorm = 0;        // global L2 norm the gradients are clipped to; 0 = off
   int64_t maxSkippedSteps = 25;   // consecutive steps with non-finite gradients tolerated (skipped)
+  // Parameters exempt from weight_decay, by rule: "bias" (names ending in bias), "norm" (the
+  // parameters of normalization layers: BatchNorm, LayerNorm, GroupNorm, ...).
+  std::vector<std::string> noDecay;
   Options options{"optimizer"};
 };
 

@@ -251,6 +251,15 @@ void declareControls(std::vector<Field>& f) {
                              "a step whose all-reduced gradients are not finite is skipped on every rank; this many "
                              "in a row are tolerated, one more stops the run (exit 5); 0 = stop at the first",
                              zeroOrPositive("stop at the first")));
+  f.push_back(field<VS>("optimizer", "no_decay", [](Config& c) -> VS& { return c.optimizer.noDecay; },
+                        "parameters exempt from weight_decay (a second param group with weight_decay 0): bias (names "
+                        "ending in bias), norm (the parameters of BatchNorm, LayerNorm, GroupNorm, ... layers)",
+                        [](const VS& v) {
+                          for (const auto& r : v) {
+                            if (r != "bias" && r != "norm") return concat("rules are bias and norm, got '", r, "'");
+                          }
+                          return S();
+                        }));
   f.push_back(field<double>("ema", "decay", [](Config& c) -> double& { return c.ema.decay; },
                             "keep an exponential moving average of the weights, ema = decay * ema + (1 - decay) * "
                             "weights, saved as ema_state_dict (forge eval --ema); 0 = off",

@@ -178,7 +178,8 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
     if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) params_.push_back(p);
   }
   optimizer_ = std::make_unique<Optimizer>(registry().optimizers.get(cfg_.optimizer.name), cfg_.optimizer.lr,
-                                           cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_);
+                                           cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_,
+                                           exemptFromDecay());
   GradientGuardOptions guard{cfg_.optimizer.clipGradNorm, cfg_.optimizer.maxSkippedSteps, world_.rank == 0};
   gradients_ = std::make_unique<GradientGuard>(params_, guard, [this](const std::string& found) {
     throw divergedError(found);
@@ -187,6 +188,37 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
 }
 
 void Trainer::addPart(StatefulPart& part) { parts_.push_back(&part); }
+
+// optimizer.no_decay: one flag per trainable parameter (params_ order).
+std::vector<bool> Trainer::exemptFromDecay() const {
+  const auto& rules = cfg_.optimizer.noDecay;
+  const bool bias = std::find(rules.begin(), rules.end(), "bias") != rules.end();
+  const bool norm = std::find(rules.begin(), rules.end(), "norm") != rules.end();
+  std::set<const c10::TensorImpl*> exempt;
+  std::vector<std::string> names;
+  for (const auto& p : model_.module->named_parameters()) {
+    const std::string& n = p.key();
+    if (bias && n.size() >= 4 && n.compare(n.size() - 4, 4, "bias") == 0 && exempt.insert(p->unsafeGetTensorImpl()).second) {
+      names.push_back(n);
+    }
+  }
+  if (norm) {
+    // A normalization layer by its type's name (torch::nn::BatchNorm1dImpl, LayerNormImpl, ...).
+    for (const auto& m : model_.module->named_modules()) {
+      if (m.value()->name().find("Norm") == std::string::npos) continue;
+      for (const auto& p : m.value()->named_parameters(/*recurse=*/false)) {
+        if (exempt.insert(p->unsafeGetTensorImpl()).second) names.push_back(m.key() + "." + p.key());
+      }
+    }
+  }
+  if (!rules.empty() && world_.rank == 0) {
+    log::info("train", "optimizer.no_decay [", join(rules), "]: no weight decay on ", names.size(), " tensor(s): ",
+              join(names));
+  }
+  std::vector<bool> out;
+  for (const auto& p : params_) out.push_back(exempt.count(p.unsafeGetTensorImpl()) > 0);
+  return out;
+}
 
 // Samples of this rank's share of the current epoch already trained on.
 int64_t Trainer::samplesDone() const { return epochSamplesDone() / world_.size; }

@@ -128,6 +128,7 @@ class Trainer {
   int64_t epochSamplesDone() const;
   void addObservers();
   void checkMonitor() const;
+  std::vector<bool> exemptFromDecay() const;
   // A part whose state the checkpoint carries (saved by makeCheckpoint, loaded by resumeFrom).
   void addPart(StatefulPart& part);
   // resume.cpp
