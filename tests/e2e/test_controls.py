@@ -22,8 +22,11 @@ h = Harness()
 h.run(["data", "synthetic", "--out", "syn.h5", "--samples", "600", "--features", "16", "--classes", "4"])
 # 2 ranks x 32 = 64 samples a step: 10 steps an epoch, 30 in all.
 cfg = small_config(h, "c.yaml", "syn.h5", "run", epochs=3)
+# With the dynamic loss scale on (as fp16 has it on CUDA; here the same code on the CPU): it
+# starts at 1024 and doubles after 4 finite steps in a row.
 controls = ["--set", "optimizer.clip_grad_norm=0.5", "--set", "ema.decay=0.9", "--set", "ema.every_steps=2",
-            "--set", "ema.evaluate=true", "--set", "log.every_steps=1", "--set", "log.progress=off"]
+            "--set", "ema.evaluate=true", "--set", "log.every_steps=1", "--set", "log.progress=off",
+            "--set", "loss_scale.mode=dynamic", "--set", "loss_scale.init=1024", "--set", "loss_scale.growth_interval=4"]
 # Rank 1's gradients are Inf at global steps 3 (before the preemption) and 17 (after the resume).
 inf_env = {"FORGE_FAULT_INF_GRAD_RANK": "1", "FORGE_FAULT_INF_GRAD_STEPS": "3,17"}
 
@@ -62,6 +65,10 @@ ck = torch.load(saved, weights_only=True)
 h.check(ck["epoch"] == 1 and ck["step"] == 6, f"preempted mid-epoch: epoch 2 step {ck['step']}", saved)
 h.check(ck["grad_guard"]["skipped_steps"] == 1 and ck["grad_guard"]["consecutive_skipped"] == 0,
         "the preemption checkpoint counts the skipped step", ck.get("grad_guard"))
+# Steps 1-3 finite, 4 skipped (1024 -> 512), 5-16 finite (three doublings): 4096, where 16
+# finite steps would have grown it to 16384.
+h.check(ck["loss_scaler"] == {"scale": 4096.0, "growth_tracker": 0},
+        "the loss scale backed off at the skipped step and grew since: 4096 at step 16", ck.get("loss_scaler"))
 ema, model = ck["ema_state_dict"], ck["model_state_dict"]
 h.check(ema.keys() == model.keys() and not torch.equal(ema["fc1.weight"], model["fc1.weight"])
         and torch.equal(ema["bn1.running_mean"], model["bn1.running_mean"]),
@@ -74,6 +81,9 @@ h.check(ok, "clipping + skipped steps + EMA, SIGUSR1 and resume on 2 ranks: fina
         "tensor (model, optimizer, generators, ema_state_dict, grad_guard)", diff)
 final = torch.load(final_checkpoint(h, "whole"), weights_only=True)
 h.check(final["grad_guard"]["skipped_steps"] == 2, "the final checkpoint counts both skipped steps", final["grad_guard"])
+h.check(final["loss_scaler"] == {"scale": 16384.0, "growth_tracker": 0},
+        "step 18 halved the scale again (2048), 12 finite steps since grew it to 16384: training went on",
+        final.get("loss_scaler"))
 
 # 3. forge eval --ema: the averaged weights, as the last epoch's record evaluated them.
 e = json.loads(h.run(["eval", cfg, "--checkpoint", final_checkpoint(h, "whole"), "--ema", "--json"]).stdout)
@@ -124,12 +134,16 @@ h.check(worst < 1e-5, f"1 and 2 ranks end with the same weights within float tol
 policy = ["--set", "run.epochs=6", "--set", "checkpoint.monitor=eval_loss", "--set", "checkpoint.save_top_k=2",
           "--set", "early_stopping.patience=3", "--set", "early_stopping.min_delta=10",
           "--set", "optimizer.weight_decay=0.01", "--set", "optimizer.no_decay=[bias, norm]",
-          "--set", "schedule.name=linear", "--set", "schedule.warmup_steps=5", "--set", "schedule.min_lr=0.005"]
+          "--set", "schedule.name=linear", "--set", "schedule.warmup_steps=5", "--set", "schedule.min_lr=0.005",
+          "--set", "run.precision=bf16"]  # bf16 autocast on the CPU
 p = train("pol", {}, extra=policy)
 h.check("stopped: early stopping: eval_loss has not improved" in p.stdout, "early stopping ends the run, named",
         p.stdout[-2000:])
+h.check("with bf16 autocast" in p.stdout, "run.precision bf16 runs on the CPU", p.stdout[-2000:])
 ref = final_checkpoint(h, "pol")
 ck = torch.load(ref, weights_only=True)
+h.check(all(t.dtype == torch.float32 for k, t in ck["model_state_dict"].items() if t.is_floating_point()),
+        "bf16 autocast keeps fp32 weights")
 h.check(ck["epoch"] == 4 and ck["global_step"] == 40 and ck["early_stopping"]["stopped"]
         and ck["early_stopping"]["bad_epochs"] == 3, "stopped after epoch 4 with a checkpoint", ck.get("early_stopping"))
 top = ck["checkpoint_policy"]
@@ -191,8 +205,12 @@ for key, value in [("optimizer.clip_grad_norm", "-1"), ("optimizer.max_skipped_s
                    ("ema.every_steps", "0"), ("checkpoint.mode", "median"), ("checkpoint.save_top_k", "-1"),
                    ("checkpoint.monitor", "eval_nope"), ("run.max_steps", "-1"), ("run.max_time", "-5"),
                    ("early_stopping.patience", "-1"), ("early_stopping.min_delta", "-0.1"),
-                   ("optimizer.no_decay", "[bias, gamma]")]:
+                   ("optimizer.no_decay", "[bias, gamma]"), ("loss_scale.mode", "static"),
+                   ("loss_scale.init", "1000"), ("loss_scale.growth_interval", "0")]:
     p = h.run(["train", cfg, "--set", f"{key}={value}"], expect_rc=None)
     h.check(p.returncode != 0 and key in p.stderr, f"{key}={value} is refused, named", p.stderr[-500:])
+p = h.run(["train", cfg, "--set", "run.precision=fp16", "--set", "run.device=cpu"], expect_rc=None)
+h.check(p.returncode != 0 and "run.precision fp16" in p.stderr and "GPU-only" in p.stderr,
+        "fp16 on the CPU is refused, named (bf16 is the CPU's low precision)", p.stderr[-500:])
 
 h.finish()

@@ -19,7 +19,9 @@ struct RunConfig {
   int64_t epochs = 1;
   int64_t threads = 0;  // intra-op threads per rank; 0 = cores on the node / ranks on the node
   std::string device = "auto";     // auto | cpu | cuda
-  std::string precision = "fp32";  // fp32 | bf16 (CUDA autocast; weights, gradients, optimizer state fp32)
+  // fp32 | bf16 (autocast on CUDA or the CPU) | fp16 (CUDA autocast, with a dynamic loss
+  // scale); weights, gradients and optimizer state stay fp32.
+  std::string precision = "fp32";
   int64_t maxSteps = 0;  // stop (with a checkpoint) after this many optimizer steps of the run; 0 = off
   double maxTime = 0;    // seconds of wall-clock time for this session; 0 = off (trainer/engine/stopping.h)
 };
@@ -95,6 +97,13 @@ struct CheckpointConfig {
   int64_t saveTopK = 0;     // copies of the k best epochs by the monitored metric in top/; 0 = none
 };
 
+// The dynamic loss scale (trainer/engine/loss_scaler.h).
+struct LossScaleConfig {
+  std::string mode = "auto";     // auto (dynamic with precision fp16, else off) | dynamic | off
+  double init = 65536;
+  int64_t growthInterval = 2000;
+};
+
 // Stopping when the monitored metric (checkpoint.monitor) stops improving.
 struct EarlyStoppingConfig {
   int64_t patience = 0;  // epochs without an improvement of more than min_delta; 0 = off
@@ -138,6 +147,7 @@ struct Config {
   CheckpointConfig checkpoint;
   EmaConfig ema;
   EarlyStoppingConfig earlyStopping;
+  LossScaleConfig lossScale;
   DistributedConfig distributed;
   LogConfig log;
 

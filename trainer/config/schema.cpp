@@ -68,8 +68,9 @@ void declareRun(std::vector<Field>& f) {
                        "auto (a GPU per rank when there are enough, else the CPU) | cpu | cuda",
                        oneOf({"auto", "cpu", "cuda"}, "a device")));
   f.push_back(field<S>("run", "precision", [](Config& c) -> S& { return c.run.precision; },
-                       "fp32 | bf16 (CUDA autocast; weights, gradients and optimizer state stay fp32)",
-                       oneOf({"fp32", "bf16"}, "a precision")));
+                       "fp32 | bf16 (autocast on CUDA or the CPU) | fp16 (CUDA autocast with a dynamic loss scale); "
+                       "weights, gradients and optimizer state stay fp32",
+                       oneOf({"fp32", "bf16", "fp16"}, "a precision")));
 }
 
 // model, task: the registered model's keys follow name and init_from.
@@ -271,6 +272,21 @@ void declareControls(std::vector<Field>& f) {
   f.push_back(field<bool>("ema", "evaluate", [](Config& c) -> bool& { return c.ema.evaluate; },
                           "also evaluate the averaged weights after each epoch (eval_ema_loss, eval_ema_<metric>)"));
   declareStopping(f);
+  f.push_back(field<S>("loss_scale", "mode", [](Config& c) -> S& { return c.lossScale.mode; },
+                       "auto (dynamic with run.precision fp16, else off) | dynamic (any precision) | off: the loss is "
+                       "multiplied by the scale before backward, the gradients divided by it; a step with non-finite "
+                       "gradients is skipped and halves the scale, growth_interval finite steps double it",
+                       oneOf({"auto", "dynamic", "off"}, "a loss scale mode")));
+  f.push_back(field<double>("loss_scale", "init", [](Config& c) -> double& { return c.lossScale.init; },
+                            "the first scale (a power of 2)", [](const double& v) {
+                              int e = 0;
+                              return v > 0 && std::isfinite(static_cast<float>(v)) && std::frexp(v, &e) == 0.5
+                                         ? S()
+                                         : concat("must be a power of 2 that fits a float, got ", v);
+                            }));
+  f.push_back(field<int64_t>("loss_scale", "growth_interval",
+                             [](Config& c) -> int64_t& { return c.lossScale.growthInterval; },
+                             "finite steps in a row after which the scale doubles", atLeast(1)));
 }
 
 std::vector<Field> declare() {
@@ -293,7 +309,7 @@ const std::vector<Field>& schema() {
 
 const std::vector<std::string>& sectionNames() {
   static const std::vector<std::string> names = {"run",        "model",       "task", "data", "optimizer", "schedule",
-                                                 "checkpoint", "ema", "early_stopping", "distributed", "log"};
+                                                 "checkpoint", "ema", "early_stopping", "loss_scale", "distributed", "log"};
   return names;
 }
 

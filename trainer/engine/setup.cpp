@@ -185,6 +185,11 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
     throw divergedError(found);
   });
   addPart(*gradients_);
+  const auto& ls = cfg_.lossScale;
+  if (ls.mode == "dynamic" || (ls.mode == "auto" && cfg_.run.precision == "fp16")) {
+    scaler_ = std::make_unique<LossScaler>(LossScalerOptions{ls.init, ls.growthInterval});
+    addPart(*scaler_);
+  }
 }
 
 void Trainer::addPart(StatefulPart& part) { parts_.push_back(&part); }

@@ -46,33 +46,41 @@ void seedGenerators(uint64_t seed, c10::Device device) {
   }
 }
 
-// bf16 autocast on CUDA for the forward pass (matrix products in bf16, reductions and the
-// loss in fp32); the weights, their gradients and the optimizer state stay fp32.
-class AutocastBf16 {
+// Autocast for the forward pass on the compute device (bf16 on CUDA or the CPU, fp16 on
+// CUDA): matrix products in the low precision, reductions and the loss in fp32; the
+// weights, their gradients and the optimizer state stay fp32. `type` kFloat: off.
+class Autocast {
  public:
-  explicit AutocastBf16(bool on) : on_(on) {
+  Autocast(c10::DeviceType device, at::ScalarType type) : device_(device), on_(type != at::kFloat) {
     if (!on_) return;
-    prevEnabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prevType_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    prevEnabled_ = at::autocast::is_autocast_enabled(device_);
+    prevType_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, type);
     at::autocast::increment_nesting();
   }
-  ~AutocastBf16() {
+  ~Autocast() {
     if (!on_) return;
     // Leaving the outermost region frees the casts of the weights it cached.
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prevEnabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prevType_);
+    at::autocast::set_autocast_enabled(device_, prevEnabled_);
+    at::autocast::set_autocast_dtype(device_, prevType_);
   }
-  AutocastBf16(const AutocastBf16&) = delete;
-  AutocastBf16& operator=(const AutocastBf16&) = delete;
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
 
  private:
+  c10::DeviceType device_;
   bool on_;
   bool prevEnabled_ = false;
   at::ScalarType prevType_ = at::kFloat;
 };
+
+at::ScalarType autocastType(const std::string& precision) {
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp16") return at::kHalf;
+  return at::kFloat;
+}
 
 }  // namespace
 
@@ -158,7 +166,7 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
   // however the world size splits it.
   const int64_t perRank = sampler_->globalBatch() / world_.size;
   const int64_t share = std::min(perRank, planSamples_ - (state_.step - planFirstStep_) * perRank);
-  const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
+  const at::ScalarType low = autocastType(cfg_.run.precision);
   std::vector<std::pair<std::string, at::Tensor>> before;
   seedGenerators(stepSeed(cfg_.run.seed, state_.globalStep, world_.rank), device_);
   sync_->zeroGrad();
@@ -186,7 +194,7 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     maybeSlow(world_.rank);
     at::Tensor out;
     {
-      AutocastBf16 autocast(bf16);
+      Autocast autocast(device_.type(), low);
       out = model_.forward(batch);
     }
     if (cfg_.distributed.broadcastBuffers) sync_->afterForward();
@@ -197,7 +205,9 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     const int64_t planned = std::min(cfg_.data.batchSize, share - m * cfg_.data.batchSize);
     status.enterPhase(dist::Phase::kBackward);
     const at::Tensor weighed = micro > 1 ? loss / (static_cast<double>(share) / static_cast<double>(planned)) : loss;
-    sync_->backward(maybeInfGradient(weighed, world_.rank, state_.globalStep), last);
+    // Scaled by the loss scale (trainer/engine/loss_scaler.h), exactly: a power of 2.
+    const at::Tensor scaled = scaler_ ? weighed * scaler_->scale() : weighed;
+    sync_->backward(maybeInfGradient(scaled, world_.rank, state_.globalStep), last);
     sums.add(loss, out, batch);
   }
   {
@@ -207,7 +217,8 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
   }
   status.enterPhase(dist::Phase::kOptimizer);
   // The all-reduced gradients, equal on every rank: every rank skips or clips alike.
-  const GradientVerdict verdict = gradients_->inspect(state_.globalStep);
+  const GradientVerdict verdict = gradients_->inspect(state_.globalStep, scaler_ ? scaler_->scale() : 1.0);
+  if (scaler_) scaler_->update(verdict.apply);
   if (verdict.apply) optimizer_->step();
   maybePerturb(*model_.module, world_.rank, state_.globalStep);
   status.enterPhase(dist::Phase::kBetweenSteps);

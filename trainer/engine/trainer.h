@@ -28,6 +28,7 @@
 #include "trainer/config/config.h"
 #include "trainer/engine/evaluator.h"
 #include "trainer/engine/gradient_guard.h"
+#include "trainer/engine/loss_scaler.h"
 #include "trainer/engine/metric_sums.h"
 #include "trainer/engine/observer.h"
 #include "trainer/engine/run_dir.h"
@@ -166,6 +167,7 @@ class Trainer {
   std::vector<at::Tensor> params_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<GradientGuard> gradients_;  // between the all-reduce and the optimizer step
+  std::unique_ptr<LossScaler> scaler_;        // null without a loss scale
   std::vector<StatefulPart*> parts_;           // the guard's and the observers' that have state
   std::unique_ptr<dist::GradientSynchronizer> sync_;
   std::unique_ptr<data::DistributedSampler> sampler_;
