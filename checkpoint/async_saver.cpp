@@ -32,6 +32,7 @@ Checkpoint deepCopy(const Checkpoint& ck) {
   for (auto& [name, t] : out.modelState) t = hostCopy(t);
   out.optimizerState = deepCopyValue(ck.optimizerState);
   for (auto& r : out.rngStates) r = hostCopy(r);
+  for (auto& [name, state] : out.parts) state = deepCopyValue(state);
   return out;
 }
 

@@ -78,6 +78,21 @@ void writeFileAtomically(const std::string& path, const std::function<void(const
   if (dirFd.get() >= 0) ::fsync(dirFd.get());
 }
 
+void replaceSymlinkAtomically(const std::string& link, const std::string& target) {
+  fs::path path(link);
+  fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::string tmp = (dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  ::unlink(tmp.c_str());  // one a killed process of the same pid left
+  if (::symlink(target.c_str(), tmp.c_str()) != 0) throw CheckpointError(osError("cannot create the link", tmp));
+  if (::rename(tmp.c_str(), link.c_str()) != 0) {
+    std::string why = osError("cannot rename into", link);
+    ::unlink(tmp.c_str());
+    throw CheckpointError(why);
+  }
+  Fd dirFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dirFd.get() >= 0) ::fsync(dirFd.get());
+}
+
 std::string moveWithoutReplacing(const std::string& from, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);

@@ -19,6 +19,11 @@ using ByteSink = std::function<void(const char* data, size_t size)>;
 // large file never has to exist in memory whole.
 void writeFileAtomically(const std::string& path, const std::function<void(const ByteSink&)>& produce);
 
+// Makes `link` a symbolic link to `target` (a name relative to the link's folder), replacing
+// any link or file there by a rename: a reader sees the old link or the new one, never none.
+// CheckpointError naming the link and the OS error when it cannot.
+void replaceSymlinkAtomically(const std::string& link, const std::string& target);
+
 // Moves the file `from` into the folder `dir` (created when missing) under its own name, or
 // <name>.1, <name>.2, ... when that name is taken there: never replacing a file (the rename
 // itself refuses to, so a file that appears meanwhile is not lost either). Returns the new

@@ -84,6 +84,14 @@ uint64_t checksumOf(const Checkpoint& ck, const RecordCrcs& crcs = RecordCrcs())
   if (!ck.sampler.isNone()) h.ivalue(ck.sampler);
   if (ck.epochSamples >= 0) h.integer(ck.epochSamples);  // absent from files of earlier versions
   for (int64_t i : ck.bucketOrder) h.integer(i);          // likewise
+  // The parts by name: the order of a dict read back is not the order written.
+  std::vector<const std::pair<std::string, IValue>*> parts;
+  for (const auto& p : ck.parts) parts.push_back(&p);
+  std::sort(parts.begin(), parts.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
+  for (const auto* p : parts) {
+    h.text(p->first);
+    h.ivalue(p->second);
+  }
   return h.h;
 }
 
@@ -148,11 +156,19 @@ IValue toIValueWith(const Checkpoint& ck, int64_t checksum) {
     for (int64_t i : ck.bucketOrder) order.push_back(i);
     d.insert(fields::kBucketOrder, order);
   }
+  for (const auto& [name, state] : ck.parts) d.insert(name, state);
   d.insert(fields::kChecksum, checksum);
   return d;
 }
 
 }  // namespace
+
+IValue Checkpoint::part(const std::string& name) const {
+  for (const auto& [n, state] : parts) {
+    if (n == name) return state;
+  }
+  return IValue();
+}
 
 IValue toIValue(const Checkpoint& ck) { return toIValueWith(ck, static_cast<int64_t>(checksumOf(ck))); }
 
@@ -203,6 +219,10 @@ Checkpoint fromIValue(const IValue& value, const std::string& source, const Reco
       if (!i.isInt()) throw CheckpointError(concat("checkpoint '", source, "': 'bucket_order' holds a non-integer"));
       ck.bucketOrder.push_back(i.toInt());
     }
+  }
+  for (const auto& kv : d) {
+    if (!kv.key().isString() || fields::isKnown(kv.key().toStringRef())) continue;
+    ck.parts.emplace_back(kv.key().toStringRef(), kv.value());
   }
   int64_t stored = intField(d, fields::kChecksum, source);
   if (static_cast<uint64_t>(stored) != checksumOf(ck, crcs)) throw CheckpointError(corruptMessage(source));

@@ -17,6 +17,9 @@
 //   bucket_order          [int]: the gradient synchronizer's bucket order, rebuilt from the
 //                         gradients' arrival (indices of trainable parameters in registration
 //                         order); absent before the first synchronized step and at 1 rank
+//   <part>                the state of each of the trainer's stateful parts, one top-level
+//                         field each (e.g. grad_guard, ema_state_dict): any field not named
+//                         above is one (checkpoint/fields.h lists the known names)
 //   checksum              FNV-1a over the fields above (tensor bytes included)
 #pragma once
 
@@ -56,6 +59,11 @@ struct Checkpoint {
   // The synchronizer's rebuilt bucket order (distributed/gradient_synchronizer.h); empty
   // when not recorded.
   std::vector<int64_t> bucketOrder;
+  // The stateful parts' states by field name (sorted by name when hashed). A dict of tensors
+  // or scalars, saved as it is: Python reads each with weights_only=True.
+  std::vector<std::pair<std::string, c10::IValue>> parts;
+  // The part saved under `name`; None when the file has none (written without that part).
+  c10::IValue part(const std::string& name) const;
 };
 
 c10::IValue toIValue(const Checkpoint& ck);

@@ -76,8 +76,11 @@ void sortByProgress(std::vector<CheckpointDir::Entry>& entries) {
 
 CheckpointDir::CheckpointDir(std::string dir, int keepLast) : dir_(std::move(dir)), keepLast_(keepLast) {}
 
+std::string CheckpointDir::nameFor(const Progress& p) { return currentName(p); }
 std::string CheckpointDir::pathFor(const Progress& p) const { return (fs::path(dir_) / currentName(p)).string(); }
 std::string CheckpointDir::bestPath() const { return (fs::path(dir_) / "best.pt").string(); }
+std::string CheckpointDir::lastPath() const { return (fs::path(dir_) / "last.pt").string(); }
+std::string CheckpointDir::topDir() const { return (fs::path(dir_) / "top").string(); }
 std::string CheckpointDir::unverifiedDir() const { return (fs::path(dir_) / "unverified").string(); }
 
 std::vector<std::string> CheckpointDir::files() const {
@@ -215,6 +218,7 @@ std::string CheckpointDir::save(const Checkpoint& ck) {
   const Progress progress = progressOf(ck, "the checkpoint being saved");
   std::string path = pathFor(progress);
   forge::ckpt::save(ck, path);
+  replaceSymlinkAtomically(lastPath(), fs::path(path).filename().string());
   {
     std::lock_guard<std::mutex> lock(mutex_);
     remember(path, progress);
@@ -237,6 +241,17 @@ std::string CheckpointDir::save(const Checkpoint& ck) {
 }
 
 void CheckpointDir::saveBest(const Checkpoint& ck) { forge::ckpt::save(ck, bestPath()); }
+
+std::string CheckpointDir::saveTop(const Checkpoint& ck) {
+  std::string path = (fs::path(topDir()) / currentName(progressOf(ck, "the checkpoint being saved"))).string();
+  forge::ckpt::save(ck, path);
+  return path;
+}
+
+void CheckpointDir::removeTop(const std::string& name) {
+  std::error_code ec;
+  fs::remove(fs::path(topDir()) / name, ec);
+}
 
 std::optional<CheckpointDir::Found> CheckpointDir::loadNewest() {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -5,6 +5,11 @@
 //                                               consumed in the next one over all ranks;
 //                                               the keep_last most advanced that verify are kept
 //   <dir>/best.pt                               the best eval metric so far
+//   <dir>/last.pt                               a symbolic link to the newest periodic
+//                                               checkpoint, replaced atomically at each save
+//   <dir>/top/<periodic name>                   copies of the checkpoint.save_top_k best
+//                                               epochs by the monitored metric (the trainer's
+//                                               checkpoint policy keeps their list)
 //   <dir>/unverified/                           periodic files that did not verify, moved
 //                                               aside (never counted, never deleted, never
 //                                               replaced: <name>.1, <name>.2, ...)
@@ -36,15 +41,23 @@ class CheckpointDir {
 
   const std::string& dir() const { return dir_; }
   std::string pathFor(const Progress& p) const;
+  // The periodic file name of that progress ("ckpt-e0002-n0000000000.pt").
+  static std::string nameFor(const Progress& p);
   std::string bestPath() const;
+  std::string lastPath() const;
+  std::string topDir() const;
   std::string unverifiedDir() const;
 
-  // Writes the checkpoint atomically under its progress's name, then deletes the verified
+  // Writes the checkpoint atomically under its progress's name, points last.pt at it, then deletes the verified
   // periodic checkpoints beyond the keep_last most advanced (files that do not verify are
   // moved to unverified/ instead, and counted for nothing). Returns the path written. Call
   // on one rank (rank 0).
   std::string save(const Checkpoint& ck);
   void saveBest(const Checkpoint& ck);
+  // Writes a copy of `ck` into top/ under its periodic name, atomically; returns that path.
+  std::string saveTop(const Checkpoint& ck);
+  // Deletes top/<name> (nothing when it is not there). Rank 0.
+  void removeTop(const std::string& name);
 
   // Deletes temporary files that a save killed midway left behind (atomic saves write
   // ".<name>.tmp.<pid>" first). Returns how many. Call on rank 0 before training, when no

@@ -2,6 +2,8 @@
 // every tool that reads a checkpoint (forge's or Python's) agree on these.
 #pragma once
 
+#include <string>
+
 namespace forge::ckpt::fields {
 
 inline constexpr const char* kModel = "model_state_dict";
@@ -20,5 +22,14 @@ inline constexpr const char* kSchedule = "lr_schedule";
 inline constexpr const char* kSampler = "sampler";
 inline constexpr const char* kBucketOrder = "bucket_order";
 inline constexpr const char* kChecksum = "checksum";
+
+// Whether `name` is one of the fields above; any other top-level field is a stateful part's.
+inline bool isKnown(const std::string& name) {
+  for (const char* k : {kModel, kOptimizer, kEpoch, kStep, kGlobalStep, kEpochSamples, kBestMetric, kBestMetricName,
+                        kWorldSize, kConfig, kForgeVersion, kRngStates, kSchedule, kSampler, kBucketOrder, kChecksum}) {
+    if (name == k) return true;
+  }
+  return false;
+}
 
 }  // namespace forge::ckpt::fields

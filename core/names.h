@@ -48,6 +48,12 @@ inline constexpr const char* kFaultPerturbStep = "FORGE_FAULT_PERTURB_STEP";
 // 20) milliseconds in every forward (a slow node).
 inline constexpr const char* kFaultSlowRank = "FORGE_FAULT_SLOW_RANK";
 inline constexpr const char* kFaultSlowMs = "FORGE_FAULT_SLOW_MS";
+// Test-only: the rank named by FORGE_FAULT_INF_GRAD_RANK multiplies the loss it backward()s
+// by Inf at the global steps listed in FORGE_FAULT_INF_GRAD_STEPS ("5" or "5,6,7"): its
+// gradients, and so the all-reduced ones of every rank, are not finite; its reported loss
+// stays finite (an fp16 overflow in backward looks so).
+inline constexpr const char* kFaultInfGradRank = "FORGE_FAULT_INF_GRAD_RANK";
+inline constexpr const char* kFaultInfGradSteps = "FORGE_FAULT_INF_GRAD_STEPS";
 inline constexpr const char* kFaultCrashRank = "FORGE_FAULT_CRASH_RANK";
 inline constexpr const char* kFaultCrashStep = "FORGE_FAULT_CRASH_STEP";
 // Test-only: before the global step FORGE_FAULT_PAUSE_STEP every rank writes the file

@@ -317,7 +317,8 @@ TEST_F(CheckpointTest, ANameThatIsNotItsContentsIsNeverCounted) {
   fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e0007-n0000000000.pt"));
   fs::copy_file(path("run/ckpt-e0001-n0000000384.pt"), path("run/ckpt-e88888888888888888888-n0.pt"));
   d.save(sample(3));
-  EXPECT_EQ(namesIn(path("run")), (std::vector<std::string>{"ckpt-e0002-n0000000384.pt", "ckpt-e0003-n0000000384.pt"}));
+  EXPECT_EQ(namesIn(path("run")), (std::vector<std::string>{"ckpt-e0002-n0000000384.pt", "ckpt-e0003-n0000000384.pt",
+                                                            "last.pt"}));
   EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e0007-n0000000000.pt")));
   EXPECT_TRUE(fs::exists(path("run/unverified/ckpt-e88888888888888888888-n0.pt")));
 }
@@ -339,8 +340,19 @@ TEST_F(CheckpointTest, RetentionRereadsAFileChangedBehindItsMtime) {
   }
   fs::last_write_time(second, mtime);
   d.save(sample(3));
-  EXPECT_EQ(namesIn(path("run")), (std::vector<std::string>{"ckpt-e0001-n0000000384.pt", "ckpt-e0003-n0000000384.pt"}))
+  EXPECT_EQ(namesIn(path("run")),
+            (std::vector<std::string>{"ckpt-e0001-n0000000384.pt", "ckpt-e0003-n0000000384.pt", "last.pt"}))
       << "the damaged file is not counted, so the first one stays";
+  // last.pt: a link to the newest save, by its name in the same folder.
+  EXPECT_TRUE(fs::is_symlink(path("run/last.pt")));
+  EXPECT_EQ(fs::read_symlink(path("run/last.pt")).string(), "ckpt-e0003-n0000000384.pt");
+  EXPECT_EQ(progressOf(load(path("run/last.pt")), "last.pt"), (Progress{3, 384}));
+  // top/: copies under their periodic names, outside retention and resume discovery.
+  EXPECT_EQ(d.saveTop(sample(1)), path("run/top/ckpt-e0001-n0000000384.pt"));
+  d.save(sample(4));
+  EXPECT_TRUE(fs::exists(path("run/top/ckpt-e0001-n0000000384.pt"))) << "keep_last never deletes a top-k copy";
+  d.removeTop("ckpt-e0001-n0000000384.pt");
+  EXPECT_FALSE(fs::exists(path("run/top/ckpt-e0001-n0000000384.pt")));
   EXPECT_EQ(namesIn(path("run/unverified")), (std::vector<std::string>{"ckpt-e0002-n0000000384.pt"}))
       << "and the damaged one is moved aside, not deleted";
 }

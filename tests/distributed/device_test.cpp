@@ -159,7 +159,8 @@ TEST(Device, ConfigRejectsGpuOnlySettingsOnTheCpu) {
     }
     return std::string();
   };
-  EXPECT_NE(err({"run.device=cpu", "run.precision=bf16"}).find("GPU-only"), std::string::npos);
+  EXPECT_NE(err({"run.device=cpu", "run.precision=fp16"}).find("GPU-only"), std::string::npos);
+  EXPECT_EQ(err({"run.device=cpu", "run.precision=bf16"}), "") << "bf16 autocast works on the CPU too";
   EXPECT_NE(err({"run.device=cpu", "distributed.backend=nccl"}).find("CUDA tensors"), std::string::npos);
   EXPECT_NE(err({"run.device=gpu"}).find("did you mean 'cpu'"), std::string::npos) << err({"run.device=gpu"});
   EXPECT_EQ(err({"run.device=cuda", "run.precision=bf16", "distributed.backend=nccl"}), "");

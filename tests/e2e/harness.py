@@ -134,7 +134,8 @@ def final_checkpoint(h, run_dir):
 
 def same_checkpoint(a, b):
     """(True, "") when two forge checkpoints hold the same position and, bit for bit, the same
-    parameters, buffers, optimizer state and generator states; else (False, what differs)."""
+    parameters, buffers, optimizer state, generator states and stateful parts' state (EMA
+    weights, the gradient guard's counters, ...); else (False, what differs)."""
     import torch
     ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     for key in ("epoch", "step", "global_step"):
@@ -156,4 +157,44 @@ def same_checkpoint(a, b):
     if len(ca["rng_states"]) != len(cb["rng_states"]) or not all(
             torch.equal(x, y) for x, y in zip(ca["rng_states"], cb["rng_states"])):
         return False, "generator states"
+    # The stateful parts' fields (grad_guard, ema_state_dict, ...): every one, every value.
+    if set(ca) - KNOWN_FIELDS != set(cb) - KNOWN_FIELDS:
+        return False, f"part fields {sorted(set(ca) - KNOWN_FIELDS)} vs {sorted(set(cb) - KNOWN_FIELDS)}"
+    for key in set(ca) - KNOWN_FIELDS:
+        ok, where = _same_value(ca[key], cb[key])
+        if not ok:
+            return False, f"{key}{where}"
     return True, ""
+
+
+# A checkpoint's fields besides its stateful parts' (checkpoint/fields.h).
+KNOWN_FIELDS = {"model_state_dict", "optimizer_state_dict", "epoch", "step", "global_step", "epoch_samples",
+                "best_metric", "best_metric_name", "world_size", "config", "forge_version", "rng_states",
+                "lr_schedule", "sampler", "checksum"}
+
+
+def _same_value(a, b):
+    """(True, "") when two values read from checkpoints are equal: tensors bit for bit, dicts
+    and lists element by element; else (False, where they differ)."""
+    import torch
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return (torch.is_tensor(a) and torch.is_tensor(b) and torch.equal(a, b)), ""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return False, " keys"
+        for k in a:
+            ok, where = _same_value(a[k], b[k])
+            if not ok:
+                return False, f".{k}{where}"
+        return True, ""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return False, " length"
+        for i, (x, y) in enumerate(zip(a, b)):
+            ok, where = _same_value(x, y)
+            if not ok:
+                return False, f"[{i}]{where}"
+        return True, ""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True, ""  # NaN ("none yet") in both
+    return a == b, f" {a!r} vs {b!r}"

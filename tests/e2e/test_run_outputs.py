@@ -19,7 +19,7 @@ from harness import Harness, epoch_records, read_jsonl, small_config
 h = Harness()
 EPOCH_FIELDS = ["type", "epoch", "step", "epoch_samples", "global_step", "wall_time", "train_loss", "train_accuracy",
                 "eval_loss", "eval_accuracy", "lr", "samples_per_s", "data_wait_share", "comm_share", "seconds"]
-STEP_FIELDS = [f for f in EPOCH_FIELDS if f not in ("eval_loss", "eval_accuracy")]
+STEP_FIELDS = [f for f in EPOCH_FIELDS if f not in ("eval_loss", "eval_accuracy")] + ["grad_norm", "skipped_steps"]
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # anything but \n
 
 
@@ -112,7 +112,7 @@ with open(h.path("run", "metrics.csv")) as f:
     rows = list(csv.DictReader(f))
 same = len(rows) == len(records) and all(
     all((row[k] == "" if k not in r else (row[k] == r[k] if k == "type" else float(row[k]) == float(r[k])))
-        for k in EPOCH_FIELDS) for row, r in zip(rows, records))
+        for k in EPOCH_FIELDS + ["grad_norm", "skipped_steps"]) for row, r in zip(rows, records))
 h.check(same, "metrics.csv holds the same records, value for value", rows[:2])
 check_tensorboard("run", "fresh run")
 

@@ -119,7 +119,7 @@ TEST_F(Engine, AResumeWithOtherMetricsStartsTheBestAnewAndKeepsEveryCsvValueUnde
   auto after = csv();
   ASSERT_EQ(after.size(), 3u);
   EXPECT_EQ(after[0], "type,epoch,step,epoch_samples,global_step,wall_time,train_loss,train_accuracy,eval_loss,"
-                      "eval_accuracy,lr,samples_per_s,data_wait_share,comm_share,seconds");
+                      "eval_accuracy,lr,samples_per_s,data_wait_share,comm_share,seconds,grad_norm,skipped_steps");
   // The first session's row: its eval_loss is still under eval_loss, its accuracy cells empty.
   auto old = split(before[1], ','), moved = split(after[1], ',');
   EXPECT_EQ(moved[8], old[7]) << after[1];  // eval_loss

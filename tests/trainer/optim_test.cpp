@@ -38,6 +38,22 @@ TEST(Schedule, WarmupRisesLinearlyToTheBaseRate) {
   EXPECT_DOUBLE_EQ(w.at(4, 0), 0.2);
 }
 
+// Warmup then decay by step: the warmup rises linearly to optimizer.lr, and the decay starts
+// from optimizer.lr at the warmup's end and reaches min_lr at the run's last step.
+TEST(Schedule, WarmupComposesWithCosineAndLinearDecay) {
+  for (const char* name : {"cosine", "linear"}) {
+    LrSchedule w = schedule(name, {{"min_lr", 0.02}}, 4, 0.2, 12, 1);  // 12 steps: 4 warmup, 8 decay
+    EXPECT_DOUBLE_EQ(w.at(0, 0), 0.05) << name;
+    EXPECT_DOUBLE_EQ(w.at(3, 0), 0.2) << name << ": the warmup ends at the base rate";
+    EXPECT_DOUBLE_EQ(w.at(4, 0), 0.2) << name << ": the decay starts there";
+    EXPECT_NEAR(w.at(8, 0), 0.11, 1e-12) << name << ": halfway down";
+    EXPECT_NEAR(w.at(12, 0), 0.02, 1e-12) << name << ": min_lr at the end";
+    EXPECT_LT(w.at(5, 0), 0.2) << name;
+  }
+  LrSchedule lin = schedule("linear", {{"min_lr", 0.0}}, 0, 0.1, 10, 1);
+  EXPECT_NEAR(lin.at(3, 0), 0.07, 1e-12);
+}
+
 TEST(Schedule, DescribesItsOwnKeysForTheCheckpoint) {
   auto d = schedule("step", {{"gamma", 0.5}}, 3, 0.1, 10, 6).describe();
   EXPECT_EQ(d.at("name").toStringRef(), "step");

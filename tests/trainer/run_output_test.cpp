@@ -230,7 +230,7 @@ TEST(Metrics, ADivergedLossIsWrittenAsNotANumberNotLeftOut) {
   auto j = nlohmann::json::parse(jsonl[0]);
   EXPECT_TRUE(j["train_loss"].is_null()) << jsonl[0];
   EXPECT_EQ(j["lr"], 0.1) << jsonl[0];
-  EXPECT_EQ(csv[1], "step,1,5,0,5,0,nan,,,,0.1,,,,");
+  EXPECT_EQ(csv[1], "step,1,5,0,5,0,nan,,,,0.1,,,,,,");
 }
 
 TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
@@ -259,7 +259,7 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
   ASSERT_EQ(jsonl.size(), 4u);
   ASSERT_EQ(csv.size(), 5u);
   EXPECT_EQ(csv[0], "type,epoch,step,epoch_samples,global_step,wall_time,train_loss,train_accuracy,eval_loss,"
-                    "eval_accuracy,lr,samples_per_s,data_wait_share,comm_share,seconds");
+                    "eval_accuracy,lr,samples_per_s,data_wait_share,comm_share,seconds,grad_norm,skipped_steps");
   // Fields in column order, only those that apply.
   auto epoch = nlohmann::ordered_json::parse(jsonl[1]);
   std::vector<std::string> keys;
@@ -272,8 +272,8 @@ TEST(Metrics, JsonlAndCsvHoldTheSameRecordsAndAResumeTrimsThem) {
   EXPECT_EQ(epoch["wall_time"], 1.5e9);
   EXPECT_EQ(epoch["train_loss"], 0.05);
   EXPECT_EQ(epoch["eval_accuracy"], 0.75);
-  EXPECT_EQ(csv[2], "epoch,1,10,320,10,1500000000,0.05,,,0.75,0.1,,,,");
-  EXPECT_EQ(csv[1], "step,1,5,160,5,1500000000,0.1,,,,0.1,,,,");
+  EXPECT_EQ(csv[2], "epoch,1,10,320,10,1500000000,0.05,,,0.75,0.1,,,,,,");
+  EXPECT_EQ(csv[1], "step,1,5,160,5,1500000000,0.1,,,,0.1,,,,,,");
 
   // Resumed at global step 10 (the end of epoch 1): later records go, new ones follow.
   {
@@ -361,7 +361,8 @@ TEST(Metrics, AValueOutsideTheRunsColumnsIsAnError) {
 TEST(Metrics, ATasksMetricsAreItsColumns) {
   EXPECT_EQ(metricColumns({"mae", "r2"}),
             (std::vector<std::string>{"train_loss", "train_mae", "train_r2", "eval_loss", "eval_mae", "eval_r2", "lr",
-                                      "samples_per_s", "data_wait_share", "comm_share", "seconds"}));
+                                      "samples_per_s", "data_wait_share", "comm_share", "seconds", "grad_norm",
+                                      "skipped_steps"}));
 }
 
 TEST(Config, TheLogSectionIsValidated) {

@@ -4,12 +4,14 @@
 #include <filesystem>
 #include <iostream>
 
+#include "checkpoint/checkpoint.h"
 #include "checkpoint/python_state_dict.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/table.h"
 #include "trainer/app/commands.h"
+#include "trainer/engine/ema.h"
 #include "trainer/engine/evaluator.h"
 #include "trainer/engine/run_dir.h"
 #include "trainer/engine/trainer.h"
@@ -20,13 +22,32 @@
 namespace forge::train {
 namespace {
 
-const char* kEvalHelp = R"(usage: forge eval CONFIG.yaml --checkpoint PATH [--set key=value ...] [--json]
+const char* kEvalHelp = R"(usage: forge eval CONFIG.yaml --checkpoint PATH [--set key=value ...] [--ema] [--json]
 
 Loads the model state of PATH (a forge checkpoint, or a state dict saved by Python with
 torch.save(model.state_dict(), PATH)) into the model the config describes and reports the
 loss and the task's metrics on the config's eval split (data.eval_split, default "test"),
-and for a classifier the accuracy per class. --json prints the same as one JSON object.
+and for a classifier the accuracy per class. --ema evaluates the checkpoint's exponential
+moving average of the weights instead (its ema_state_dict, kept when trained with ema.decay).
+--json prints the same as one JSON object.
 )";
+
+// The averaged weights of a forge checkpoint (its ema_state_dict), as a state dict.
+std::vector<std::pair<std::string, at::Tensor>> emaStateOf(const std::string& path) {
+  const c10::IValue ema = ckpt::load(path).part(kEmaField);
+  if (!ema.isGenericDict()) {
+    throw CheckpointError(concat("checkpoint '", path, "' holds no ", kEmaField, " (it was trained without "
+                                 "ema.decay): evaluate it without --ema"));
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& kv : ema.toGenericDict()) {
+    if (!kv.key().isString() || !kv.value().isTensor()) {
+      throw CheckpointError(concat("checkpoint '", path, "': ", kEmaField, " must map names to tensors"));
+    }
+    out.emplace_back(kv.key().toStringRef(), kv.value().toTensor());
+  }
+  return out;
+}
 
 nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
@@ -84,7 +105,7 @@ void printResult(const EvalResult& r, const std::string& checkpoint, const std::
 }  // namespace
 
 int cmdEval(int argc, char** argv) {
-  Args a = parseArgs(argc, argv, 2, {"set", "checkpoint"}, {"json"}, kEvalHelp);
+  Args a = parseArgs(argc, argv, 2, {"set", "checkpoint"}, {"json", "ema"}, kEvalHelp);
   if (a.help) return std::cout << kEvalHelp, 0;
   Config cfg = configFrom(a, kEvalHelp, "eval");
   if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
@@ -98,7 +119,8 @@ int cmdEval(int argc, char** argv) {
     task = Task::resolve(cfg.task.loss, cfg.task.metrics);
     model = buildRegisteredModel(registry().models.get(cfg.model.name), cfg.model.options, 1);
     // A forge checkpoint, or a state dict Python saved with torch.save(model.state_dict()).
-    loadModelStateDict(*model.module, ckpt::loadModelState(a.one("checkpoint")), a.one("checkpoint"));
+    const std::string path = a.one("checkpoint");
+    loadModelStateDict(*model.module, a.has("ema") ? emaStateOf(path) : ckpt::loadModelState(path), path);
     model.module->to(pg->device());
   });
   return runGuarded(*pg, [&] {

@@ -69,9 +69,9 @@ std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, con
   o.timeoutS = cfg.distributed.timeoutS;
   o.watchdog = cfg.distributed.watchdog;
   o.threads = static_cast<int>(cfg.run.threads);
-  o.needsCuda = cfg.run.precision == "bf16";
-  o.needsCudaWhy = "run.precision bf16";
-  o.needsCudaFix = "use precision: fp32";
+  o.needsCuda = cfg.run.precision == "fp16";
+  o.needsCudaWhy = "run.precision fp16";
+  o.needsCudaFix = "use precision: bf16 or fp32";
   o.deterministic = cfg.run.deterministic;
   return std::make_unique<dist::ProcessGroup>(argc, argv, o);
 }

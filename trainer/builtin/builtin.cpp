@@ -21,6 +21,7 @@ void registerBuiltins(Registries& r) {
   r.schedules.add(train::constantSchedule());
   r.schedules.add(train::stepSchedule());
   r.schedules.add(train::cosineSchedule());
+  r.schedules.add(train::linearSchedule());
 }
 
 }  // namespace

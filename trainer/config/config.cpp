@@ -298,9 +298,9 @@ void readSection(const YAML::Node& root, const std::string& name, const Source& 
 // Checks that involve more than one key, or registries.
 void crossCheck(const YAML::Node& root, const Source& src, const Config& c) {
   Section run(root["run"], "run", src), dist(root["distributed"], "distributed", src), task(root["task"], "task", src);
-  if (c.run.precision == "bf16" && c.run.device == "cpu") {
-    fail(run.where("precision"), "run.precision bf16 (autocast with fp32 master weights) is GPU-only: use run.device: "
-                                 "cuda (or auto on a GPU machine), or precision: fp32");
+  if (c.run.precision == "fp16" && c.run.device == "cpu") {
+    fail(run.where("precision"), "run.precision fp16 (autocast with a loss scale) is GPU-only: use run.device: "
+                                 "cuda (or auto on a GPU machine), or precision: bf16 or fp32");
   }
   if (c.distributed.backend == "nccl" && c.run.device == "cpu") {
     fail(dist.where("backend"), "distributed.backend nccl works on CUDA tensors: set run.device: cuda (or auto), or "

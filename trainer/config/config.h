@@ -19,7 +19,11 @@ struct RunConfig {
   int64_t epochs = 1;
   int64_t threads = 0;  // intra-op threads per rank; 0 = cores on the node / ranks on the node
   std::string device = "auto";     // auto | cpu | cuda
-  std::string precision = "fp32";  // fp32 | bf16 (CUDA autocast; weights, gradients, optimizer state fp32)
+  // fp32 | bf16 (autocast on CUDA or the CPU) | fp16 (CUDA autocast, with a dynamic loss
+  // scale); weights, gradients and optimizer state stay fp32.
+  std::string precision = "fp32";
+  int64_t maxSteps = 0;  // stop (with a checkpoint) after this many optimizer steps of the run; 0 = off
+  double maxTime = 0;    // seconds of wall-clock time for this session; 0 = off (trainer/engine/stopping.h)
   bool deterministic = false;      // pin cuBLAS, cuDNN, NCCL for bit-exact GPU runs (distributed/determinism.h)
 };
 
@@ -70,6 +74,11 @@ struct OptimizerConfig {
   double lr = 0.01;
   double weightDecay = 0.0;
   int64_t accumulateSteps = 1;  // micro-batches per optimizer step; no communication between
+  double clipGradNorm = 0;        // global L2 norm the gradients are clipped to; 0 = off
+  int64_t maxSkippedSteps = 25;   // consecutive steps with non-finite gradients tolerated (skipped)
+  // Parameters exempt from weight_decay, by rule: "bias" (names ending in bias), "norm" (the
+  // parameters of normalization layers: BatchNorm, LayerNorm, GroupNorm, ...).
+  std::vector<std::string> noDecay;
   Options options{"optimizer"};
 };
 
@@ -84,6 +93,29 @@ struct CheckpointConfig {
   int64_t everySteps = 0;   // 0 = off
   int64_t keepLast = 3;     // 0 = keep all
   bool async = false;       // write in a background thread; training stalls only for a copy
+  std::string monitor;      // "" = eval_<first task metric> (eval_loss without one) | eval_* | train_*
+  std::string mode = "auto";  // auto (the metric's own direction) | min | max
+  int64_t saveTopK = 0;     // copies of the k best epochs by the monitored metric in top/; 0 = none
+};
+
+// The dynamic loss scale (trainer/engine/loss_scaler.h).
+struct LossScaleConfig {
+  std::string mode = "auto";     // auto (dynamic with precision fp16, else off) | dynamic | off
+  double init = 65536;
+  int64_t growthInterval = 2000;
+};
+
+// Stopping when the monitored metric (checkpoint.monitor) stops improving.
+struct EarlyStoppingConfig {
+  int64_t patience = 0;  // epochs without an improvement of more than min_delta; 0 = off
+  double minDelta = 0;
+};
+
+// An exponential moving average of the weights (trainer/engine/ema.h).
+struct EmaConfig {
+  double decay = 0;        // 0 = off; else ema = decay * ema + (1 - decay) * weights
+  int64_t everySteps = 1;  // optimizer steps between two updates
+  bool evaluate = false;   // also evaluate the EMA weights after each epoch (eval_ema_*)
 };
 
 struct DistributedConfig {
@@ -114,6 +146,9 @@ struct Config {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   CheckpointConfig checkpoint;
+  EmaConfig ema;
+  EarlyStoppingConfig earlyStopping;
+  LossScaleConfig lossScale;
   DistributedConfig distributed;
   LogConfig log;
 

@@ -1,6 +1,7 @@
 #include "trainer/config/schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 
 #include "core/error.h"
@@ -67,8 +68,9 @@ void declareRun(std::vector<Field>& f) {
                        "auto (a GPU per rank when there are enough, else the CPU) | cpu | cuda",
                        oneOf({"auto", "cpu", "cuda"}, "a device")));
   f.push_back(field<S>("run", "precision", [](Config& c) -> S& { return c.run.precision; },
-                       "fp32 | bf16 (CUDA autocast; weights, gradients and optimizer state stay fp32)",
-                       oneOf({"fp32", "bf16"}, "a precision")));
+                       "fp32 | bf16 (autocast on CUDA or the CPU) | fp16 (CUDA autocast with a dynamic loss scale); "
+                       "weights, gradients and optimizer state stay fp32",
+                       oneOf({"fp32", "bf16", "fp16"}, "a precision")));
   f.push_back(field<bool>("run", "deterministic", [](Config& c) -> bool& { return c.run.deterministic; },
                           "bit-exact GPU runs and resumes: CUBLAS_WORKSPACE_CONFIG=:4096:8, deterministic algorithms, "
                           "cuDNN deterministic without benchmark, NCCL_ALGO=Ring and NCCL_PROTO=Simple (each unless set); "
@@ -203,6 +205,94 @@ void declareRunControl(std::vector<Field>& f) {
                           "also write TensorBoard event files to RUN_DIR/tb/"));
 }
 
+// Checkpoint policy and stopping (issue 16).
+void declareStopping(std::vector<Field>& f) {
+  f.push_back(field<S>("checkpoint", "monitor", [](Config& c) -> S& { return c.checkpoint.monitor; },
+                       "the metric best.pt, save_top_k and early stopping follow: eval_loss, eval_<metric>, "
+                       "train_loss or train_<metric> of the task; empty = eval_<first metric> (eval_loss without one)",
+                       [](const S& v) {
+                         return v.empty() || v.rfind("eval_", 0) == 0 || v.rfind("train_", 0) == 0
+                                    ? S()
+                                    : concat("must be eval_<name> or train_<name> (e.g. eval_loss), got '", v, "'");
+                       }));
+  f.push_back(field<S>("checkpoint", "mode", [](Config& c) -> S& { return c.checkpoint.mode; },
+                       "auto (the metric's direction: lower loss, higher accuracy) | min | max",
+                       oneOf({"auto", "min", "max"}, "a mode")));
+  f.push_back(field<int64_t>("checkpoint", "save_top_k", [](Config& c) -> int64_t& { return c.checkpoint.saveTopK; },
+                             "keep copies of the k best epochs by the monitored metric in checkpoints/top/, beside "
+                             "keep_last recent ones and best.pt",
+                             zeroOrPositive("none")));
+  f.push_back(field<int64_t>("run", "max_steps", [](Config& c) -> int64_t& { return c.run.maxSteps; },
+                             "stop after this many optimizer steps of the run, with a checkpoint (exit 0)",
+                             zeroOrPositive("off")));
+  f.push_back(field<double>("run", "max_time", [](Config& c) -> double& { return c.run.maxTime; },
+                            "seconds of wall-clock time this session may train: it saves and exits 75 (requeue) "
+                            "early enough to finish the save before then when epochs remain; 0 = off",
+                            [](const double& v) {
+                              return v >= 0 && std::isfinite(v) ? S() : concat("must be 0 (off) or positive seconds, got ", v);
+                            }));
+  f.push_back(field<int64_t>("early_stopping", "patience",
+                             [](Config& c) -> int64_t& { return c.earlyStopping.patience; },
+                             "stop (exit 0, with a checkpoint) after this many epochs in a row without an improvement "
+                             "of the monitored metric by more than min_delta",
+                             zeroOrPositive("off")));
+  f.push_back(field<double>("early_stopping", "min_delta", [](Config& c) -> double& { return c.earlyStopping.minDelta; },
+                            "the least change of the monitored metric that counts as an improvement",
+                            [](const double& v) {
+                              return v >= 0 && std::isfinite(v) ? S() : concat("must not be negative, got ", v);
+                            }));
+}
+
+// Training controls (issue 16): clipping, non-finite steps, EMA.
+void declareControls(std::vector<Field>& f) {
+  f.push_back(field<double>("optimizer", "clip_grad_norm", [](Config& c) -> double& { return c.optimizer.clipGradNorm; },
+                            "clip the all-reduced gradients to this global L2 norm (as torch.nn.utils.clip_grad_norm_; "
+                            "the norm before clipping is the metric grad_norm); 0 = off",
+                            [](const double& v) {
+                              return v >= 0 && std::isfinite(v) ? S() : concat("must be 0 (off) or a positive norm, got ", v);
+                            }));
+  f.push_back(field<int64_t>("optimizer", "max_skipped_steps",
+                             [](Config& c) -> int64_t& { return c.optimizer.maxSkippedSteps; },
+                             "a step whose all-reduced gradients are not finite is skipped on every rank; this many "
+                             "in a row are tolerated, one more stops the run (exit 5); 0 = stop at the first",
+                             zeroOrPositive("stop at the first")));
+  f.push_back(field<VS>("optimizer", "no_decay", [](Config& c) -> VS& { return c.optimizer.noDecay; },
+                        "parameters exempt from weight_decay (a second param group with weight_decay 0): bias (names "
+                        "ending in bias), norm (the parameters of BatchNorm, LayerNorm, GroupNorm, ... layers)",
+                        [](const VS& v) {
+                          for (const auto& r : v) {
+                            if (r != "bias" && r != "norm") return concat("rules are bias and norm, got '", r, "'");
+                          }
+                          return S();
+                        }));
+  f.push_back(field<double>("ema", "decay", [](Config& c) -> double& { return c.ema.decay; },
+                            "keep an exponential moving average of the weights, ema = decay * ema + (1 - decay) * "
+                            "weights, saved as ema_state_dict (forge eval --ema); 0 = off",
+                            [](const double& v) {
+                              return v >= 0 && v < 1 ? S() : concat("must be in [0, 1) (0: off), got ", v);
+                            }));
+  f.push_back(field<int64_t>("ema", "every_steps", [](Config& c) -> int64_t& { return c.ema.everySteps; },
+                             "optimizer steps between two updates of the average", atLeast(1)));
+  f.push_back(field<bool>("ema", "evaluate", [](Config& c) -> bool& { return c.ema.evaluate; },
+                          "also evaluate the averaged weights after each epoch (eval_ema_loss, eval_ema_<metric>)"));
+  declareStopping(f);
+  f.push_back(field<S>("loss_scale", "mode", [](Config& c) -> S& { return c.lossScale.mode; },
+                       "auto (dynamic with run.precision fp16, else off) | dynamic (any precision) | off: the loss is "
+                       "multiplied by the scale before backward, the gradients divided by it; a step with non-finite "
+                       "gradients is skipped and halves the scale, growth_interval finite steps double it",
+                       oneOf({"auto", "dynamic", "off"}, "a loss scale mode")));
+  f.push_back(field<double>("loss_scale", "init", [](Config& c) -> double& { return c.lossScale.init; },
+                            "the first scale (a power of 2)", [](const double& v) {
+                              int e = 0;
+                              return v > 0 && std::isfinite(static_cast<float>(v)) && std::frexp(v, &e) == 0.5
+                                         ? S()
+                                         : concat("must be a power of 2 that fits a float, got ", v);
+                            }));
+  f.push_back(field<int64_t>("loss_scale", "growth_interval",
+                             [](Config& c) -> int64_t& { return c.lossScale.growthInterval; },
+                             "finite steps in a row after which the scale doubles", atLeast(1)));
+}
+
 std::vector<Field> declare() {
   std::vector<Field> f;
   declareRun(f);
@@ -210,6 +300,7 @@ std::vector<Field> declare() {
   declareData(f);
   declareOptimization(f);
   declareRunControl(f);
+  declareControls(f);
   return f;
 }
 
@@ -222,7 +313,7 @@ const std::vector<Field>& schema() {
 
 const std::vector<std::string>& sectionNames() {
   static const std::vector<std::string> names = {"run",        "model",       "task", "data", "optimizer", "schedule",
-                                                 "checkpoint", "distributed", "log"};
+                                                 "checkpoint", "ema", "early_stopping", "loss_scale", "distributed", "log"};
   return names;
 }
 

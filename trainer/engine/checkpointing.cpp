@@ -57,11 +57,12 @@ ckpt::Checkpoint Trainer::makeCheckpoint() const {
   sampler.insert("samples_per_rank", sampler_->samplesPerRank());
   ck.sampler = sampler;
   if (sync_) ck.bucketOrder = sync_->rebuiltOrder();
+  for (const StatefulPart* part : parts_) ck.parts.emplace_back(part->field(), part->stateDict());
   return ck;
 }
 
 // Collective (every rank gathers its generator state to the others); rank 0 writes.
-std::string Trainer::saveCheckpoint(bool isBest) {
+std::string Trainer::saveCheckpoint(const SaveCopies& copies) {
   auto start = Clock::now();
   struct Timed {  // the training thread's time in here, on every path out
     double& total;
@@ -81,10 +82,13 @@ std::string Trainer::saveCheckpoint(bool isBest) {
   ckpt::Checkpoint ck = makeCheckpoint();
   for (int r = 0; r < world_.size; ++r) ck.rngStates.push_back(all.narrow(0, r * mine.numel(), mine.numel()).clone());
   std::string path = checkpoints_->pathFor(ckpt::progressOf(ck, "this run's checkpoint"));
-  auto write = [this, isBest, start](const ckpt::Checkpoint& c) {
+  auto write = [this, copies, start](const ckpt::Checkpoint& c) {
     std::string written = checkpoints_->save(c);
-    if (isBest) checkpoints_->saveBest(c);
-    log::info("ckpt", "saved ", written, isBest ? " and best.pt" : "", " in ", formatDuration(secondsSince(start)));
+    if (copies.best) checkpoints_->saveBest(c);
+    if (copies.top) checkpoints_->saveTop(c);
+    for (const auto& name : copies.dropTop) checkpoints_->removeTop(name);
+    log::info("ckpt", "saved ", written, copies.best ? " and best.pt" : "", copies.top ? " and a top-k copy" : "",
+              " in ", formatDuration(secondsSince(start)));
   };
   if (cfg_.checkpoint.async) {
     // The background thread copies the parameters and optimizer state while the next

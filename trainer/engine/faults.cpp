@@ -4,6 +4,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "core/error.h"
@@ -56,6 +59,23 @@ void maybePerturb(torch::nn::Module& module, int rank, int64_t globalStep) {
   log::warn("fault", "injected fault: rank ", rank, " perturbs ", params[0].key(), " after step ", globalStep);
   torch::NoGradGuard noGrad;
   params[0].value().add_(1e-3);
+}
+
+at::Tensor maybeInfGradient(const at::Tensor& loss, int rank, int64_t globalStep) {
+  static const bool mine = named(env::kFaultInfGradRank, rank);
+  if (!mine) return loss;
+  static const std::set<int64_t> steps = [] {
+    std::set<int64_t> s;
+    const char* list = std::getenv(env::kFaultInfGradSteps);
+    std::stringstream in(list ? list : "");
+    for (std::string item; std::getline(in, item, ',');) {
+      if (!item.empty()) s.insert(std::atoll(item.c_str()));
+    }
+    return s;
+  }();
+  if (!steps.count(globalStep)) return loss;
+  log::warn("fault", "injected fault: rank ", rank, " makes its gradients Inf at global step ", globalStep);
+  return loss * std::numeric_limits<double>::infinity();
 }
 
 }  // namespace forge::train

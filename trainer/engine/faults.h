@@ -1,5 +1,6 @@
 // Test-only faults that the hang and divergence tests inject (core/names.h names them): a
-// rank that sleeps in a phase, one that is slow in every forward, one whose replica drifts.
+// rank that sleeps in a phase, one that is slow in every forward, one whose replica drifts,
+// one whose gradients overflow.
 // Each reads its environment once; unset, each is a branch on a static.
 #pragma once
 
@@ -18,5 +19,9 @@ void maybeHang(dist::Phase phase, int rank, int64_t globalStep);
 void maybeSlow(int rank);
 // Adds 1e-3 to the first parameter of the named rank after the named step.
 void maybePerturb(torch::nn::Module& module, int rank, int64_t globalStep);
+
+// The loss to run backward on: `loss` times Inf when this rank is the one named and the
+// global step is one of those listed (FORGE_FAULT_INF_GRAD_*), else `loss` itself.
+at::Tensor maybeInfGradient(const at::Tensor& loss, int rank, int64_t globalStep);
 
 }  // namespace forge::train

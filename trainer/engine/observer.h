@@ -28,6 +28,8 @@ struct StepReport {
   // This rank's sums of the epoch so far. Reading them syncs with the device: read only
   // when a value is needed.
   const MetricSums& sums;
+  double gradNorm;        // the step's global gradient norm before clipping (trainer/engine/gradient_guard.h)
+  int64_t skippedSteps;   // steps skipped for non-finite gradients, over the whole run
 };
 
 struct EpochReport {
@@ -41,6 +43,10 @@ struct EpochReport {
   double dataWaitShare, commShare;
   double seconds;  // training time of the epoch, in this session
   bool isBest;     // the monitored metric improved
+  double monitored;  // the monitored metric's value this epoch (Trainer::monitoredMetric)
+  // Further evaluation values ("ema_loss", ...) that observers earlier in the order add for
+  // the later ones (the metrics record holds them as eval_<name>).
+  mutable std::vector<std::pair<std::string, double>> extraEval;
 };
 
 class LoopObserver {

@@ -1,5 +1,6 @@
 #include "trainer/engine/observers.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <thread>
@@ -46,17 +47,23 @@ class FaultInjector : public LoopObserver {
 
 class PreemptionWatch : public LoopObserver {
  public:
-  PreemptionWatch(Trainer& t, dist::Communicator& comm) : trainer_(t), comm_(comm) {}
+  PreemptionWatch(Trainer& t, dist::Communicator& comm)
+      : trainer_(t), comm_(comm), start_(Clock::now()), lastCheck_(start_) {}
 
   void beforeStep(const TrainState& s, int64_t epoch) override {
     static const char* signalAt = std::getenv(env::kFaultSignalStep);
     if (signalAt != nullptr && comm_.rank() == 0 && std::atoll(signalAt) == s.globalStep) std::raise(SIGUSR1);
     if (!agreed(s.globalStep)) return;
     trainer_.flushBuffers();  // rank 0's statistics, as at any step boundary
-    std::string path = trainer_.saveCheckpoint(false);
+    std::string path = trainer_.saveCheckpoint();
     trainer_.waitForSaves();
     comm_.barrier();  // nobody exits (and makes mpirun kill the job) before the file is down
     int sig = preemptionSignal();
+    if (outOfTime_) {
+      throw Preempted(concat("run.max_time = ", trainer_.config().run.maxTime, " s is nearly spent: stopped at epoch ",
+                             epoch + 1, " step ", s.step, " and saved ", comm_.rank() == 0 ? path : std::string("on rank 0"),
+                             "; exit ", kExitRequeue, " = please requeue (resume with --resume auto)"));
+    }
     throw Preempted(concat("preempted", sig ? concat(" by signal ", sig) : std::string(" (signal on another rank)"),
                            " at epoch ", epoch + 1, " step ", s.step, ": saved ",
                            comm_.rank() == 0 ? path : std::string("on rank 0"), "; exit ", kExitRequeue,
@@ -85,18 +92,36 @@ class PreemptionWatch : public LoopObserver {
       work_.reset();
       if (flags_[1].item<int>() > 0) throw trainer_.divergedError("the training loss became NaN or Inf (checked every 8 steps)");
       stop = flags_[0].item<int>() > 0;
+      outOfTime_ = flags_[2].item<int>() > 0 && flags_[0].item<int>() == 1 && !preemptionRequested();
     }
     if (!stop) {
-      flags_ = at::tensor({preemptionRequested() ? 1 : 0, trainer_.epochLossFinite() ? 0 : 1}, at::kInt);
+      const bool late = outOfTime();
+      flags_ = at::tensor({preemptionRequested() || late ? 1 : 0, trainer_.epochLossFinite() ? 0 : 1, late ? 1 : 0},
+                          at::kInt);
       work_ = comm_.allReduceAsync(flags_, dist::ReduceOp::kMax);
     }
     return stop;
   }
 
+  // run.max_time: whether this session's time, plus twice the longest span between two
+  // checks so far (steps, evaluations and saves included: the check that stops and the save
+  // after it fit in that), reaches the budget. Each rank by its own clock; any rank stops all.
+  bool outOfTime() {
+    const double budget = trainer_.config().run.maxTime;
+    if (budget <= 0) return false;
+    const auto now = Clock::now();
+    longestSpan_ = std::max(longestSpan_, std::chrono::duration<double>(now - lastCheck_).count());
+    lastCheck_ = now;
+    return std::chrono::duration<double>(now - start_).count() + 2 * longestSpan_ >= budget;
+  }
+
   Trainer& trainer_;
   dist::Communicator& comm_;
   std::unique_ptr<dist::Work> work_;
-  at::Tensor flags_;  // preemption requested, loss not finite
+  at::Tensor flags_;  // stop (preemption requested or out of time), loss not finite, out of time
+  Clock::time_point start_, lastCheck_;  // start_: this session's setup
+  double longestSpan_ = 0;
+  bool outOfTime_ = false;  // the agreed stop is run.max_time's, not a signal's
 };
 
 // "loss 0.4154 acc 84.94%": values as the epoch line shows them.
@@ -161,7 +186,12 @@ class MetricsObserver : public LoopObserver {
     MetricsLog::Paths paths{dir.metricsJsonl(), dir.metricsCsv(), cfg.log.tensorboard ? dir.tensorboard() : ""};
     std::optional<ResumePoint> at;
     if (resumed) at = ResumePoint{ckpt::Progress{s.epoch, s.epochSamples}, s.globalStep};
-    log_ = std::make_unique<MetricsLog>(paths, metricColumns(trainer_.task().metricNames()), at);
+    std::vector<std::string> columns = metricColumns(trainer_.task().metricNames());
+    if (cfg.ema.decay > 0 && cfg.ema.evaluate) {
+      columns.push_back("eval_ema_loss");
+      for (const auto& m : trainer_.task().metricNames()) columns.push_back("eval_ema_" + m);
+    }
+    log_ = std::make_unique<MetricsLog>(paths, columns, at);
   }
 
   void afterStep(const StepReport& r) override {
@@ -192,7 +222,9 @@ class MetricsObserver : public LoopObserver {
         .set("samples_per_s", n * worldSize_ / elapsed)
         .set("data_wait_share", (r.dataWaitSeconds - mark_.dataWait) / elapsed)
         .set("comm_share", (r.commSeconds - mark_.comm) / elapsed)
-        .set("seconds", elapsed);
+        .set("seconds", elapsed)
+        .set("grad_norm", r.gradNorm)
+        .set("skipped_steps", static_cast<double>(r.skippedSteps));
     log_->write(rec);
     mark_ = Mark{totals, r.sums.samples(), r.dataWaitSeconds, r.commSeconds, Clock::now()};
   }
@@ -207,6 +239,7 @@ class MetricsObserver : public LoopObserver {
     rec.wallTime = unixSeconds();
     for (const auto& [k, v] : r.train) rec.set("train_" + k, v);
     for (const auto& [k, v] : r.eval) rec.set("eval_" + k, v);
+    for (const auto& [k, v] : r.extraEval) rec.set("eval_" + k, v);
     rec.set("lr", r.lr)
         .set("samples_per_s", r.samplesPerS)
         .set("data_wait_share", r.dataWaitShare)
@@ -229,25 +262,6 @@ class MetricsObserver : public LoopObserver {
   Mark mark_;
 };
 
-class CheckpointPolicy : public LoopObserver {
- public:
-  explicit CheckpointPolicy(Trainer& t) : trainer_(t) {}
-
-  void afterStep(const StepReport& r) override {
-    const int64_t every = trainer_.config().checkpoint.everySteps;
-    if (every > 0 && r.state.globalStep % every == 0 && r.state.step < r.stepsPerEpoch) trainer_.saveCheckpoint(false);
-  }
-
-  void afterEpoch(const EpochReport& r) override {
-    const auto& ck = trainer_.config().checkpoint;
-    const bool periodic = ck.everyEpochs > 0 && r.state.epoch % ck.everyEpochs == 0;
-    if (periodic || r.state.epoch == trainer_.config().run.epochs || r.isBest) trainer_.saveCheckpoint(r.isBest);
-  }
-
- private:
-  Trainer& trainer_;
-};
-
 }  // namespace
 
 std::unique_ptr<LoopObserver> makeFaultInjector(int rank) { return std::make_unique<FaultInjector>(rank); }
@@ -260,6 +274,5 @@ std::unique_ptr<LoopObserver> makeProgressObserver(Trainer& t, int worldSize) {
 std::unique_ptr<LoopObserver> makeMetricsObserver(Trainer& t, int worldSize) {
   return std::make_unique<MetricsObserver>(t, worldSize);
 }
-std::unique_ptr<LoopObserver> makeCheckpointPolicy(Trainer& t) { return std::make_unique<CheckpointPolicy>(t); }
 
 }  // namespace forge::train

@@ -30,8 +30,10 @@ std::unique_ptr<LoopObserver> makeProgressObserver(Trainer& trainer, int worldSi
 std::unique_ptr<LoopObserver> makeMetricsObserver(Trainer& trainer, int worldSize);
 
 // When to save: every checkpoint.every_steps steps (within an epoch), every
-// checkpoint.every_epochs epochs, after the last epoch, and whenever the monitored metric
-// improves (best.pt). Collective.
+// checkpoint.every_epochs epochs, after the last epoch, when the run stops early, whenever the
+// monitored metric improves (best.pt) and when an epoch enters the checkpoint.save_top_k best
+// (a copy in top/, the one it pushes out deleted). Collective. Also a StatefulPart: the top-k
+// list (field checkpoint_policy) survives a resume (trainer/engine/checkpoint_policy.cpp).
 std::unique_ptr<LoopObserver> makeCheckpointPolicy(Trainer& trainer);
 
 }  // namespace forge::train

@@ -145,6 +145,7 @@ void Trainer::resumeFrom() {
                                  cfg_.optimizer.name, "' (was the optimizer changed?): ", e.what()));
   }
   resumedBucketOrder_ = ck.bucketOrder;
+  for (StatefulPart* part : parts_) part->loadStateDict(ck.part(part->field()), path);
   state_.epoch = ck.epoch;
   state_.step = ck.step;
   state_.globalStep = ck.globalStep;

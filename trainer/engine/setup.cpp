@@ -1,6 +1,7 @@
 // The Trainer's setup: data, model, optimizer, schedule, loader, observers.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -11,8 +12,10 @@
 #include "checkpoint/python_state_dict.h"
 #include "distributed/device.h"
 #include "trainer/engine/data_watch.h"
+#include "trainer/engine/ema.h"
 #include "trainer/engine/global_batch.h"
 #include "trainer/engine/observers.h"
+#include "trainer/engine/stopping.h"
 #include "trainer/engine/trainer.h"
 #include "trainer/module/build.h"
 #include "trainer/module/probe.h"
@@ -42,6 +45,7 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   registry().check();
   norm_ = data::Normalization{cfg_.data.normalize.scale, cfg_.data.normalize.mean, cfg_.data.normalize.std};
   task_ = Task::resolve(cfg_.task.loss, cfg_.task.metrics);
+  checkMonitor();
   openData();
   buildModel(std::move(model));
   {
@@ -176,7 +180,51 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
     if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) params_.push_back(p);
   }
   optimizer_ = std::make_unique<Optimizer>(registry().optimizers.get(cfg_.optimizer.name), cfg_.optimizer.lr,
-                                           cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_);
+                                           cfg_.optimizer.weightDecay, cfg_.optimizer.options, params_,
+                                           exemptFromDecay());
+  GradientGuardOptions guard{cfg_.optimizer.clipGradNorm, cfg_.optimizer.maxSkippedSteps, world_.rank == 0};
+  gradients_ = std::make_unique<GradientGuard>(params_, guard, [this](const std::string& found) {
+    throw divergedError(found);
+  });
+  addPart(*gradients_);
+  const auto& ls = cfg_.lossScale;
+  if (ls.mode == "dynamic" || (ls.mode == "auto" && cfg_.run.precision == "fp16")) {
+    scaler_ = std::make_unique<LossScaler>(LossScalerOptions{ls.init, ls.growthInterval});
+    addPart(*scaler_);
+  }
+}
+
+void Trainer::addPart(StatefulPart& part) { parts_.push_back(&part); }
+
+// optimizer.no_decay: one flag per trainable parameter (params_ order).
+std::vector<bool> Trainer::exemptFromDecay() const {
+  const auto& rules = cfg_.optimizer.noDecay;
+  const bool bias = std::find(rules.begin(), rules.end(), "bias") != rules.end();
+  const bool norm = std::find(rules.begin(), rules.end(), "norm") != rules.end();
+  std::set<const c10::TensorImpl*> exempt;
+  std::vector<std::string> names;
+  for (const auto& p : model_.module->named_parameters()) {
+    const std::string& n = p.key();
+    if (bias && n.size() >= 4 && n.compare(n.size() - 4, 4, "bias") == 0 && exempt.insert(p->unsafeGetTensorImpl()).second) {
+      names.push_back(n);
+    }
+  }
+  if (norm) {
+    // A normalization layer by its type's name (torch::nn::BatchNorm1dImpl, LayerNormImpl, ...).
+    for (const auto& m : model_.module->named_modules()) {
+      if (m.value()->name().find("Norm") == std::string::npos) continue;
+      for (const auto& p : m.value()->named_parameters(/*recurse=*/false)) {
+        if (exempt.insert(p->unsafeGetTensorImpl()).second) names.push_back(m.key() + "." + p.key());
+      }
+    }
+  }
+  if (!rules.empty() && world_.rank == 0) {
+    log::info("train", "optimizer.no_decay [", join(rules), "]: no weight decay on ", names.size(), " tensor(s): ",
+              join(names));
+  }
+  std::vector<bool> out;
+  for (const auto& p : params_) out.push_back(exempt.count(p.unsafeGetTensorImpl()) > 0);
+  return out;
 }
 
 // Samples of this rank's share of the current epoch already trained on.
@@ -276,10 +324,37 @@ void Trainer::resolveFeatureStats() {
 }
 
 std::string Trainer::monitoredMetric() const {
+  if (!cfg_.checkpoint.monitor.empty()) return cfg_.checkpoint.monitor;
   return task_.metrics.empty() ? std::string("eval_loss") : "eval_" + task_.metrics.front()->name;
 }
 
-bool Trainer::higherIsBetter() const { return !task_.metrics.empty() && task_.metrics.front()->higherIsBetter; }
+bool Trainer::higherIsBetter() const {
+  if (cfg_.checkpoint.mode != "auto") return cfg_.checkpoint.mode == "max";
+  const std::string m = monitoredMetric();
+  const std::string name = m.substr(m.find('_') + 1);
+  for (const auto& metric : task_.metrics) {
+    if (metric->name == name) return metric->higherIsBetter;
+  }
+  return false;  // a loss
+}
+
+void Trainer::requestStop(const std::string& why) {
+  if (stopReason_.empty()) stopReason_ = why;
+}
+
+// checkpoint.monitor names a value the run has: eval_ or train_, then loss or a task metric.
+void Trainer::checkMonitor() const {
+  std::vector<std::string> valid;
+  for (const char* side : {"eval_", "train_"}) {
+    valid.push_back(std::string(side) + "loss");
+    for (const auto& metric : task_.metrics) valid.push_back(side + metric->name);
+  }
+  const std::string m = monitoredMetric();
+  if (std::find(valid.begin(), valid.end(), m) == valid.end()) {
+    throw ConfigError(concat("config error in ", cfg_.sourcePath, ": checkpoint.monitor '", m,
+                             "' is not a value of this run (task.metrics: valid are ", join(valid, ", "), ")"));
+  }
+}
 
 void Trainer::addObservers() {
   // Order matters: preemption looks before a step is taken; after an epoch, the metrics
@@ -288,11 +363,18 @@ void Trainer::addObservers() {
   observers_.push_back(makeDataWatch({train_.get(), eval_.get()}, comm_));
   observers_.push_back(makePreemptionWatch(*this, comm_));
   observers_.push_back(makeFaultInjector(world_.rank));
+  // Before the reporting and saving ones, which see what it adds (its step's update, its
+  // evaluation).
+  if (auto ema = makeWeightAverage(*this)) observers_.push_back(std::move(ema));
   if (world_.rank == 0) {
     observers_.push_back(makeProgressObserver(*this, world_.size));
     observers_.push_back(makeMetricsObserver(*this, world_.size));
   }
+  observers_.push_back(makeStoppingRules(*this));  // before the policy, which saves where it stops
   observers_.push_back(makeCheckpointPolicy(*this));
+  for (auto& o : observers_) {
+    if (auto* part = dynamic_cast<StatefulPart*>(o.get())) addPart(*part);
+  }
 }
 
 }  // namespace forge::train

@@ -110,7 +110,7 @@ void Trainer::logStartupSummary() const {
   }
   log::info("train", "model ", modelName_, ": ", withThousands(trainable), " trainable parameters",
             total != trainable ? concat(" (", withThousands(total), " in all)") : std::string(), ", on ",
-            dist::describeDevice(device_), cfg_.run.precision == "bf16" ? " with bf16 autocast" : "");
+            dist::describeDevice(device_), cfg_.run.precision != "fp32" ? concat(" with ", cfg_.run.precision, " autocast") : std::string());
   for (const auto& l : layers.lines("    ")) log::info("train", l);
   const int64_t perRank = sampler_->samplesPerRank();
   const int64_t evalPerRank = (eval_->size() + world_.size - 1) / world_.size;

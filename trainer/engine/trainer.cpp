@@ -46,33 +46,41 @@ void seedGenerators(uint64_t seed, c10::Device device) {
   }
 }
 
-// bf16 autocast on CUDA for the forward pass (matrix products in bf16, reductions and the
-// loss in fp32); the weights, their gradients and the optimizer state stay fp32.
-class AutocastBf16 {
+// Autocast for the forward pass on the compute device (bf16 on CUDA or the CPU, fp16 on
+// CUDA): matrix products in the low precision, reductions and the loss in fp32; the
+// weights, their gradients and the optimizer state stay fp32. `type` kFloat: off.
+class Autocast {
  public:
-  explicit AutocastBf16(bool on) : on_(on) {
+  Autocast(c10::DeviceType device, at::ScalarType type) : device_(device), on_(type != at::kFloat) {
     if (!on_) return;
-    prevEnabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prevType_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    prevEnabled_ = at::autocast::is_autocast_enabled(device_);
+    prevType_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, type);
     at::autocast::increment_nesting();
   }
-  ~AutocastBf16() {
+  ~Autocast() {
     if (!on_) return;
     // Leaving the outermost region frees the casts of the weights it cached.
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prevEnabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prevType_);
+    at::autocast::set_autocast_enabled(device_, prevEnabled_);
+    at::autocast::set_autocast_dtype(device_, prevType_);
   }
-  AutocastBf16(const AutocastBf16&) = delete;
-  AutocastBf16& operator=(const AutocastBf16&) = delete;
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
 
  private:
+  c10::DeviceType device_;
   bool on_;
   bool prevEnabled_ = false;
   at::ScalarType prevType_ = at::kFloat;
 };
+
+at::ScalarType autocastType(const std::string& precision) {
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp16") return at::kHalf;
+  return at::kFloat;
+}
 
 }  // namespace
 
@@ -108,7 +116,8 @@ TrainSummary Trainer::run() {
     log::info("train", "all ", cfg_.run.epochs, " epochs are already done (raise run.epochs to train on, or "
               "use another run.dir to train afresh)");
   }
-  for (int64_t e = state_.epoch; e < cfg_.run.epochs; ++e) trainEpoch(e);
+  for (int64_t e = state_.epoch; e < cfg_.run.epochs && !stopRequested(); ++e) trainEpoch(e);
+  if (stopRequested() && world_.rank == 0) log::info("train", "stopped: ", stopReason_);
   for (auto& o : observers_) o->afterTraining();
   waitForSaves();
   return summarize(start);
@@ -128,7 +137,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   } forget{epochSums_};
   int64_t steps = 0;
   const int64_t verifyEvery = cfg_.distributed.verifyEverySteps;
-  while (state_.step < stepsPerEpoch_) {
+  while (state_.step < stepsPerEpoch_ && !stopRequested()) {
     dist::rankStatus().setStep(epoch + 1, state_.globalStep);
     for (auto& o : observers_) o->beforeStep(state_, epoch);
     const double lr = schedule_->at(state_.globalStep, epoch);
@@ -142,11 +151,18 @@ void Trainer::trainEpoch(int64_t epoch) {
       dist::checkReplicasAgree(*model_.module, comm_, false, concat("after global step ", state_.globalStep));
     }
     StepReport report{state_,    epoch, stepsPerEpoch_, lr, start, secondsSince(start), steps,
-                      loader_->waitSeconds() - waitBefore, sync_->commWaitSeconds() - commBefore, sums};
+                      loader_->waitSeconds() - waitBefore, sync_->commWaitSeconds() - commBefore, sums,
+                      gradients_->lastNorm(), gradients_->skippedSteps()};
     for (auto& o : observers_) o->afterStep(report);
   }
   const double seconds = secondsSince(start);
   checkpointInLoopSeconds_ += checkpointSeconds_ - ckptBefore;
+  if (state_.step < stepsPerEpoch_) {  // stopped mid-epoch (run.max_steps): nothing to evaluate
+    flushBuffers();  // every rank's buffers become rank 0's, as saved (the replicas end equal)
+    trainLoopSeconds_ += seconds;
+    stepsSession_ += steps;
+    return;
+  }
   finishEpoch(epoch, sums, steps, seconds, waitBefore, commBefore);
 }
 
@@ -161,7 +177,7 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
   // however the world size splits it.
   const int64_t perRank = sampler_->globalBatch() / world_.size;
   const int64_t share = std::min(perRank, planSamples_ - (state_.step - planFirstStep_) * perRank);
-  const bool bf16 = cfg_.run.precision == "bf16" && device_.is_cuda();
+  const at::ScalarType low = autocastType(cfg_.run.precision);
   std::vector<std::pair<std::string, at::Tensor>> before;
   seedGenerators(stepSeed(cfg_.run.seed, state_.globalStep, world_.rank), device_);
   sync_->zeroGrad();
@@ -189,7 +205,7 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     maybeSlow(world_.rank);
     at::Tensor out;
     {
-      AutocastBf16 autocast(bf16);
+      Autocast autocast(device_.type(), low);
       out = model_.forward(batch);
     }
     if (cfg_.distributed.broadcastBuffers) sync_->afterForward();
@@ -199,7 +215,10 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     if (last && !checkedFirstStep_) before = snapshotParameters(*model_.module);
     const int64_t planned = std::min(cfg_.data.batchSize, share - m * cfg_.data.batchSize);
     status.enterPhase(dist::Phase::kBackward);
-    sync_->backward(micro > 1 ? loss / (static_cast<double>(share) / static_cast<double>(planned)) : loss, last);
+    const at::Tensor weighed = micro > 1 ? loss / (static_cast<double>(share) / static_cast<double>(planned)) : loss;
+    // Scaled by the loss scale (trainer/engine/loss_scaler.h), exactly: a power of 2.
+    const at::Tensor scaled = scaler_ ? weighed * scaler_->scale() : weighed;
+    sync_->backward(maybeInfGradient(scaled, world_.rank, state_.globalStep), last);
     sums.add(loss, out, batch);
   }
   {
@@ -208,10 +227,13 @@ void Trainer::trainStep(int64_t epoch, MetricSums& sums) {
     checkpointSeconds_ += secondsSince(waitStart);
   }
   status.enterPhase(dist::Phase::kOptimizer);
-  optimizer_->step();
+  // The all-reduced gradients, equal on every rank: every rank skips or clips alike.
+  const GradientVerdict verdict = gradients_->inspect(state_.globalStep, scaler_ ? scaler_->scale() : 1.0);
+  if (scaler_) scaler_->update(verdict.apply);
+  if (verdict.apply) optimizer_->step();
   maybePerturb(*model_.module, world_.rank, state_.globalStep);
   status.enterPhase(dist::Phase::kBetweenSteps);
-  if (checkedFirstStep_) return;
+  if (checkedFirstStep_ || !verdict.apply) return;
   // Parameters without any gradient were already named by the synchronizer.
   auto unchanged = checkFirstStep(*model_.module, before, {});
   if (!unchanged.empty()) {
@@ -259,15 +281,19 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   samplesSession_ += sums.globalSamples();
   ++epochsSession_;
   stepsSession_ += steps;
-  auto evalStart = Clock::now();
-  EvalResult ev = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
-  evalSeconds_ += secondsSince(evalStart);
+  EvalResult ev = evaluateModel();
 
   const int64_t epochSamples = state_.epochSamples;
   state_.epoch = epoch + 1;
   state_.step = 0;
   state_.epochSamples = 0;
-  const double monitored = ev.value(task_.metrics.empty() ? "loss" : task_.metrics.front()->name);
+  const std::string name = monitoredMetric();
+  const bool onEval = name.rfind("eval_", 0) == 0;
+  const std::string key = name.substr(onEval ? 5 : 6);
+  double monitored = std::nan("");
+  for (const auto& [k, v] : onEval ? ev.values : train) {
+    if (k == key) monitored = v;
+  }
   // A NaN metric (a diverged model) is never the best.
   const bool isBest = !std::isnan(monitored) &&
                       (std::isnan(state_.bestMetric) ||
@@ -279,10 +305,17 @@ void Trainer::finishEpoch(int64_t epoch, const MetricSums& sums, int64_t steps, 
   const double t = std::max(1e-9, seconds);
   EpochReport report{state_, stepsPerEpoch_, epochSamples, train, ev.values,
                      schedule_->at(state_.globalStep - 1, epoch), sums.globalSamples() / t, waited / t,
-                     comm / t, seconds, isBest};
+                     comm / t, seconds, isBest, monitored, {}};
   for (auto& o : observers_) o->afterEpoch(report);
 }
 
 void Trainer::flushBuffers() { sync_->flushBuffers(); }
+
+EvalResult Trainer::evaluateModel() {
+  auto evalStart = Clock::now();
+  EvalResult ev = evaluate(model_, task_, *eval_, norm_, cfg_.data.evalBatchSize, comm_, device_);
+  evalSeconds_ += secondsSince(evalStart);
+  return ev;
+}
 
 }  // namespace forge::train

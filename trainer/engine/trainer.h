@@ -27,11 +27,14 @@
 #include "distributed/world.h"
 #include "trainer/config/config.h"
 #include "trainer/engine/evaluator.h"
+#include "trainer/engine/gradient_guard.h"
+#include "trainer/engine/loss_scaler.h"
 #include "trainer/engine/metric_sums.h"
 #include "trainer/engine/observer.h"
 #include "trainer/engine/run_dir.h"
 #include "trainer/engine/run_lock.h"
 #include "trainer/engine/sample_log.h"
+#include "trainer/engine/stateful_part.h"
 #include "trainer/engine/train_state.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/report/summary.h"
@@ -57,6 +60,13 @@ struct TrainSummary {
 // checked against it when the files open.
 data::SourceSpec sourceSpecFor(const Config& cfg, const std::string& split);
 
+// What a save writes besides the periodic file (checkpoint/checkpoint_dir.h).
+struct SaveCopies {
+  bool best = false;                 // best.pt
+  bool top = false;                  // top/<name>: the epoch entered checkpoint.save_top_k
+  std::vector<std::string> dropTop;  // top/ files of epochs pushed out of the top k
+};
+
 class Trainer {
  public:
   // Setup: loads and validates the data, builds the model (the config's model.name, or
@@ -77,13 +87,21 @@ class Trainer {
   const TrainState& state() const { return state_; }
   const Config& config() const { return cfg_; }
   const Task& task() const { return task_; }
-  // The metric best.pt follows: "eval_<first metric>" (or "eval_loss"), and its direction.
+  bool isRankZero() const { return world_.rank == 0; }
+  // The metric best.pt, save_top_k and early stopping follow: checkpoint.monitor, by
+  // default "eval_<first metric>" (or "eval_loss"); its direction (checkpoint.mode, by
+  // default the metric's own).
   std::string monitoredMetric() const;
   bool higherIsBetter() const;
+  // Ends training at the next step boundary (after the current epoch's evaluation when the
+  // step ended the epoch), on this rank: call it on every rank alike (a decision every rank
+  // takes from the same values). The first reason is kept for the log.
+  void requestStop(const std::string& why);
+  bool stopRequested() const { return !stopReason_.empty(); }
 
   // For observers. Collective (every rank's generator state is gathered); rank 0 writes,
   // in the background with checkpoint.async. Returns the path on rank 0, "" elsewhere.
-  std::string saveCheckpoint(bool isBest);
+  std::string saveCheckpoint(const SaveCopies& copies = {});
   // Waits for a background save (rank 0; a no-op elsewhere).
   void waitForSaves();
   // Collective: every rank's buffers become rank 0's (as at any step boundary).
@@ -95,6 +113,11 @@ class Trainer {
   bool epochLossFinite() const;
   // The Diverged error all ranks raise once they agree the run diverged.
   Diverged divergedError(const std::string& found) const;
+  // The trainable parameters (the optimizer's), in the order of the optimizer state.
+  const std::vector<at::Tensor>& parameters() const { return params_; }
+  // Collective (every rank evaluates its share): the model's metrics on the eval split, in
+  // eval mode, as after each epoch.
+  EvalResult evaluateModel();
 
  private:
   // setup.cpp
@@ -106,6 +129,10 @@ class Trainer {
   int64_t samplesDone() const;
   int64_t epochSamplesDone() const;
   void addObservers();
+  void checkMonitor() const;
+  std::vector<bool> exemptFromDecay() const;
+  // A part whose state the checkpoint carries (saved by makeCheckpoint, loaded by resumeFrom).
+  void addPart(StatefulPart& part);
   // resume.cpp
   void prepareRunDir(const std::string& resume);
   void resumeFrom();
@@ -143,6 +170,9 @@ class Trainer {
   Task task_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<GradientGuard> gradients_;  // between the all-reduce and the optimizer step
+  std::unique_ptr<LossScaler> scaler_;        // null without a loss scale
+  std::vector<StatefulPart*> parts_;           // the guard's and the observers' that have state
   std::unique_ptr<dist::GradientSynchronizer> sync_;
   std::unique_ptr<data::DistributedSampler> sampler_;
   std::unique_ptr<data::BatchLoader> loader_;
@@ -159,6 +189,7 @@ class Trainer {
   // synchronizer once it exists; empty when fresh or not recorded.
   std::vector<int64_t> resumedBucketOrder_;
   std::string freshOrResumed_;  // for the startup summary
+  std::string stopReason_;      // why training ends early ("" = it does not)
   // This session's time and samples, for the end-of-run summary.
   double trainLoopSeconds_ = 0, dataWaitSeconds_ = 0, commSeconds_ = 0, checkpointSeconds_ = 0,
          checkpointInLoopSeconds_ = 0, evalSeconds_ = 0, samplesSession_ = 0;

@@ -1,5 +1,7 @@
 #include "trainer/optim/optimizer.h"
 
+#include <map>
+
 #include "core/error.h"
 #include "core/strings.h"
 
@@ -14,12 +16,31 @@ GenericDict anyDict() { return GenericDict(c10::StringType::get(), c10::AnyType:
 }  // namespace
 
 Optimizer::Optimizer(const OptimizerSpec& spec, double lr, double weightDecay, Options options,
-                     std::vector<at::Tensor> params)
+                     std::vector<at::Tensor> params, const std::vector<bool>& noDecay)
     : spec_(&spec), options_(std::move(options)), params_(std::move(params)) {
   args_.lr = lr;
   args_.weightDecay = weightDecay;
   args_.options = &options_;
-  opt_ = spec_->make(params_, args_);
+  std::vector<at::Tensor> decayed, exempt;
+  for (size_t i = 0; i < params_.size(); ++i) (i < noDecay.size() && noDecay[i] ? exempt : decayed).push_back(params_[i]);
+  if (exempt.empty() || weightDecay == 0) {
+    opt_ = spec_->make(params_, args_);
+    groupDecay_ = {weightDecay};
+    return;
+  }
+  OptimizerArgs none = args_;
+  none.weightDecay = 0;
+  if (decayed.empty()) {
+    opt_ = spec_->make(exempt, none);
+    groupDecay_ = {0.0};
+    return;
+  }
+  // The second group's options as the spec makes them for weight_decay 0, whatever the
+  // optimizer (only its make knows its options type).
+  opt_ = spec_->make(decayed, args_);
+  auto zero = spec_->make(exempt, none);
+  opt_->add_param_group(torch::optim::OptimizerParamGroup(exempt, zero->param_groups().at(0).options().clone()));
+  groupDecay_ = {weightDecay, 0.0};
 }
 
 void Optimizer::setLearningRate(double lr) {
@@ -33,20 +54,26 @@ IValue Optimizer::stateDict() const {
     if (it == opt_->state().end()) continue;
     state.insert(static_cast<int64_t>(i), spec_->saveState(*it->second));
   }
-  GenericDict group = anyDict();
-  OptimizerArgs now = args_;
-  now.lr = opt_->param_groups().at(0).options().get_lr();
-  group.insert("lr", now.lr);
-  if (spec_->saveGroup) spec_->saveGroup(group, now);
-  group.insert("maximize", false);
-  group.insert("foreach", IValue());
-  group.insert("differentiable", false);
-  group.insert("fused", IValue());
-  c10::impl::GenericList indices(c10::AnyType::get());  // not build_intlist: weights_only refuses it
-  for (size_t i = 0; i < params_.size(); ++i) indices.push_back(static_cast<int64_t>(i));
-  group.insert("params", indices);
+  std::map<const c10::TensorImpl*, int64_t> index;
+  for (size_t i = 0; i < params_.size(); ++i) index[params_[i].unsafeGetTensorImpl()] = static_cast<int64_t>(i);
   c10::impl::GenericList groups(c10::AnyType::get());
-  groups.push_back(group);
+  for (size_t g = 0; g < opt_->param_groups().size(); ++g) {
+    const auto& pg = opt_->param_groups()[g];
+    GenericDict group = anyDict();
+    OptimizerArgs now = args_;
+    now.lr = pg.options().get_lr();
+    now.weightDecay = groupDecay_.at(g);
+    group.insert("lr", now.lr);
+    if (spec_->saveGroup) spec_->saveGroup(group, now);
+    group.insert("maximize", false);
+    group.insert("foreach", IValue());
+    group.insert("differentiable", false);
+    group.insert("fused", IValue());
+    c10::impl::GenericList indices(c10::AnyType::get());  // not build_intlist: weights_only refuses it
+    for (const auto& p : pg.params()) indices.push_back(index.at(p.unsafeGetTensorImpl()));
+    group.insert("params", indices);
+    groups.push_back(group);
+  }
   GenericDict out = anyDict();
   out.insert("state", state);
   out.insert("param_groups", groups);

@@ -16,8 +16,11 @@ namespace forge::train {
 
 class Optimizer {
  public:
-  // `options`: the optimizer's own keys (parsed against spec.options).
-  Optimizer(const OptimizerSpec& spec, double lr, double weightDecay, Options options, std::vector<at::Tensor> params);
+  // `options`: the optimizer's own keys (parsed against spec.options). `noDecay` (empty, or
+  // one flag per parameter): the flagged ones form a second param group with weight_decay 0
+  // (when weightDecay is not 0 already), saved as Python's second group.
+  Optimizer(const OptimizerSpec& spec, double lr, double weightDecay, Options options, std::vector<at::Tensor> params,
+            const std::vector<bool>& noDecay = {});
 
   torch::optim::Optimizer& torch() { return *opt_; }
   void step() { opt_->step(); }
@@ -34,6 +37,7 @@ class Optimizer {
   Options options_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::vector<double> groupDecay_;  // weight_decay of each param group
 };
 
 }  // namespace forge::train

@@ -86,4 +86,18 @@ ScheduleSpec cosineSchedule() {
   return s;
 }
 
+ScheduleSpec linearSchedule() {
+  ScheduleSpec s;
+  s.name = "linear";
+  s.help = "a straight line from optimizer.lr down to min_lr over the whole run (after the warmup)";
+  s.options.add<double>("min_lr", 0.0, "the floor, at the last step", inRange(0, 1e300, true));
+  s.lr = [](const ScheduleArgs& a, const Options& o) {
+    const double minLr = o.get<double>("min_lr");
+    int64_t span = std::max<int64_t>(1, a.totalSteps - a.warmupSteps);
+    double t = std::clamp(static_cast<double>(a.globalStep - a.warmupSteps) / span, 0.0, 1.0);
+    return a.baseLr + (minLr - a.baseLr) * t;
+  };
+  return s;
+}
+
 }  // namespace forge::train

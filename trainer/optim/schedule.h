@@ -30,5 +30,6 @@ class LrSchedule {
 ScheduleSpec constantSchedule();
 ScheduleSpec stepSchedule();
 ScheduleSpec cosineSchedule();
+ScheduleSpec linearSchedule();
 
 }  // namespace forge::train

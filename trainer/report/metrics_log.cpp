@@ -70,7 +70,10 @@ std::vector<std::string> metricColumns(const std::vector<std::string>& metrics) 
   for (const auto& m : metrics) c.push_back("train_" + m);
   c.push_back("eval_loss");
   for (const auto& m : metrics) c.push_back("eval_" + m);
-  for (const char* s : {"lr", "samples_per_s", "data_wait_share", "comm_share", "seconds"}) c.push_back(s);
+  for (const char* s : {"lr", "samples_per_s", "data_wait_share", "comm_share", "seconds", "grad_norm",
+                        "skipped_steps"}) {
+    c.push_back(s);
+  }
   return c;
 }
 

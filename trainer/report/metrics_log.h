@@ -31,7 +31,8 @@ struct ResumePoint {
 };
 
 // The value columns of a task with these metrics, in CSV order: train_loss, train_<metric>...,
-// eval_loss, eval_<metric>..., lr, samples_per_s, data_wait_share, comm_share, seconds.
+// eval_loss, eval_<metric>..., lr, samples_per_s, data_wait_share, comm_share, seconds,
+// grad_norm, skipped_steps (the last two in step records only).
 std::vector<std::string> metricColumns(const std::vector<std::string>& metrics);
 
 struct MetricsRecord {
