@@ -20,7 +20,8 @@ std::unique_ptr<LoopObserver> makeFaultInjector(int rank);
 // Preemption (SIGUSR1 / SIGTERM, trainer/engine/preemption.h): the ranks agree at a step
 // boundary that some rank was signalled, rank 0 saves, and every rank throws Preempted
 // (exit 75, "please requeue"). The agreement's all-reduce is started one check and read at
-// the next, so its latency hides behind the steps between.
+// the next, so its latency hides behind the steps between. run.max_time rides on the same
+// all-reduce: a rank whose time budget is nearly spent stops every rank the same way.
 std::unique_ptr<LoopObserver> makePreemptionWatch(Trainer& trainer, dist::Communicator& comm);
 
 // Rank 0: the live progress bar or progress lines, and the epoch's summary line.

@@ -18,7 +18,10 @@ class StoppingRules : public LoopObserver, public StatefulPart {
   explicit StoppingRules(Trainer& t) : trainer_(t) {}
 
   void beforeTraining() override {
-    if (stopped_) trainer_.requestStop("early stopping had already stopped this run (early_stopping.patience)");
+    // Resumed with early stopping off (patience 0), a stopped run trains on.
+    if (stopped_ && trainer_.config().earlyStopping.patience > 0) {
+      trainer_.requestStop("early stopping had already stopped this run (early_stopping.patience; 0 trains on)");
+    }
     checkSteps(trainer_.state().globalStep);
   }
 
