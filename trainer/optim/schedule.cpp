@@ -72,6 +72,16 @@ ScheduleSpec stepSchedule() {
   return s;
 }
 
+namespace {
+
+// How far the decay after the warmup has gone: 0 at the warmup's end, 1 at the last step.
+double decayProgress(const ScheduleArgs& a) {
+  const int64_t span = std::max<int64_t>(1, a.totalSteps - a.warmupSteps);
+  return std::clamp(static_cast<double>(a.globalStep - a.warmupSteps) / span, 0.0, 1.0);
+}
+
+}  // namespace
+
 ScheduleSpec cosineSchedule() {
   ScheduleSpec s;
   s.name = "cosine";
@@ -79,9 +89,7 @@ ScheduleSpec cosineSchedule() {
   s.options.add<double>("min_lr", 0.0, "the floor, at the last step", inRange(0, 1e300, true));
   s.lr = [](const ScheduleArgs& a, const Options& o) {
     const double minLr = o.get<double>("min_lr");
-    int64_t span = std::max<int64_t>(1, a.totalSteps - a.warmupSteps);
-    double t = std::clamp(static_cast<double>(a.globalStep - a.warmupSteps) / span, 0.0, 1.0);
-    return minLr + (a.baseLr - minLr) * 0.5 * (1.0 + std::cos(M_PI * t));
+    return minLr + (a.baseLr - minLr) * 0.5 * (1.0 + std::cos(M_PI * decayProgress(a)));
   };
   return s;
 }
@@ -93,9 +101,7 @@ ScheduleSpec linearSchedule() {
   s.options.add<double>("min_lr", 0.0, "the floor, at the last step", inRange(0, 1e300, true));
   s.lr = [](const ScheduleArgs& a, const Options& o) {
     const double minLr = o.get<double>("min_lr");
-    int64_t span = std::max<int64_t>(1, a.totalSteps - a.warmupSteps);
-    double t = std::clamp(static_cast<double>(a.globalStep - a.warmupSteps) / span, 0.0, 1.0);
-    return a.baseLr + (minLr - a.baseLr) * t;
+    return a.baseLr + (minLr - a.baseLr) * decayProgress(a);
   };
   return s;
 }
