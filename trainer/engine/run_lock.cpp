@@ -40,8 +40,9 @@ RunDirLock::RunDirLock(const std::string& dir) : dir_(dir) {
   if (ec) {
     const bool dangling = std::filesystem::is_symlink(std::filesystem::symlink_status(dir)) &&
                           !std::filesystem::exists(dir);
-    throw ConfigError(concat("run.dir '", dir, "' cannot be created: ",
-                             dangling ? "it is a symbolic link to a folder that does not exist" : ec.message()));
+    throw ConfigError(concat("cannot create run dir '", dir, "': ",
+                             dangling ? "it is a symbolic link to a folder that does not exist" : ec.message(),
+                             " (set run.dir)"));
   }
   path_ = (std::filesystem::path(dir) / kFileName).string();
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
