@@ -117,13 +117,13 @@ class NetnsHosts:
             return None
 
     def processes_in_hosts(self, name_contains=None):
-        """Pids of processes inside the hosts' namespaces (not the holders)."""
+        """Pids of processes inside the hosts' namespaces (not the holders nor their sleeps)."""
         nets = {self.netns_of(p.pid): i for i, p in enumerate(self.holders[1:])}
         holders = {p.pid for p in self.holders}
         found = []
         for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in holders:
-                continue
+            if not entry.isdigit() or int(entry) in holders or self._parent(entry) in holders:
+                continue  # a holder, or its `sleep`
             if self.netns_of(entry) not in nets:
                 continue
             if name_contains is not None:
@@ -135,6 +135,14 @@ class NetnsHosts:
                     continue
             found.append(int(entry))
         return found
+
+    @staticmethod
+    def _parent(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def host_of(self, pid):
         """The index of the host whose namespace `pid` runs in, or None."""
