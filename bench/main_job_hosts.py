@@ -9,6 +9,7 @@ on 2 cores.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,3 +59,4 @@ print("\n| layout | exit | final accuracy | fingerprint | samples/s | wall |")
 print("|---|---|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(str(x) for x in r) + " |")
+shutil.rmtree(work, ignore_errors=True)
