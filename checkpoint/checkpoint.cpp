@@ -9,6 +9,7 @@
 #include "checkpoint/torch_zip.h"
 #include "checkpoint/torch_zip_reader.h"
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace forge::ckpt {
 namespace {
@@ -24,14 +25,8 @@ GenericDict stringDict() { return GenericDict(c10::StringType::get(), c10::AnyTy
 struct Hasher {
   explicit Hasher(const RecordCrcs& crcs) : crcs(crcs) {}
   const RecordCrcs& crcs;
-  uint64_t h = 1469598103934665603ULL;
-  void bytes(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= p[i];
-      h *= 1099511628211ULL;
-    }
-  }
+  uint64_t h = kFnvOffset;
+  void bytes(const void* data, size_t n) { h = fnv1a(data, n, h); }
   void text(const std::string& s) { bytes(s.data(), s.size() + 1); }
   void integer(int64_t v) { bytes(&v, sizeof v); }
   void tensor(const at::Tensor& t) {

@@ -36,6 +36,12 @@ std::string nearest(const std::string& word, const std::vector<std::string>& can
   return bestDistance <= limit ? best : std::string();
 }
 
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
   std::string out;
   for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : std::string()) + parts[i];

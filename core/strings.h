@@ -17,6 +17,9 @@ std::vector<std::string> split(const std::string& text, char sep);
 // "a, b, c": the parts with `sep` between them.
 std::string join(const std::vector<std::string>& parts, const std::string& sep = ", ");
 
+// `v` with exactly `decimals` digits after the point ("%.*f").
+std::string fixed(double v, int decimals);
+
 // "1234567" -> "1,234,567"
 std::string withThousands(long long value);
 

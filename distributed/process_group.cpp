@@ -77,7 +77,8 @@ ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o
   setStatusIdentity(world_.rank);
   comm_->reportTo(&rankStatus());
   watchdog_ = std::make_unique<Watchdog>(MPI_COMM_WORLD, o.watchdog ? o.timeoutS : 2 * kNoDeadlineSeconds);
-  const ThreadChoice threads = chooseThreads(o.threads, world_);
+  threads_ = chooseThreads(o.threads, world_);
+  const ThreadChoice& threads = threads_;
   const int n = threads.threads;
   at::set_num_threads(n);
   if (threads.capped) log::warn("dist", "intra-op threads: ", threads.source);
@@ -94,9 +95,7 @@ ProcessGroup::ProcessGroup(int* argc, char*** argv, const ProcessGroupOptions& o
             backendText, ", ", n, " intra-op thread(s) per rank (", threads.source, "), launcher ", world_.launcher, launcherDetail());
   logDeviceMap(why);
   if (!pinned.empty() && world_.rank == 0) {
-    std::string text;
-    for (const auto& p : pinned) text += concat(text.empty() ? "" : ", ", p);
-    log::info("dist", "run.deterministic: ", text);
+    log::info("dist", "run.deterministic: ", join(pinned));
   }
 }
 

@@ -11,6 +11,7 @@
 #include "core/error.h"
 
 #include "distributed/communicator.h"
+#include "distributed/launch_check.h"
 #include "distributed/mpi/mpi_communicator.h"
 #include "distributed/mpi_runtime.h"
 #include "distributed/watchdog.h"
@@ -63,6 +64,8 @@ class ProcessGroup {
   Watchdog& watchdog() { return *watchdog_; }
   c10::Device device() const { return device_; }
   const std::string& backend() const { return backend_; }
+  // This rank's intra-op threads and where the number came from.
+  const ThreadChoice& threads() const { return threads_; }
 
  private:
   void logDeviceMap(const std::string& why);
@@ -75,6 +78,7 @@ class ProcessGroup {
   std::unique_ptr<Watchdog> watchdog_;  // declared last: stops before the communicators go
   c10::Device device_{c10::kCPU};
   std::string backend_;
+  ThreadChoice threads_;
 };
 
 }  // namespace forge::dist

@@ -8,17 +8,11 @@
 #include <iomanip>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "distributed/rank_status.h"
 
 namespace forge::dist {
 namespace {
-void fnv1a(uint64_t& h, const void* data, size_t n) {
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= bytes[i];
-    h *= 1099511628211ULL;
-  }
-}
 // 8 bytes at a time: (h ^ w) * odd is a bijection of h for each w, so a change in any one
 // word always changes the result.
 uint64_t wordHash(const at::Tensor& t) {
@@ -39,10 +33,10 @@ uint64_t wordHash(const at::Tensor& t) {
 }  // namespace
 
 uint64_t stateFingerprint(const torch::nn::Module& module) {
-  uint64_t h = 1469598103934665603ULL;
+  uint64_t h = kFnvOffset;
   auto add = [&](const at::Tensor& t) {
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    fnv1a(h, c.data_ptr(), c.numel() * c.element_size());
+    h = fnv1a(c.data_ptr(), c.numel() * c.element_size(), h);
   };
   for (const auto& p : module.parameters()) add(p);
   for (const auto& b : module.buffers()) add(b);

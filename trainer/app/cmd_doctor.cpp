@@ -16,7 +16,6 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/table.h"
-#include "distributed/launch_check.h"
 #include "distributed/link_probe.h"
 #include "trainer/app/commands.h"
 
@@ -39,13 +38,7 @@ within about half a minute). Exit 0 when everything agrees; 2 with the cause whe
 another build or config, or has no device the config asks for.
 )";
 
-constexpr int64_t kRow = 192;
-
-std::string fixed(double v, int digits) {
-  char text[64];
-  std::snprintf(text, sizeof text, "%.*f", digits, v);
-  return text;
-}  // bytes per rank in the gathered description
+constexpr int64_t kRow = 192;  // bytes per rank in the gathered description
 
 std::string rateText(double gbPerS) { return concat(fixed(gbPerS, gbPerS < 1 ? 3 : 2), " GB/s"); }
 
@@ -87,8 +80,7 @@ int cmdDoctor(int argc, char** argv) {
   const bool lead = w.rank == 0;
   return runGuarded(*pg, [&] {
     dist::checkRanksAgree(pg->mpi(), configFacts(a.positional.empty() ? nullptr : &cfg));
-    const dist::ThreadChoice threads = dist::chooseThreads(static_cast<int>(cfg.run.threads), w);
-    auto rows = gatherRanks(*pg, threads);
+    auto rows = gatherRanks(*pg, pg->threads());
     if (lead) {
       using A = Table::Align;
       Table t({"rank", "host", "local", "device", "threads", "threads from"}, {A::kRight, A::kLeft, A::kRight});

@@ -2,8 +2,6 @@
 
 #include <c10/util/Exception.h>
 
-#include <cstdlib>
-
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"

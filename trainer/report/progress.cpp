@@ -36,12 +36,6 @@ bool utf8Locale() {
   return false;
 }
 
-std::string fixed(double v, int decimals) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-  return buf;
-}
-
 }  // namespace
 
 double epochEta(const ProgressState& s) {
