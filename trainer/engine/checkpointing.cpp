@@ -83,10 +83,18 @@ std::string Trainer::saveCheckpoint(const SaveCopies& copies) {
   for (int r = 0; r < world_.size; ++r) ck.rngStates.push_back(all.narrow(0, r * mine.numel(), mine.numel()).clone());
   std::string path = checkpoints_->pathFor(ckpt::progressOf(ck, "this run's checkpoint"));
   auto write = [this, copies, start](const ckpt::Checkpoint& c) {
-    std::string written = checkpoints_->save(c);
-    if (copies.best) checkpoints_->saveBest(c);
-    if (copies.top) checkpoints_->saveTop(c);
-    for (const auto& name : copies.dropTop) checkpoints_->removeTop(name);
+    std::string written;
+    try {
+      written = checkpoints_->save(c);
+      if (copies.best) checkpoints_->saveBest(c);
+      if (copies.top) checkpoints_->saveTop(c);
+      for (const auto& name : copies.dropTop) checkpoints_->removeTop(name);
+    } catch (const std::exception&) {
+      // The run dir may have been moved between the check above and the write (the write
+      // then fails on a missing folder): name that cause rather than the I/O error it made.
+      runLock_->verify();
+      throw;
+    }
     log::info("ckpt", "saved ", written, copies.best ? " and best.pt" : "", copies.top ? " and a top-k copy" : "",
               " in ", formatDuration(secondsSince(start)));
   };
