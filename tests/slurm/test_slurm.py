@@ -6,7 +6,10 @@
      count and the resumed step) and finishes with a final checkpoint equal to an
      uninterrupted run's;
   3. a job whose rank dies ends FAILED with a non-zero exit code, not in a hang;
-  4. `srun --mpi=none` (no PMI: N one-rank jobs) is refused by every task before MPI starts.
+  4. `srun --mpi=none` (no PMI: N one-rank jobs) is refused by every task before MPI starts;
+  5. a job under a 1-minute time limit with run.max_time set ends each session itself with a
+     checkpoint and exit 75, is requeued and resumed until it completes, never killed by Slurm,
+     with the final checkpoint of an uninterrupted run.
 Exits 77 (skipped) without root or without Slurm installed."""
 import glob
 import os
@@ -110,6 +113,42 @@ with cluster as c:
             f"the resumed job's final weights equal an uninterrupted run's ({m.group(1) if m else None} vs {ref8_fp})")
     h.check(final_checkpoint("pre") and same_checkpoint(final_checkpoint("pre"), ref8_ckpt),
             "and so does its final checkpoint, tensor for tensor, with zero tolerance")
+
+    # 5. run.max_time under a time limit: each session saves and exits 75 before its budget
+    # runs out, the script requeues the job, and the run completes across sessions with the
+    # weights of an uninterrupted run; Slurm never has to end it (no TIMEOUT, no signal).
+    timed = ["--set", "run.epochs=40", "--set", "model.hidden=1024", "--set", "data.path=syn_big.h5"]
+    p = h.run(["train", cfg, "--set", "run.dir=ref40", *timed], ranks=2)
+    ref40_fp, ref40_ckpt = fp.search(p.stdout).group(1), final_checkpoint("ref40")
+    start = time.time()
+    j = c.sbatch(["--ntasks-per-node=2", "--time=1", "--signal=B:USR1@5", f"--output={h.path('job-%j.out')}",
+                  template, cfg, "--set", "run.dir=timed", "--set", "run.max_time=12", *timed],
+                 cwd=h.work, extra_env=env)
+    deadline = time.time() + 400
+    info = {}
+    while time.time() < deadline:
+        info = c.job(j)
+        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and "[sbatch] forge exited" in out(j):
+            break
+        time.sleep(0.5)
+    log = out(j)
+    restarts = int(info.get("Restarts", "0") or 0)
+    h.check(info.get("JobState") == "COMPLETED" and restarts >= 1,
+            f"a job under a 1-minute limit with run.max_time=12 requeues itself and completes "
+            f"({info.get('JobState')}, restarts {restarts}, {time.time() - start:.0f} s)", log[-3000:] + c.logs())
+    h.check(log.count("run.max_time = 12 s is nearly spent") == restarts and "exit 75 = please requeue" in log,
+            f"each session ends itself with a checkpoint and exit 75 ({log.count('nearly spent')} of {restarts})",
+            log[-3000:])
+    h.check("TIME LIMIT" not in log and "USR1: passing it" not in log and "CANCELLED" not in log,
+            "Slurm never had to signal or end it", log[-3000:])
+    sessions = re.findall(r"resumed from \S+ at epoch (\d+) step (\d+) \(global step (\d+)\)", log)
+    h.check(len(sessions) == restarts and all(int(g) > 0 for _, _, g in sessions),
+            f"every requeued session resumes from the saved step ({[int(g) for _, _, g in sessions]})", log[-3000:])
+    m = fp.search(log)
+    h.check(m is not None and m.group(1) == ref40_fp,
+            f"its final weights equal an uninterrupted run's ({m.group(1) if m else None} vs {ref40_fp})")
+    h.check(final_checkpoint("timed") and same_checkpoint(final_checkpoint("timed"), ref40_ckpt),
+            "and so does its final checkpoint, tensor for tensor")
 
     # 3. A rank dies: the job ends FAILED with a non-zero exit code, not in a hang.
     start = time.time()
