@@ -111,7 +111,11 @@ int main(int argc, char** argv) {
     std::printf("writing %s: %lld x %lld float32 (%.2f GiB) ...\n", file.c_str(), static_cast<long long>(samples),
                 static_cast<long long>(features), samples * features * 4.0 / (1ull << 30));
     std::fflush(stdout);
-    data::SyntheticSpec spec{samples, features, 10, 1, nullptr};
+    data::SyntheticSpec spec;
+    spec.samples = samples;
+    spec.features = features;
+    spec.classes = 10;
+    spec.seed = 1;
     data::writeSynthetic(spec, file);
   }
   std::printf("peak RSS before streaming  %.0f MiB  (LibTorch and HDF5 loaded%s)\n", peakRssMiB(),

@@ -220,11 +220,81 @@ bool convert(const void* base, at::ScalarType type, int64_t r, float* out, int64
 }
 
 
-std::vector<int64_t> batchShape(int64_t n, const std::vector<int64_t>& sample) {
-  std::vector<int64_t> s{n};
-  s.insert(s.end(), sample.begin(), sample.end());
-  return s;
+// Token ids [from, from + n) of row r of stored rows at `base` (n_row ids a row) as int64.
+void copyTokens(const void* base, at::ScalarType type, int64_t r, int64_t rowLen, int64_t from, int64_t n,
+                int64_t* out) {
+  switch (type) {
+    case at::kByte: {
+      const uint8_t* in = static_cast<const uint8_t*>(base) + r * rowLen + from;
+      for (int64_t j = 0; j < n; ++j) out[j] = in[j];
+      return;
+    }
+    case at::kInt: {
+      const int32_t* in = static_cast<const int32_t*>(base) + r * rowLen + from;
+      for (int64_t j = 0; j < n; ++j) out[j] = in[j];
+      return;
+    }
+    case at::kLong:
+      std::memcpy(out, static_cast<const int64_t*>(base) + r * rowLen + from, n * sizeof(int64_t));
+      return;
+    default: FORGE_CHECK(false, "unsupported token type ", type);
+  }
 }
+
+// A batch's tensors and how one sample goes into them: features (normalized values, or
+// token ids) and targets (a class, float values, or the next tokens of the same row).
+struct BatchFill {
+  const SplitSource& source;
+  const Affine& affine;
+  int64_t n;        // stored values a row
+  int64_t inputs;   // values a row of x
+  int64_t targets;  // values a row of y
+  at::Tensor x, y;
+
+  BatchFill(const SplitSource& src, const Affine& f, int64_t rows, bool pinned)
+      : source(src), affine(f), n(src.rowElements()) {
+    const bool next = src.targets() == Targets::kNextTokens;
+    inputs = next ? n - 1 : n;
+    targets = 1;
+    for (int64_t d : src.targetShape()) targets *= d;
+    auto opts = at::TensorOptions().pinned_memory(pinned);
+    x = at::empty({rows, inputs}, opts.dtype(src.tokens() ? at::kLong : at::kFloat));
+    y = at::empty({rows, targets}, opts.dtype(src.targets() == Targets::kValues ? at::kFloat : at::kLong));
+  }
+
+  // Sample `sample`, stored as row r of `base`, into position m. False when a feature value
+  // is not finite (nothing is written for the targets then).
+  bool put(const void* base, int64_t r, int64_t sample, int64_t m) {
+    const at::ScalarType type = source.featureType();
+    if (source.tokens()) {
+      copyTokens(base, type, r, n, 0, inputs, x.data_ptr<int64_t>() + m * inputs);
+    } else if (!convert(base, type, r, x.data_ptr<float>() + m * n, n, affine)) {
+      return false;
+    }
+    switch (source.targets()) {
+      case Targets::kClasses: y.data_ptr<int64_t>()[m] = source.labels().data_ptr<int64_t>()[sample]; break;
+      case Targets::kValues:
+        std::memcpy(y.data_ptr<float>() + m * targets, source.labels().data_ptr<float>() + sample * targets,
+                    targets * sizeof(float));
+        break;
+      case Targets::kNextTokens: copyTokens(base, type, r, n, 1, targets, y.data_ptr<int64_t>() + m * targets); break;
+    }
+    return true;
+  }
+
+  // The first m samples, shaped as the model and the loss take them.
+  Batch batch(int64_t m) const {
+    std::vector<int64_t> ys{m};
+    for (int64_t d : source.targetShape()) ys.push_back(d);
+    std::vector<int64_t> xs{m};
+    for (int64_t d : source.inputShape()) xs.push_back(d);
+    at::Tensor bx = m < x.size(0) ? x.narrow(0, 0, m) : x;
+    at::Tensor by = m < y.size(0) ? y.narrow(0, 0, m) : y;
+    return Batch{bx.view(xs), by.view(ys)};
+  }
+};
+
+
 
 }  // namespace
 
@@ -234,16 +304,12 @@ Batch readBatch(const SplitSource& source, const Normalization& norm, const std:
   at::Tensor rows = at::empty({static_cast<int64_t>(sorted.size()), source.rowElements()}, source.featureType());
   readRuns(source, sorted, rows);
   const int64_t n = static_cast<int64_t>(indices.size());
-  at::Tensor x = at::empty(batchShape(n, source.sampleShape()), at::kFloat);
-  at::Tensor y = at::empty({n}, at::kLong);
-  const int64_t* labels = source.labels().data_ptr<int64_t>();
+  BatchFill fill(source, f, n, /*pinned=*/false);
   for (int64_t k = 0; k < n; ++k) {
     int64_t r = std::lower_bound(sorted.begin(), sorted.end(), indices[k]) - sorted.begin();
-    convert(rows.data_ptr(), rows.scalar_type(), r, x.data_ptr<float>() + k * source.rowElements(),
-            source.rowElements(), f);
-    y.data_ptr<int64_t>()[k] = labels[indices[k]];
+    fill.put(rows.data_ptr(), r, indices[k], k);
   }
-  return Batch{x, y};
+  return fill.batch(n);
 }
 
 BatchLoader::BatchLoader(const SplitSource& source, Normalization norm, LoaderOptions options)
@@ -255,7 +321,7 @@ BatchLoader::BatchLoader(const SplitSource& source, Normalization norm, LoaderOp
   opt_.prefetch = std::max<size_t>(1, opt_.prefetch);
   // Batches ahead of the caller: enough that a wake of the caller hands it a run of them,
   // few enough to stay in cache (about 8 MiB), and never fewer than `prefetch`.
-  const int64_t batchBytes = opt_.batchSize * source_.rowElements() * static_cast<int64_t>(sizeof(float));
+  const int64_t batchBytes = opt_.batchSize * static_cast<int64_t>(source_.batchRowBytes());
   aheadLimit_ = std::max<int64_t>(static_cast<int64_t>(opt_.prefetch),
                                   std::clamp<int64_t>((8 << 20) / std::max<int64_t>(1, batchBytes), 2, 16));
   opt_.window = std::max(opt_.batchSize, opt_.window / opt_.batchSize * opt_.batchSize);
@@ -289,14 +355,9 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
   const int64_t n = source_.rowElements();
   const int64_t rows = b1 - b0;
   const at::ScalarType type = source_.featureType();
-  const int64_t* labels = source_.labels().data_ptr<int64_t>();
-  const Affine& affine = *affine_;
   // Copies to a GPU run asynchronously from page-locked memory: such batches are made in it
   // (the CUDA host allocator orders its reuse after the copy).
-  at::Tensor x = at::empty({rows, n}, at::TensorOptions().dtype(at::kFloat).pinned_memory(opt_.pinMemory));
-  at::Tensor y = at::empty({rows}, at::TensorOptions().dtype(at::kLong).pinned_memory(opt_.pinMemory));
-  float* xp = x.data_ptr<float>();
-  int64_t* yp = y.data_ptr<int64_t>();
+  BatchFill fill(source_, *affine_, rows, opt_.pinMemory);
   const size_t rowBytes = source_.rowBytes();
   int64_t m = 0;
   int64_t nonFiniteAt = -1;  // position of a sample with a non-finite feature (nonFinite: kError)
@@ -314,7 +375,7 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
         for (size_t off = 0; off < std::min<size_t>(rowBytes, 4096); off += 64) __builtin_prefetch(next + off);
       }
       const int64_t sample = order_[w.first + p];
-      if (!convert(w.row[p], type, 0, xp + m * n, n, affine)) {
+      if (!fill.put(w.row[p], 0, sample, m)) {
         if (opt_.nonFinite == NonFinite::kError) {
           nonFiniteAt = p;
           return;
@@ -322,7 +383,7 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
         ++skipped_;
         continue;
       }
-      yp[m++] = labels[sample];
+      ++m;
     }
   };
   int64_t feature = -1;
@@ -352,11 +413,7 @@ Batch BatchLoader::assemble(const Window& w, int64_t b0, int64_t b1) {
     throw DataError(concat("every sample of a batch (positions ", w.first + b0, "..", w.first + b1,
                            " of this rank's epoch in ", source_.name(), ") has non-finite features"));
   }
-  if (m < rows) {
-    x = x.narrow(0, 0, m);
-    y = y.narrow(0, 0, m);
-  }
-  return Batch{x.view(batchShape(m, source_.sampleShape())), y};
+  return fill.batch(m);
 }
 
 bool BatchLoader::assembleOne(std::unique_lock<std::mutex>& lock) {

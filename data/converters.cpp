@@ -3,13 +3,17 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -136,14 +140,67 @@ void convertFashionMnist(const std::string& sourceDir, const std::string& out) {
   });
 }
 
+namespace {
+
+// Box-Muller on raw 64-bit draws: the same bytes for the same seed on any standard library.
+struct Normal {
+  std::mt19937_64 rng;
+  explicit Normal(uint64_t seed) : rng(seed) {}
+  double uniform() { return (static_cast<double>(rng() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+  double operator()() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(2.0 * M_PI * uniform()); }
+};
+
+void writeSyntheticRegression(const SyntheticSpec& spec, const std::string& out) {
+  Normal normal(spec.seed);
+  const int64_t d = spec.features, t = spec.targets;
+  std::vector<double> w(d * t), b(t);
+  for (auto& v : w) v = normal() / std::sqrt(static_cast<double>(d));
+  for (auto& v : b) v = normal();
+  const int64_t blockRows = std::max<int64_t>(1, (16 << 20) / (4 * (d + t)));
+  auto writeSplit = [&](hid_t file, const std::string& split, int64_t n) {
+    H5Id group = createGroup(file, split);
+    H5Id feat = createRowsDataset(file, split + "/features", H5T_IEEE_F32LE,
+                                  {static_cast<hsize_t>(n), static_cast<hsize_t>(d)}, streamingChunkRows(d * 4));
+    std::vector<hsize_t> labelDims{static_cast<hsize_t>(n)};
+    if (t > 1) labelDims.push_back(static_cast<hsize_t>(t));
+    H5Id lab = createRowsDataset(file, split + "/labels", H5T_IEEE_F32LE, labelDims, streamingChunkRows(t * 4));
+    std::vector<float> x, y;
+    for (int64_t first = 0; first < n; first += blockRows) {
+      const int64_t m = std::min(blockRows, n - first);
+      x.resize(m * d);
+      y.resize(m * t);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t f = 0; f < d; ++f) x[i * d + f] = static_cast<float>(normal());
+        for (int64_t k = 0; k < t; ++k) {
+          double v = b[k];
+          for (int64_t f = 0; f < d; ++f) v += static_cast<double>(x[i * d + f]) * w[f * t + k];
+          y[i * t + k] = static_cast<float>(v + spec.noise * normal());
+        }
+      }
+      writeRows(feat.get(), H5T_NATIVE_FLOAT, first, m, x.data());
+      writeRows(lab.get(), H5T_NATIVE_FLOAT, first, m, y.data());
+      if (spec.progress) spec.progress(split, first + m, n);
+    }
+    writeDoubleAttribute(group.get(), "noise_floor_mse", spec.noise * spec.noise);
+  };
+  writeAtomically(out, [&](hid_t file) {
+    writeSplit(file, "train", spec.samples);
+    writeSplit(file, "test", std::max<int64_t>(1, spec.samples / 5));
+  });
+}
+
+}  // namespace
+
 void writeSynthetic(const SyntheticSpec& spec, const std::string& out) {
-  if (spec.samples <= 0 || spec.features <= 0 || spec.classes < 2) {
-    throw ConfigError("synthetic data needs --samples > 0, --features > 0 and --classes >= 2");
+  if (spec.samples <= 0 || spec.features <= 0 || (spec.targets == 0 && spec.classes < 2) || spec.targets < 0) {
+    throw ConfigError("synthetic data needs --samples > 0, --features > 0 and --classes >= 2 (or --targets >= 1)");
   }
-  std::mt19937_64 rng(spec.seed);
-  // Box-Muller on raw 64-bit draws: the same bytes for the same seed on any standard library.
-  auto uniform = [&] { return (static_cast<double>(rng() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };
-  auto normal = [&] { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(2.0 * M_PI * uniform()); };
+  if (spec.targets > 0 && !(spec.noise >= 0 && std::isfinite(spec.noise))) {
+    throw ConfigError("synthetic regression data needs --noise >= 0");
+  }
+  if (spec.targets > 0) return writeSyntheticRegression(spec, out);
+  Normal normal(spec.seed);
+  std::mt19937_64& rng = normal.rng;
   // Centres ~ N(0, s^2) per feature with s = 3 / sqrt(2 D): two centres lie ~3 noise
   // standard deviations apart whatever D is, so the set is learnable but not trivial.
   const double s = 3.0 / std::sqrt(2.0 * static_cast<double>(spec.features));
@@ -287,46 +344,180 @@ void copyNpy(const Npy& n, hid_t file, const std::string& name, hid_t fileType, 
 
 }  // namespace
 
+namespace {
+
+hid_t npyIntegerType(const Npy& n) {
+  if (n.kind == 'u') {
+    return n.itemSize == 1 ? H5T_STD_U8LE : n.itemSize == 2 ? H5T_STD_U16LE : n.itemSize == 4 ? H5T_STD_U32LE : H5T_STD_U64LE;
+  }
+  return n.itemSize == 1 ? H5T_STD_I8LE : n.itemSize == 2 ? H5T_STD_I16LE : n.itemSize == 4 ? H5T_STD_I32LE : H5T_STD_I64LE;
+}
+
+bool npyInteger(const Npy& n) {
+  return (n.kind == 'i' || n.kind == 'u') && (n.itemSize == 1 || n.itemSize == 2 || n.itemSize == 4 || n.itemSize == 8);
+}
+
+bool npyFloat(const Npy& n) { return n.kind == 'f' && (n.itemSize == 4 || n.itemSize == 8); }
+
+}  // namespace
+
 void convertNpy(const std::vector<NpySplit>& splits, const std::string& out) {
   if (splits.empty()) throw ConfigError("forge data from-npy needs at least the train split's arrays");
-  std::vector<std::pair<Npy, Npy>> arrays;
+  std::vector<std::pair<Npy, std::optional<Npy>>> arrays;
   for (const auto& s : splits) {
     Npy x = readNpyHeader(s.features);
-    Npy y = readNpyHeader(s.labels);
-    bool okX = (x.kind == 'u' && x.itemSize == 1) || (x.kind == 'f' && (x.itemSize == 4 || x.itemSize == 8));
-    if (!okX) {
-      throw DataError(concat("'", x.path, "' holds dtype '", x.descr, "': features must be uint8, float32 or float64"));
+    if (!npyInteger(x) && !npyFloat(x)) {
+      throw DataError(concat("'", x.path, "' holds dtype '", x.descr,
+                             "': features must be uint8, float32 or float64 values, or integer token ids"));
+    }
+    if (x.kind == 'u' && x.itemSize == 8) {
+      throw DataError(concat("'", x.path, "' holds uint64 token ids: store them as int64 (ids up to 2^63)"));
     }
     if (x.shape.size() < 2) {
       throw DataError(concat("'", x.path, "' has shape ", dimsText(x.shape),
                              ": features need a sample dimension and at least one feature dimension"));
     }
-    if ((y.kind != 'i' && y.kind != 'u') || y.shape.size() != 1) {
-      throw DataError(concat("'", y.path, "' holds ", y.descr, " ", dimsText(y.shape),
-                             ": labels must be a one-dimensional integer array"));
-    }
-    if (x.shape[0] != y.shape[0]) {
-      throw DataError(concat("split '", s.split, "': '", x.path, "' has ", x.shape[0], " samples but '", y.path,
-                             "' has ", y.shape[0]));
-    }
     if (x.shape[0] == 0) throw DataError(concat("split '", s.split, "' is empty"));
+    std::optional<Npy> y;
+    if (!s.labels.empty()) {
+      y = readNpyHeader(s.labels);
+      if (npyInteger(*y) && y->shape.size() != 1) {
+        throw DataError(concat("'", y->path, "' holds ", y->descr, " ", dimsText(y->shape),
+                               ": integer labels are one class per sample (N); float targets may have any shape"));
+      }
+      if (!npyInteger(*y) && !npyFloat(*y)) {
+        throw DataError(concat("'", y->path, "' holds dtype '", y->descr,
+                               "': labels must be integers (classes) or float32 / float64 (regression targets)"));
+      }
+      if (x.shape[0] != y->shape[0]) {
+        throw DataError(concat("split '", s.split, "': '", x.path, "' has ", x.shape[0], " samples but '", y->path,
+                               "' has ", y->shape[0]));
+      }
+    }
     arrays.emplace_back(x, y);
   }
   writeAtomically(out, [&](hid_t file) {
     for (size_t i = 0; i < splits.size(); ++i) {
       const auto& [x, y] = arrays[i];
       H5Id group = createGroup(file, splits[i].split);
-      hid_t fileType = x.kind == 'u' ? H5T_STD_U8LE : x.itemSize == 4 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE;
-      hid_t memType = x.kind == 'u' ? H5T_NATIVE_UINT8 : x.itemSize == 4 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
-      copyNpy(x, file, splits[i].split + "/features", fileType, memType);
-      // Labels of any integer width are stored as int64.
-      hid_t labelMem = y.kind == 'u' ? (y.itemSize == 1 ? H5T_STD_U8LE : y.itemSize == 2 ? H5T_STD_U16LE
-                                        : y.itemSize == 4 ? H5T_STD_U32LE : H5T_STD_U64LE)
-                                     : (y.itemSize == 1 ? H5T_STD_I8LE : y.itemSize == 2 ? H5T_STD_I16LE
-                                        : y.itemSize == 4 ? H5T_STD_I32LE : H5T_STD_I64LE);
-      copyNpy(y, file, splits[i].split + "/labels", H5T_STD_I64LE, labelMem);
+      // Values and token ids are stored as they are; HDF5 reads them back in their type.
+      hid_t type = npyFloat(x) ? (x.itemSize == 4 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE) : npyIntegerType(x);
+      copyNpy(x, file, splits[i].split + "/features", type, type);
+      if (!y) continue;
+      if (npyFloat(*y)) {
+        hid_t ft = y->itemSize == 4 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE;
+        copyNpy(*y, file, splits[i].split + "/labels", ft, ft);
+      } else {
+        copyNpy(*y, file, splits[i].split + "/labels", H5T_STD_I64LE, npyIntegerType(*y));  // classes as int64
+      }
     }
   });
+}
+
+namespace {
+
+// The files a text input names: itself, or a folder's regular files in name order.
+std::vector<fs::path> textFiles(const std::vector<std::string>& inputs, int64_t& skippedLinks) {
+  std::vector<fs::path> out;
+  for (const auto& in : inputs) {
+    std::error_code ec;
+    if (fs::is_directory(in, ec)) {
+      std::vector<fs::path> here;
+      for (const auto& e : fs::directory_iterator(in, ec)) {
+        if (e.is_symlink()) {
+          ++skippedLinks;
+        } else if (e.is_regular_file()) {
+          here.push_back(e.path());
+        }
+      }
+      if (ec) throw DataError(concat("cannot list '", in, "': ", ec.message()));
+      std::sort(here.begin(), here.end());
+      out.insert(out.end(), here.begin(), here.end());
+    } else if (fs::is_regular_file(in, ec)) {
+      out.emplace_back(in);
+    } else {
+      throw DataError(concat("'", in, "' is no text file or folder", ec ? concat(" (", ec.message(), ")") : ""));
+    }
+  }
+  return out;
+}
+
+std::string readFileBytes(const fs::path& p) {
+  std::FILE* f = std::fopen(p.c_str(), "rb");
+  if (f == nullptr) throw DataError(concat("cannot open '", p.string(), "': ", std::strerror(errno)));
+  std::string bytes;
+  char buf[1 << 16];
+  size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.append(buf, got);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) throw DataError(concat("cannot read '", p.string(), "'"));
+  return bytes;
+}
+
+// Rows of context + 1 bytes, stride context.
+std::vector<uint8_t> sequencesOf(const std::string& stream, int64_t context, int64_t& rows) {
+  const int64_t len = static_cast<int64_t>(stream.size());
+  rows = len > context ? (len - 1) / context : 0;
+  std::vector<uint8_t> out(static_cast<size_t>(rows * (context + 1)));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out.data() + r * (context + 1), stream.data() + r * context, static_cast<size_t>(context + 1));
+  }
+  return out;
+}
+
+}  // namespace
+
+TextSummary convertText(const TextSpec& spec, const std::string& out) {
+  if (spec.context < 1) throw ConfigError("forge data text needs --context >= 1");
+  if (!(spec.testFraction > 0 && spec.testFraction < 1)) {
+    throw ConfigError("forge data text needs --test-fraction in (0, 1)");
+  }
+  if (spec.inputs.empty()) throw ConfigError("forge data text needs at least one text file or folder");
+  TextSummary sum;
+  std::string train, test;
+  for (const auto& p : textFiles(spec.inputs, sum.skipped)) {
+    std::string bytes = readFileBytes(p);
+    if (bytes.find('\0') < std::min<size_t>(bytes.size(), 8192)) {
+      ++sum.skipped;  // binary (an index file, an image): not text to model
+      continue;
+    }
+    ++sum.files;
+    const size_t held = static_cast<size_t>(static_cast<double>(bytes.size()) * spec.testFraction);
+    train.append(bytes, 0, bytes.size() - held);
+    test.append(bytes, bytes.size() - held, held);
+  }
+  int64_t trainRows = 0, testRows = 0;
+  std::vector<uint8_t> trainSeq = sequencesOf(train, spec.context, trainRows);
+  std::vector<uint8_t> testSeq = sequencesOf(test, spec.context, testRows);
+  if (trainRows == 0 || testRows == 0) {
+    throw DataError(concat("the text (", withThousands(static_cast<int64_t>(train.size())), " training and ",
+                           withThousands(static_cast<int64_t>(test.size())), " held-out bytes from ", sum.files,
+                           " file(s)) is too short for one sequence of ", spec.context + 1,
+                           " bytes in each split: give more text or a shorter --context"));
+  }
+  // The held-out targets: bytes 1 .. rows x context of the held-out stream.
+  std::array<int64_t, 256> counts{};
+  for (int64_t i = 1; i <= testRows * spec.context; ++i) ++counts[static_cast<uint8_t>(test[static_cast<size_t>(i)])];
+  const double total = static_cast<double>(testRows * spec.context);
+  for (int64_t c : counts) {
+    if (c > 0) sum.unigramEntropyNats -= static_cast<double>(c) / total * std::log(static_cast<double>(c) / total);
+  }
+  const hsize_t width = static_cast<hsize_t>(spec.context + 1);
+  writeAtomically(out, [&](hid_t file) {
+    for (auto [name, rows, data] : {std::tuple<const char*, int64_t, const std::vector<uint8_t>*>{"train", trainRows, &trainSeq},
+                                   {"test", testRows, &testSeq}}) {
+      H5Id group = createGroup(file, name);
+      writeDataset(file, std::string(name) + "/features", H5T_STD_U8LE, H5T_NATIVE_UINT8,
+                   {static_cast<hsize_t>(rows), width}, streamingChunkRows(width), data->data());
+      if (std::string(name) == "test") writeDoubleAttribute(group.get(), "unigram_entropy_nats", sum.unigramEntropyNats);
+    }
+  });
+  sum.trainBytes = static_cast<int64_t>(train.size());
+  sum.testBytes = static_cast<int64_t>(test.size());
+  sum.trainSequences = trainRows;
+  sum.testSequences = testRows;
+  return sum;
 }
 
 }  // namespace forge::data

@@ -197,6 +197,21 @@ H5Id createGroup(hid_t file, const std::string& name) {
   return H5Id(id);
 }
 
+void writeDoubleAttribute(hid_t object, const std::string& name, double value) {
+  H5Id space(H5Screate(H5S_SCALAR));
+  H5Id attr(H5Acreate2(object, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT));
+  FORGE_H5_CHECK(attr.get(), "cannot create attribute '", name, "'");
+  FORGE_H5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_DOUBLE, &value), "cannot write attribute '", name, "'");
+}
+
+std::optional<double> readDoubleAttribute(hid_t object, const std::string& name) {
+  if (H5Aexists(object, name.c_str()) <= 0) return std::nullopt;
+  H5Id attr(H5Aopen(object, name.c_str(), H5P_DEFAULT));
+  double value = 0;
+  if (!attr.valid() || H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &value) < 0) return std::nullopt;
+  return value;
+}
+
 void writeDataset(hid_t file, const std::string& name, hid_t fileType, hid_t memType,
                   const std::vector<hsize_t>& dims, hsize_t chunkRows, const void* data) {
   H5Id ds = createRowsDataset(file, name, fileType, dims, chunkRows);

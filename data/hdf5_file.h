@@ -5,6 +5,7 @@
 #include <hdf5.h>
 
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -107,6 +108,11 @@ void writeRows(hid_t dataset, hid_t memType, hsize_t first, hsize_t count, const
 void writeDataset(hid_t file, const std::string& name, hid_t fileType, hid_t memType,
                   const std::vector<hsize_t>& dims, hsize_t chunkRows, const void* data);
 H5Id createGroup(hid_t file, const std::string& name);
+
+// A float64 scalar attribute of an object (a group, a dataset): written, and read (nullopt
+// when the object has none by that name).
+void writeDoubleAttribute(hid_t object, const std::string& name, double value);
+std::optional<double> readDoubleAttribute(hid_t object, const std::string& name);
 
 }  // namespace forge::data
 

@@ -54,7 +54,13 @@ struct SplitSource::File {
 namespace {
 
 hid_t nativeType(at::ScalarType type) {
-  return type == at::kByte ? H5T_NATIVE_UINT8 : type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+  switch (type) {
+    case at::kByte: return H5T_NATIVE_UINT8;
+    case at::kFloat: return H5T_NATIVE_FLOAT;
+    case at::kInt: return H5T_NATIVE_INT32;
+    case at::kLong: return H5T_NATIVE_INT64;
+    default: return H5T_NATIVE_DOUBLE;
+  }
 }
 
 // The start of an error message about dataset `ds` of file `path`.
@@ -62,68 +68,126 @@ std::string where(const std::string& path, const std::string& ds) {
   return concat("data file '", path, "', dataset '", ds, "': ");
 }
 
-// Checks one file's features (`fi`) and labels (`li`) against each other; returns the
-// stored feature type.
-at::ScalarType checkDatasets(const std::string& path, const std::string& split, const std::string& featuresName,
-                             const H5DatasetInfo& fi, const std::string& labelName, const H5DatasetInfo& li) {
-  at::ScalarType type;
+// The type features are read as, from their stored type. Integers other than uint8 are
+// token ids, and so is uint8 when the targets are the next tokens; they are read as int32
+// when every value fits (HDF5 converts 8- and 16-bit ones), else as int64.
+at::ScalarType featureTypeOf(const std::string& path, const std::string& featuresName, const H5DatasetInfo& fi,
+                             const SourceSpec& spec, bool& tokens) {
+  tokens = false;
   if (fi.typeClass == H5T_INTEGER && fi.typeSize == 1 && !fi.isSigned) {
-    type = at::kByte;
-  } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 4) {
-    type = at::kFloat;
-  } else if (fi.typeClass == H5T_FLOAT && fi.typeSize == 8) {
-    type = at::kDouble;
-  } else {
-    throw DataError(where(path, featuresName) + concat("unsupported feature type ", fi.typeName(),
-                                                       " (use uint8, float32 or float64)"));
+    tokens = spec.targets == Targets::kNextTokens;
+    return at::kByte;
   }
-  if (li.typeClass != H5T_INTEGER) {
-    throw DataError(where(path, labelName) + concat("labels must be integers, found ", li.typeName()));
+  if (fi.typeClass == H5T_FLOAT && (fi.typeSize == 4 || fi.typeSize == 8)) {
+    if (spec.targets == Targets::kNextTokens) {
+      throw DataError(where(path, featuresName) +
+                      concat("task ", spec.task, " reads token ids, but the features are ", fi.typeName(),
+                             ": store integer ids (forge data text writes byte sequences)"));
+    }
+    return fi.typeSize == 4 ? at::kFloat : at::kDouble;
   }
+  if (fi.typeClass == H5T_INTEGER && fi.typeSize <= 8 && !(fi.typeSize == 8 && !fi.isSigned)) {
+    tokens = true;
+    return fi.typeSize < 4 || (fi.typeSize == 4 && fi.isSigned) ? at::kInt : at::kLong;
+  }
+  throw DataError(where(path, featuresName) +
+                  concat("unsupported feature type ", fi.typeName(),
+                         " (values: uint8, float32 or float64; token ids: integers up to int64)"));
+}
+
+void checkFeatureShape(const std::string& path, const std::string& split, const std::string& featuresName,
+                       const H5DatasetInfo& fi, const SourceSpec& spec) {
   if (fi.dims.size() < 2) {
     throw DataError(where(path, featuresName) +
                     "features need a sample dimension and at least one feature dimension");
   }
-  if (li.dims.size() != 1) {
-    throw DataError(where(path, labelName) + concat("labels must be one-dimensional, found rank ", li.dims.size()));
+  if (fi.dims[0] == 0) throw DataError(concat("data file '", path, "': split '", split, "' is empty"));
+  if (spec.targets == Targets::kNextTokens && (fi.dims.size() != 2 || fi.dims[1] < 2)) {
+    throw DataError(where(path, featuresName) +
+                    concat("task ", spec.task, " needs sequences of at least 2 token ids (N x L), found ",
+                           dimsText(std::vector<int64_t>(fi.dims.begin() + 1, fi.dims.end())), " per sample"));
+  }
+}
+
+// Checks a file's labels (`li`) against its features and the targets asked for.
+void checkLabels(const std::string& path, const std::string& featuresName, const H5DatasetInfo& fi,
+                 const std::string& labelName, const H5DatasetInfo& li, const SourceSpec& spec) {
+  if (spec.targets == Targets::kClasses) {
+    if (li.typeClass == H5T_FLOAT) {
+      throw DataError(where(path, labelName) +
+                      concat("task ", spec.task, " takes integer class labels, but these are ", li.typeName(),
+                             " (float targets are a regression's: task.name: regression)"));
+    }
+    if (li.typeClass != H5T_INTEGER) {
+      throw DataError(where(path, labelName) + concat("labels must be integers, found ", li.typeName()));
+    }
+    if (li.dims.size() != 1) {
+      throw DataError(where(path, labelName) +
+                      concat("task ", spec.task, " takes one class label per sample (N), found shape ",
+                             dimsText(std::vector<int64_t>(li.dims.begin(), li.dims.end())),
+                             li.dims.size() > 1 ? " (several values per sample are a regression's: task.name: regression)"
+                                                : ""));
+    }
+  } else {
+    if (li.typeClass != H5T_FLOAT) {
+      throw DataError(where(path, labelName) +
+                      concat("task ", spec.task, " takes float targets (float32 or float64), but these are ",
+                             li.typeName(),
+                             li.typeClass == H5T_INTEGER ? " (integer labels are classes: task.name: classification)"
+                                                         : ""));
+    }
+    if (li.dims.empty()) throw DataError(where(path, labelName) + "targets need a sample dimension");
   }
   if (fi.dims[0] != li.dims[0]) {
     throw DataError(concat("data file '", path, "': '", featuresName, "' has ", fi.dims[0], " samples but '",
                            labelName, "' has ", li.dims[0]));
   }
-  if (fi.dims[0] == 0) throw DataError(concat("data file '", path, "': split '", split, "' is empty"));
-  return type;
 }
 
-// The `rows` labels of dataset `labels` as int64, checked against [0, numClasses) when
-// numClasses > 0; `context` starts an error message.
-at::Tensor readLabels(hid_t labels, int64_t rows, int64_t numClasses, const std::string& context) {
-  // A header may declare more samples than any file holds (a fill value stands in for rows
-  // never written): labels that could not fit in this machine's memory are refused, not
-  // left to an allocation that fails (or, with overcommit, succeeds and swaps).
-  const double gib = static_cast<double>(rows) * 8 / (1 << 30);
+// Refuses `bytes` of labels that could not fit in this machine's memory: a header may
+// declare more samples than any file holds (a fill value stands in for rows never
+// written), and an allocation that large fails (or, with overcommit, succeeds and swaps).
+at::Tensor allocateLabels(std::vector<int64_t> shape, at::ScalarType type, const std::string& context) {
+  double bytes = static_cast<double>(at::elementSize(type));
+  for (int64_t d : shape) bytes *= static_cast<double>(d);
   const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
-  at::Tensor out;
   try {
-    if (static_cast<double>(rows) * 8 > memory) throw std::bad_alloc();
-    out = at::empty({rows}, at::kLong);
+    if (bytes > memory) throw std::bad_alloc();
+    return at::empty(shape, type);
   } catch (const std::exception&) {  // c10::Error or std::bad_alloc
-    throw DataError(context + concat("its ", withThousands(rows), " labels (", gib,
-                                     " GiB as int64) do not fit in memory: the file declares more samples than "
-                                     "this machine can hold the labels of"));
+    throw DataError(context + concat("its ", withThousands(shape[0]), " labels (", bytes / (1 << 30), " GiB as ",
+                                     at::toString(type),
+                                     ") do not fit in memory: the file declares more samples than this machine "
+                                     "can hold the labels of"));
   }
+}
+
+// The `rows` labels of dataset `labels`: int64 class labels checked against [0, numClasses)
+// when numClasses > 0, or float32 targets checked to be finite; `context` starts an error
+// message.
+at::Tensor readLabels(hid_t labels, const H5DatasetInfo& li, const SourceSpec& spec, const std::string& context) {
+  const bool classes = spec.targets == Targets::kClasses;
+  std::vector<int64_t> shape(li.dims.begin(), li.dims.end());
+  at::Tensor out = allocateLabels(shape, classes ? at::kLong : at::kFloat, context);
   try {
-    readRows(labels, H5T_NATIVE_INT64, 0, static_cast<hsize_t>(rows), out.data_ptr());
+    readRows(labels, classes ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, 0, li.dims[0], out.data_ptr());
   } catch (const DataError& e) {
     throw DataError(context + e.what());
   }
-  if (numClasses > 0) {
+  if (classes && spec.numClasses > 0) {
     const int64_t* l = out.data_ptr<int64_t>();
-    for (int64_t i = 0; i < rows; ++i) {
-      if (l[i] < 0 || l[i] >= numClasses) {
-        throw DataError(context + concat("label ", l[i], " at index ", i, " is outside [0, ", numClasses,
-                                         ") (model.num_classes is ", numClasses, ")"));
+    for (int64_t i = 0; i < shape[0]; ++i) {
+      if (l[i] < 0 || l[i] >= spec.numClasses) {
+        throw DataError(context + concat("label ", l[i], " at index ", i, " is outside [0, ", spec.numClasses,
+                                         ") (model.num_classes is ", spec.numClasses, ")"));
       }
+    }
+  }
+  if (!classes) {
+    at::Tensor bad = out.isfinite().logical_not().reshape({shape[0], -1}).any(1).nonzero();
+    if (bad.numel() > 0) {
+      throw DataError(context + concat("target of sample ", bad[0][0].item<int64_t>(),
+                                       " is not finite (NaN or Inf): fix the data"));
     }
   }
   return out;
@@ -173,12 +237,31 @@ std::vector<std::string> expandPaths(const std::vector<std::string>& patterns) {
   return out;
 }
 
-SplitSource::SplitSource(const SourceSpec& spec) : split_(spec.split) {
+const char* targetsName(Targets t) {
+  switch (t) {
+    case Targets::kClasses: return "class labels";
+    case Targets::kValues: return "float targets";
+    case Targets::kNextTokens: return "next tokens";
+  }
+  return "?";
+}
+
+SplitSource::SplitSource(const SourceSpec& spec) : targets_(spec.targets), split_(spec.split) {
   Hdf5Lock lock;
   featuresName_ = spec.split + "/" + spec.features;
   std::vector<at::Tensor> labelParts;
   for (const auto& path : expandPaths(spec.paths)) labelParts.push_back(addFile(path, spec));
-  labels_ = labelParts.size() == 1 ? labelParts[0] : at::cat(labelParts);
+  if (targets_ != Targets::kNextTokens) {
+    for (size_t k = 1; k < labelParts.size(); ++k) {
+      if (labelParts[k].sizes().slice(1) != labelParts[0].sizes().slice(1)) {
+        throw DataError(concat("data file '", files_[k]->path, "', dataset '", spec.split, "/", spec.labels,
+                               "': targets of shape ", dimsText(labelParts[k].sizes().slice(1).vec()), " but '",
+                               files_[0]->path, "' holds ", dimsText(labelParts[0].sizes().slice(1).vec()),
+                               ": every file of a split must match"));
+      }
+    }
+    labels_ = labelParts.size() == 1 ? labelParts[0] : at::cat(labelParts);
+  }
   name_ = files_.size() == 1 ? concat(files_[0]->path, ":", spec.split)
                              : concat(files_.size(), " files (", files_[0]->path, " ...):", spec.split);
 }
@@ -196,19 +279,27 @@ at::Tensor SplitSource::addFile(const std::string& path, const SourceSpec& spec)
     throw DataError(concat("data file '", path, "' has no split group '", spec.split, "'"));
   }
   f->features = openDataset(f->file.get(), path, featuresName_);
-  H5Id lab = openDataset(f->file.get(), path, labelName);
   H5DatasetInfo fi = datasetInfo(f->features.get());
-  H5DatasetInfo li = datasetInfo(lab.get());
-  const at::ScalarType type = checkDatasets(path, spec.split, featuresName_, fi, labelName, li);
+  bool tokens = false;
+  const at::ScalarType type = featureTypeOf(path, featuresName_, fi, spec, tokens);
+  checkFeatureShape(path, spec.split, featuresName_, fi, spec);
   const auto fileBytes = static_cast<uint64_t>(f->opened.size);
   checkStoredValues(f->file.get(), f->features.get(), fi, path, featuresName_, fileBytes);
-  checkStoredValues(f->file.get(), lab.get(), li, path, labelName, fileBytes);
+  at::Tensor labels;
+  if (spec.targets != Targets::kNextTokens) {  // next tokens come from the features: no labels read
+    H5Id lab = openDataset(f->file.get(), path, labelName);
+    H5DatasetInfo li = datasetInfo(lab.get());
+    checkLabels(path, featuresName_, fi, labelName, li, spec);
+    checkStoredValues(f->file.get(), lab.get(), li, path, labelName, fileBytes);
+    labels = readLabels(lab.get(), li, spec, where(path, labelName));
+  }
   matchFirstFile(path, std::vector<int64_t>(fi.dims.begin() + 1, fi.dims.end()), type);
+  tokens_ = tokens;
+  if (files_.empty()) storedTypeName_ = fi.typeName();
   f->rows = static_cast<int64_t>(fi.dims[0]);
   f->firstGlobal = size_;
   f->chunkRows = chunkRows(f->features.get());
   f->findStorage(fi, type);
-  at::Tensor labels = readLabels(lab.get(), f->rows, spec.numClasses, where(path, labelName));
   addBlocks(*f);
   size_ += f->rows;
   files_.push_back(std::move(f));
@@ -427,6 +518,48 @@ FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count,
     pos += n;
   }
   return s;
+}
+
+std::optional<double> SplitSource::attribute(const std::string& name) const {
+  if (files_.size() != 1) return std::nullopt;
+  Hdf5Lock lock;
+  H5Id group(H5Gopen2(files_[0]->file.get(), split_.c_str(), H5P_DEFAULT));
+  if (!group.valid()) return std::nullopt;
+  return readDoubleAttribute(group.get(), name);
+}
+
+std::vector<int64_t> SplitSource::targetShape() const {
+  if (targets_ == Targets::kNextTokens) return {sampleShape_[0] - 1};
+  return labels_.sizes().slice(1).vec();
+}
+
+std::vector<int64_t> SplitSource::inputShape() const {
+  if (targets_ == Targets::kNextTokens) return {sampleShape_[0] - 1};
+  return sampleShape_;
+}
+
+TokenRange tokenRange(const SplitSource& source, int64_t first, int64_t count) {
+  TokenRange r;
+  const int64_t per = std::max<int64_t>(1, static_cast<int64_t>((8u << 20) / std::max<size_t>(1, source.rowBytes())));
+  const int64_t end = first + count;
+  for (int64_t pos = first; pos < end;) {
+    const int64_t n = std::min({per, end - pos, source.fileEnd(source.fileOf(pos)) - pos});
+    at::Tensor raw = at::empty({n, source.rowElements()}, source.featureType());
+    source.read(pos, n, raw.data_ptr());
+    at::Tensor ids = raw.to(at::kLong);
+    auto [lo, loAt] = ids.amin(1).min(0);
+    auto [hi, hiAt] = ids.amax(1).max(0);
+    if (lo.item<int64_t>() < r.min) {
+      r.min = lo.item<int64_t>();
+      r.sampleOfMin = pos + loAt.item<int64_t>();
+    }
+    if (hi.item<int64_t>() > r.max) {
+      r.max = hi.item<int64_t>();
+      r.sampleOfMax = pos + hiAt.item<int64_t>();
+    }
+    pos += n;
+  }
+  return r;
 }
 
 void writeFeatureStats(const std::string& path, const std::vector<double>& mean, const std::vector<double>& std) {

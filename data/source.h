@@ -1,29 +1,45 @@
 // One split (train / test) of a data set stored in one or many HDF5 files, opened for
 // streaming. Layout of every file:
-//   <split>/<features>  N x D...  uint8, float32 or float64 (any sample shape: flat vectors,
-//                                 images C x H x W)
-//   <split>/<labels>    N         any integer type, values in [0, num_classes)
+//   <split>/<features>  N x D...  values: uint8 (images, normalized), float32 or float64;
+//                                 or token ids: any integer type up to 64 bits (kept as
+//                                 integers, never normalized; uint8 too, for byte-level text)
+//   <split>/<labels>    what the targets are (SourceSpec::targets):
+//                       classes      N, any integer type, values in [0, num_classes)
+//                       values       N or N x D..., float32 or float64 (regression)
+//                       next tokens  no dataset: a sample of L token ids is the input of its
+//                                    first L - 1 and the target of its last L - 1
 // Several files (a list, or glob patterns) behave as one split: their samples are numbered
 // in file order. Every process opens its own files.
 //
 // Opening validates everything that can be checked without reading the features: a missing
 // file, group or dataset, an unsupported dtype, feature and label counts that differ, sample
-// shapes that differ between files, an empty split, a label out of [0, num_classes), and
+// shapes that differ between files, an empty split, a label out of [0, num_classes), a
+// non-finite target value, a label layout that does not fit the targets asked for, and
 // values HDF5 could not deliver as declared (data/dataset_checks.h: a filter it lacks, a
 // virtual dataset's missing source, chunks never written, an extent the file cannot hold).
-// Each is a DataError naming the file and the dataset. Labels (8 bytes a sample) are held in
-// memory; features are only ever read in blocks, on demand. A file that changes while it is
-// open (cut short, rewritten, replaced) is found by read() and map(), or at the latest by
-// changeOf(), and is a DataError naming it.
+// Each is a DataError naming the file and the dataset. Labels are held in memory; features
+// are only ever read in blocks, on demand. A file that changes while it is open (cut short,
+// rewritten, replaced) is found by read() and map(), or at the latest by changeOf(), and is
+// a DataError naming it.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace forge::data {
+
+// What a batch's targets are (the task decides: trainer/tasks/).
+enum class Targets {
+  kClasses,     // integer labels, one per sample (classification)
+  kValues,      // float targets of any trailing shape (regression)
+  kNextTokens,  // none stored: the features are token sequences, each its own target shifted by one
+};
+const char* targetsName(Targets t);  // "class labels", "float targets", "next tokens"
 
 struct SourceSpec {
   std::vector<std::string> paths;  // files or glob patterns ("shards/part-*.h5"), in order
@@ -31,6 +47,8 @@ struct SourceSpec {
   std::string features = "features";
   std::string labels = "labels";
   int64_t numClasses = 0;  // > 0: labels are checked against [0, numClasses)
+  Targets targets = Targets::kClasses;
+  std::string task = "classification";  // for messages: the task that asks for these targets
 };
 
 // Stored rows mapped read-only from their file (SplitSource::map); unmapped when dropped.
@@ -73,8 +91,21 @@ class SplitSource {
   const std::vector<int64_t>& sampleShape() const { return sampleShape_; }
   int64_t rowElements() const { return rowElements_; }
   size_t rowBytes() const { return rowElements_ * at::elementSize(type_); }
-  at::ScalarType featureType() const { return type_; }  // as stored: kByte, kFloat or kDouble
-  const at::Tensor& labels() const { return labels_; }  // int64, N
+  // A sample's size in a batch: float32 values, or int64 token ids.
+  size_t batchRowBytes() const { return rowElements_ * (tokens_ ? 8 : 4); }
+  // As read: kByte, kFloat or kDouble (values); kByte, kInt or kLong (token ids).
+  at::ScalarType featureType() const { return type_; }
+  // Whether the features are token ids (integers other than uint8, or any integers with
+  // next-token targets): batches carry them as int64, unnormalized.
+  bool tokens() const { return tokens_; }
+  const std::string& storedTypeName() const { return storedTypeName_; }  // "int16", "float32", ... (the first file's)
+  Targets targets() const { return targets_; }
+  // kClasses: int64 N; kValues: float32 N x D...; kNextTokens: undefined.
+  const at::Tensor& labels() const { return labels_; }
+  // The shape of one sample's target: {} (a class or a scalar value), D..., or {L - 1}.
+  std::vector<int64_t> targetShape() const;
+  // The shape of one sample as the model gets it: sampleShape(), or {L - 1} with next tokens.
+  std::vector<int64_t> inputShape() const;
   const std::vector<Block>& blocks() const { return blocks_; }
   const std::string& name() const { return name_; }     // "<file>:<split>" or "<n> files:<split>"
   const std::string& split() const { return split_; }
@@ -109,6 +140,10 @@ class SplitSource {
   int64_t fileEnd(int fileIndex) const;
   // "file 'a.h5', dataset 'train/features', row 17" for messages.
   std::string locate(int64_t sample) const;
+  // A float64 attribute of the split's group (forge's converters keep reference values
+  // there: unigram_entropy_nats, noise_floor_mse); nullopt when absent or when the split
+  // spans several files.
+  std::optional<double> attribute(const std::string& name) const;
 
  private:
   struct File;
@@ -130,6 +165,9 @@ class SplitSource {
   int64_t rowElements_ = 0;
   int64_t size_ = 0;
   at::ScalarType type_ = at::kByte;
+  bool tokens_ = false;
+  std::string storedTypeName_;
+  Targets targets_ = Targets::kClasses;
   at::Tensor labels_;
   std::string name_;
   std::string split_;
@@ -148,6 +186,17 @@ struct FeatureSums {
   int64_t count = 0;
 };
 FeatureSums featureSums(const SplitSource& source, int64_t first, int64_t count, double scale);
+
+// The smallest and largest token id among samples [first, first + count) of a split of
+// token ids, for the check against the model's vocabulary before training (each rank scans
+// its share; the results are reduced).
+struct TokenRange {
+  int64_t min = INT64_MAX;
+  int64_t max = INT64_MIN;
+  int64_t sampleOfMax = -1;  // where the largest first occurs (for the message)
+  int64_t sampleOfMin = -1;
+};
+TokenRange tokenRange(const SplitSource& source, int64_t first, int64_t count);
 
 // Normalization statistics kept beside a run: datasets "mean" and "std" (float64, one value
 // per feature). Written to a temporary file and renamed into place.

@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config python3 python3-venv
   libopenmpi-dev openmpi-bin libyaml-cpp-dev libhdf5-dev libgtest-dev zlib1g-dev
-  dataset-fashion-mnist slurm-wlm munge gnuplot-nox libprotobuf-dev protobuf-compiler nlohmann-json3-dev)
+  dataset-fashion-mnist fortunes slurm-wlm munge gnuplot-nox libprotobuf-dev protobuf-compiler nlohmann-json3-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

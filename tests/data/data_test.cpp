@@ -88,9 +88,89 @@ TEST_F(DataTest, EmptySplitIsAnError) {
 }
 
 TEST_F(DataTest, UnsupportedFeatureTypeSaysWhatIsSupported) {
-  std::string p = makeFile("t.h5", {{"train/features", {5, 4}, H5T_STD_I16LE}, {"train/labels", {5}, H5T_STD_I64LE}});
+  std::string p = makeFile("t.h5", {{"train/features", {5, 4}, H5T_STD_U64LE}, {"train/labels", {5}, H5T_STD_I64LE}});
   std::string e = errorOf({{p}, "train", "features", "labels", 2});
-  EXPECT_NE(e.find("unsupported feature type int16 (use uint8, float32 or float64)"), std::string::npos) << e;
+  EXPECT_NE(e.find("unsupported feature type uint64 (values: uint8, float32 or float64; token ids: integers up to int64)"),
+            std::string::npos)
+      << e;
+}
+
+// Token sequences (any integer width) with next-token targets: no labels read, x the first
+// L - 1 ids and y the last L - 1, both int64, never normalized.
+TEST_F(DataTest, TokenSequencesGiveEachPositionTheNextTokenAsItsTarget) {
+  for (hid_t type : {H5T_STD_U8LE, H5T_STD_I16LE, H5T_STD_U16LE, H5T_STD_I32LE, H5T_STD_I64LE}) {
+    std::string p = path("tok.h5");
+    {
+      H5Id file(H5Fcreate(p.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+      createGroup(file.get(), "train");
+      std::vector<int64_t> ids(6 * 5);
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i % 97 + 3);
+      writeDataset(file.get(), "train/features", type, H5T_NATIVE_INT64, {6, 5}, 4, ids.data());
+    }
+    SourceSpec spec{{p}, "train", "features", "labels", 0};  // no labels dataset: none is read
+    spec.targets = Targets::kNextTokens;
+    SplitSource s(spec);
+    EXPECT_TRUE(s.tokens());
+    EXPECT_EQ(s.inputShape(), (std::vector<int64_t>{4}));
+    Batch b = readBatch(s, Normalization{0.5, {10.0}, {2.0}}, {2, 0});
+    ASSERT_EQ(b.x.scalar_type(), at::kLong);
+    ASSERT_EQ(b.x.sizes().vec(), (std::vector<int64_t>{2, 4}));
+    ASSERT_EQ(b.y.sizes().vec(), (std::vector<int64_t>{2, 4}));
+    EXPECT_EQ(b.x[0][0].item<int64_t>(), 13);  // row 2 starts at id 2 * 5 + 3, unnormalized
+    EXPECT_EQ(b.y[0][0].item<int64_t>(), 14);  // its target: the next id
+    EXPECT_EQ(b.y[1][3].item<int64_t>(), 7);   // row 0's last id
+    // The loader streams the same.
+    BatchLoader loader(s, {}, LoaderOptions{3});
+    loader.start({0, 1, 2, 3, 4, 5});
+    auto first = loader.next();
+    ASSERT_TRUE(first.has_value());
+    EXPECT_TRUE(at::equal(first->x.narrow(1, 1, 3), first->y.narrow(1, 0, 3)));
+    TokenRange r = tokenRange(s, 0, s.size());
+    EXPECT_EQ(r.min, 3);
+    EXPECT_EQ(r.max, 32);
+  }
+}
+
+// Float targets of any trailing shape (regression), held in memory as float32.
+TEST_F(DataTest, FloatTargetsKeepTheirShape) {
+  std::string p = makeFile("r.h5", {{"train/features", {6, 3}, H5T_IEEE_F32LE}, {"train/labels", {6, 2}, H5T_IEEE_F64LE}});
+  SourceSpec spec{{p}, "train", "features", "labels", 0};
+  spec.targets = Targets::kValues;
+  SplitSource s(spec);
+  EXPECT_EQ(s.targetShape(), (std::vector<int64_t>{2}));
+  Batch b = readBatch(s, {}, {1, 4, 5});
+  ASSERT_EQ(b.y.scalar_type(), at::kFloat);
+  EXPECT_EQ(b.y.sizes().vec(), (std::vector<int64_t>{3, 2}));
+  EXPECT_FLOAT_EQ(b.y[2][1].item<float>(), 0.5f);
+}
+
+// A label layout that does not fit the task is named before anything is read.
+TEST_F(DataTest, LabelsOfTheWrongKindForTheTaskAreNamed) {
+  std::string f = makeFile("f.h5", {{"train/features", {4, 3}, H5T_IEEE_F32LE}, {"train/labels", {4}, H5T_IEEE_F32LE}});
+  std::string i = makeFile("i.h5", {{"train/features", {4, 3}, H5T_IEEE_F32LE}, {"train/labels", {4}, H5T_STD_I64LE}});
+  SourceSpec spec{{f}, "train", "features", "labels", 2};
+  EXPECT_NE(errorOf(spec).find("task classification takes integer class labels, but these are float32"),
+            std::string::npos);
+  spec = SourceSpec{{i}, "train", "features", "labels", 0};
+  spec.targets = Targets::kValues;
+  spec.task = "regression";
+  EXPECT_NE(errorOf(spec).find("task regression takes float targets (float32 or float64), but these are int64"),
+            std::string::npos);
+  spec.targets = Targets::kNextTokens;
+  spec.task = "language_model";
+  EXPECT_NE(errorOf(spec).find("task language_model reads token ids, but the features are float32"),
+            std::string::npos);
+  std::string nan = path("nan.h5");
+  {
+    H5Id file(H5Fcreate(nan.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    createGroup(file.get(), "train");
+    std::vector<float> x(6, 1.0f), y = {1.0f, std::nanf("")};
+    writeDataset(file.get(), "train/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {2, 3}, 2, x.data());
+    writeDataset(file.get(), "train/labels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {2}, 2, y.data());
+  }
+  spec = SourceSpec{{nan}, "train", "features", "labels", 0};
+  spec.targets = Targets::kValues;
+  EXPECT_NE(errorOf(spec).find("target of sample 1 is not finite"), std::string::npos) << errorOf(spec);
 }
 
 TEST_F(DataTest, FilesOfOneSplitMustAgreeOnShapeAndType) {

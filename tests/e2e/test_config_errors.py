@@ -45,13 +45,22 @@ expect_error(["train", good, "--epochs", "3"], "unknown option --epochs", ranks=
 import h5py
 import numpy as np
 
+with h5py.File(h.path("u64.h5"), "w") as f:
+    f["train/features"] = np.zeros((40, 16), np.uint64)
+    f["train/labels"] = np.zeros(40, np.int64)
+    f["test/features"] = np.zeros((10, 16), np.uint64)
+    f["test/labels"] = np.zeros(10, np.int64)
+expect_error(["train", good, "--set", "data.path=u64.h5"],
+             "data file 'u64.h5', dataset 'train/features': unsupported feature type uint64", what="an unsupported dtype")
+# Integer features other than uint8 are token ids: a model that takes values is told so.
 with h5py.File(h.path("i16.h5"), "w") as f:
     f["train/features"] = np.zeros((40, 16), np.int16)
     f["train/labels"] = np.zeros(40, np.int64)
     f["test/features"] = np.zeros((10, 16), np.int16)
     f["test/labels"] = np.zeros(10, np.int64)
 expect_error(["train", good, "--set", "data.path=i16.h5"],
-             "data file 'i16.h5', dataset 'train/features': unsupported feature type int16", what="an unsupported dtype")
+             "int16 token ids (integer features other than uint8 are ids, carried as int64 and never normalized), "
+             "but model mlp takes values", what="token ids to a model of values")
 with h5py.File(h.path("wide.h5"), "w") as f:
     f["train/features"] = np.zeros((40, 20), np.float32)
     f["train/labels"] = np.zeros(40, np.int64)

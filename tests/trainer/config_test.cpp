@@ -211,8 +211,26 @@ TEST(Config, UnknownTaskPartsAreNamedWithTheirLine) {
       << e;
   e = errorOf("data:\n  path: x.h5\ntask:\n  metrics: [accuracy, accuracy]\n");
   EXPECT_NE(e.find("task.metrics names 'accuracy' twice"), std::string::npos) << e;
-  e = errorOf("data:\n  path: x.h5\ntask:\n  loss: mse\n");
-  EXPECT_NE(e.find("task.loss 'mse' is not a registered loss"), std::string::npos) << e;
+  e = errorOf("data:\n  path: x.h5\ntask:\n  loss: mae\n");
+  EXPECT_NE(e.find("test.yaml:4: task.loss 'mae' is not a registered loss"), std::string::npos) << e;
+  e = errorOf("data:\n  path: x.h5\ntask:\n  name: regresion\n");
+  EXPECT_NE(e.find("task.name"), std::string::npos) << e;
+  EXPECT_NE(e.find("regression"), std::string::npos) << e;
+}
+
+TEST(Config, TheTaskGivesTheLossAndMetricsTheConfigDoesNotName) {
+  Config c = parseConfig(std::string(kMinimal) + "task:\n  name: regression\n", "test.yaml", {});
+  EXPECT_EQ(c.task.loss, "mse");
+  EXPECT_EQ(c.task.metrics, (std::vector<std::string>{"mse", "mae", "r2"}));
+  c = parseConfig(kMinimal, "test.yaml", {"task.name=language_model"});
+  EXPECT_EQ(c.task.loss, "cross_entropy");
+  EXPECT_EQ(c.task.metrics, (std::vector<std::string>{"perplexity", "bits_per_token", "token_accuracy"}));
+  c = parseConfig(std::string(kMinimal) + "task:\n  name: regression\n  loss: huber\n  metrics: [mae]\n", "test.yaml", {});
+  EXPECT_EQ(c.task.loss, "huber");  // named: kept
+  EXPECT_EQ(c.task.metrics, (std::vector<std::string>{"mae"}));
+  c = parseConfig(kMinimal, "test.yaml", {});
+  EXPECT_EQ(c.task.name, "classification");
+  EXPECT_EQ(c.task.metrics, (std::vector<std::string>{"accuracy"}));
 }
 
 TEST(Config, EveryKeyIsListedOnceWithTypeDefaultAndHelp) {

@@ -100,7 +100,7 @@ TEST_F(Engine, ALossOfShapeOneTrainsAsAScalar) {
 TEST_F(Engine, AForwardThatRegistersABufferIsProbedWithoutHarm) {
   auto m = std::make_shared<LazyBuffer>();
   data::Batch b{torch::randn({32, kFeatures}), torch::randint(0, kClasses, {32})};
-  EXPECT_NO_THROW(probeModel(wrapModel(m), b, "probe", registry().losses.get("cross_entropy"), false));
+  EXPECT_NO_THROW(probeModel(wrapModel(m), b, "probe", registry().losses.get("cross_entropy"), {}, false));
 }
 
 TEST_F(Engine, AResumeWithOtherMetricsStartsTheBestAnewAndKeepsEveryCsvValueUnderItsName) {

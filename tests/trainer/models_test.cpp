@@ -75,13 +75,13 @@ TEST(Cnn, ClassifiesTwentyEightSquareImages) {
 TEST(Guards, ProbeNamesTheStageAndBothShapesOnAMismatch) {
   auto m = mlp();
   const LossSpec& ce = registry().losses.get("cross_entropy");
-  std::string e = errorOf([&] { probeModel(m, batchOf(torch::randn({4, 100})), "file.h5:train", ce, false); });
+  std::string e = errorOf([&] { probeModel(m, batchOf(torch::randn({4, 100})), "file.h5:train", ce, {}, false); });
   EXPECT_NE(e.find("layer 'fc1'"), std::string::npos) << e;
   EXPECT_NE(e.find("Linear(in_features=784, out_features=256"), std::string::npos) << e;
   EXPECT_NE(e.find("input of shape [4, 100]"), std::string::npos) << e;
   EXPECT_NE(e.find("file.h5:train"), std::string::npos) << e;
   EXPECT_TRUE(m.module->is_training()) << "the probe must restore train mode";
-  EXPECT_EQ(errorOf([&] { probeModel(m, batchOf(torch::randn({4, 784})), "f", ce, false); }), "");
+  EXPECT_EQ(errorOf([&] { probeModel(m, batchOf(torch::randn({4, 784})), "f", ce, {}, false); }), "");
 }
 
 TEST(Guards, AModelWithoutTrainableParametersIsRefused) {

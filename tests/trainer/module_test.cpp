@@ -183,7 +183,7 @@ TEST_F(ModuleRules, AResidualModelOfTheUsersKindTrainsAndTheProbeLeavesNoTrace) 
     return g.get_state();
   };
   at::Tensor rngBefore = generatorState();
-  probeModel(h, b, "probe", registry().losses.get("cross_entropy"), false);
+  probeModel(h, b, "probe", registry().losses.get("cross_entropy"), {}, false);
   EXPECT_TRUE(torch::equal(statsBefore, model->blocks[0]->as<torch::nn::Sequential>()->ptr(0)->buffers()[0]));
   EXPECT_TRUE(torch::equal(rngBefore, generatorState())) << "dropout in the probe must not shift the stream";
   EXPECT_TRUE(model->is_training());

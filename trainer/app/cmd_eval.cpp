@@ -65,13 +65,18 @@ data::Normalization normalizationFor(const Config& cfg) {
   return norm;
 }
 
-void printResult(const EvalResult& r, const std::string& checkpoint, const std::string& split, bool json) {
+void printResult(const EvalResult& r, const std::string& checkpoint, const data::SplitSource& source, bool json) {
+  const std::string split = source.name();
+  const std::vector<Reference> refs = referencesOf(r, source);
   auto classAccuracy = [&](size_t c) {
     return r.classSamples[c] ? static_cast<double>(r.classCorrect[c]) / r.classSamples[c] : std::nan("");
   };
   if (json) {
     nlohmann::ordered_json j = {{"checkpoint", checkpoint}, {"split", split}, {"samples", r.samples}};
     for (const auto& [name, v] : r.values) j[name] = number(v);
+    for (const auto& ref : refs) {
+      j["references"][ref.value] = {{"reference", ref.reference}, {"level", number(ref.level)}, {"ratio", number(ref.ratio())}};
+    }
     if (!r.classSamples.empty()) {
       j["classes"] = nlohmann::json::array();
       for (size_t c = 0; c < r.classSamples.size(); ++c) {
@@ -89,6 +94,7 @@ void printResult(const EvalResult& r, const std::string& checkpoint, const std::
   for (const auto& [name, v] : r.values) {
     t.row({name, metricValueText(name, v)});
   }
+  for (const auto& ref : refs) t.row({ref.value + " / " + ref.reference, fixed(ref.ratio(), 3) + " (" + ref.text() + ")"});
   std::cout << t.str() << "\n";
   if (r.classSamples.empty()) return;
   using A = Table::Align;
@@ -125,7 +131,7 @@ int cmdEval(int argc, char** argv) {
   });
   return runGuarded(*pg, [&] {
     EvalResult r = evaluate(model, task, *split, normalizationFor(cfg), cfg.data.evalBatchSize, pg->comm(), pg->device());
-    if (pg->world().rank == 0) printResult(r, a.one("checkpoint"), split->name(), a.has("json"));
+    if (pg->world().rank == 0) printResult(r, a.one("checkpoint"), *split, a.has("json"));
     return 0;
   });
 }

@@ -30,7 +30,7 @@ Python writes them:
     model.eval()
     torch.save({"batch0": x}, "X.pt")
     with torch.no_grad(): torch.save({"batch0": model(x)}, "Y.pt")
-An input is what forward takes (already normalized). For each key it prints the largest
+An input is what forward takes (already normalized values, or integer token ids). For each key it prints the largest
 absolute difference; an output passes when every element has
 |forge - python| <= atol + rtol * |python| (defaults: atol 1e-5, rtol 1e-4).
 Exit 0 when the state dict loads (and every output passes), 1 when an output differs,
@@ -93,7 +93,7 @@ int cmdModel(int argc, char** argv) {
   Table t({"output", "shape", "max |diff|", "max |python|", "within tolerance"}, {A::kLeft, A::kLeft, A::kRight, A::kRight, A::kLeft});
   std::vector<std::string> failed;
   for (const auto& [k, x] : inputs) {
-    data::Batch batch{x.to(at::kFloat), at::Tensor()};
+    data::Batch batch{x.is_floating_point() ? x.to(at::kFloat) : x.to(at::kLong), at::Tensor()};  // token ids stay integers
     at::Tensor mine;
     try {
       mine = model.forward(batch).to(at::kDouble);

@@ -13,6 +13,7 @@
 #include "trainer/config/schema.h"
 #include "trainer/config/yaml_input.h"
 #include "trainer/spec/registry.h"
+#include "trainer/tasks/kinds.h"
 
 namespace forge::train {
 namespace {
@@ -346,6 +347,12 @@ Config parseRoot(YAML::Node root, Source& src, const std::vector<std::string>& o
   c.sourcePath = src.file;
   c.overrides = overrides;
   for (const auto& s : sections) readSection(root, s, src, c);
+  // The task's own loss and metrics where the config names none.
+  if (const TaskKind* kind = findTaskKind(c.task.name)) {
+    const YAML::Node task = root["task"];
+    if (!task || !task.IsMap() || !task["loss"]) c.task.loss = kind->loss;
+    if (!task || !task.IsMap() || !task["metrics"]) c.task.metrics = kind->metrics;
+  }
   crossCheck(root, src, c);
 
   YAML::Emitter out;

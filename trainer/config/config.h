@@ -34,9 +34,11 @@ struct ModelConfig {
   Options options{"model"};
 };
 
-// task.loss and task.metrics pick registered parts; the first metric is the one the best
-// checkpoint follows (eval_<metric>; eval_loss when there is none).
+// task.name says what the targets are (trainer/tasks/kinds.h); task.loss and task.metrics
+// pick registered parts, the task's own when not given. The first metric is the one the
+// best checkpoint follows (eval_<metric>; eval_loss when there is none).
 struct TaskConfig {
+  std::string name = "classification";  // classification | regression | language_model
   std::string loss = "cross_entropy";
   std::vector<std::string> metrics = {"accuracy"};
 };

@@ -82,9 +82,16 @@ void declareParts(std::vector<Field>& f) {
   f.push_back(field<S>("model", "name", [](Config& c) -> S& { return c.model.name; }, "a registered model"));
   f.push_back(field<S>("model", "init_from", [](Config& c) -> S& { return c.model.initFrom; },
                        "a forge checkpoint, or a state dict Python saved with torch.save(model.state_dict(), p), loaded strictly before training"));
-  f.push_back(field<S>("task", "loss", [](Config& c) -> S& { return c.task.loss; }, "a registered loss"));
+  f.push_back(field<S>("task", "name", [](Config& c) -> S& { return c.task.name; },
+                       "classification (integer labels) | regression (float targets) | language_model (token "
+                       "sequences, each position predicting the next); sets the default loss and metrics",
+                       oneOf({"classification", "regression", "language_model"}, "a task")));
+  f.push_back(field<S>("task", "loss", [](Config& c) -> S& { return c.task.loss; },
+                       "a registered loss; default: the task's (cross_entropy, mse, cross_entropy)"));
   f.push_back(field<VS>("task", "metrics", [](Config& c) -> VS& { return c.task.metrics; },
-                        "registered metrics; the first is the one best.pt follows", {}, true));
+                        "registered metrics; the first is the one best.pt follows; default: the task's ([accuracy], "
+                        "[mse, mae, r2], [perplexity, bits_per_token, token_accuracy])",
+                        {}, true));
 }
 
 void declareData(std::vector<Field>& f) {

@@ -18,6 +18,23 @@ double EvalResult::value(const std::string& name) const {
   return std::nan("");
 }
 
+std::string Reference::text() const {
+  return concat(value, " ", fixed(result, 4), " = ", fixed(ratio(), 3), "x the ", reference, " of this split (",
+                fixed(level, 4), ")");
+}
+
+std::vector<Reference> referencesOf(const EvalResult& r, const data::SplitSource& split) {
+  std::vector<Reference> out;
+  auto add = [&](const char* value, const char* attribute, const char* what) {
+    const double v = r.value(value);
+    auto level = split.attribute(attribute);
+    if (level && *level > 0 && !std::isnan(v)) out.push_back({value, what, v, *level});
+  };
+  if (split.targets() == data::Targets::kNextTokens) add("loss", "unigram_entropy_nats", "byte-unigram entropy");
+  if (split.targets() == data::Targets::kValues) add("mse", "noise_floor_mse", "noise floor");
+  return out;
+}
+
 EvalResult evaluate(const ModelHandle& model, const Task& task, const data::SplitSource& split,
                     const data::Normalization& norm, int64_t batchSize, dist::Communicator& comm, c10::Device device) {
   dist::PhaseScope phase(dist::Phase::kEvaluation);
@@ -33,8 +50,7 @@ EvalResult evaluate(const ModelHandle& model, const Task& task, const data::Spli
   MetricSums sums(task, device);
   // Per-class counts over the labels the split holds: every rank holds all of them, so
   // every rank sums the same number of values (also a rank without samples of its own).
-  const bool integerLabels = split.size() > 0 && split.labels().dim() == 1 &&
-                             at::isIntegralType(split.labels().scalar_type(), /*includeBool=*/false);
+  const bool integerLabels = split.size() > 0 && split.targets() == data::Targets::kClasses;
   const int64_t classes = integerLabels ? split.labels().max().item<int64_t>() + 1 : 0;
   auto longOnDevice = at::TensorOptions().dtype(at::kLong).device(device);
   at::Tensor classSamples = at::zeros({classes}, longOnDevice);
@@ -42,7 +58,7 @@ EvalResult evaluate(const ModelHandle& model, const Task& task, const data::Spli
   bool perClass = integerLabels;
   data::LoaderOptions o;
   o.batchSize = batchSize;
-  o.window = data::windowFor(64u << 20, split.rowElements() * sizeof(float), batchSize);
+  o.window = data::windowFor(64u << 20, split.batchRowBytes(), batchSize);
   o.pinMemory = device.is_cuda();
   data::BatchLoader loader(split, norm, o);
   const bool any = last > first;

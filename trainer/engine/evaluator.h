@@ -24,6 +24,19 @@ struct EvalResult {
   double loss() const { return value("loss"); }
 };
 
+// What the data file says the result compares with, for the split it came from: the
+// held-out text's byte-unigram entropy beside the loss (forge data text), the noise floor
+// beside the mean squared error (forge data synthetic --targets).
+struct Reference {
+  std::string value;      // "loss", "mse"
+  std::string reference;  // "byte-unigram entropy", "noise floor"
+  double result = 0;      // the result's value
+  double level = 0;       // the reference's
+  double ratio() const { return result / level; }
+  std::string text() const;  // "loss 1.5210 = 0.57x the byte-unigram entropy of this text (2.6590)"
+};
+std::vector<Reference> referencesOf(const EvalResult& r, const data::SplitSource& split);
+
 EvalResult evaluate(const ModelHandle& model, const Task& task, const data::SplitSource& split,
                     const data::Normalization& norm, int64_t batchSize, dist::Communicator& comm,
                     c10::Device device = c10::kCPU);

@@ -179,7 +179,7 @@ void Trainer::resumeFrom() {
         savedWindow->value().toInt() != window_) {
       const int64_t keep = savedWindow->value().toInt();
       const int64_t bound = data::globalWindowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)),
-                                                  train_->rowElements() * sizeof(float), 0);
+                                                  train_->batchRowBytes(), 0);
       if (keep > 0 && keep <= bound) {
         log::info("ckpt", "keeping the checkpoint's shuffle window of ", keep, " samples (this config's would be ",
                   window_, ") so that the rest of the interrupted epoch follows its order");

@@ -22,6 +22,7 @@
 #include "trainer/module/rules.h"
 #include "trainer/module/state_dict.h"
 #include "trainer/spec/registry.h"
+#include "trainer/tasks/kinds.h"
 
 namespace forge::train {
 namespace {
@@ -64,7 +65,7 @@ Trainer::Trainer(Config cfg, dist::Communicator& comm, const dist::WorldInfo& wo
   // The global shuffle window depends on the buffer, the row size and a configured global
   // batch only, never on the world size: the epoch's order is the same on any number of ranks.
   window_ = data::globalWindowFor(static_cast<size_t>(cfg_.data.bufferMb * (1 << 20)),
-                                  train_->rowElements() * sizeof(float), cfg_.data.globalBatchSize);
+                                  train_->batchRowBytes(), cfg_.data.globalBatchSize);
   const int64_t globalBatch = int64_t{world_.size} * cfg_.data.batchSize * cfg_.optimizer.accumulateSteps;
   rebuildSampler();
   batchesPerEpoch_ = loader_->batchesPerEpoch(sampler_->samplesPerRank());
@@ -122,7 +123,12 @@ Trainer::~Trainer() = default;
 // probe would also fail, but this names the data and the config key).
 data::SourceSpec sourceSpecFor(const Config& cfg, const std::string& split) {
   data::SourceSpec spec{cfg.data.paths, split, cfg.data.features, cfg.data.labels, 0};
-  if (cfg.model.options.has("num_classes")) spec.numClasses = cfg.model.options.get<int64_t>("num_classes");
+  const TaskKind* kind = findTaskKind(cfg.task.name);
+  spec.targets = kind != nullptr ? kind->targets : data::Targets::kClasses;
+  spec.task = cfg.task.name;
+  if (spec.targets == data::Targets::kClasses && cfg.model.options.has("num_classes")) {
+    spec.numClasses = cfg.model.options.get<int64_t>("num_classes");
+  }
   return spec;
 }
 
@@ -148,8 +154,16 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
     modelName_ = cfg_.model.name;
     const ModelSpec& spec = registry().models.get(cfg_.model.name);
     if (spec.checkInput) {
-      std::string problem = spec.checkInput(train_->sampleShape(), cfg_.model.options);
+      std::string problem = spec.checkInput(train_->inputShape(), cfg_.model.options);
       if (!problem.empty()) throw DataError(concat("data ", train_->name(), ": ", problem));
+    }
+    if (spec.vocabulary) {
+      checkTokenIds(spec.vocabulary(cfg_.model.options));
+    } else if (train_->tokens()) {
+      throw DataError(concat("data ", train_->name(), ": the features are ", train_->storedTypeName(),
+                             " token ids (integer features other than uint8 are ids, carried as int64 and never "
+                             "normalized), but model ", cfg_.model.name, " takes values: store float32 features, "
+                             "or use a model that embeds tokens (gpt; a registered model declares its vocabulary)"));
     }
     // Weights, gradients, optimizer state (two moments at most) and gradient buckets: about
     // 5 copies of the parameters per rank, times the ranks on this node.
@@ -171,7 +185,7 @@ void Trainer::buildModel(std::optional<ModelHandle> model) {
     for (int64_t i = 0; i < n; ++i) first[i] = i;
     data::Batch probe = data::readBatch(*train_, norm_, first);
     probe = data::Batch{probe.x.to(device_), probe.y.to(device_)};
-    probeModel(model_, probe, train_->name(), *task_.loss, cfg_.distributed.allowUnusedParameters);
+    probeModel(model_, probe, train_->name(), *task_.loss, task_.metrics, cfg_.distributed.allowUnusedParameters);
   }
   // A tied weight (one tensor registered under two names) is one parameter, as in PyTorch:
   // stepped once, with one optimizer state.
@@ -280,11 +294,44 @@ void Trainer::makeLoader() {
   loaderEpoch_ = -1;
 }
 
+// Every token id of both splits in [0, vocabulary): an id past the embedding table would
+// fail mid-run in an index kernel (or read another row's memory on a GPU). Each rank scans a
+// disjoint share of each split. Collective.
+void Trainer::checkTokenIds(int64_t vocabulary) {
+  for (const data::SplitSource* split : {train_.get(), eval_.get()}) {
+    if (!split->tokens()) {
+      throw DataError(concat("data ", split->name(), ": model ", cfg_.model.name, " embeds token ids, but the features are ",
+                             at::toString(split->featureType()), " values (token ids are integers; task.name: ",
+                             "language_model reads uint8 as bytes)"));
+    }
+    const int64_t n = split->size();
+    const int64_t first = n * world_.rank / world_.size, last = n * (world_.rank + 1) / world_.size;
+    data::TokenRange r = data::tokenRange(*split, first, last - first);
+    at::Tensor mine = at::tensor({-r.min, r.max}, at::kLong), all = mine.clone();
+    comm_.allReduce(all, dist::ReduceOp::kMax);
+    if (all[0].item<int64_t>() <= 0 && all[1].item<int64_t>() < vocabulary) continue;
+    // The rank that holds the offending id names it; the others say where to look.
+    std::string where = "another rank's share of the split";
+    if (r.max >= vocabulary) {
+      where = concat("sample ", r.sampleOfMax, " (", split->locate(r.sampleOfMax), ") holds ", r.max);
+    } else if (r.min < 0) {
+      where = concat("sample ", r.sampleOfMin, " (", split->locate(r.sampleOfMin), ") holds ", r.min);
+    }
+    throw DataError(concat("data ", split->name(), ": token ids reach ", all[1].item<int64_t>(), " and go down to ",
+                           -all[0].item<int64_t>(), ", outside the model's vocabulary [0, ", vocabulary,
+                           ") (model.vocab_size): ", where));
+  }
+}
+
 // data.normalize.stats: auto. Per-feature mean and std of the training split, computed once
 // (each rank sums a disjoint share: the split is read once in all) and kept in the run dir,
 // so that a resumed run normalizes exactly as before. Collective.
 void Trainer::resolveFeatureStats() {
   if (cfg_.data.normalize.stats != "auto") return;
+  if (train_->tokens()) {
+    throw ConfigError(concat("config error in ", cfg_.sourcePath, ": data.normalize.stats is auto, but ",
+                             train_->name(), " holds token ids, which are never normalized: remove the key"));
+  }
   const std::string path = runDir_.featureStats();
   at::Tensor have = at::full({1}, world_.rank == 0 && std::filesystem::exists(path) ? 1 : 0, at::kInt);
   comm_.broadcast(have, 0);

@@ -152,6 +152,7 @@ TrainSummary Trainer::summarize(Clock::time_point start) {
   std::snprintf(loss, sizeof loss, "%.4f", s.finalEval.loss());
   log::info("train", "final ", cfg_.data.evalSplit, " ", final, final.empty() ? "" : " ", "(loss ", loss, ") after ",
             cfg_.run.epochs, " epochs; this session took ", formatDuration(s.seconds));
+  for (const auto& ref : referencesOf(s.finalEval, *eval_)) log::info("train", "final ", ref.text());
   s.epochsThisSession = epochsSession_;
   s.samplesPerS = samplesSession_ / std::max(1e-9, trainLoopSeconds_);
   s.dataWaitSeconds = dataWaitSeconds_;

@@ -125,6 +125,8 @@ class Trainer {
   void buildModel(std::optional<ModelHandle> model);
   void makeLoader();
   void startLoader(int64_t epoch);
+  // Every token id of the data within the model's vocabulary (collective).
+  void checkTokenIds(int64_t vocabulary);
   void resolveFeatureStats();
   int64_t samplesDone() const;
   int64_t epochSamplesDone() const;

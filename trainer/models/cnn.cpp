@@ -7,6 +7,24 @@
 
 namespace forge::train {
 
+std::function<std::string(const std::vector<int64_t>&)> imageShapeRule() {
+  return [](const std::vector<int64_t>& v) {
+    bool ok = v.size() == 3 && v[0] > 0 && v[1] >= 4 && v[2] >= 4;
+    return ok ? std::string() : std::string("must be [channels, height, width] with height and width at least 4");
+  };
+}
+
+std::string imageInputProblem(const std::vector<int64_t>& shape, const Options& o) {
+  // Flat samples are reshaped to the image; the element count must match.
+  int64_t features = 1, image = 1;
+  for (int64_t d : shape) features *= d;
+  const auto& in = o.get<std::vector<int64_t>>("input_shape");
+  for (int64_t d : in) image *= d;
+  if (features == image) return std::string();
+  return concat("samples have shape ", dimsText(shape), " (", features, " values) but the model takes ", dimsText(in),
+                " (", image, " values, model.input_shape)");
+}
+
 Cnn::Cnn(std::vector<int64_t> shape, std::vector<int64_t> channels, int64_t hidden, int64_t classes, double p) {
   const int64_t c = shape[0], h = shape[1], w = shape[2];
   const int64_t c1 = channels[0], c2 = channels[1];
@@ -34,12 +52,7 @@ ModelSpec cnnModel() {
   s.help = "two 3x3 conv + max-pool blocks, then fc1 -> ReLU -> dropout -> fc2, over C x H x W images";
   s.options
       .add<std::vector<int64_t>>("input_shape", {1, 28, 28}, "[channels, height, width] of a sample",
-                                 [](const std::vector<int64_t>& v) {
-                                   bool ok = v.size() == 3 && v[0] > 0 && v[1] >= 4 && v[2] >= 4;
-                                   return ok ? std::string()
-                                             : std::string("must be [channels, height, width] with height and "
-                                                           "width at least 4");
-                                 })
+                                 imageShapeRule())
       .add<std::vector<int64_t>>("channels", {16, 32}, "output channels of conv1 and conv2",
                                  [](const std::vector<int64_t>& v) {
                                    bool ok = v.size() == 2 && v[0] > 0 && v[1] > 0;
@@ -53,16 +66,7 @@ ModelSpec cnnModel() {
                                            o.get<std::vector<int64_t>>("channels"), o.get<int64_t>("hidden"),
                                            o.get<int64_t>("num_classes"), o.get<double>("dropout")));
   };
-  s.checkInput = [](const std::vector<int64_t>& shape, const Options& o) {
-    // Flat samples are reshaped to the image; the element count must match.
-    int64_t features = 1, image = 1;
-    for (int64_t d : shape) features *= d;
-    const auto& in = o.get<std::vector<int64_t>>("input_shape");
-    for (int64_t d : in) image *= d;
-    if (features == image) return std::string();
-    return concat("samples have shape ", dimsText(shape), " (", features, " values) but the model takes ", dimsText(in),
-                  " (", image, " values, model.input_shape)");
-  };
+  s.checkInput = imageInputProblem;
   return s;
 }
 

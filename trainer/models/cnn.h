@@ -25,4 +25,9 @@ class Cnn : public StagedModel {
 // model.name: cnn, with input_shape, channels, hidden, num_classes, dropout.
 ModelSpec cnnModel();
 
+// For image models' model.input_shape: the rule of its value, and "" or why samples of
+// `shape` do not hold such an image (flat samples of the same size are reshaped to it).
+std::function<std::string(const std::vector<int64_t>&)> imageShapeRule();
+std::string imageInputProblem(const std::vector<int64_t>& shape, const Options& o);
+
 }  // namespace forge::train

@@ -26,7 +26,10 @@ ModelSpec mlpModel() {
   s.help = "fc1 Linear -> bn1 BatchNorm1d -> ReLU -> dropout -> fc2 Linear, over flattened samples";
   s.options.add<int64_t>("in_features", 784, "features per sample (the product of the sample shape)", atLeast(1))
       .add<int64_t>("hidden", 256, "width of the hidden layer", atLeast(1))
-      .add<int64_t>("num_classes", 10, "outputs: classes (labels are checked against it)", atLeast(2))
+      .add<int64_t>("num_classes", 10,
+                    "outputs: classes (labels are checked against it), or target values per sample under task.name: "
+                    "regression",
+                    atLeast(1))
       .add<double>("dropout", 0.0, "dropout probability after the hidden layer", inRange(0, 1));
   s.make = [](const Options& o) {
     return wrapModel(std::make_shared<Mlp>(o.get<int64_t>("in_features"), o.get<int64_t>("hidden"),

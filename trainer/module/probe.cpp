@@ -145,7 +145,7 @@ std::string describeModule(const torch::nn::Module& m) {
 }
 
 void probeModel(const ModelHandle& model, const data::Batch& batch, const std::string& dataName, const LossSpec& loss,
-                bool allowUnusedParameters) {
+                const std::vector<const MetricSpec*>& metrics, bool allowUnusedParameters) {
   torch::nn::Module& m = *model.module;
   const bool wasTraining = m.is_training();
   std::map<std::string, at::Tensor> buffers;  // by name: forward may register new ones
@@ -190,6 +190,12 @@ void probeModel(const ModelHandle& model, const data::Batch& batch, const std::s
   if (loss.check) {
     std::string problem = loss.check(out, batch);
     if (!problem.empty()) throw ConfigError(concat(problem, " (loss ", loss.name, ", batch from ", dataName, ")"));
+  }
+  for (const MetricSpec* metric : metrics) {
+    std::string problem = metric->check ? metric->check(out, batch) : std::string();
+    if (!problem.empty()) {
+      throw ConfigError(concat(problem, " (task.metrics: ", metric->name, ", batch from ", dataName, ")"));
+    }
   }
   at::Tensor value;
   try {

@@ -15,14 +15,14 @@ namespace forge::train {
 //    with its definition and the input shape it got.
 // 2. Every model then runs forward in train mode with gradients; a failure names the
 //    operation, its input shapes and the parameter (and so the layer) it was using.
-// 3. The loss's own check of output against targets, then the loss, whose autograd graph
-//    is walked (checkAutogradGraph).
+// 3. The loss's and each metric's own check of output against targets, then the loss, whose
+//    autograd graph is walked (checkAutogradGraph).
 // The model's buffers, the CPU generator and the train / eval mode are restored: the probe
 // leaves no trace in training. ConfigError for every problem; `dataName` names the data.
 // A module as Python's print(model) shows it, without C++ namespaces: "Linear(in_features=784, ...)".
 std::string describeModule(const torch::nn::Module& m);
 
 void probeModel(const ModelHandle& model, const data::Batch& batch, const std::string& dataName, const LossSpec& loss,
-                bool allowUnusedParameters);
+                const std::vector<const MetricSpec*>& metrics, bool allowUnusedParameters);
 
 }  // namespace forge::train

@@ -27,8 +27,13 @@ struct ModelSpec {
   OptionSpec options;
   std::function<ModelHandle(const Options&)> make;
   // Optional: "" or why samples of `sampleShape` cannot be this model's input, naming the
-  // key to change (checked before any training; the shape probe catches the rest).
+  // key to change (checked before any training; the shape probe catches the rest). With
+  // next-token targets the shape is the model's input's: a stored sequence less its last token.
   std::function<std::string(const std::vector<int64_t>& sampleShape, const Options&)> checkInput;
+  // Optional, for a model that embeds token ids: how many ids it has embeddings for. Before
+  // training every id in the data is checked to lie in [0, vocabulary) (an id outside would
+  // index past the embedding table).
+  std::function<int64_t(const Options&)> vocabulary;
 };
 
 // task.loss: the mean loss over a batch, a scalar that backward starts from (0-d; a single
@@ -56,6 +61,9 @@ struct MetricSpec {
   // The metric from the totals over all batches and ranks and the number of samples they
   // cover. Unset: totals[0] / samples.
   std::function<double(const std::vector<double>& totals, double samples)> value;
+  // Optional: "" or why the model's output and the batch's targets are not what this metric
+  // measures (checked on the probe batch before training, like LossSpec::check).
+  std::function<std::string(const at::Tensor& output, const data::Batch& batch)> check;
 };
 
 struct OptimizerArgs {
