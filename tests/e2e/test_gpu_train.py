@@ -1,4 +1,5 @@
-"""The real forge binary on a GPU: the default MLP trains on CUDA (fp32 and bf16), a
+"""The real forge binary on a GPU: the default MLP trains on CUDA (fp32, bf16, and fp16 with the
+dynamic loss scale backing off at an injected Inf gradient), a
 preemption mid-epoch saves and the resumed run ends bit-identical to the uninterrupted one
 (run.deterministic), and Python reads the GPU-written checkpoint with
 torch.load(weights_only=True) and predicts what forge reports. Exits 77 (skipped) on a
@@ -71,6 +72,22 @@ acc16 = final_accuracy(p.stdout + p.stderr)
 h.check(acc16 is not None and acc16 > MIN_ACCURACY, f"bf16 autocast learns (final accuracy {acc16}%)")
 ck16 = last_checkpoint("bf16")
 h.check(ck16["model_state_dict"]["fc1.weight"].dtype == torch.float32, "bf16 runs keep fp32 weights")
+
+# fp16 autocast with the dynamic loss scale (the CUDA side of what e2e_controls tests on the
+# CPU with the same code): an Inf gradient injected at step 5 is skipped, the scale backs off
+# from 1024 to 512, training goes on and learns; the checkpoint holds the scaler's state.
+os.environ.update({"FORGE_FAULT_INF_GRAD_RANK": "0", "FORGE_FAULT_INF_GRAD_STEPS": "5"})
+p = h.run(["train", cfg, "--set", "run.dir=fp16", "--set", "run.precision=fp16", "--set", "loss_scale.init=1024",
+           "--set", "loss_scale.growth_interval=100000"] + base)
+del os.environ["FORGE_FAULT_INF_GRAD_RANK"], os.environ["FORGE_FAULT_INF_GRAD_STEPS"]
+out16 = p.stdout + p.stderr
+acc_fp16 = final_accuracy(out16)
+h.check("the step is skipped on every rank" in out16, "fp16: the Inf gradient's step is skipped", out16[-2000:])
+h.check(acc_fp16 is not None and acc_fp16 > MIN_ACCURACY, f"fp16 autocast with a loss scale learns ({acc_fp16}%)")
+ck_fp16 = last_checkpoint("fp16")
+h.check(ck_fp16.get("loss_scaler", {}).get("scale") == 512.0 and
+        ck_fp16["model_state_dict"]["fc1.weight"].dtype == torch.float32,
+        f"fp16: the scale backed off once (1024 -> 512) and the weights stay fp32 ({ck_fp16.get('loss_scaler')})")
 
 # Preempted mid-epoch on the GPU: exit 75, then --resume auto finishes the run.
 env_run = subprocess.run([h.forge, "train", cfg, "--set", "run.dir=pre"] + base, cwd=h.work, capture_output=True,

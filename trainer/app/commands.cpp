@@ -13,10 +13,12 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       {"data",
        "data fashion-mnist --out FILE.h5 [--source DIR]\n"
-       "  data synthetic --out FILE.h5 --samples N --features D --classes C [--seed S]\n"
-       "  data from-npy --out FILE.h5 --train-features X.npy --train-labels Y.npy [...]\n"
+       "  data synthetic --out FILE.h5 --samples N --features D (--classes C | --targets T) [...]\n"
+       "  data text --out FILE.h5 --context T FILE_OR_FOLDER...\n"
+       "  data from-npy --out FILE.h5 --train-features X.npy [--train-labels Y.npy] [...]\n"
        "                         write a data set in forge's HDF5 layout (Fashion-MNIST,\n"
-       "                         a learnable synthetic set, NumPy arrays)",
+       "                         a learnable classification or regression set, byte\n"
+       "                         sequences of text, NumPy arrays)",
        cmdData},
       {"train",
        "train CONFIG.yaml [--set key=value ...] [--resume auto|PATH]\n"
