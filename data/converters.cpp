@@ -79,10 +79,24 @@ std::string findIdx(const std::string& dir, const std::string& stem) {
                       "' (install Debian's dataset-fashion-mnist or pass --source DIR)"));
 }
 
+// DataError when `out` names one of the `inputs` (the same file by another path too): the
+// conversion would replace what it reads.
+void refuseOverwritingInput(const std::string& out, const std::vector<std::string>& inputs) {
+  std::error_code ec;
+  for (const auto& in : inputs) {
+    if (fs::exists(out, ec) && fs::equivalent(out, in, ec)) {
+      throw DataError(concat("--out '", out, "' is the input '", in, "': write the data set to another file"));
+    }
+  }
+}
+
 // Creates `out`'s temporary sibling, lets `fill` write into it, then renames it into place.
 template <typename Fill>
 void writeAtomically(const std::string& out, Fill fill) {
   silenceHdf5Errors();
+  if (out.empty()) throw DataError("--out names no file");
+  std::error_code dirEc;
+  if (fs::is_directory(out, dirEc)) throw DataError(concat("--out '", out, "' is a folder: name the file to write"));
   fs::path target(out);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
   std::string tmp = out + ".tmp." + std::to_string(::getpid());
@@ -123,6 +137,7 @@ void convertFashionMnist(const std::string& sourceDir, const std::string& out) {
                         {"test", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}};
   std::vector<Idx> images, labels;
   for (const auto& p : parts) {
+    refuseOverwritingInput(out, {findIdx(sourceDir, p.images), findIdx(sourceDir, p.labels)});
     images.push_back(readIdx(findIdx(sourceDir, p.images), 3));
     labels.push_back(readIdx(findIdx(sourceDir, p.labels), 1));
     if (images.back().dims[0] != labels.back().dims[0]) {
@@ -365,6 +380,8 @@ void convertNpy(const std::vector<NpySplit>& splits, const std::string& out) {
   if (splits.empty()) throw ConfigError("forge data from-npy needs at least the train split's arrays");
   std::vector<std::pair<Npy, std::optional<Npy>>> arrays;
   for (const auto& s : splits) {
+    refuseOverwritingInput(out, {s.features});
+    if (!s.labels.empty()) refuseOverwritingInput(out, {s.labels});
     Npy x = readNpyHeader(s.features);
     if (!npyInteger(x) && !npyFloat(x)) {
       throw DataError(concat("'", x.path, "' holds dtype '", x.descr,
@@ -378,6 +395,11 @@ void convertNpy(const std::vector<NpySplit>& splits, const std::string& out) {
                              ": features need a sample dimension and at least one feature dimension"));
     }
     if (x.shape[0] == 0) throw DataError(concat("split '", s.split, "' is empty"));
+    for (size_t d = 1; d < x.shape.size(); ++d) {
+      if (x.shape[d] == 0) {
+        throw DataError(concat("'", x.path, "' has shape ", dimsText(x.shape), ": a sample holds no value"));
+      }
+    }
     std::optional<Npy> y;
     if (!s.labels.empty()) {
       y = readNpyHeader(s.labels);
@@ -395,6 +417,21 @@ void convertNpy(const std::vector<NpySplit>& splits, const std::string& out) {
       }
     }
     arrays.emplace_back(x, y);
+  }
+  // Every split's samples and targets have the first split's shape: a model trained on one
+  // is evaluated on the others.
+  const auto& [x0, y0] = arrays[0];
+  for (size_t i = 1; i < arrays.size(); ++i) {
+    const auto& [x, y] = arrays[i];
+    auto trailing = [](const Npy& n) { return std::vector<int64_t>(n.shape.begin() + 1, n.shape.end()); };
+    if (trailing(x) != trailing(x0)) {
+      throw DataError(concat("'", x.path, "' has samples of shape ", dimsText(trailing(x)), " but '", x0.path,
+                             "' has ", dimsText(trailing(x0)), ": every split's must match"));
+    }
+    if (y && y0 && trailing(*y) != trailing(*y0)) {
+      throw DataError(concat("'", y->path, "' has targets of shape ", dimsText(trailing(*y)), " but '", y0->path,
+                             "' has ", dimsText(trailing(*y0)), ": every split's must match"));
+    }
   }
   writeAtomically(out, [&](hid_t file) {
     for (size_t i = 0; i < splits.size(); ++i) {
@@ -476,7 +513,9 @@ TextSummary convertText(const TextSpec& spec, const std::string& out) {
   if (spec.inputs.empty()) throw ConfigError("forge data text needs at least one text file or folder");
   TextSummary sum;
   std::string train, test;
-  for (const auto& p : textFiles(spec.inputs, sum.skipped)) {
+  const std::vector<fs::path> files = textFiles(spec.inputs, sum.skipped);
+  for (const auto& p : files) refuseOverwritingInput(out, {p.string()});
+  for (const auto& p : files) {
     std::string bytes = readFileBytes(p);
     if (bytes.find('\0') < std::min<size_t>(bytes.size(), 8192)) {
       ++sum.skipped;  // binary (an index file, an image): not text to model

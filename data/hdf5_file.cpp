@@ -13,7 +13,9 @@ std::string H5DatasetInfo::typeName() const {
   if (typeClass == H5T_INTEGER) return concat(isSigned ? "int" : "uint", typeSize * 8);
   if (typeClass == H5T_FLOAT) return concat("float", typeSize * 8);
   if (typeClass == H5T_STRING) return "string";
-  return "compound/other";
+  if (typeClass == H5T_ENUM) return "enum (h5py stores bool so)";
+  if (typeClass == H5T_COMPOUND) return "compound";
+  return "an HDF5 type of another class";
 }
 
 void silenceHdf5Errors() {

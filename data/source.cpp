@@ -187,7 +187,8 @@ at::Tensor readLabels(hid_t labels, const H5DatasetInfo& li, const SourceSpec& s
     at::Tensor bad = out.isfinite().logical_not().reshape({shape[0], -1}).any(1).nonzero();
     if (bad.numel() > 0) {
       throw DataError(context + concat("target of sample ", bad[0][0].item<int64_t>(),
-                                       " is not finite (NaN or Inf): fix the data"));
+                                       " is not finite as float32 (NaN, Inf, or beyond float32's range of 3.4e38): "
+                                       "fix the data"));
     }
   }
   return out;

@@ -40,6 +40,22 @@ def same_checkpoint(a, b):
     return harness_same_checkpoint(a, b)[0]
 
 
+def wait_done(c, j, timeout):
+    """The job's last state once it is done for good: a final state and the script's last
+    line ("forge exited") in the output (a requeued job passes through COMPLETED-like states
+    before it runs again); or what it was when `timeout` s ran out."""
+    deadline = time.time() + timeout
+    info = {}
+    while time.time() < deadline:
+        info = c.job(j)
+        log = h.path(f"job-{j}.out")
+        done = os.path.exists(log) and "[sbatch] forge exited" in open(log).read()
+        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and done:
+            break
+        time.sleep(0.5)
+    return info
+
+
 # The reference: the same config directly under mpirun.
 p = h.run(["train", cfg, "--set", "run.dir=ref"], ranks=2)
 ref_fp = fp.search(p.stdout).group(1)
@@ -87,15 +103,7 @@ with cluster as c:
     sent = c.run(["scancel", "--signal=USR1", "--batch", j])
     h.check(sent.returncode == 0, "the preemption signal is delivered to the batch shell", sent.stderr)
     # The job saves, exits 75, requeues itself, runs again and completes.
-    deadline = time.time() + 300
-    info = {}
-    while time.time() < deadline:
-        info = c.job(j)
-        # Done: a final state, and the script's last line ("forge exited") in the output (a
-        # requeued job passes through COMPLETED-like states before it runs again).
-        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and "[sbatch] forge exited" in out(j):
-            break
-        time.sleep(0.5)
+    info = wait_done(c, j, 300)
     log = out(j)
     h.check(info.get("JobState") == "COMPLETED" and info.get("Restarts") == "1",
             f"the preempted job requeues once and completes ({info.get('JobState')}, restarts "
@@ -124,13 +132,7 @@ with cluster as c:
     j = c.sbatch(["--ntasks-per-node=2", "--time=1", "--signal=B:USR1@5", f"--output={h.path('job-%j.out')}",
                   template, cfg, "--set", "run.dir=timed", "--set", "run.max_time=12", *timed],
                  cwd=h.work, extra_env=env)
-    deadline = time.time() + 400
-    info = {}
-    while time.time() < deadline:
-        info = c.job(j)
-        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} and "[sbatch] forge exited" in out(j):
-            break
-        time.sleep(0.5)
+    info = wait_done(c, j, 400)
     log = out(j)
     restarts = int(info.get("Restarts", "0") or 0)
     h.check(info.get("JobState") == "COMPLETED" and restarts >= 1,

@@ -76,6 +76,7 @@ int cmdData(int argc, char** argv) {
     if (a.has("classes")) spec.classes = parseInt(a.one("classes"), "classes");
     if (a.has("targets")) {
       spec.targets = parseInt(a.one("targets"), "targets");
+      if (spec.targets < 1) usage("forge data synthetic: --targets must be at least 1", kDataHelp);
       spec.noise = parseDouble(a.one("noise", "0.1"), "noise");
     }
     spec.seed = static_cast<uint64_t>(parseInt(a.one("seed", "0"), "seed"));

@@ -1,6 +1,7 @@
 // Where a run starts: the run dir's checkpoints, the one to resume from, and the state it
 // restores (weights, optimizer, position, best metric, each rank's generator).
 #include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cstring>
 #include <filesystem>
@@ -121,6 +122,42 @@ void Trainer::prepareRunDir(const std::string& resume) {
   log::teeTo(runDir_.log());
 }
 
+// A resumed run that computes another function than the one saved, or steps with another
+// optimizer, is no continuation: the weights load (their shapes fit) but, say, model.heads
+// 2 -> 4 splits attention differently and optimizer.name adamw -> sgd drops the moments.
+// Each model key, the task and the optimizer that differ from the checkpoint's config are
+// named (a warning: a deliberate change, dropout for fine-tuning, is the user's to make).
+void Trainer::warnOfChangedSetup(const std::string& savedConfig, const std::string& path) const {
+  if (savedConfig.empty() || world_.rank != 0) return;
+  YAML::Node saved, now;
+  try {
+    saved = YAML::Load(savedConfig);
+    now = YAML::Load(cfg_.resolved);
+  } catch (const YAML::Exception&) {
+    return;  // an older or hand-made checkpoint: nothing to compare
+  }
+  auto text = [](const YAML::Node& n) {
+    YAML::Emitter e;
+    e << YAML::Flow << n;
+    return std::string(e.c_str());
+  };
+  std::vector<std::string> changed;
+  auto compare = [&](const std::string& section, const std::string& key) {
+    const YAML::Node a = saved[section] ? saved[section][key] : YAML::Node();
+    const YAML::Node b = now[section] ? now[section][key] : YAML::Node();
+    if (a && b && text(a) != text(b)) changed.push_back(concat(section, ".", key, " ", text(a), " -> ", text(b)));
+  };
+  if (saved["model"] && saved["model"].IsMap()) {
+    for (const auto& kv : saved["model"]) compare("model", kv.first.as<std::string>());
+  }
+  compare("task", "name");
+  compare("optimizer", "name");
+  if (!changed.empty()) {
+    log::warn("ckpt", "resuming from ", path, " with a config that differs from the one it was trained with: ",
+              join(changed, ", "), ": the weights load, but the run does not continue the saved one exactly");
+  }
+}
+
 void Trainer::resumeFrom() {
   // Rank 0 chose the file during setup; every rank reads the same one.
   std::string path = resumePath_;
@@ -137,6 +174,7 @@ void Trainer::resumeFrom() {
   }
   resumed_ = true;
   ckpt::Checkpoint ck = ckpt::load(path);
+  warnOfChangedSetup(ck.config, path);
   loadModelStateDict(*model_.module, ck.modelState, path);
   try {
     optimizer_->loadStateDict(ck.optimizerState);

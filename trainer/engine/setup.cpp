@@ -141,6 +141,11 @@ void Trainer::openData() {
                            dimsText(eval_->sampleShape()), " but the training split's are ",
                            at::toString(train_->featureType()), " ", dimsText(shape)));
   }
+  if (eval_->targetShape() != train_->targetShape()) {
+    throw DataError(concat("data ", eval_->name(), ": each sample's target has shape ", dimsText(eval_->targetShape()),
+                           " but the training split's has ", dimsText(train_->targetShape()),
+                           " (dataset '", cfg_.data.labels, "' of both splits must match)"));
+  }
 }
 
 // The model from the registry (or the caller), identical on every rank, moved to its device
@@ -307,9 +312,11 @@ void Trainer::checkTokenIds(int64_t vocabulary) {
     const int64_t n = split->size();
     const int64_t first = n * world_.rank / world_.size, last = n * (world_.rank + 1) / world_.size;
     data::TokenRange r = data::tokenRange(*split, first, last - first);
-    at::Tensor mine = at::tensor({-r.min, r.max}, at::kLong), all = mine.clone();
-    comm_.allReduce(all, dist::ReduceOp::kMax);
-    if (all[0].item<int64_t>() <= 0 && all[1].item<int64_t>() < vocabulary) continue;
+    // Min and max reduced as they are: negating INT64_MIN would overflow.
+    at::Tensor lo = at::tensor({r.min}, at::kLong), hi = at::tensor({r.max}, at::kLong);
+    comm_.allReduce(lo, dist::ReduceOp::kMin);
+    comm_.allReduce(hi, dist::ReduceOp::kMax);
+    if (lo.item<int64_t>() >= 0 && hi.item<int64_t>() < vocabulary) continue;
     // The rank that holds the offending id names it; the others say where to look.
     std::string where = "another rank's share of the split";
     if (r.max >= vocabulary) {
@@ -317,8 +324,8 @@ void Trainer::checkTokenIds(int64_t vocabulary) {
     } else if (r.min < 0) {
       where = concat("sample ", r.sampleOfMin, " (", split->locate(r.sampleOfMin), ") holds ", r.min);
     }
-    throw DataError(concat("data ", split->name(), ": token ids reach ", all[1].item<int64_t>(), " and go down to ",
-                           -all[0].item<int64_t>(), ", outside the model's vocabulary [0, ", vocabulary,
+    throw DataError(concat("data ", split->name(), ": token ids reach ", hi.item<int64_t>(), " and go down to ",
+                           lo.item<int64_t>(), ", outside the model's vocabulary [0, ", vocabulary,
                            ") (model.vocab_size): ", where));
   }
 }

@@ -137,6 +137,9 @@ class Trainer {
   void addPart(StatefulPart& part);
   // resume.cpp
   void prepareRunDir(const std::string& resume);
+  // Rank 0: a warning naming the model keys, task and optimizer that differ from the
+  // checkpoint's config (trainer/engine/resume.cpp).
+  void warnOfChangedSetup(const std::string& savedConfig, const std::string& path) const;
   void resumeFrom();
   void warnIfScheduleChanged(const ckpt::Checkpoint& ck) const;
   // checkpointing.cpp

@@ -103,10 +103,10 @@ ModelSpec gptModel() {
     if (shape.size() != 1) {
       return concat("samples have shape ", dimsText(shape), " but the gpt model takes sequences of token ids");
     }
-    return concat("sequences give ", shape[0], " input positions (", shape[0] + 1, " stored tokens: the inputs and "
-                  "the next token) but model.context is ", context, ": the sequences are ",
-                  shape[0] < context ? "shorter" : "longer", " than the context (make the data with forge data text "
-                  "--context ", context, ", or set model.context: ", shape[0], ")");
+    return concat("sequences give the model ", shape[0], " positions (with next-token targets a stored sequence "
+                  "holds one more) but model.context is ", context, ": the sequences are ",
+                  shape[0] < context ? "shorter" : "longer", " than the context (forge data text --context ", context,
+                  " makes them to fit, or set model.context: ", shape[0], ")");
   };
   s.vocabulary = [](const Options& o) { return o.get<int64_t>("vocab_size"); };
   return s;
