@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/strings.h"
+#include "data/converter_output.h"
 #include "data/hdf5_file.h"
 
 namespace forge::data {
@@ -79,8 +80,17 @@ std::string findIdx(const std::string& dir, const std::string& stem) {
                       "' (install Debian's dataset-fashion-mnist or pass --source DIR)"));
 }
 
-// DataError when `out` names one of the `inputs` (the same file by another path too): the
-// conversion would replace what it reads.
+void writeSplit(hid_t file, const std::string& split, const std::vector<hsize_t>& featDims, hid_t featFileType,
+                hid_t featMemType, size_t featBytesPerRow, const void* features, const std::vector<int64_t>& labels) {
+  H5Id group = createGroup(file, split);
+  hsize_t rows = streamingChunkRows(featBytesPerRow);
+  writeDataset(file, split + "/features", featFileType, featMemType, featDims, rows, features);
+  writeDataset(file, split + "/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {static_cast<hsize_t>(labels.size())},
+               streamingChunkRows(8), labels.data());
+}
+
+}  // namespace
+
 void refuseOverwritingInput(const std::string& out, const std::vector<std::string>& inputs) {
   std::error_code ec;
   for (const auto& in : inputs) {
@@ -90,9 +100,7 @@ void refuseOverwritingInput(const std::string& out, const std::vector<std::strin
   }
 }
 
-// Creates `out`'s temporary sibling, lets `fill` write into it, then renames it into place.
-template <typename Fill>
-void writeAtomically(const std::string& out, Fill fill) {
+void writeAtomically(const std::string& out, const std::function<void(hid_t)>& fill) {
   silenceHdf5Errors();
   if (out.empty()) throw DataError("--out names no file");
   std::error_code dirEc;
@@ -115,17 +123,6 @@ void writeAtomically(const std::string& out, Fill fill) {
     throw;
   }
 }
-
-void writeSplit(hid_t file, const std::string& split, const std::vector<hsize_t>& featDims, hid_t featFileType,
-                hid_t featMemType, size_t featBytesPerRow, const void* features, const std::vector<int64_t>& labels) {
-  H5Id group = createGroup(file, split);
-  hsize_t rows = streamingChunkRows(featBytesPerRow);
-  writeDataset(file, split + "/features", featFileType, featMemType, featDims, rows, features);
-  writeDataset(file, split + "/labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {static_cast<hsize_t>(labels.size())},
-               streamingChunkRows(8), labels.data());
-}
-
-}  // namespace
 
 void convertFashionMnist(const std::string& sourceDir, const std::string& out) {
   struct Part {
@@ -252,311 +249,6 @@ void writeSynthetic(const SyntheticSpec& spec, const std::string& out) {
     writeSplitStreaming(file, "train", spec.samples, spec.progress);
     writeSplitStreaming(file, "test", std::max<int64_t>(1, spec.samples / 5), spec.progress);
   });
-}
-
-namespace {
-
-// A NumPy .npy file (format 1.0 to 3.0): dtype, shape, and where the data starts.
-struct Npy {
-  std::string path;
-  char kind = 0;      // 'u' unsigned, 'i' signed, 'f' float
-  size_t itemSize = 0;
-  std::vector<int64_t> shape;
-  long dataOffset = 0;
-  std::string descr;
-};
-
-Npy readNpyHeader(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) throw DataError(concat("cannot open '", path, "': ", std::strerror(errno)));
-  unsigned char pre[10];
-  size_t got = std::fread(pre, 1, sizeof pre, f);
-  if (got != sizeof pre || std::memcmp(pre, "\x93NUMPY", 6) != 0) {
-    std::fclose(f);
-    throw DataError(concat("'", path, "' is not a NumPy .npy file (no \\x93NUMPY magic)"));
-  }
-  int major = pre[6];
-  size_t headerLen = 0;
-  long offset = 10;
-  if (major == 1) {
-    headerLen = pre[8] | (pre[9] << 8);
-  } else {
-    unsigned char more[2];
-    if (std::fread(more, 1, 2, f) != 2) {
-      std::fclose(f);
-      throw DataError(concat("'", path, "' is truncated"));
-    }
-    headerLen = pre[8] | (pre[9] << 8) | (more[0] << 16) | (static_cast<size_t>(more[1]) << 24);
-    offset = 12;
-  }
-  std::string header(headerLen, '\0');
-  bool ok = std::fread(header.data(), 1, headerLen, f) == headerLen;
-  std::fclose(f);
-  if (!ok) throw DataError(concat("'", path, "' is truncated (header)"));
-  Npy n;
-  n.path = path;
-  n.dataOffset = offset + static_cast<long>(headerLen);
-  auto valueOf = [&](const std::string& key) {
-    size_t k = header.find("'" + key + "'");
-    if (k == std::string::npos) throw DataError(concat("'", path, "': no '", key, "' in the .npy header"));
-    size_t colon = header.find(':', k);
-    size_t start = header.find_first_not_of(" ", colon + 1);
-    return header.substr(start);
-  };
-  std::string descr = valueOf("descr");
-  n.descr = descr.substr(1, descr.find('\'', 1) - 1);
-  if (valueOf("fortran_order").rfind("True", 0) == 0) {
-    throw DataError(concat("'", path, "' is stored in Fortran order: save it with np.ascontiguousarray first"));
-  }
-  if (n.descr.size() < 3 || (n.descr[0] != '<' && n.descr[0] != '|' && n.descr[0] != '=')) {
-    throw DataError(concat("'", path, "' holds dtype '", n.descr, "': only little-endian arrays are supported"));
-  }
-  n.kind = n.descr[1];
-  n.itemSize = static_cast<size_t>(std::stoul(n.descr.substr(2)));
-  std::string shape = valueOf("shape");
-  shape = shape.substr(1, shape.find(')') - 1);
-  for (const auto& part : split(shape, ',')) {
-    size_t a = part.find_first_not_of(" ");
-    if (a == std::string::npos) continue;
-    n.shape.push_back(std::stoll(part.substr(a)));
-  }
-  if (n.shape.empty()) throw DataError(concat("'", path, "' holds a scalar, not an array of samples"));
-  return n;
-}
-
-// Copies an .npy array into a dataset, block by block; `memType` describes the file's bytes.
-void copyNpy(const Npy& n, hid_t file, const std::string& name, hid_t fileType, hid_t memType,
-             const std::function<void(const char*, int64_t, int64_t)>& convert = nullptr) {
-  int64_t rows = n.shape[0];
-  int64_t rowElements = 1;
-  for (size_t i = 1; i < n.shape.size(); ++i) rowElements *= n.shape[i];
-  const size_t rowBytes = static_cast<size_t>(rowElements) * n.itemSize;
-  std::vector<hsize_t> dims(n.shape.begin(), n.shape.end());
-  H5Id ds = createRowsDataset(file, name, fileType, dims, streamingChunkRows(rowBytes));
-  std::FILE* f = std::fopen(n.path.c_str(), "rb");
-  if (f == nullptr || std::fseek(f, n.dataOffset, SEEK_SET) != 0) {
-    if (f) std::fclose(f);
-    throw DataError(concat("cannot read '", n.path, "'"));
-  }
-  const int64_t block = std::max<int64_t>(1, static_cast<int64_t>((16u << 20) / std::max<size_t>(1, rowBytes)));
-  std::vector<char> buf;
-  try {
-    for (int64_t first = 0; first < rows; first += block) {
-      int64_t m = std::min(block, rows - first);
-      buf.resize(static_cast<size_t>(m) * rowBytes);
-      if (std::fread(buf.data(), 1, buf.size(), f) != buf.size()) {
-        throw DataError(concat("'", n.path, "' is truncated: its header promises ", rows, " rows"));
-      }
-      if (convert) convert(buf.data(), first, m);
-      writeRows(ds.get(), memType, first, m, buf.data());
-    }
-  } catch (...) {
-    std::fclose(f);
-    throw;
-  }
-  std::fclose(f);
-}
-
-}  // namespace
-
-namespace {
-
-hid_t npyIntegerType(const Npy& n) {
-  if (n.kind == 'u') {
-    return n.itemSize == 1 ? H5T_STD_U8LE : n.itemSize == 2 ? H5T_STD_U16LE : n.itemSize == 4 ? H5T_STD_U32LE : H5T_STD_U64LE;
-  }
-  return n.itemSize == 1 ? H5T_STD_I8LE : n.itemSize == 2 ? H5T_STD_I16LE : n.itemSize == 4 ? H5T_STD_I32LE : H5T_STD_I64LE;
-}
-
-bool npyInteger(const Npy& n) {
-  return (n.kind == 'i' || n.kind == 'u') && (n.itemSize == 1 || n.itemSize == 2 || n.itemSize == 4 || n.itemSize == 8);
-}
-
-bool npyFloat(const Npy& n) { return n.kind == 'f' && (n.itemSize == 4 || n.itemSize == 8); }
-
-}  // namespace
-
-void convertNpy(const std::vector<NpySplit>& splits, const std::string& out) {
-  if (splits.empty()) throw ConfigError("forge data from-npy needs at least the train split's arrays");
-  std::vector<std::pair<Npy, std::optional<Npy>>> arrays;
-  for (const auto& s : splits) {
-    refuseOverwritingInput(out, {s.features});
-    if (!s.labels.empty()) refuseOverwritingInput(out, {s.labels});
-    Npy x = readNpyHeader(s.features);
-    if (!npyInteger(x) && !npyFloat(x)) {
-      throw DataError(concat("'", x.path, "' holds dtype '", x.descr,
-                             "': features must be uint8, float32 or float64 values, or integer token ids"));
-    }
-    if (x.kind == 'u' && x.itemSize == 8) {
-      throw DataError(concat("'", x.path, "' holds uint64 token ids: store them as int64 (ids up to 2^63)"));
-    }
-    if (x.shape.size() < 2) {
-      throw DataError(concat("'", x.path, "' has shape ", dimsText(x.shape),
-                             ": features need a sample dimension and at least one feature dimension"));
-    }
-    if (x.shape[0] == 0) throw DataError(concat("split '", s.split, "' is empty"));
-    for (size_t d = 1; d < x.shape.size(); ++d) {
-      if (x.shape[d] == 0) {
-        throw DataError(concat("'", x.path, "' has shape ", dimsText(x.shape), ": a sample holds no value"));
-      }
-    }
-    std::optional<Npy> y;
-    if (!s.labels.empty()) {
-      y = readNpyHeader(s.labels);
-      if (npyInteger(*y) && y->shape.size() != 1) {
-        throw DataError(concat("'", y->path, "' holds ", y->descr, " ", dimsText(y->shape),
-                               ": integer labels are one class per sample (N); float targets may have any shape"));
-      }
-      if (!npyInteger(*y) && !npyFloat(*y)) {
-        throw DataError(concat("'", y->path, "' holds dtype '", y->descr,
-                               "': labels must be integers (classes) or float32 / float64 (regression targets)"));
-      }
-      if (x.shape[0] != y->shape[0]) {
-        throw DataError(concat("split '", s.split, "': '", x.path, "' has ", x.shape[0], " samples but '", y->path,
-                               "' has ", y->shape[0]));
-      }
-    }
-    arrays.emplace_back(x, y);
-  }
-  // Every split's samples and targets have the first split's shape: a model trained on one
-  // is evaluated on the others.
-  const auto& [x0, y0] = arrays[0];
-  for (size_t i = 1; i < arrays.size(); ++i) {
-    const auto& [x, y] = arrays[i];
-    auto trailing = [](const Npy& n) { return std::vector<int64_t>(n.shape.begin() + 1, n.shape.end()); };
-    if (trailing(x) != trailing(x0)) {
-      throw DataError(concat("'", x.path, "' has samples of shape ", dimsText(trailing(x)), " but '", x0.path,
-                             "' has ", dimsText(trailing(x0)), ": every split's must match"));
-    }
-    if (y && y0 && trailing(*y) != trailing(*y0)) {
-      throw DataError(concat("'", y->path, "' has targets of shape ", dimsText(trailing(*y)), " but '", y0->path,
-                             "' has ", dimsText(trailing(*y0)), ": every split's must match"));
-    }
-  }
-  writeAtomically(out, [&](hid_t file) {
-    for (size_t i = 0; i < splits.size(); ++i) {
-      const auto& [x, y] = arrays[i];
-      H5Id group = createGroup(file, splits[i].split);
-      // Values and token ids are stored as they are; HDF5 reads them back in their type.
-      hid_t type = npyFloat(x) ? (x.itemSize == 4 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE) : npyIntegerType(x);
-      copyNpy(x, file, splits[i].split + "/features", type, type);
-      if (!y) continue;
-      if (npyFloat(*y)) {
-        hid_t ft = y->itemSize == 4 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE;
-        copyNpy(*y, file, splits[i].split + "/labels", ft, ft);
-      } else {
-        copyNpy(*y, file, splits[i].split + "/labels", H5T_STD_I64LE, npyIntegerType(*y));  // classes as int64
-      }
-    }
-  });
-}
-
-namespace {
-
-// The files a text input names: itself, or a folder's regular files in name order.
-std::vector<fs::path> textFiles(const std::vector<std::string>& inputs, int64_t& skippedLinks) {
-  std::vector<fs::path> out;
-  for (const auto& in : inputs) {
-    std::error_code ec;
-    if (fs::is_directory(in, ec)) {
-      std::vector<fs::path> here;
-      for (const auto& e : fs::directory_iterator(in, ec)) {
-        if (e.is_symlink()) {
-          ++skippedLinks;
-        } else if (e.is_regular_file()) {
-          here.push_back(e.path());
-        }
-      }
-      if (ec) throw DataError(concat("cannot list '", in, "': ", ec.message()));
-      std::sort(here.begin(), here.end());
-      out.insert(out.end(), here.begin(), here.end());
-    } else if (fs::is_regular_file(in, ec)) {
-      out.emplace_back(in);
-    } else {
-      throw DataError(concat("'", in, "' is no text file or folder", ec ? concat(" (", ec.message(), ")") : ""));
-    }
-  }
-  return out;
-}
-
-std::string readFileBytes(const fs::path& p) {
-  std::FILE* f = std::fopen(p.c_str(), "rb");
-  if (f == nullptr) throw DataError(concat("cannot open '", p.string(), "': ", std::strerror(errno)));
-  std::string bytes;
-  char buf[1 << 16];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.append(buf, got);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) throw DataError(concat("cannot read '", p.string(), "'"));
-  return bytes;
-}
-
-// Rows of context + 1 bytes, stride context.
-std::vector<uint8_t> sequencesOf(const std::string& stream, int64_t context, int64_t& rows) {
-  const int64_t len = static_cast<int64_t>(stream.size());
-  rows = len > context ? (len - 1) / context : 0;
-  std::vector<uint8_t> out(static_cast<size_t>(rows * (context + 1)));
-  for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(out.data() + r * (context + 1), stream.data() + r * context, static_cast<size_t>(context + 1));
-  }
-  return out;
-}
-
-}  // namespace
-
-TextSummary convertText(const TextSpec& spec, const std::string& out) {
-  if (spec.context < 1) throw ConfigError("forge data text needs --context >= 1");
-  if (!(spec.testFraction > 0 && spec.testFraction < 1)) {
-    throw ConfigError("forge data text needs --test-fraction in (0, 1)");
-  }
-  if (spec.inputs.empty()) throw ConfigError("forge data text needs at least one text file or folder");
-  TextSummary sum;
-  std::string train, test;
-  const std::vector<fs::path> files = textFiles(spec.inputs, sum.skipped);
-  for (const auto& p : files) refuseOverwritingInput(out, {p.string()});
-  for (const auto& p : files) {
-    std::string bytes = readFileBytes(p);
-    if (bytes.find('\0') < std::min<size_t>(bytes.size(), 8192)) {
-      ++sum.skipped;  // binary (an index file, an image): not text to model
-      continue;
-    }
-    ++sum.files;
-    const size_t held = static_cast<size_t>(static_cast<double>(bytes.size()) * spec.testFraction);
-    train.append(bytes, 0, bytes.size() - held);
-    test.append(bytes, bytes.size() - held, held);
-  }
-  int64_t trainRows = 0, testRows = 0;
-  std::vector<uint8_t> trainSeq = sequencesOf(train, spec.context, trainRows);
-  std::vector<uint8_t> testSeq = sequencesOf(test, spec.context, testRows);
-  if (trainRows == 0 || testRows == 0) {
-    throw DataError(concat("the text (", withThousands(static_cast<int64_t>(train.size())), " training and ",
-                           withThousands(static_cast<int64_t>(test.size())), " held-out bytes from ", sum.files,
-                           " file(s)) is too short for one sequence of ", spec.context + 1,
-                           " bytes in each split: give more text or a shorter --context"));
-  }
-  // The held-out targets: bytes 1 .. rows x context of the held-out stream.
-  std::array<int64_t, 256> counts{};
-  for (int64_t i = 1; i <= testRows * spec.context; ++i) ++counts[static_cast<uint8_t>(test[static_cast<size_t>(i)])];
-  const double total = static_cast<double>(testRows * spec.context);
-  for (int64_t c : counts) {
-    if (c > 0) sum.unigramEntropyNats -= static_cast<double>(c) / total * std::log(static_cast<double>(c) / total);
-  }
-  const hsize_t width = static_cast<hsize_t>(spec.context + 1);
-  writeAtomically(out, [&](hid_t file) {
-    for (auto [name, rows, data] : {std::tuple<const char*, int64_t, const std::vector<uint8_t>*>{"train", trainRows, &trainSeq},
-                                   {"test", testRows, &testSeq}}) {
-      H5Id group = createGroup(file, name);
-      writeDataset(file, std::string(name) + "/features", H5T_STD_U8LE, H5T_NATIVE_UINT8,
-                   {static_cast<hsize_t>(rows), width}, streamingChunkRows(width), data->data());
-      if (std::string(name) == "test") writeDoubleAttribute(group.get(), "unigram_entropy_nats", sum.unigramEntropyNats);
-    }
-  });
-  sum.trainBytes = static_cast<int64_t>(train.size());
-  sum.testBytes = static_cast<int64_t>(test.size());
-  sum.trainSequences = trainRows;
-  sum.testSequences = testRows;
-  return sum;
 }
 
 }  // namespace forge::data
