@@ -47,32 +47,33 @@ LossSpec huberLoss() {
                        [](const at::Tensor& o, const at::Tensor& y) { return torch::nn::functional::huber_loss(o, y); });
 }
 
-MetricSpec mseMetric() {
+namespace {
+
+// The mean of `error(output - target)` over every target value.
+MetricSpec meanErrorMetric(std::string name, std::string help, at::Tensor (*error)(const at::Tensor&)) {
   MetricSpec s;
-  s.name = "mse";
-  s.help = "mean squared error over every target value";
+  s.name = name;
+  s.help = std::move(help);
   s.higherIsBetter = false;
-  s.sums = [](const at::Tensor& out, const data::Batch& b) {
+  s.sums = [error](const at::Tensor& out, const data::Batch& b) {
     auto [o, y] = asTargets(out, b.y);
-    return at::stack({(o - y).square().sum(), at::scalar_tensor(static_cast<double>(y.numel()), o.options())});
+    return at::stack({error(o - y).sum(), at::scalar_tensor(static_cast<double>(y.numel()), o.options())});
   };
   s.value = [](const std::vector<double>& t, double) { return t[0] / std::max(1.0, t[1]); };
-  s.check = [](const at::Tensor& out, const data::Batch& b) { return fitProblem("mse", out, b.y); };
+  s.check = [name](const at::Tensor& out, const data::Batch& b) { return fitProblem(name, out, b.y); };
   return s;
 }
 
+}  // namespace
+
+MetricSpec mseMetric() {
+  return meanErrorMetric("mse", "mean squared error over every target value",
+                         [](const at::Tensor& d) { return d.square(); });
+}
+
 MetricSpec maeMetric() {
-  MetricSpec s;
-  s.name = "mae";
-  s.help = "mean absolute error over every target value";
-  s.higherIsBetter = false;
-  s.sums = [](const at::Tensor& out, const data::Batch& b) {
-    auto [o, y] = asTargets(out, b.y);
-    return at::stack({(o - y).abs().sum(), at::scalar_tensor(static_cast<double>(y.numel()), o.options())});
-  };
-  s.value = [](const std::vector<double>& t, double) { return t[0] / std::max(1.0, t[1]); };
-  s.check = [](const at::Tensor& out, const data::Batch& b) { return fitProblem("mae", out, b.y); };
-  return s;
+  return meanErrorMetric("mae", "mean absolute error over every target value",
+                         [](const at::Tensor& d) { return d.abs(); });
 }
 
 MetricSpec r2Metric() {
