@@ -1,6 +1,8 @@
 // forge train: the training run, on every rank.
 #include <iostream>
 
+#include "core/log.h"
+#include "core/memory.h"
 #include "trainer/app/commands.h"
 #include "trainer/engine/preemption.h"
 #include "trainer/engine/trainer.h"
@@ -43,7 +45,13 @@ int cmdTrain(int argc, char** argv) {
   if (a.help) return std::cout << kTrainHelp, 0;
   Config cfg = configFrom(a, kTrainHelp, "train");
   const std::string resume = a.one("resume");
+  // Before MPI, the data and the model allocate: all of it under the same rules.
+  const bool kept = cfg.run.keepFreedMemory && keepFreedMemory();
   auto pg = processGroupFor(&argc, &argv, cfg, "train");
+  if (cfg.run.keepFreedMemory && !kept && pg->world().rank == 0) {
+    log::warn("train", "run.keep_freed_memory: this C library's allocator cannot be told to keep freed memory; "
+              "its defaults stay");
+  }
   installPreemptionHandlers();  // again, in case MPI's start replaced them
   dist::checkRanksAgree(pg->mpi(), configFacts(&cfg));
   std::unique_ptr<Trainer> trainer;

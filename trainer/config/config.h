@@ -25,6 +25,9 @@ struct RunConfig {
   int64_t maxSteps = 0;  // stop (with a checkpoint) after this many optimizer steps of the run; 0 = off
   double maxTime = 0;    // seconds of wall-clock time for this session; 0 = off (trainer/engine/stopping.h)
   bool deterministic = false;      // pin cuBLAS, cuDNN, NCCL for bit-exact GPU runs (distributed/determinism.h)
+  // Keep host memory freed between steps for the next step (glibc malloc neither trims the
+  // heap nor maps large blocks afresh) instead of handing it back and faulting it in again.
+  bool keepFreedMemory = true;
 };
 
 // model.name picks a registered model; the rest of the section is that model's own keys.

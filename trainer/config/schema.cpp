@@ -75,6 +75,10 @@ void declareRun(std::vector<Field>& f) {
                           "bit-exact GPU runs and resumes: CUBLAS_WORKSPACE_CONFIG=:4096:8, deterministic algorithms, "
                           "cuDNN deterministic without benchmark, NCCL_ALGO=Ring and NCCL_PROTO=Simple (each unless set); "
                           "costs some GPU speed, nothing on CPUs"));
+  f.push_back(field<bool>("run", "keep_freed_memory", [](Config& c) -> bool& { return c.run.keepFreedMemory; },
+                          "host memory freed in a step stays in the process for the next (glibc malloc: no heap "
+                          "trimming, blocks up to 32 MiB from the heap): 10-20k fewer page faults a step and less "
+                          "CPU per step; resident memory stays at its peak. false: glibc's defaults"));
 }
 
 // model, task: the registered model's keys follow name and init_from.

@@ -54,7 +54,11 @@ void MetricSums::add(const at::Tensor& lossValue, const at::Tensor& output, cons
   const int64_t n = batch.x.size(0);
   lossSum_ += lossValue.detach() * static_cast<double>(n);
   for (size_t i = 0; i < task_.metrics.size(); ++i) {
-    at::Tensor s = task_.metrics[i]->sums(output.detach(), batch).to(at::kDouble).reshape({-1});
+    const MetricSpec& m = *task_.metrics[i];
+    const bool fromLoss = m.sumsFromLoss && task_.loss != nullptr && m.reusesLoss == task_.loss->name;
+    at::Tensor s = (fromLoss ? m.sumsFromLoss(lossValue.detach(), batch) : m.sums(output.detach(), batch))
+                       .to(at::kDouble)
+                       .reshape({-1});
     if (!metricSums_[i].defined()) {
       metricSums_[i] = s.clone();
     } else if (metricSums_[i].numel() != s.numel()) {

@@ -61,6 +61,10 @@ struct MetricSpec {
   // The metric from the totals over all batches and ranks and the number of samples they
   // cover. Unset: totals[0] / samples.
   std::function<double(const std::vector<double>& totals, double samples)> value;
+  // Optional: when the run's loss is the one named here, the batch's sums from its mean
+  // loss instead of `sums` (perplexity from cross_entropy: no second pass over the logits).
+  std::string reusesLoss;
+  std::function<at::Tensor(const at::Tensor& meanLoss, const data::Batch& batch)> sumsFromLoss;
   // Optional: "" or why the model's output and the batch's targets are not what this metric
   // measures (checked on the probe batch before training, like LossSpec::check).
   std::function<std::string(const at::Tensor& output, const data::Batch& batch)> check;

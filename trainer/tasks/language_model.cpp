@@ -36,6 +36,13 @@ MetricSpec perToken(std::string name, std::string label, std::string help, doubl
   s.help = std::move(help);
   s.higherIsBetter = false;
   s.sums = crossEntropySums;
+  // Under the cross_entropy loss (the task's default) the batch's mean loss is the mean
+  // cross-entropy per position already: the sums follow from it.
+  s.reusesLoss = "cross_entropy";
+  s.sumsFromLoss = [](const at::Tensor& meanLoss, const data::Batch& b) {
+    const double n = static_cast<double>(b.y.numel());
+    return at::stack({meanLoss.to(at::kDouble) * n, at::scalar_tensor(n, meanLoss.options().dtype(at::kDouble))});
+  };
   s.value = [fromMean](const std::vector<double>& t, double) { return fromMean(t[0] / std::max(1.0, t[1])); };
   s.check = [name](const at::Tensor& out, const data::Batch& b) { return sequenceProblem(name, out, b.y); };
   return s;
