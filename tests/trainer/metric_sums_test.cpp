@@ -82,5 +82,41 @@ TEST_F(MetricSumsOverRanks, SumsOfAnotherLengthOnAnotherRankAreOneNamedErrorOnEv
   comm_.barrier();  // every rank got here: nobody was left in a collective
 }
 
+// perplexity and bits_per_token take the batch's mean loss when the run's loss is
+// cross_entropy; under any other loss they compute the cross-entropy of the logits
+// themselves. Both ways give the same values, over ranks of different batch sizes, and
+// the other loss's own value does not leak into them.
+TEST_F(MetricSumsOverRanks, PerplexityFromTheLossEqualsPerplexityFromTheLogits) {
+  LossSpec doubled;
+  doubled.name = "twice_cross_entropy";
+  doubled.help = "another loss: perplexity must not follow from it";
+  doubled.loss = [](const at::Tensor& out, const data::Batch& b) {
+    return 2.0 * registry().losses.get("cross_entropy").loss(out, b);
+  };
+  if (!registry().losses.find(doubled.name)) registerLoss(doubled);
+  torch::manual_seed(11 + rank());
+  const int64_t n = 2 + rank(), t = 5, v = 7;
+  data::Batch b{at::randn({n, t, v}), at::randint(v, {n, t}, at::kLong)};
+  std::vector<std::vector<std::pair<std::string, double>>> results;
+  for (const char* loss : {"cross_entropy", "twice_cross_entropy"}) {
+    Task task = Task::resolve(loss, {"perplexity", "bits_per_token"});
+    MetricSums sums(task, c10::kCPU);
+    sums.add(task.lossOf(b.x, b), b.x, b);
+    results.push_back(sums.global(comm_));
+  }
+  // The reference: every rank's summed cross-entropy over every rank's positions.
+  at::Tensor ce = torch::nn::functional::cross_entropy(
+      b.x.reshape({-1, v}), b.y.reshape({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  at::Tensor totals = at::stack({ce.to(at::kDouble), at::scalar_tensor(double(b.y.numel()), at::kDouble)});
+  comm_.allReduce(totals, dist::ReduceOp::kSum);
+  const double nats = totals[0].item<double>() / totals[1].item<double>();
+  for (const auto& r : results) {
+    ASSERT_EQ(r.size(), 3u);
+    EXPECT_NEAR(r[1].second, std::exp(nats), 1e-5 * std::exp(nats)) << "perplexity";
+    EXPECT_NEAR(r[2].second, nats / std::log(2.0), 1e-5) << "bits_per_token";
+  }
+  EXPECT_NEAR(results[1][0].second, 2.0 * results[0][0].second, 1e-5) << "the other loss is its own value";
+}
+
 }  // namespace
 }  // namespace forge::train

@@ -46,13 +46,15 @@ bool isPercent(const std::string& metric) {
 std::vector<RankTiming> Trainer::gatherRankTimings() {
   constexpr int64_t kHost = 48;
   const dist::RankRecord me = dist::rankStatus().snapshot();
-  at::Tensor mine = at::zeros({4 + kHost / 8}, at::kDouble);
+  constexpr int64_t kValues = 5;
+  at::Tensor mine = at::zeros({kValues + kHost / 8}, at::kDouble);
   auto* m = mine.data_ptr<double>();
   m[0] = static_cast<double>(stepsSession_);
   m[1] = trainLoopSeconds_;
   m[2] = commSeconds_;
   m[3] = dataWaitSeconds_;
-  std::memcpy(m + 4, me.host, kHost);
+  m[4] = static_cast<double>(loopPageFaults_);
+  std::memcpy(m + kValues, me.host, kHost);
   at::Tensor all = at::empty({mine.numel() * world_.size}, at::kDouble);
   comm_.allGather(mine, all);
   std::vector<RankTiming> out;
@@ -61,13 +63,14 @@ std::vector<RankTiming> Trainer::gatherRankTimings() {
     RankTiming t;
     t.rank = r;
     char host[kHost + 1] = {};
-    std::memcpy(host, v + 4, kHost);
+    std::memcpy(host, v + kValues, kHost);
     t.host = host;
     t.steps = static_cast<int64_t>(v[0]);
     const double steps = std::max(1.0, v[0]);
     t.step = v[1] / steps;
     t.commWait = v[2] / steps;
     t.dataWait = v[3] / steps;
+    t.pageFaults = v[4] / steps;
     out.push_back(t);
   }
   return out;
@@ -187,9 +190,9 @@ TrainSummary Trainer::summarize(Clock::time_point start) {
   r.other = s.otherSeconds;
   r.ranks = std::move(timings);
   logSessionSummary(r);
-  // A session that trained nothing (the run was already complete) keeps the summary of the
+  // A session that trained no step (the run was already complete) keeps the summary of the
   // one that did.
-  if (s.epochsThisSession > 0) writeSummaryJson(runDir_.summary(), r);
+  if (s.epochsThisSession > 0 || stepsSession_ > 0) writeSummaryJson(runDir_.summary(), r);
   return s;
 }
 

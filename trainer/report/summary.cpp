@@ -103,7 +103,9 @@ void logSessionSummary(const SessionSummary& s) {
     if (s.ranks.size() <= 16) {
       for (const auto& r : s.ranks) {
         t.row({concat("  rank ", r.rank), concat(ms(r.step), " per step: ", ms(r.busy()), " busy (data wait ",
-                                                 ms(r.dataWait), "), ", ms(r.commWait), " waiting in collectives")});
+                                                 ms(r.dataWait), "), ", ms(r.commWait), " waiting in collectives, ",
+                                                 withThousands(static_cast<long long>(r.pageFaults + 0.5)),
+                                                 " page faults")});
       }
     }
   }
@@ -136,7 +138,8 @@ void writeSummaryJson(const std::string& path, const SessionSummary& s) {
                      {"step_seconds", number(r.step)},
                      {"busy_seconds", number(r.busy())},
                      {"data_wait_seconds", number(r.dataWait)},
-                     {"comm_wait_seconds", number(r.commWait)}});
+                     {"comm_wait_seconds", number(r.commWait)},
+                     {"minor_page_faults_per_step", number(r.pageFaults)}});
   }
   j["ranks"] = ranks;
   if (Straggler st = stragglerOf(s.ranks); st.known) {
