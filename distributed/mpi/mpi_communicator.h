@@ -35,6 +35,15 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Work> barrierAsync() override;
   [[noreturn]] void abort(int exitCode) noexcept override;
 
+  // How a rank that reaches a collective first waits for the others. Sleeping (the
+  // default): each collective starts with a non-blocking barrier, polled for 50 us, then
+  // between polls the thread sleeps min(1 ms, 1/16 of the wait so far), so the core goes to
+  // this rank's backward or to other processes; the collective itself then runs with every
+  // rank present. Spinning: the collective alone, Open MPI polling for the peers meanwhile.
+  // Every rank must use the same way (a collective of one against a barrier of another is
+  // a mismatch): change it only at the same point of every rank's program.
+  void setSleepWhileWaiting(bool sleep);
+
   struct Engine;  // the communication thread and its queue (mpi_communicator.cpp)
 
  private:

@@ -54,6 +54,8 @@ int cmdTrain(int argc, char** argv) {
   }
   installPreemptionHandlers();  // again, in case MPI's start replaced them
   dist::checkRanksAgree(pg->mpi(), configFacts(&cfg));
+  // Only now that every rank holds the same config: all switch at the same point.
+  pg->mpi().setSleepWhileWaiting(cfg.distributed.wait == "sleep");
   std::unique_ptr<Trainer> trainer;
   dist::agreeOnSetup(pg->comm(), [&] {
     trainer = std::make_unique<Trainer>(cfg, pg->comm(), pg->world(), resume, pg->device());

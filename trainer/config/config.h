@@ -134,6 +134,9 @@ struct DistributedConfig {
   bool broadcastBuffers = true;    // buffers (BatchNorm statistics) follow rank 0 each step
   bool watchdog = true;            // hang verdicts (distributed/watchdog.h)
   int64_t verifyEverySteps = 0;    // replica fingerprints compared every N steps; 0: each epoch's end
+  // How the mpi backend waits for ranks that have not reached a collective yet: sleep
+  // (frees the core for compute and other work) | spin (Open MPI's busy polling).
+  std::string wait = "sleep";
 };
 
 struct LogConfig {

@@ -197,6 +197,11 @@ void declareRunControl(std::vector<Field>& f) {
   f.push_back(field<bool>("distributed", "watchdog", [](Config& c) -> bool& { return c.distributed.watchdog; },
                           "a thread per rank that turns a hang into a verdict naming the rank, its phase and the "
                           "collective (and RUN_DIR/hang-report.json)"));
+  f.push_back(field<S>("distributed", "wait", [](Config& c) -> S& { return c.distributed.wait; },
+                       "mpi backend, a rank that reaches a collective before the others: sleep (polls, then sleeps "
+                       "up to 1 ms at a time, at most 1/16 of the wait so far: its core goes to backward and to "
+                       "other work) | spin (Open MPI's busy polling: the least latency on cores nothing else needs)",
+                       oneOf({"sleep", "spin"}, "a way to wait")));
   f.push_back(field<int64_t>("distributed", "verify_every_steps",
                              [](Config& c) -> int64_t& { return c.distributed.verifyEverySteps; },
                              "compare a fingerprint of every rank's parameters every N steps (and at every epoch's "
