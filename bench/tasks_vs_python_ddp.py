@@ -13,7 +13,12 @@ ranks x 1 thread each (mpirun --bind-to core --map-by slot:PE=1):
 Python runs the twins of tests/e2e/model_twins.py (the same layers, forge's initialization)
 under DDP with its defaults (25 MiB buckets, buffers broadcast from rank 0), its samples in
 memory (as bench/python_ddp.py does), the loss alone per step. forge runs `forge train` as a
-user would, with run.max_steps, its train metrics and everything else it does in a step.
+user would, with run.max_steps, its train metrics and everything else it does in a step, and
+its defaults: run.keep_freed_memory (glibc keeps freed memory in the process) and
+distributed.wait: sleep (a rank waiting for a collective sleeps instead of spinning).
+`--set run.keep_freed_memory=false --set distributed.wait=spin` measures forge without
+them; `--env GLIBC_TUNABLES=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432`
+gives Python's ranks the same allocator setting.
 
 Throughput is each side's own timing of the steady-state training loop: the steps after
 the first WARMUP, on rank 0.
