@@ -2,8 +2,6 @@
 
 #include <climits>
 
-#include <sys/resource.h>
-
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -19,12 +17,6 @@ bool keepFreedMemory() {
 #else
   return false;
 #endif
-}
-
-int64_t minorPageFaults() {
-  struct rusage u {};
-  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
-  return static_cast<int64_t>(u.ru_minflt);
 }
 
 }  // namespace forge

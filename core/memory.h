@@ -2,8 +2,6 @@
 // activations every step.
 #pragma once
 
-#include <cstdint>
-
 namespace forge {
 
 // glibc malloc by default hands the top of its heap back to the kernel once 128 KiB or
@@ -14,8 +12,5 @@ namespace forge {
 // heap. Resident memory stays at the run's peak. Returns false (and changes nothing
 // further) where the C library refuses a setting.
 bool keepFreedMemory();
-
-// Minor page faults of this process so far (getrusage): memory the kernel had to map in.
-int64_t minorPageFaults();
 
 }  // namespace forge

@@ -46,14 +46,15 @@ bool isPercent(const std::string& metric) {
 std::vector<RankTiming> Trainer::gatherRankTimings() {
   constexpr int64_t kHost = 48;
   const dist::RankRecord me = dist::rankStatus().snapshot();
-  constexpr int64_t kValues = 5;
+  constexpr int64_t kValues = 6;
   at::Tensor mine = at::zeros({kValues + kHost / 8}, at::kDouble);
   auto* m = mine.data_ptr<double>();
   m[0] = static_cast<double>(stepsSession_);
   m[1] = trainLoopSeconds_;
   m[2] = commSeconds_;
   m[3] = dataWaitSeconds_;
-  m[4] = static_cast<double>(loopPageFaults_);
+  m[4] = static_cast<double>(loopUsage_.minorFaults);
+  m[5] = loopUsage_.cpuSeconds;
   std::memcpy(m + kValues, me.host, kHost);
   at::Tensor all = at::empty({mine.numel() * world_.size}, at::kDouble);
   comm_.allGather(mine, all);
@@ -71,6 +72,7 @@ std::vector<RankTiming> Trainer::gatherRankTimings() {
     t.commWait = v[2] / steps;
     t.dataWait = v[3] / steps;
     t.pageFaults = v[4] / steps;
+    t.cpu = v[5] / steps;
     out.push_back(t);
   }
   return out;

@@ -8,8 +8,8 @@
 #include "core/error.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "core/memory.h"
 #include "core/strings.h"
+#include "core/usage.h"
 #include "distributed/rank_status.h"
 #include "distributed/replicas.h"
 #include "trainer/engine/faults.h"
@@ -130,7 +130,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   const auto start = Clock::now();
   const double waitBefore = loader_->waitSeconds(), commBefore = sync_->commWaitSeconds();
   const double ckptBefore = checkpointSeconds_;
-  const int64_t faultsBefore = minorPageFaults();
+  const ProcessUsage usageBefore = processUsage();
   MetricSums sums(task_, device_);
   epochSums_ = &sums;
   struct Forget {  // on every way out of the epoch
@@ -159,7 +159,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   }
   const double seconds = secondsSince(start);
   checkpointInLoopSeconds_ += checkpointSeconds_ - ckptBefore;
-  loopPageFaults_ += minorPageFaults() - faultsBefore;
+  loopUsage_ += processUsage() - usageBefore;
   if (state_.step < stepsPerEpoch_) {  // stopped mid-epoch (run.max_steps): nothing to evaluate
     flushBuffers();  // every rank's buffers become rank 0's, as saved (the replicas end equal)
     trainLoopSeconds_ += seconds;

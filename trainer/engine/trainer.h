@@ -17,8 +17,9 @@
 #include <vector>
 
 #include "checkpoint/async_saver.h"
-#include "core/error.h"
 #include "checkpoint/checkpoint_dir.h"
+#include "core/error.h"
+#include "core/usage.h"
 #include "data/batch_loader.h"
 #include "data/sampler.h"
 #include "data/source.h"
@@ -199,7 +200,7 @@ class Trainer {
   double trainLoopSeconds_ = 0, dataWaitSeconds_ = 0, commSeconds_ = 0, checkpointSeconds_ = 0,
          checkpointInLoopSeconds_ = 0, evalSeconds_ = 0, samplesSession_ = 0;
   int64_t epochsSession_ = 0, stepsSession_ = 0;
-  int64_t loopPageFaults_ = 0;  // minor page faults in the step loops of this session
+  ProcessUsage loopUsage_;  // CPU time and page faults in the step loops of this session
   std::string resumePath_;      // rank 0: the checkpoint to resume from ("" = fresh)
   // Where the resumed epoch continues: its global sample, and the step counted there (the
   // epoch's steps from it on are of this world size's global batch). resumeEpoch_ -1: none.

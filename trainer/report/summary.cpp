@@ -103,7 +103,8 @@ void logSessionSummary(const SessionSummary& s) {
     if (s.ranks.size() <= 16) {
       for (const auto& r : s.ranks) {
         t.row({concat("  rank ", r.rank), concat(ms(r.step), " per step: ", ms(r.busy()), " busy (data wait ",
-                                                 ms(r.dataWait), "), ", ms(r.commWait), " waiting in collectives, ",
+                                                 ms(r.dataWait), "), ", ms(r.commWait), " waiting in collectives; ",
+                                                 ms(r.cpu), " CPU, ",
                                                  withThousands(static_cast<long long>(r.pageFaults + 0.5)),
                                                  " page faults")});
       }
@@ -139,6 +140,7 @@ void writeSummaryJson(const std::string& path, const SessionSummary& s) {
                      {"busy_seconds", number(r.busy())},
                      {"data_wait_seconds", number(r.dataWait)},
                      {"comm_wait_seconds", number(r.commWait)},
+                     {"cpu_seconds_per_step", number(r.cpu)},
                      {"minor_page_faults_per_step", number(r.pageFaults)}});
   }
   j["ranks"] = ranks;

@@ -16,6 +16,7 @@ struct RankTiming {
   int64_t steps = 0;
   double step = 0, commWait = 0, dataWait = 0;
   double pageFaults = 0;  // minor page faults per step (memory the kernel mapped in again)
+  double cpu = 0;         // CPU seconds per step, every thread of the rank
   double busy() const { return step - commWait; }  // what the others wait for
 };
 

@@ -1,11 +1,17 @@
-"""Host memory between steps, with the real binary on real files:
+"""What a step costs a rank beyond its kernels, with the real binary on real files:
   1. run.keep_freed_memory (the default) keeps a ResNet's freed activations in the process:
      its steps fault in at least 5x fewer pages than with glibc's defaults
      (run.keep_freed_memory: false), as summary.json records per rank (measured: about 20x,
      90 against 1,900 minor page faults a step);
   2. the summary reports them per rank on 2 ranks, beside the time per step;
-  3. a session stopped by run.max_steps within its first epoch writes its summary.json too."""
+  3. a session stopped by run.max_steps within its first epoch writes its summary.json too;
+  4. distributed.wait: with a peer 40 ms late every step (FORGE_FAULT_SLOW_RANK), the rank
+     that waits spends at least 1.5x less CPU a step sleeping than spinning (measured: 20 ms
+     against 56 ms a step, as summary.json's cpu_seconds_per_step records), and both ways
+     train the same model (the same fingerprint); a value other than sleep or spin is a
+     config error that names both."""
 import json
+import os
 
 from harness import Harness
 
@@ -47,4 +53,23 @@ h.check("page faults" in p.stdout + p.stderr, "the summary's rank lines name the
 h.run(["train", cfg, "--set", "run.dir=short", "--set", "run.max_steps=10"])
 _, ranks = faults("short")
 h.check(ranks[0]["steps"] == 10, "a run stopped by run.max_steps mid-epoch writes summary.json (10 steps)", ranks)
+
+# 4. Waiting for a late peer: sleeping against spinning.
+late = {"FORGE_FAULT_SLOW_RANK": "1", "FORGE_FAULT_SLOW_MS": "40"}
+os.environ.update(late)
+cpu, prints = {}, {}
+for wait in ("spin", "sleep"):
+    h.run(["train", cfg, "--set", f"run.dir=wait_{wait}", "--set", f"distributed.wait={wait}",
+           "--set", "run.max_steps=40"], ranks=2, mpirun_args=[x for k in late for x in ("-x", k)])
+    with open(h.path(f"wait_{wait}", "summary.json")) as f:
+        summary = json.load(f)
+    cpu[wait], prints[wait] = summary["ranks"][0]["cpu_seconds_per_step"], summary["fingerprint"]
+for k in late:
+    del os.environ[k]
+h.check(cpu["sleep"] * 1.5 <= cpu["spin"], f"rank 0, waiting 40 ms a step for rank 1, uses {1e3 * cpu['sleep']:.1f} ms "
+        f"of CPU a step sleeping, {1e3 * cpu['spin']:.1f} ms spinning", cpu)
+h.check(prints["sleep"] == prints["spin"], "sleeping and spinning train the same model", prints)
+p = h.run(["train", cfg, "--set", "distributed.wait=nap"], expect_rc=2)
+h.check("distributed.wait" in p.stderr and "sleep" in p.stderr and "spin" in p.stderr,
+        "distributed.wait: nap is refused, naming sleep and spin", p.stderr)
 h.finish()
