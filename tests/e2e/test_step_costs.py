@@ -4,7 +4,8 @@
      (run.keep_freed_memory: false), as summary.json records per rank (measured: about 20x,
      90 against 1,900 minor page faults a step);
   2. the summary reports them per rank on 2 ranks, beside the time per step;
-  3. a session stopped by run.max_steps within its first epoch writes its summary.json too;
+  3. a session stopped by run.max_steps within its first epoch writes its summary.json too,
+     with its throughput;
   4. distributed.wait: with a peer 40 ms late every step (FORGE_FAULT_SLOW_RANK), the rank
      that waits spends at least 1.5x less CPU a step sleeping than spinning (measured: 20 ms
      against 56 ms a step, as summary.json's cpu_seconds_per_step records), and both ways
@@ -52,7 +53,10 @@ h.check("page faults" in p.stdout + p.stderr, "the summary's rank lines name the
 # 3. A max_steps session within the first epoch.
 h.run(["train", cfg, "--set", "run.dir=short", "--set", "run.max_steps=10"])
 _, ranks = faults("short")
-h.check(ranks[0]["steps"] == 10, "a run stopped by run.max_steps mid-epoch writes summary.json (10 steps)", ranks)
+with open(h.path("short", "summary.json")) as f:
+    short = json.load(f)
+h.check(ranks[0]["steps"] == 10 and short["samples_per_s"] > 0 and short["global_step"] == 10,
+        "a run stopped by run.max_steps mid-epoch writes summary.json (10 steps, its samples/s)", short)
 
 # 4. Waiting for a late peer: sleeping against spinning.
 late = {"FORGE_FAULT_SLOW_RANK": "1", "FORGE_FAULT_SLOW_MS": "40"}

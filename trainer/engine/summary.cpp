@@ -155,8 +155,11 @@ TrainSummary Trainer::summarize(Clock::time_point start) {
   }
   char loss[32];
   std::snprintf(loss, sizeof loss, "%.4f", s.finalEval.loss());
+  // Where the run stands: a run stopped by run.max_steps (or a signal) may be mid-epoch.
+  const std::string where = state_.step > 0 ? concat(state_.epoch, " epoch(s) and ", state_.step, " step(s)")
+                                            : concat(state_.epoch, " epoch(s)");
   log::info("train", "final ", cfg_.data.evalSplit, " ", final, final.empty() ? "" : " ", "(loss ", loss, ") after ",
-            cfg_.run.epochs, " epochs; this session took ", formatDuration(s.seconds));
+            where, "; this session took ", formatDuration(s.seconds));
   for (const auto& ref : referencesOf(s.finalEval, *eval_)) log::info("train", "final ", ref.text());
   s.epochsThisSession = epochsSession_;
   s.samplesPerS = samplesSession_ / std::max(1e-9, trainLoopSeconds_);

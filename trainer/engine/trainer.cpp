@@ -131,6 +131,7 @@ void Trainer::trainEpoch(int64_t epoch) {
   const double waitBefore = loader_->waitSeconds(), commBefore = sync_->commWaitSeconds();
   const double ckptBefore = checkpointSeconds_;
   const ProcessUsage usageBefore = processUsage();
+  const int64_t samplesBefore = epochSamplesDone();
   MetricSums sums(task_, device_);
   epochSums_ = &sums;
   struct Forget {  // on every way out of the epoch
@@ -164,6 +165,9 @@ void Trainer::trainEpoch(int64_t epoch) {
     flushBuffers();  // every rank's buffers become rank 0's, as saved (the replicas end equal)
     trainLoopSeconds_ += seconds;
     stepsSession_ += steps;
+    samplesSession_ += static_cast<double>(epochSamplesDone() - samplesBefore);
+    dataWaitSeconds_ += loader_->waitSeconds() - waitBefore;
+    commSeconds_ += sync_->commWaitSeconds() - commBefore;
     return;
   }
   finishEpoch(epoch, sums, steps, seconds, waitBefore, commBefore);
