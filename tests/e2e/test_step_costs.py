@@ -9,12 +9,14 @@
   4. distributed.wait: with a peer 40 ms late every step (FORGE_FAULT_SLOW_RANK), the rank
      that waits spends at least 1.5x less CPU a step sleeping than spinning (measured: 20 ms
      against 56 ms a step, as summary.json's cpu_seconds_per_step records), and both ways
-     train the same model (the same fingerprint); a value other than sleep or spin is a
-     config error that names both."""
+     train the same model (the same fingerprint); ranks given different values stop with
+     exit 2 naming the difference, in forge train and forge eval; a value other than sleep
+     or spin is a config error that names both."""
 import json
 import os
+import subprocess
 
-from harness import Harness
+from harness import Harness, final_checkpoint
 
 h = Harness()
 h.run(["data", "synthetic", "--out", "img.h5", "--samples", "2400", "--features", "784", "--classes", "4",
@@ -73,6 +75,16 @@ for k in late:
 h.check(cpu["sleep"] * 1.5 <= cpu["spin"], f"rank 0, waiting 40 ms a step for rank 1, uses {1e3 * cpu['sleep']:.1f} ms "
         f"of CPU a step sleeping, {1e3 * cpu['spin']:.1f} ms spinning", cpu)
 h.check(prints["sleep"] == prints["spin"], "sleeping and spinning train the same model", prints)
+# Ranks that would wait differently are stopped before their collectives could mismatch,
+# in forge eval as in forge train.
+ck = final_checkpoint(h, "wait_sleep")
+for command in (["train", cfg, "--set", "run.dir=mixed"], ["eval", cfg, "--checkpoint", ck]):
+    mixed = [h.mpirun, "--oversubscribe", "-np", "1", h.forge, *command, "--set", "distributed.wait=spin", ":",
+             "-np", "1", h.forge, *command, "--set", "distributed.wait=sleep"]
+    p = subprocess.run(mixed, cwd=h.work, capture_output=True, text=True, timeout=120, env=h.env())
+    out = p.stdout + p.stderr
+    h.check(p.returncode == 2 and "disagree" in out and "wait: spin" in out,
+            f"forge {command[0]}: ranks with distributed.wait spin and sleep stop with exit 2, naming it", out[-1500:])
 p = h.run(["train", cfg, "--set", "distributed.wait=nap"], expect_rc=2)
 h.check("distributed.wait" in p.stderr and "sleep" in p.stderr and "spin" in p.stderr,
         "distributed.wait: nap is refused, naming sleep and spin", p.stderr)

@@ -79,7 +79,7 @@ int cmdDoctor(int argc, char** argv) {
   const dist::WorldInfo& w = pg->world();
   const bool lead = w.rank == 0;
   return runGuarded(*pg, [&] {
-    dist::checkRanksAgree(pg->mpi(), configFacts(a.positional.empty() ? nullptr : &cfg));
+    agreeOnConfig(*pg, a.positional.empty() ? nullptr : &cfg);
     auto rows = gatherRanks(*pg, pg->threads());
     if (lead) {
       using A = Table::Align;

@@ -117,6 +117,7 @@ int cmdEval(int argc, char** argv) {
   if (!a.has("checkpoint")) usage("forge eval needs --checkpoint PATH", kEvalHelp);
   if (a.has("json")) log::infoToStderr();  // stdout holds the JSON alone
   auto pg = processGroupFor(&argc, &argv, cfg, "eval");
+  agreeOnConfig(*pg, &cfg);
   std::unique_ptr<data::SplitSource> split;
   ModelHandle model;
   Task task;

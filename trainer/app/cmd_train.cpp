@@ -53,9 +53,7 @@ int cmdTrain(int argc, char** argv) {
               "its defaults stay");
   }
   installPreemptionHandlers();  // again, in case MPI's start replaced them
-  dist::checkRanksAgree(pg->mpi(), configFacts(&cfg));
-  // Only now that every rank holds the same config: all switch at the same point.
-  pg->mpi().setSleepWhileWaiting(cfg.distributed.wait == "sleep");
+  agreeOnConfig(*pg, &cfg);
   std::unique_ptr<Trainer> trainer;
   dist::agreeOnSetup(pg->comm(), [&] {
     trainer = std::make_unique<Trainer>(cfg, pg->comm(), pg->world(), resume, pg->device());

@@ -82,6 +82,11 @@ std::vector<dist::Fact> configFacts(const Config* cfg) {
            hex64(fnv1a(cfg->resolved.data(), cfg->resolved.size())), cfg->resolved}};
 }
 
+void agreeOnConfig(dist::ProcessGroup& pg, const Config* cfg) {
+  dist::checkRanksAgree(pg.mpi(), configFacts(cfg));
+  pg.mpi().setSleepWhileWaiting(cfg == nullptr || cfg->distributed.wait == "sleep");
+}
+
 int runGuarded(dist::ProcessGroup& pg, const std::function<int()>& body) {
   // A progress bar must not outlive the run, nor sit under its last words: cleared as the
   // body is left, before any handler prints.

@@ -44,6 +44,11 @@ std::unique_ptr<dist::ProcessGroup> processGroupFor(int* argc, char*** argv, con
 // always one fact, so that ranks with and without a config compare.
 std::vector<dist::Fact> configFacts(const Config* cfg);
 
+// Collective: every rank holds the same config (else each stops with exit 2, naming the
+// difference); then what must change at the same point of every rank's program does:
+// distributed.wait (a rank's collectives would not match its peers' otherwise).
+void agreeOnConfig(dist::ProcessGroup& pg, const Config* cfg);
+
 // Runs `body` (after setup, when errors may hit one rank only): an error ends every rank of
 // the job (MPI abort) with its exit code instead of leaving the others in a collective; a
 // preemption is a clean stop with exit 75.
