@@ -15,7 +15,7 @@
   6. bad input is refused by name before training: token ids outside the vocabulary (-2^63
      included), sequences shorter than the context, labels that do not fit the task (float
      labels to a classifier, integer labels to a regression, float features to a language
-     model, test targets of another shape), a metric the model's output does not fit (top-5
+     model, test targets of another shape, normalization of token ids), a metric the model's output does not fit (top-5
      of 4 classes too), and a checkpoint.monitor the task lacks; converters refuse to write
      over their input; a resume with a changed model key is named."""
 import glob
@@ -211,6 +211,8 @@ refused("a monitor the task lacks", reg, ["--set", "checkpoint.monitor=eval_accu
         "checkpoint.monitor 'eval_accuracy' is not a value of this run")
 refused("top-5 accuracy of 4 classes (always 100%)", res, ["--set", "task.metrics=[accuracy, top5_accuracy]",
                                                           "--set", "run.dir=e8"], "top5_accuracy needs more than 5 classes")
+refused("normalization of token ids", gpt, ["--set", "data.normalize.scale=0.5", "--set", "run.dir=e11"],
+        "holds token ids, which are never normalized: remove them")
 # The most negative int64 id (its negation overflows) in the test split only.
 bad = rng.integers(0, 20, size=(100, 9)).astype(np.int64)
 np.save(h.path("ok_tr.npy"), bad[:80])

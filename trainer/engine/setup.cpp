@@ -334,6 +334,11 @@ void Trainer::checkTokenIds(int64_t vocabulary) {
 // (each rank sums a disjoint share: the split is read once in all) and kept in the run dir,
 // so that a resumed run normalizes exactly as before. Collective.
 void Trainer::resolveFeatureStats() {
+  const auto& n = cfg_.data.normalize;
+  if (train_->tokens() && (n.scale != 1.0 || n.mean != std::vector<double>{0.0} || n.std != std::vector<double>{1.0})) {
+    throw ConfigError(concat("config error in ", cfg_.sourcePath, ": data.normalize.scale, mean or std is set, but ",
+                             train_->name(), " holds token ids, which are never normalized: remove them"));
+  }
   if (cfg_.data.normalize.stats != "auto") return;
   if (train_->tokens()) {
     throw ConfigError(concat("config error in ", cfg_.sourcePath, ": data.normalize.stats is auto, but ",
